@@ -1,0 +1,204 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Record encoding (version 1). Compact and allocation-light because every
+// step transition rewrites the record:
+//
+//	byte    version (1)
+//	byte    status
+//	str     name, trigger, topic
+//	varint  partition, offset
+//	varint  event time, created, updated (Unix ns, 0 = zero time)
+//	str     idempotency key, error
+//	bytes   context
+//	uvarint step count, then per step:
+//	        str name, byte status, uvarint attempts, varint started, ended,
+//	        str error, uvarint comp attempts, str comp error, varint comp ended
+//
+// str and bytes are a uvarint length followed by the bytes.
+const recordVersion = 1
+
+// statusOfRecord returns the status byte of an encoded record without
+// decoding it (0 when the record is too short or of another version).
+func statusOfRecord(b []byte) Status {
+	if len(b) < 2 || b[0] != recordVersion {
+		return 0
+	}
+	return Status(b[1])
+}
+
+// EncodeSaga appends the binary encoding of s to dst.
+func EncodeSaga(dst []byte, s *Saga) []byte {
+	dst = append(dst, recordVersion, byte(s.Status))
+	dst = appendStr(dst, s.Name)
+	dst = appendStr(dst, s.Trigger)
+	dst = appendStr(dst, s.Source.Topic)
+	dst = binary.AppendVarint(dst, int64(s.Source.Partition))
+	dst = binary.AppendVarint(dst, s.Source.Offset)
+	dst = appendTime(dst, s.EventTime)
+	dst = appendTime(dst, s.CreatedAt)
+	dst = appendTime(dst, s.UpdatedAt)
+	dst = appendStr(dst, s.IdempotencyKey)
+	dst = appendStr(dst, s.Error)
+	dst = binary.AppendUvarint(dst, uint64(len(s.Context)))
+	dst = append(dst, s.Context...)
+	dst = binary.AppendUvarint(dst, uint64(len(s.Steps)))
+	for i := range s.Steps {
+		st := &s.Steps[i]
+		dst = appendStr(dst, st.Name)
+		dst = append(dst, byte(st.Status))
+		dst = binary.AppendUvarint(dst, uint64(st.Attempts))
+		dst = appendTime(dst, st.StartedAt)
+		dst = appendTime(dst, st.EndedAt)
+		dst = appendStr(dst, st.Error)
+		dst = binary.AppendUvarint(dst, uint64(st.CompAttempts))
+		dst = appendStr(dst, st.CompError)
+		dst = appendTime(dst, st.CompEndedAt)
+	}
+	return dst
+}
+
+// DecodeSaga decodes a record written by EncodeSaga. It never panics: any
+// malformed input yields an error wrapping ErrCorrupt.
+func DecodeSaga(b []byte) (*Saga, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != recordVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
+	}
+	s := &Saga{Status: Status(d.byte())}
+	s.Name = d.str()
+	s.Trigger = d.str()
+	s.Source.Topic = d.str()
+	p := d.varint()
+	if p < 0 || p > 1<<31-1 {
+		d.fail("partition out of range")
+	}
+	s.Source.Partition = int32(p)
+	s.Source.Offset = d.varint()
+	s.EventTime = d.time()
+	s.CreatedAt = d.time()
+	s.UpdatedAt = d.time()
+	s.IdempotencyKey = d.str()
+	s.Error = d.str()
+	if c := d.bytes(); len(c) > 0 {
+		s.Context = append([]byte(nil), c...)
+	}
+	n := d.uvarint()
+	if n > uint64(len(d.b)) { // each step takes at least one byte
+		d.fail("step count")
+	}
+	if d.err == nil && n > 0 {
+		s.Steps = make([]Step, n)
+		for i := range s.Steps {
+			st := &s.Steps[i]
+			st.Name = d.str()
+			st.Status = StepStatus(d.byte())
+			st.Attempts = d.uint32()
+			st.StartedAt = d.time()
+			st.EndedAt = d.time()
+			st.Error = d.str()
+			st.CompAttempts = d.uint32()
+			st.CompError = d.str()
+			st.CompEndedAt = d.time()
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err == nil && !s.Status.Valid() {
+		d.fail("status")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return s, nil
+}
+
+func appendStr(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func appendTime(dst []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(dst, 0)
+	}
+	return binary.AppendVarint(dst, t.UnixNano())
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrCorrupt, what)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("short record")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad uvarint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uint32() uint32 {
+	v := d.uvarint()
+	if v > 1<<32-1 {
+		d.fail("count out of range")
+		return 0
+	}
+	return uint32(v)
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("length out of range")
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string { return string(d.bytes()) }
+
+func (d *decoder) time() time.Time {
+	v := d.varint()
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, v).UTC()
+}

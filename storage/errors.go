@@ -1,0 +1,22 @@
+package storage
+
+import "errors"
+
+// Errors returned by stores. Callers test them with errors.Is.
+var (
+	// ErrNotFound: no saga has the requested ID.
+	ErrNotFound = errors.New("storage: saga not found")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("storage: store closed")
+	// ErrInvalidID: a saga ID is not "<topic>:<partition>:<offset>:<saga>".
+	ErrInvalidID = errors.New("storage: invalid saga id")
+	// ErrInvalidStatus: a status name is not one of the six statuses.
+	ErrInvalidStatus = errors.New("storage: invalid status")
+	// ErrInvalidSaga: a saga handed to the store is missing a field or has a
+	// bad name, topic or status.
+	ErrInvalidSaga = errors.New("storage: invalid saga")
+	// ErrCorrupt: a stored record cannot be decoded.
+	ErrCorrupt = errors.New("storage: corrupt record")
+	// ErrInvalidCursor: a list cursor was not produced by this store.
+	ErrInvalidCursor = errors.New("storage: invalid cursor")
+)

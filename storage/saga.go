@@ -1,0 +1,215 @@
+package storage
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is the life-cycle state of a saga. The names are the external
+// contract (DESIGN §6): pending, executing, completed, compensating,
+// rolled_back, failed.
+type Status uint8
+
+// Saga statuses. The zero value is not a valid status; in a Query it means
+// "any status".
+const (
+	StatusPending Status = iota + 1
+	StatusExecuting
+	StatusCompleted
+	StatusCompensating
+	StatusRolledBack
+	StatusFailed
+)
+
+// Statuses lists every valid status in life-cycle order.
+var Statuses = []Status{StatusPending, StatusExecuting, StatusCompleted, StatusCompensating, StatusRolledBack, StatusFailed}
+
+// NonTerminal lists the statuses a saga can still move on from; recovery
+// resumes sagas in these.
+var NonTerminal = []Status{StatusPending, StatusExecuting, StatusCompensating}
+
+var statusNames = [...]string{"", "pending", "executing", "completed", "compensating", "rolled_back", "failed"}
+
+func (s Status) String() string {
+	if s.Valid() {
+		return statusNames[s]
+	}
+	return "status(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Valid reports whether s is one of the six statuses.
+func (s Status) Valid() bool { return s >= StatusPending && s <= StatusFailed }
+
+// Terminal reports whether a saga in s is finished for good.
+func (s Status) Terminal() bool {
+	return s == StatusCompleted || s == StatusRolledBack || s == StatusFailed
+}
+
+// MarshalText implements encoding.TextMarshaler (JSON uses the name).
+func (s Status) MarshalText() ([]byte, error) {
+	if !s.Valid() {
+		return nil, fmt.Errorf("storage: invalid status %d", s)
+	}
+	return []byte(statusNames[s]), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Status) UnmarshalText(b []byte) error {
+	v, err := ParseStatus(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// ParseStatus turns a status name into a Status.
+func ParseStatus(name string) (Status, error) {
+	for i, n := range statusNames {
+		if i > 0 && n == name {
+			return Status(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %q (want one of pending, executing, completed, compensating, rolled_back, failed)", ErrInvalidStatus, name)
+}
+
+// StepStatus is the state of one step of a saga.
+type StepStatus uint8
+
+// Step statuses.
+const (
+	StepPending            StepStatus = iota + 1 // not run yet (or interrupted before its result was recorded)
+	StepCompleted                                // action succeeded
+	StepFailed                                   // action gave up after its retries
+	StepCompensated                              // compensation succeeded
+	StepCompensationFailed                       // compensation gave up after its retries
+)
+
+var stepStatusNames = [...]string{"", "pending", "completed", "failed", "compensated", "compensation_failed"}
+
+func (s StepStatus) String() string {
+	if s >= StepPending && s <= StepCompensationFailed {
+		return stepStatusNames[s]
+	}
+	return "step_status(" + strconv.Itoa(int(s)) + ")"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s StepStatus) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Position is where the event that started a saga sits: a Kafka
+// topic-partition and offset. Every saga belongs to the partition of its
+// source event; that is the unit of storage and of ownership.
+type Position struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// Partition identifies a topic-partition.
+type Partition struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+}
+
+func (p Partition) String() string { return p.Topic + "/" + strconv.FormatInt(int64(p.Partition), 10) }
+
+// Partition returns the topic-partition of the position.
+func (p Position) TopicPartition() Partition { return Partition{p.Topic, p.Partition} }
+
+// Step is the recorded state of one step of a saga.
+type Step struct {
+	Name      string     `json:"name"`
+	Status    StepStatus `json:"status"`
+	Attempts  uint32     `json:"attempts"`
+	Error     string     `json:"error,omitempty"`
+	StartedAt time.Time  `json:"started_at,omitzero"`
+	EndedAt   time.Time  `json:"ended_at,omitzero"`
+	// Compensation attempts, error and end time, once compensation ran.
+	CompAttempts uint32    `json:"compensation_attempts,omitempty"`
+	CompError    string    `json:"compensation_error,omitempty"`
+	CompEndedAt  time.Time `json:"compensated_at,omitzero"`
+}
+
+// Saga is one recorded saga instance.
+type Saga struct {
+	// Name of the saga declaration (see engine.Saga).
+	Name string `json:"saga"`
+	// Trigger identifies the trigger that started it, e.g. "kafka:orders.created".
+	Trigger string `json:"trigger"`
+	Status  Status `json:"status"`
+	// Source is the position of the event that started the saga. The saga
+	// ID is derived from it and the saga name.
+	Source         Position  `json:"source"`
+	EventTime      time.Time `json:"event_time,omitzero"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	// Context is the saga's data as JSON: the transformer's output, as the
+	// steps have since changed it.
+	Context   []byte    `json:"-"`
+	Steps     []Step    `json:"steps"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ID returns the saga's identifier: "<topic>:<partition>:<offset>:<saga>".
+// It is derived from the source event's position, so a re-delivered event
+// maps to the same ID on every member.
+func (s *Saga) ID() string { return FormatID(s.Source, s.Name) }
+
+// Clone returns a deep copy of s.
+func (s *Saga) Clone() *Saga {
+	c := *s
+	c.Context = append([]byte(nil), s.Context...)
+	c.Steps = append([]Step(nil), s.Steps...)
+	return &c
+}
+
+// FormatID builds a saga ID from the source position and the saga name.
+func FormatID(pos Position, name string) string {
+	var b strings.Builder
+	b.Grow(len(pos.Topic) + len(name) + 24)
+	b.WriteString(pos.Topic)
+	b.WriteByte(':')
+	b.WriteString(strconv.FormatInt(int64(pos.Partition), 10))
+	b.WriteByte(':')
+	b.WriteString(strconv.FormatInt(pos.Offset, 10))
+	b.WriteByte(':')
+	b.WriteString(name)
+	return b.String()
+}
+
+// ParseID splits a saga ID into its source position and saga name.
+func ParseID(id string) (Position, string, error) {
+	parts := strings.Split(id, ":")
+	if len(parts) != 4 || parts[0] == "" || parts[3] == "" {
+		return Position{}, "", fmt.Errorf("%w: %q (want <topic>:<partition>:<offset>:<saga>)", ErrInvalidID, id)
+	}
+	p, err := strconv.ParseInt(parts[1], 10, 32)
+	if err != nil || p < 0 {
+		return Position{}, "", fmt.Errorf("%w: %q: bad partition", ErrInvalidID, id)
+	}
+	o, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || o < 0 {
+		return Position{}, "", fmt.Errorf("%w: %q: bad offset", ErrInvalidID, id)
+	}
+	return Position{Topic: parts[0], Partition: int32(p), Offset: o}, parts[3], nil
+}
+
+// ValidName reports whether s may be used as a saga name: 1 to 200
+// characters from [A-Za-z0-9._-]. Topic names follow the same rule (and
+// local topics may start with "~").
+func ValidName(s string) bool {
+	if s == "" || len(s) > 200 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

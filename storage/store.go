@@ -1,0 +1,101 @@
+// Package storage records saga instances durably.
+//
+// State is partition-scoped (DESIGN §5): every saga lives under the
+// topic-partition of the event that started it, together with that
+// partition's idempotency keys and next offset. A saga's ID is derived from
+// its source position and saga name, so the ID says where the saga lives.
+//
+// Store is the contract; Bolt is the implementation backed by bbolt. The
+// conformance tests in storage/storagetest check any implementation.
+package storage
+
+import "context"
+
+// Store records sagas durably. All methods are safe for concurrent use.
+//
+// Writes (Start, Update) return only once the change is durable (fsynced).
+// Concurrent writes may share one transaction (group commit). A cancelled
+// context stops the wait, not the write: the outcome is then unknown and the
+// caller must treat it as such (re-delivery is safe because Start is
+// idempotent).
+type Store interface {
+	// Start records a batch of new sagas and the partitions' next offsets in
+	// one atomic, durable transaction. For each saga it resolves
+	// de-duplication: a saga already recorded at the same position and name,
+	// or (when IdempotencyKey is set) a saga of the same name with the same
+	// key in the same partition, is reported as existing and nothing new is
+	// inserted. The check and the insert are atomic. New sagas are stored
+	// with status pending. Results are in request order.
+	Start(ctx context.Context, b StartBatch) ([]StartResult, error)
+
+	// Update durably replaces the recorded state of existing sagas
+	// (identified by Source and Name). Updating a saga that was never
+	// started is an error wrapping ErrNotFound.
+	Update(ctx context.Context, sagas ...*Saga) error
+
+	// Get returns the saga with the given ID, or an error wrapping
+	// ErrNotFound or ErrInvalidID.
+	Get(ctx context.Context, id string) (*Saga, error)
+
+	// List returns sagas newest first, filtered by status and saga name,
+	// using indexes (no full scan). Page through with Query.Cursor.
+	List(ctx context.Context, q Query) (Page, error)
+
+	// Scan calls fn for every saga in one of the given statuses, partition
+	// by partition, oldest first within a partition. Recovery uses it with
+	// NonTerminal. fn must not call the store's write methods.
+	Scan(ctx context.Context, statuses []Status, fn func(*Saga) error) error
+
+	// NextOffset returns the next offset recorded for a partition (the offset
+	// after the last event handled), and false when none is recorded.
+	NextOffset(ctx context.Context, p Partition) (int64, bool, error)
+
+	// Close waits for writes in progress and releases the store.
+	Close() error
+}
+
+// StartBatch is one poll's worth of new sagas.
+type StartBatch struct {
+	// Sagas to insert. Each needs Name, Trigger, Source and Steps; Status,
+	// CreatedAt and UpdatedAt are set by the store.
+	Sagas []*Saga
+	// Offsets records, per partition, the next offset to consume. A stored
+	// next offset never moves backwards.
+	Offsets []Offset
+}
+
+// Offset is the next offset of a partition.
+type Offset struct {
+	Topic     string
+	Partition int32
+	Next      int64
+}
+
+// TopicPartition returns the offset's topic-partition.
+func (o Offset) TopicPartition() Partition { return Partition{o.Topic, o.Partition} }
+
+// StartResult tells what Start did with one saga of the batch.
+type StartResult struct {
+	// ID of the saga: the new one, or the existing one it matched.
+	ID string
+	// Created is true when a new saga was inserted, false when the event
+	// matched an existing saga (re-delivery or same idempotency key).
+	Created bool
+	// Saga is the inserted record when Created (status pending).
+	Saga *Saga
+}
+
+// Query filters List.
+type Query struct {
+	Status Status // 0: any status
+	Name   string // "": any saga
+	Limit  int    // default 50, at most 1000
+	Cursor string // from a previous Page.Next
+}
+
+// Page is one page of a listing.
+type Page struct {
+	Sagas []*Saga
+	// Next is the cursor of the following page; empty when this is the last.
+	Next string
+}
