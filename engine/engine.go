@@ -1,0 +1,398 @@
+// Package engine runs sagas: the declarations (Saga, Step, Trigger), the
+// registry sagas join in init(), the routing of events to triggers, and the
+// executor that carries every recorded saga to an end — completed, or
+// compensated step by step — across crashes.
+//
+// The engine never holds a saga only in memory: Start records new sagas
+// durably (one storage transaction per batch) before they run, every step
+// result is recorded before the next step starts, and Run resumes every
+// unfinished saga it finds in the store.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Store records sagas. Required.
+	Store storage.Store
+	// Registry holds the saga declarations (default: DefaultRegistry()).
+	Registry *Registry
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// Clock (default SystemClock).
+	Clock Clock
+	// MaxInFlight bounds the sagas executing at once in this process, over
+	// all triggers (default 4096). The rest wait as pending.
+	MaxInFlight int
+	// ShutdownTimeout is how long running steps get to finish when Run's
+	// context ends; then their contexts are cancelled (default 10s).
+	ShutdownTimeout time.Duration
+	// OnFinish, if set, is called after a saga reaches a terminal status and
+	// that status is recorded.
+	OnFinish func(*storage.Saga)
+}
+
+// Engine routes events to triggers, records sagas and executes them.
+type Engine struct {
+	store    storage.Store
+	routes   *Routes
+	log      *slog.Logger
+	clock    Clock
+	maxIn    int
+	shutdown time.Duration
+	onFinish func(*storage.Saga)
+
+	// local positions for in-process Fire, one counter per source
+	local map[Source]*atomic.Int64
+
+	mu      sync.Mutex
+	lanes   map[string]*lane
+	order   []*lane // round-robin order
+	rr      int
+	running int
+	queued  int
+	state   int // stateNew, stateRunning, stateStopping
+	idle    chan struct{}
+	wg      sync.WaitGroup
+
+	ready    chan struct{}
+	stopCtx  context.Context // done when Run's context ends: no new steps
+	runCtx   context.Context // done at hard stop: running steps cancelled
+	hardStop context.CancelFunc
+}
+
+const (
+	stateNew = iota
+	stateRunning
+	stateStopping
+)
+
+// New validates the registry and returns an engine. Call Run to execute
+// sagas; Start, Fire and Prepare may be used before Run (sagas are recorded
+// and wait).
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("engine: Config.Store is required")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = DefaultRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4096
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	routes, err := cfg.Registry.Routes()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
+		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
+		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
+		ready: make(chan struct{}),
+	}
+	e.idle = make(chan struct{})
+	close(e.idle)
+	for _, src := range []Source{SourceKafka, SourceCron, SourceWebhook, SourceManual} {
+		next, _, err := cfg.Store.NextOffset(context.Background(), storage.Partition{Topic: localTopic(src)})
+		if err != nil {
+			return nil, fmt.Errorf("engine: read local offsets: %w", err)
+		}
+		c := new(atomic.Int64)
+		c.Store(next)
+		e.local[src] = c
+	}
+	for _, r := range routes.All() {
+		e.laneFor(r.ID(), r.Trigger)
+		if r.Trigger.IdempotencyKey.IsZero() {
+			e.log.Info("trigger has no idempotency key; the record position (topic, partition, offset) is the key",
+				"saga", r.Saga.Name, "trigger", r.Trigger.ID())
+		}
+	}
+	return e, nil
+}
+
+// Routes returns the routing table.
+func (e *Engine) Routes() *Routes { return e.routes }
+
+// Ready is closed once Run has queued every unfinished saga found in the
+// store and started executing.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+// Run recovers unfinished sagas from the store, then executes sagas until
+// ctx ends. It then stops starting steps, gives running steps
+// ShutdownTimeout to finish, cancels the rest and returns once every saga
+// goroutine has returned. Interrupted sagas stay recorded where they stand
+// and resume at the next Run. Run may be called once.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	if e.state != stateNew {
+		e.mu.Unlock()
+		return errors.New("engine: Run called twice")
+	}
+	e.stopCtx = ctx
+	e.runCtx, e.hardStop = context.WithCancel(context.WithoutCancel(ctx))
+	e.mu.Unlock()
+	defer e.hardStop()
+
+	start := e.clock.Now()
+	var n int
+	err := e.store.Scan(ctx, storage.NonTerminal, func(s *storage.Saga) error {
+		n++
+		e.enqueue(s)
+		return nil
+	})
+	if err != nil {
+		e.mu.Lock()
+		e.state = stateStopping
+		e.mu.Unlock()
+		return fmt.Errorf("engine: recovery: %w", err)
+	}
+	e.log.Info("recovery done", "unfinished_sagas", n, "took", e.clock.Now().Sub(start).Round(time.Millisecond))
+
+	e.mu.Lock()
+	e.state = stateRunning
+	e.dispatchLocked()
+	e.mu.Unlock()
+	close(e.ready)
+
+	<-ctx.Done()
+	e.mu.Lock()
+	e.state = stateStopping
+	running := e.running
+	e.mu.Unlock()
+	e.log.Info("stopping: letting running steps finish", "running", running, "timeout", e.shutdown)
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	stop := e.clock.AfterFunc(e.shutdown, e.hardStop)
+	<-done
+	stop()
+	return nil
+}
+
+// Stats reports how many sagas wait (pending, queued in this process) and
+// how many execute.
+func (e *Engine) Stats() (queued, running int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.queued, e.running
+}
+
+// WaitIdle blocks until no saga is queued or running in this process, or
+// ctx ends.
+func (e *Engine) WaitIdle(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		ch := e.idle
+		e.mu.Unlock()
+		select {
+		case <-ch:
+			e.mu.Lock()
+			idle := e.queued == 0 && e.running == 0
+			e.mu.Unlock()
+			if idle {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Reason classifies why an event could not start a saga; it becomes the
+// dead-letter header.
+type Reason string
+
+// Reasons for rejecting an event.
+const (
+	ReasonDecode     Reason = "decode"          // value is not a JSON object
+	ReasonTransform  Reason = "transform_error" // transformer returned an error
+	ReasonPanic      Reason = "transform_panic" // transformer panicked
+	ReasonMissingKey Reason = "missing_key"     // no idempotency key
+	ReasonContext    Reason = "bad_context"     // transformer output is not JSON-encodable
+)
+
+// Reject is an event one trigger could not turn into a saga.
+type Reject struct {
+	Event  *Event
+	Route  *Route
+	Reason Reason
+	Err    error
+}
+
+// Batch collects the sagas and rejects of a batch of events.
+type Batch struct {
+	Sagas   []*storage.Saga
+	Rejects []Reject
+	Ignored int
+}
+
+// Reset empties the batch for reuse.
+func (b *Batch) Reset() {
+	clear(b.Sagas)
+	clear(b.Rejects)
+	b.Sagas, b.Rejects, b.Ignored = b.Sagas[:0], b.Rejects[:0], 0
+}
+
+// Prepare runs the given routes' transformers on ev and adds the sagas to
+// start, or the rejects, to b. One trigger's failure never stops another's
+// saga. Prepare is pure: nothing is recorded until Start.
+func (e *Engine) Prepare(b *Batch, ev *Event, routes []*Route) {
+	for _, rt := range routes {
+		s, reason, err := e.prepareOne(ev, rt)
+		switch {
+		case err != nil:
+			b.Rejects = append(b.Rejects, Reject{Event: ev, Route: rt, Reason: reason, Err: err})
+		case s == nil:
+			b.Ignored++
+		default:
+			b.Sagas = append(b.Sagas, s)
+		}
+	}
+}
+
+func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error) {
+	data, err := transform(rt, ev)
+	var de *DecodeError
+	var pe *PanicError
+	switch {
+	case errors.Is(err, ErrIgnore) || err == nil && data == nil:
+		return nil, "", nil
+	case errors.As(err, &de):
+		return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
+	case errors.As(err, &pe):
+		return nil, ReasonPanic, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
+	case err != nil:
+		return nil, ReasonTransform, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
+	}
+	var key string
+	if !rt.Trigger.IdempotencyKey.IsZero() {
+		if key, err = rt.Trigger.IdempotencyKey.value(rt.Saga.Name, ev); err != nil {
+			if errors.As(err, &de) {
+				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
+			}
+			return nil, ReasonMissingKey, err
+		}
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
+	}
+	steps := make([]storage.Step, len(rt.Saga.Steps))
+	for i := range steps {
+		steps[i] = storage.Step{Name: rt.Saga.Steps[i].Name, Status: storage.StepPending}
+	}
+	return &storage.Saga{
+		Name:           rt.Saga.Name,
+		Trigger:        rt.Trigger.ID(),
+		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
+		EventTime:      ev.Timestamp,
+		IdempotencyKey: key,
+		Context:        raw,
+		Steps:          steps,
+	}, "", nil
+}
+
+func transform(rt *Route, ev *Event) (data map[string]any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			data, err = nil, &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return rt.Trigger.Transform(ev)
+}
+
+// Start records the sagas and the partitions' next offsets in one durable
+// transaction, then queues the new sagas for execution. Sagas that match
+// an existing one (re-delivery, same idempotency key) start nothing.
+func (e *Engine) Start(ctx context.Context, sagas []*storage.Saga, offsets []storage.Offset) ([]storage.StartResult, error) {
+	if len(sagas) == 0 && len(offsets) == 0 {
+		return nil, nil
+	}
+	res, err := e.store.Start(ctx, storage.StartBatch{Sagas: sagas, Offsets: offsets})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		if r.Created {
+			e.enqueue(r.Saga)
+		}
+	}
+	return res, nil
+}
+
+// Outcome is what Fire did for one trigger.
+type Outcome struct {
+	Saga    string
+	Trigger string
+	// ID of the saga started, or of the existing saga the event matched.
+	ID      string
+	Created bool
+	// Err is set when the trigger rejected the event (Reason says why).
+	Err    error
+	Reason Reason
+}
+
+func localTopic(src Source) string { return "~" + string(src) }
+
+// Fire delivers an event in-process, without Kafka: for library users and
+// tests. src and ev.Name (or ev.Topic for kafka) select the triggers. The
+// event gets a position on the local partition "~<source>"/0, and the sagas
+// it starts are recorded durably before Fire returns. Triggers that ignore
+// the event are left out of the outcomes; those that reject it are reported
+// with Err set, and Fire's error joins them.
+func (e *Engine) Fire(ctx context.Context, src Source, ev Event) ([]Outcome, error) {
+	if !src.Valid() {
+		return nil, fmt.Errorf("engine: unknown source %q", src)
+	}
+	name := ev.Name
+	if src == SourceKafka {
+		name = ev.Topic
+	}
+	routes := e.routes.Match(src, name)
+	if len(routes) == 0 {
+		return nil, fmt.Errorf("%w: %s %q", ErrNoRoute, src, name)
+	}
+	ev.Source = src
+	ev.Topic, ev.Partition = localTopic(src), 0
+	ev.Offset = e.local[src].Add(1) - 1
+	if ev.Timestamp.IsZero() {
+		ev.Timestamp = e.clock.Now().UTC()
+	}
+	var b Batch
+	e.Prepare(&b, &ev, routes)
+	res, err := e.Start(ctx, b.Sagas, []storage.Offset{{Topic: ev.Topic, Next: ev.Offset + 1}})
+	if err != nil {
+		return nil, err
+	}
+	var out []Outcome
+	var errs []error
+	for i, s := range b.Sagas {
+		out = append(out, Outcome{Saga: s.Name, Trigger: s.Trigger, ID: res[i].ID, Created: res[i].Created})
+	}
+	for _, r := range b.Rejects {
+		out = append(out, Outcome{Saga: r.Route.Saga.Name, Trigger: r.Route.Trigger.ID(), Err: r.Err, Reason: r.Reason})
+		errs = append(errs, r.Err)
+	}
+	return out, errors.Join(errs...)
+}

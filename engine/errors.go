@@ -1,0 +1,87 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors of the engine. Test them with errors.Is / errors.As.
+var (
+	// ErrIgnore is returned by a Transformer to say "this event starts no
+	// saga". Returning a nil context with a nil error means the same.
+	ErrIgnore = errors.New("engine: event ignored")
+	// ErrNoRoute: Fire found no trigger for the source and name given.
+	ErrNoRoute = errors.New("engine: no trigger matches the event")
+	// ErrInvalidSaga: a saga declaration is invalid (see Registry.Validate).
+	ErrInvalidSaga = errors.New("engine: invalid saga declaration")
+	// ErrNotRegistered: a stored saga names a saga this binary does not
+	// declare (or whose steps changed incompatibly).
+	ErrNotRegistered = errors.New("engine: saga not registered")
+	// ErrStopped: the engine has stopped.
+	ErrStopped = errors.New("engine: stopped")
+)
+
+// DecodeError says the event's value is not a JSON object. Event.JSON
+// returns it; transformers usually pass it on, which sends the event to the
+// dead-letter topic with reason "decode".
+type DecodeError struct {
+	Err error // nil when the value is empty
+}
+
+func (e *DecodeError) Error() string {
+	if e.Err == nil {
+		return "event value is empty, want a JSON object"
+	}
+	return "event value is not a JSON object: " + e.Err.Error()
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// MissingKeyError says an event has no usable idempotency key: the declared
+// field is missing or empty (Field, Fields), or the key function failed (Err).
+type MissingKeyError struct {
+	Saga   string
+	Field  string
+	Fields []string // the fields the event does have (top level)
+	Err    error
+}
+
+func (e *MissingKeyError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("saga %q: idempotency key function: %v", e.Saga, e.Err)
+	}
+	return fmt.Sprintf("saga %q: idempotency key field %q is missing or empty in the event (event fields: [%s])",
+		e.Saga, e.Field, strings.Join(e.Fields, ", "))
+}
+
+func (e *MissingKeyError) Unwrap() error { return e.Err }
+
+// PanicError is a recovered panic of a transformer, step or compensation.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// permanent marks an error that must not be retried.
+type permanent struct{ err error }
+
+func (p *permanent) Error() string { return p.err.Error() }
+func (p *permanent) Unwrap() error { return p.err }
+
+// Permanent wraps err so that the step (or compensation) that returns it is
+// not retried: it fails at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanent{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p *permanent
+	return errors.As(err, &p)
+}

@@ -1,0 +1,376 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// lane queues the sagas of one trigger: its MaxConcurrent and RateLimit
+// apply here. Guarded by Engine.mu.
+type lane struct {
+	id      string
+	limit   int
+	rate    *rate.Limiter
+	running int
+	waking  bool
+	queue   []*storage.Saga
+	head    int
+}
+
+func (l *lane) len() int { return len(l.queue) - l.head }
+
+func (l *lane) push(s *storage.Saga) { l.queue = append(l.queue, s) }
+
+func (l *lane) peek() *storage.Saga { return l.queue[l.head] }
+
+func (l *lane) pop() *storage.Saga {
+	s := l.queue[l.head]
+	l.queue[l.head] = nil
+	l.head++
+	if l.head == len(l.queue) {
+		l.queue, l.head = l.queue[:0], 0
+	} else if l.head > 1024 && l.head*2 > len(l.queue) {
+		n := copy(l.queue, l.queue[l.head:])
+		clear(l.queue[n:])
+		l.queue, l.head = l.queue[:n], 0
+	}
+	return s
+}
+
+// laneFor returns (creating) the lane with the given id; t may be nil for
+// sagas whose trigger is no longer declared (no limits then).
+func (e *Engine) laneFor(id string, t *Trigger) *lane {
+	if l, ok := e.lanes[id]; ok {
+		return l
+	}
+	l := &lane{id: id}
+	if t != nil {
+		l.limit = t.MaxConcurrent
+		if t.RateLimit.PerSecond > 0 {
+			l.rate = rate.NewLimiter(rate.Limit(t.RateLimit.PerSecond), max(t.RateLimit.Burst, 1))
+		}
+	}
+	e.lanes[id] = l
+	e.order = append(e.order, l)
+	return l
+}
+
+// enqueue queues a recorded saga for execution.
+func (e *Engine) enqueue(s *storage.Saga) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var l *lane
+	if rt := e.routes.Route(s.Name + "/" + s.Trigger); rt != nil {
+		l = e.laneFor(rt.ID(), rt.Trigger)
+	} else {
+		l = e.laneFor("saga:"+s.Name, nil)
+	}
+	if e.queued == 0 && e.running == 0 {
+		e.idle = make(chan struct{})
+	}
+	l.push(s)
+	e.queued++
+	e.dispatchLocked()
+}
+
+// dispatchLocked starts queued sagas while slots are free: round-robin over
+// lanes, each within its MaxConcurrent and rate limit.
+func (e *Engine) dispatchLocked() {
+	if e.state != stateRunning {
+		return
+	}
+	now := e.clock.Now()
+	for e.running < e.maxIn && e.queued > 0 {
+		var picked *lane
+		for i := range e.order {
+			l := e.order[(e.rr+i)%len(e.order)]
+			if l.len() == 0 || l.limit > 0 && l.running >= l.limit {
+				continue
+			}
+			if l.rate != nil && l.peek().Status == storage.StatusPending {
+				r := l.rate.ReserveN(now, 1)
+				if d := r.DelayFrom(now); d > 0 {
+					r.CancelAt(now)
+					e.wakeLocked(l, d)
+					continue
+				}
+			}
+			picked = l
+			e.rr = (e.rr + i + 1) % len(e.order)
+			break
+		}
+		if picked == nil {
+			return
+		}
+		s := picked.pop()
+		e.queued--
+		picked.running++
+		e.running++
+		e.wg.Add(1)
+		go e.execute(picked, s)
+	}
+}
+
+// wakeLocked dispatches again once a rate-limited lane has a token.
+func (e *Engine) wakeLocked(l *lane, d time.Duration) {
+	if l.waking {
+		return
+	}
+	l.waking = true
+	e.clock.AfterFunc(d, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		l.waking = false
+		e.dispatchLocked()
+	})
+}
+
+func (e *Engine) finished(l *lane) {
+	e.mu.Lock()
+	l.running--
+	e.running--
+	if e.queued == 0 && e.running == 0 {
+		close(e.idle)
+	}
+	e.dispatchLocked()
+	e.mu.Unlock()
+	e.wg.Done()
+}
+
+type stepResult int
+
+const (
+	stepOK stepResult = iota
+	stepFailed
+	stepAbandoned // shutdown: leave the saga where it is recorded
+)
+
+// execute carries one saga as far as it goes: the remaining steps, then
+// compensation if a step fails for good.
+func (e *Engine) execute(l *lane, rec *storage.Saga) {
+	defer e.finished(l)
+	decl := e.routes.Saga(rec.Name)
+	if err := compatible(decl, rec); err != nil {
+		rec.Status, rec.Error = storage.StatusFailed, err.Error()
+		e.log.Error("cannot execute saga", "saga_id", rec.ID(), "err", err)
+		e.persist(rec)
+		return
+	}
+	run := &Run{ID: rec.ID(), Saga: rec.Name, Source: rec.Source, base: e.log, raw: rec.Context}
+	if rec.Status == storage.StatusPending {
+		rec.Status = storage.StatusExecuting
+		if !e.persist(rec) {
+			return
+		}
+	}
+	if rec.Status == storage.StatusExecuting {
+		for i := range decl.Steps {
+			if rec.Steps[i].Status == storage.StepCompleted {
+				continue
+			}
+			if e.stopCtx.Err() != nil {
+				return
+			}
+			if r := e.runAction(decl, rec, run, i); r != stepOK {
+				if r == stepAbandoned {
+					return
+				}
+				break
+			}
+		}
+	}
+	if rec.Status == storage.StatusCompensating {
+		e.compensate(decl, rec, run)
+	}
+}
+
+func compatible(decl *Saga, rec *storage.Saga) error {
+	if decl == nil {
+		return fmt.Errorf("%w: saga %q is not declared in this binary", ErrNotRegistered, rec.Name)
+	}
+	if len(decl.Steps) != len(rec.Steps) {
+		return fmt.Errorf("%w: saga %q was recorded with %d steps, the declaration has %d", ErrNotRegistered, rec.Name, len(rec.Steps), len(decl.Steps))
+	}
+	for i := range decl.Steps {
+		if decl.Steps[i].Name != rec.Steps[i].Name {
+			return fmt.Errorf("%w: saga %q step %d was recorded as %q, the declaration names it %q", ErrNotRegistered, rec.Name, i, rec.Steps[i].Name, decl.Steps[i].Name)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
+
+// runAction runs step i's action with its retry policy and records the
+// result.
+func (e *Engine) runAction(decl *Saga, rec *storage.Saga, run *Run, i int) stepResult {
+	st, sd := &rec.Steps[i], &decl.Steps[i]
+	pol := sd.Retry.orDefault(DefaultRetry)
+	run.Step, run.Compensating = sd.Name, false
+	if st.StartedAt.IsZero() {
+		st.StartedAt = e.now()
+	}
+	for attempt := 1; ; attempt++ {
+		run.Attempt = attempt
+		st.Attempts++
+		err := e.call(sd.Action, sd.Timeout, run)
+		if err == nil {
+			raw, cerr := run.commit()
+			if cerr == nil {
+				rec.Context = raw
+				st.Status, st.EndedAt, st.Error = storage.StepCompleted, e.now(), ""
+				if i == len(decl.Steps)-1 {
+					rec.Status = storage.StatusCompleted
+				}
+				if !e.persist(rec) {
+					return stepAbandoned
+				}
+				return stepOK
+			}
+			err = Permanent(cerr)
+		}
+		run.discard()
+		if e.runCtx.Err() != nil {
+			return stepAbandoned // cut off by shutdown, not the step's failure
+		}
+		st.Error = err.Error()
+		if IsPermanent(err) || attempt >= pol.MaxAttempts {
+			st.Status, st.EndedAt = storage.StepFailed, e.now()
+			rec.Error = fmt.Sprintf("step %q failed after %d attempt(s): %v", sd.Name, attempt, err)
+			rec.Status = storage.StatusCompensating
+			if !needsCompensation(decl, rec) {
+				rec.Status = storage.StatusRolledBack
+			}
+			if !e.persist(rec) {
+				return stepAbandoned
+			}
+			return stepFailed
+		}
+		d := pol.Delay(attempt, rand.Float64())
+		run.Logger().Debug("step failed; retrying", "step", sd.Name, "attempt", attempt, "in", d, "err", err)
+		if e.clock.Sleep(e.stopCtx, d) != nil {
+			return stepAbandoned
+		}
+	}
+}
+
+// needsCompensation reports whether a completed step has a compensation
+// still to run.
+func needsCompensation(decl *Saga, rec *storage.Saga) bool {
+	for i := range rec.Steps {
+		if rec.Steps[i].Status == storage.StepCompleted && decl.Steps[i].Compensate != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// compensate undoes the completed steps in reverse order. A compensation
+// that gives up ends the saga failed, with the error recorded; the steps
+// before it are left as they are for an operator to look at (and retry).
+func (e *Engine) compensate(decl *Saga, rec *storage.Saga, run *Run) {
+	for i := len(decl.Steps) - 1; i >= 0; i-- {
+		st, sd := &rec.Steps[i], &decl.Steps[i]
+		if st.Status != storage.StepCompleted || sd.Compensate == nil {
+			continue
+		}
+		if e.stopCtx.Err() != nil {
+			return
+		}
+		pol := sd.CompensateRetry.orDefault(DefaultCompensateRetry)
+		run.Step, run.Compensating = sd.Name, true
+		for attempt := 1; ; attempt++ {
+			run.Attempt = attempt
+			st.CompAttempts++
+			err := e.call(sd.Compensate, sd.Timeout, run)
+			if err == nil {
+				if raw, cerr := run.commit(); cerr != nil {
+					err = Permanent(cerr)
+				} else {
+					rec.Context = raw
+				}
+			}
+			if err == nil {
+				st.Status, st.CompEndedAt, st.CompError = storage.StepCompensated, e.now(), ""
+				if !needsCompensation(decl, rec) {
+					rec.Status = storage.StatusRolledBack
+				}
+				if !e.persist(rec) {
+					return
+				}
+				break
+			}
+			run.discard()
+			if e.runCtx.Err() != nil {
+				return
+			}
+			st.CompError = err.Error()
+			if IsPermanent(err) || attempt >= pol.MaxAttempts {
+				st.Status, st.CompEndedAt = storage.StepCompensationFailed, e.now()
+				rec.Status = storage.StatusFailed
+				rec.Error = fmt.Sprintf("compensation of step %q failed after %d attempt(s): %v (after: %s)", sd.Name, attempt, err, rec.Error)
+				e.persist(rec)
+				return
+			}
+			d := pol.Delay(attempt, rand.Float64())
+			run.Logger().Debug("compensation failed; retrying", "step", sd.Name, "attempt", attempt, "in", d, "err", err)
+			if e.clock.Sleep(e.stopCtx, d) != nil {
+				return
+			}
+		}
+	}
+	if rec.Status == storage.StatusCompensating { // nothing was left to compensate
+		rec.Status = storage.StatusRolledBack
+		e.persist(rec)
+	}
+}
+
+// call runs a step function with its timeout, turning a panic into an error.
+func (e *Engine) call(fn StepFunc, timeout time.Duration, run *Run) (err error) {
+	ctx := e.runCtx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+			run.Logger().Error("step panicked", "step", run.Step, "compensating", run.Compensating, "panic", r, "stack", string(err.(*PanicError).Stack))
+		}
+	}()
+	return fn(ctx, run)
+}
+
+// persist records the saga durably, retrying while the store fails (a full
+// disk, say) until shutdown. It reports whether the state was recorded.
+func (e *Engine) persist(rec *storage.Saga) bool {
+	rec.UpdatedAt = e.now()
+	wait := 50 * time.Millisecond
+	for {
+		err := e.store.Update(context.Background(), rec)
+		if err == nil {
+			if rec.Status.Terminal() && e.onFinish != nil {
+				e.onFinish(rec)
+			}
+			return true
+		}
+		if errors.Is(err, storage.ErrClosed) || errors.Is(err, storage.ErrNotFound) {
+			e.log.Error("cannot record saga state", "saga_id", rec.ID(), "status", rec.Status, "err", err)
+			return false
+		}
+		e.log.Error("recording saga state failed; retrying", "saga_id", rec.ID(), "status", rec.Status, "in", wait, "err", err)
+		if e.clock.Sleep(e.runCtx, wait) != nil {
+			return false
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}

@@ -1,0 +1,265 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// CronParser parses trigger schedules: five fields, an optional leading
+// seconds field, descriptors (@daily, @every 30s) and a CRON_TZ= or TZ=
+// prefix.
+var CronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// Registry holds saga declarations. Sagas compiled into the binary register
+// themselves in init() with Register (the default registry); tests build
+// their own with NewRegistry. Mistakes are recorded, not panicked on, and
+// reported together by Routes, so start-up fails with every problem listed.
+type Registry struct {
+	mu     sync.Mutex
+	sagas  []*Saga
+	byName map[string]*Saga
+	errs   []error
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{byName: map[string]*Saga{}} }
+
+var defaultRegistry = NewRegistry()
+
+// DefaultRegistry is the registry Register adds to.
+func DefaultRegistry() *Registry { return defaultRegistry }
+
+// Register adds a saga to the default registry. Call it from init().
+func Register(s Saga) { defaultRegistry.Register(s) }
+
+// Register adds a saga declaration. Errors (duplicate name, missing
+// transformer, bad topic or schedule, ...) surface from Routes.
+func (r *Registry) Register(s Saga) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sg := s
+	sg.Steps = append([]Step(nil), s.Steps...)
+	sg.Triggers = append([]Trigger(nil), s.Triggers...)
+	if errs := validateSaga(&sg); len(errs) > 0 {
+		r.errs = append(r.errs, errs...)
+		return
+	}
+	if _, dup := r.byName[sg.Name]; dup {
+		r.errs = append(r.errs, fmt.Errorf("saga %q: registered twice (saga names must be unique)", sg.Name))
+		return
+	}
+	r.byName[sg.Name] = &sg
+	r.sagas = append(r.sagas, &sg)
+}
+
+func validateSaga(s *Saga) []error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("saga %q: %s", s.Name, fmt.Sprintf(format, a...)))
+	}
+	if !storage.ValidName(s.Name) {
+		bad("invalid name: use 1-200 characters of [A-Za-z0-9._-]")
+	}
+	if len(s.Steps) == 0 {
+		bad("has no steps")
+	}
+	steps := map[string]bool{}
+	for i, st := range s.Steps {
+		switch {
+		case st.Name == "":
+			bad("step %d has no name", i)
+		case steps[st.Name]:
+			bad("step %q declared twice", st.Name)
+		}
+		steps[st.Name] = true
+		if st.Action == nil {
+			bad("step %q has no action", st.Name)
+		}
+		if st.Timeout < 0 {
+			bad("step %q has a negative timeout", st.Name)
+		}
+	}
+	if len(s.Triggers) == 0 {
+		bad("has no triggers")
+	}
+	seen := map[string]bool{}
+	for i := range s.Triggers {
+		t := &s.Triggers[i]
+		what := fmt.Sprintf("trigger %d (%s)", i, t.ID())
+		switch t.Source {
+		case SourceKafka:
+			if err := validTopic(t.Topic); err != nil {
+				bad("%s: %v", what, err)
+			}
+		case SourceCron:
+			if t.Schedule == "" {
+				bad("%s: empty schedule", what)
+			} else if _, err := CronParser.Parse(t.Schedule); err != nil {
+				bad("%s: invalid schedule %q: %v", what, t.Schedule, err)
+			}
+		case SourceWebhook:
+			if !storage.ValidName(t.Webhook) {
+				bad("%s: invalid webhook name %q: use 1-200 characters of [A-Za-z0-9._-]", what, t.Webhook)
+			}
+		case SourceManual:
+			if t.EventType == "" {
+				bad("%s: empty event type", what)
+			}
+		default:
+			bad("trigger %d: unknown source %q (want kafka, cron, webhook or manual)", i, t.Source)
+			continue
+		}
+		if t.Transform == nil {
+			bad("%s: no transformer", what)
+		}
+		if t.MaxConcurrent < 0 {
+			bad("%s: negative MaxConcurrent", what)
+		}
+		if t.RateLimit.PerSecond < 0 || t.RateLimit.Burst < 0 {
+			bad("%s: negative rate limit", what)
+		}
+		if seen[t.ID()] {
+			bad("%s: declared twice", what)
+		}
+		seen[t.ID()] = true
+	}
+	return errs
+}
+
+// validTopic applies Kafka's topic name rules.
+func validTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("empty topic")
+	case len(t) > 249:
+		return fmt.Errorf("topic %q longer than 249 characters", t)
+	case t == "." || t == "..":
+		return fmt.Errorf("topic %q is not allowed", t)
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic %q has %q: use [A-Za-z0-9._-]", t, c)
+		}
+	}
+	return nil
+}
+
+// Route is one (saga, trigger) pair.
+type Route struct {
+	Saga    *Saga
+	Trigger *Trigger
+}
+
+// ID is "<saga>/<trigger id>".
+func (r *Route) ID() string { return r.Saga.Name + "/" + r.Trigger.ID() }
+
+// Routes is the validated routing table: which triggers an event reaches.
+type Routes struct {
+	all   []*Route
+	match map[Source]map[string][]*Route
+	sagas map[string]*Saga
+	byID  map[string]*Route
+}
+
+// Routes validates the registry and returns its routing table, or every
+// registration error at once.
+func (r *Registry) Routes() (*Routes, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.errs) > 0 {
+		return nil, fmt.Errorf("%w:\n  %w", ErrInvalidSaga, errors.Join(r.errs...))
+	}
+	rs := &Routes{match: map[Source]map[string][]*Route{}, sagas: map[string]*Saga{}, byID: map[string]*Route{}}
+	for _, s := range r.sagas {
+		rs.sagas[s.Name] = s
+		for i := range s.Triggers {
+			rt := &Route{Saga: s, Trigger: &s.Triggers[i]}
+			rs.all = append(rs.all, rt)
+			rs.byID[rt.ID()] = rt
+			m := rs.match[rt.Trigger.Source]
+			if m == nil {
+				m = map[string][]*Route{}
+				rs.match[rt.Trigger.Source] = m
+			}
+			m[rt.Trigger.name()] = append(m[rt.Trigger.name()], rt)
+		}
+	}
+	return rs, nil
+}
+
+// Match returns the routes an event reaches: by topic for kafka, by
+// schedule, webhook name or event type for the others.
+func (rs *Routes) Match(src Source, name string) []*Route { return rs.match[src][name] }
+
+// All returns every route in registration order.
+func (rs *Routes) All() []*Route { return rs.all }
+
+// Saga returns the declaration of a saga by name.
+func (rs *Routes) Saga(name string) *Saga { return rs.sagas[name] }
+
+// Route returns a route by its ID.
+func (rs *Routes) Route(id string) *Route { return rs.byID[id] }
+
+// Topics returns the Kafka topics the kafka triggers name, sorted.
+func (rs *Routes) Topics() []string {
+	var out []string
+	for t := range rs.match[SourceKafka] {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TableRow is one line of the trigger table (GET /api/triggers).
+type TableRow struct {
+	Source         Source `json:"source"`
+	Name           string `json:"name"` // topic, schedule, webhook or event type
+	Saga           string `json:"saga"`
+	IdempotencyKey string `json:"idempotency_key"`
+	MaxConcurrent  int    `json:"max_concurrent"`
+	RatePerSecond  float64 `json:"rate_per_second,omitempty"`
+	Steps          int    `json:"steps"`
+}
+
+// Table returns the routing table, sorted by source and name.
+func (rs *Routes) Table() []TableRow {
+	var rows []TableRow
+	for _, r := range rs.all {
+		rows = append(rows, TableRow{
+			Source: r.Trigger.Source, Name: r.Trigger.name(), Saga: r.Saga.Name,
+			IdempotencyKey: r.Trigger.IdempotencyKey.String(), MaxConcurrent: r.Trigger.MaxConcurrent,
+			RatePerSecond: r.Trigger.RateLimit.PerSecond, Steps: len(r.Saga.Steps),
+		})
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i].Source != rows[j].Source {
+			return rows[i].Source < rows[j].Source
+		}
+		return rows[i].Name < rows[j].Name
+	})
+	return rows
+}
+
+// WriteTable prints the routing table for humans.
+func (rs *Routes) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tNAME\tSAGA\tSTEPS\tIDEMPOTENCY KEY\tMAX CONCURRENT")
+	for _, r := range rs.Table() {
+		mc := "unbounded"
+		if r.MaxConcurrent > 0 {
+			mc = strconv.Itoa(r.MaxConcurrent)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Source, r.Name, r.Saga, r.Steps, r.IdempotencyKey, mc)
+	}
+	return tw.Flush()
+}
