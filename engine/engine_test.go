@@ -395,7 +395,10 @@ func TestStepTimeoutCancelsContext(t *testing.T) {
 func TestStepDataIsRecorded(t *testing.T) {
 	reg := engine.NewRegistry()
 	reg.Register(orderSaga("order",
-		engine.Step{Name: "charge", Action: func(_ context.Context, r *engine.Run) error { r.Set("payment_id", "p-"+r.String("order_id")); return nil },
+		engine.Step{Name: "charge", Action: func(_ context.Context, r *engine.Run) error {
+			r.Set("payment_id", "p-"+r.String("order_id"))
+			return nil
+		},
 			Compensate: func(_ context.Context, r *engine.Run) error { r.Set("refunded", r.String("payment_id")); return nil }},
 		engine.Step{Name: "ship", Action: func(_ context.Context, r *engine.Run) error {
 			r.Set("half-done", true) // discarded: the step fails

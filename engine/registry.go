@@ -222,13 +222,13 @@ func (rs *Routes) Topics() []string {
 
 // TableRow is one line of the trigger table (GET /api/triggers).
 type TableRow struct {
-	Source         Source `json:"source"`
-	Name           string `json:"name"` // topic, schedule, webhook or event type
-	Saga           string `json:"saga"`
-	IdempotencyKey string `json:"idempotency_key"`
-	MaxConcurrent  int    `json:"max_concurrent"`
+	Source         Source  `json:"source"`
+	Name           string  `json:"name"` // topic, schedule, webhook or event type
+	Saga           string  `json:"saga"`
+	IdempotencyKey string  `json:"idempotency_key"`
+	MaxConcurrent  int     `json:"max_concurrent"`
 	RatePerSecond  float64 `json:"rate_per_second,omitempty"`
-	Steps          int    `json:"steps"`
+	Steps          int     `json:"steps"`
 }
 
 // Table returns the routing table, sorted by source and name.

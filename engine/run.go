@@ -30,9 +30,9 @@ type Run struct {
 	Source storage.Position
 	base   *slog.Logger
 	logger *slog.Logger
-	raw   []byte
-	data  map[string]any
-	dirty bool
+	raw    []byte
+	data   map[string]any
+	dirty  bool
 }
 
 // Logger returns a logger that carries the saga ID.
