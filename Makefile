@@ -1,0 +1,34 @@
+# Sagaz for Go. `make run` and `make test` need nothing but Go (and gcc for
+# the race detector); heavier tiers have their own targets.
+GO      ?= go
+BIN     ?= bin/sagaz
+ARGS    ?=
+
+.PHONY: build run test test-short lint fmt bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/consumer
+
+run: build
+	./$(BIN) run $(ARGS)
+
+# Unit and component tests, race detector on.
+test:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Go micro-benchmarks of the hot functions (Start batches, saga completion).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/ ./engine/
+
+clean:
+	rm -rf bin

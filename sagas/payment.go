@@ -1,0 +1,36 @@
+package sagas
+
+import (
+	"context"
+
+	"github.com/sagaz-go/sagaz/engine"
+)
+
+// A webhook-triggered demo: a payment provider calls POST /webhooks/payments
+// with {"payment_id": ..., "order_id": ..., "status": "succeeded"}; other
+// statuses are ignored.
+func init() { engine.Register(PaymentConfirmed) }
+
+// PaymentConfirmed is the webhook demo saga.
+var PaymentConfirmed = engine.Saga{
+	Name: "payment-confirmed",
+	Steps: []engine.Step{
+		{Name: "mark-paid", Action: func(context.Context, *engine.Run) error { return nil }},
+		{Name: "notify", Action: func(context.Context, *engine.Run) error { return nil }},
+	},
+	Triggers: []engine.Trigger{{
+		Source:  engine.SourceWebhook,
+		Webhook: "payments",
+		Transform: func(ev *engine.Event) (map[string]any, error) {
+			m, err := ev.JSON()
+			if err != nil {
+				return nil, err
+			}
+			if m["status"] != "succeeded" {
+				return nil, engine.ErrIgnore
+			}
+			return map[string]any{"payment_id": m["payment_id"], "order_id": m["order_id"]}, nil
+		},
+		IdempotencyKey: engine.KeyField("payment_id"),
+	}},
+}
