@@ -20,7 +20,9 @@ func TestLoadConfig(t *testing.T) {
 			return c.Brokers == "" && c.Group == "sagaz" && c.DataDir == "data" && c.HTTPAddr == "127.0.0.1:8080" && c.ShutdownTimeout == 10*time.Second
 		}},
 		{name: "env", env: map[string]string{"SAGAZ_BROKERS": "k1:9092,k2:9092", "SAGAZ_GROUP": "g", "SAGAZ_SHUTDOWN_TIMEOUT": "3s"},
-			check: func(c *Config) bool { return c.Brokers == "k1:9092,k2:9092" && c.Group == "g" && c.ShutdownTimeout == 3*time.Second }},
+			check: func(c *Config) bool {
+				return c.Brokers == "k1:9092,k2:9092" && c.Group == "g" && c.ShutdownTimeout == 3*time.Second
+			}},
 		{name: "flag beats env", args: []string{"--group", "flag"}, env: map[string]string{"SAGAZ_GROUP": "env"},
 			check: func(c *Config) bool { return c.Group == "flag" }},
 		{name: "every bad field reported", args: []string{"--group", "", "--log-format", "xml", "--max-in-flight", "0"},
