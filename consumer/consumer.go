@@ -1,0 +1,577 @@
+// Package consumer is the Kafka side of Sagaz: a franz-go consumer-group
+// member that reads the topics the registered triggers name, routes each
+// record to its triggers, records the resulting sagas durably (one storage
+// transaction per poll) and only then commits the offsets.
+//
+// Commit protocol, per poll (DESIGN §4.1):
+//
+//  1. poll (rebalances are blocked from here: BlockRebalanceOnPoll)
+//  2. run the transformers (engine.Prepare); oversized records and rejects
+//     are produced to the dead-letter topic with acks=all, retried with
+//     back-off; if that keeps failing the batch is rewound, never skipped
+//  3. engine.Start: ONE durable transaction records the new sagas and each
+//     partition's next offset
+//  4. commit the offsets (a failed commit is retried with the next one)
+//  5. allow rebalances
+//
+// So an offset is committed only once everything below it is durably
+// handled, and nothing is committed for a partition this member no longer
+// owns. On assignment a partition resumes from the later of the committed
+// offset and the store's recorded next offset.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// Config configures a Consumer. Zero values take the documented defaults.
+type Config struct {
+	// Client holds the connection options: seed brokers, TLS, SASL, client
+	// id (see KafkaConfig.Opts). Required.
+	Client []kgo.Opt
+	// Group is the consumer group (default "sagaz").
+	Group string
+	// InstanceID enables static membership (KIP-345) when set.
+	InstanceID string
+	// SessionTimeout of the group member (default 45s).
+	SessionTimeout time.Duration
+	// FetchMaxBytes and FetchMaxPartitionBytes bound fetch responses
+	// (defaults 16 MiB and 1 MiB), and so the memory buffered fetches take.
+	FetchMaxBytes, FetchMaxPartitionBytes int32
+	// DeadLetterTopic receives records that cannot start a saga (default
+	// "sagaz.dlq").
+	DeadLetterTopic string
+	// DeadLetterAttempts bounds the produce attempts of one batch's dead
+	// letters; after them the batch is rewound and fetched again (default 10).
+	DeadLetterAttempts int
+	// MaxEventBytes: larger record values go to the dead-letter topic with
+	// reason "oversized" (default 1 MiB).
+	MaxEventBytes int
+	// MaxPollRecords bounds one poll batch, and so one transaction
+	// (default 10000).
+	MaxPollRecords int
+	// HighWater: when this many sagas wait as pending, fetching pauses until
+	// they fall to LowWater (defaults 20000 and 10000).
+	HighWater, LowWater int
+	// CreateTopics creates missing topics with TopicPartitions partitions
+	// (default 6) and TopicReplication replicas (default -1: the broker's
+	// default). When false, start-up fails naming the missing topics.
+	CreateTopics     bool
+	TopicPartitions  int32
+	TopicReplication int16
+	Logger           *slog.Logger
+	// Metrics (default: new, unregistered).
+	Metrics *Metrics
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = "sagaz"
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 45 * time.Second
+	}
+	if c.FetchMaxBytes == 0 {
+		c.FetchMaxBytes = 16 << 20
+	}
+	if c.FetchMaxPartitionBytes == 0 {
+		c.FetchMaxPartitionBytes = 1 << 20
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = "sagaz.dlq"
+	}
+	if c.DeadLetterAttempts == 0 {
+		c.DeadLetterAttempts = 10
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = 1 << 20
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 10000
+	}
+	if c.HighWater == 0 {
+		c.HighWater = 20000
+	}
+	if c.LowWater == 0 {
+		c.LowWater = c.HighWater / 2
+	}
+	if c.TopicPartitions == 0 {
+		c.TopicPartitions = 6
+	}
+	if c.TopicReplication == 0 {
+		c.TopicReplication = -1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Validate reports every invalid field at once (after defaults).
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)) }
+	if len(c.Client) == 0 {
+		bad("no Kafka client options (seed brokers)")
+	}
+	if c.MaxEventBytes < 0 || c.MaxPollRecords < 0 || c.HighWater < 0 || c.LowWater < 0 {
+		bad("negative limits")
+	}
+	if c.LowWater > c.HighWater {
+		bad("low-water mark %d above high-water mark %d", c.LowWater, c.HighWater)
+	}
+	if c.TopicPartitions < 1 && c.TopicPartitions != -1 {
+		bad("topic partitions %d: want at least 1 (or -1 for the broker default)", c.TopicPartitions)
+	}
+	if c.FetchMaxBytes < 0 || c.FetchMaxPartitionBytes < 0 {
+		bad("negative fetch sizes")
+	}
+	return errors.Join(errs...)
+}
+
+// Consumer is one member of the consumer group.
+type Consumer struct {
+	cfg    Config
+	eng    *engine.Engine
+	store  storage.Store
+	topics []string
+	log    *slog.Logger
+	m      *Metrics
+
+	cl *kgo.Client
+
+	mu          sync.Mutex
+	owned       map[string]map[int32]bool
+	uncommitted map[string]map[int32]kgo.EpochOffset
+	joined      atomic.Bool
+	running     atomic.Bool
+	rebalance   atomic.Bool // a rebalance waits for this poll to finish
+
+	batch  engine.Batch
+	events []engine.Event
+}
+
+// New returns a consumer for the kafka triggers of eng's routing table.
+func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Consumer{
+		cfg: cfg, eng: eng, store: store, topics: eng.Routes().Topics(), log: cfg.Logger, m: cfg.Metrics,
+		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
+	}, nil
+}
+
+// Topics returns the topics the consumer subscribes to.
+func (c *Consumer) Topics() []string { return c.topics }
+
+// Ready reports whether the member has joined its group (or has nothing to
+// consume).
+func (c *Consumer) Ready() bool { return c.joined.Load() }
+
+// Run ensures the topics exist, joins the group and consumes until ctx
+// ends. It then finishes and commits the batch in hand, commits what is
+// left, and leaves the group.
+func (c *Consumer) Run(ctx context.Context) error {
+	if len(c.topics) == 0 {
+		c.log.Info("no kafka triggers: nothing to consume")
+		c.joined.Store(true)
+		<-ctx.Done()
+		return nil
+	}
+	if err := c.ensureTopics(ctx); err != nil {
+		return err
+	}
+	opts := append(append([]kgo.Opt(nil), c.cfg.Client...),
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(c.topics...),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.SessionTimeout(c.cfg.SessionTimeout),
+		kgo.FetchMaxBytes(c.cfg.FetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(c.cfg.FetchMaxPartitionBytes),
+		kgo.OnPartitionsAssigned(c.assigned),
+		kgo.OnPartitionsRevoked(c.revoked),
+		kgo.OnPartitionsLost(c.lost),
+		kgo.AdjustFetchOffsetsFn(c.adjust),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { c.rebalance.Store(true) }),
+	)
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("consumer: kafka client: %w", err)
+	}
+	c.cl = cl
+	c.running.Store(true)
+	c.log.Info("consuming", "group", c.cfg.Group, "topics", c.topics, "dead_letter_topic", c.cfg.DeadLetterTopic)
+	c.loop(ctx)
+
+	// Shutdown: commit what is durable, then leave the group.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	c.commit(cctx)
+	cl.CloseAllowingRebalance()
+	c.running.Store(false)
+	c.log.Info("left the consumer group", "group", c.cfg.Group)
+	return nil
+}
+
+func (c *Consumer) loop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if err := c.backpressure(ctx); err != nil {
+			return
+		}
+		// A bounded poll, so failed commits are retried even when idle.
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := c.cl.PollRecords(pctx, c.cfg.MaxPollRecords)
+		cancel()
+		if fetches.IsClientClosed() {
+			return
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err)
+			}
+		})
+		if fetches.NumRecords() > 0 {
+			// The batch in hand is finished even when shutdown begins; only
+			// the dead-letter retries stop on ctx.
+			if err := c.handle(ctx, fetches); err != nil {
+				c.m.BatchErrors.Inc()
+				c.rewind(fetches)
+				c.log.Error("batch not recorded; rewound to retry it", "records", fetches.NumRecords(), "err", err, "retry_in", backoff)
+				c.commit(ctx)
+				c.rebalance.Store(false)
+				c.cl.AllowRebalance()
+				t := time.NewTimer(backoff)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
+			backoff = 100 * time.Millisecond
+		}
+		c.commit(ctx)
+		c.rebalance.Store(false)
+		c.cl.AllowRebalance()
+	}
+}
+
+// handle turns one poll into dead letters, one durable Start, and offsets
+// ready to commit.
+func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches) error {
+	n := fetches.NumRecords()
+	if cap(c.events) < n {
+		c.events = make([]engine.Event, n)
+	}
+	c.events = c.events[:n]
+	c.batch.Reset()
+	var (
+		offsets []storage.Offset
+		marks   []mark
+		i       int
+		oversz  []*kgo.Record
+	)
+	routes := c.eng.Routes()
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		rts := routes.Match(engine.SourceKafka, p.Topic)
+		for _, r := range p.Records {
+			if len(r.Value) > c.cfg.MaxEventBytes {
+				oversz = append(oversz, r)
+				continue
+			}
+			ev := &c.events[i]
+			i++
+			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
+			c.eng.Prepare(&c.batch, ev, rts)
+		}
+		last := p.Records[len(p.Records)-1]
+		offsets = append(offsets, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: last.Offset + 1})
+		marks = append(marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
+		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
+	})
+	if len(c.batch.Rejects) > 0 || len(oversz) > 0 {
+		if err := c.deadLetter(ctx, c.batch.Rejects, oversz); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	res, err := c.eng.Start(context.WithoutCancel(ctx), c.batch.Sagas, offsets)
+	if err != nil {
+		return fmt.Errorf("record sagas: %w", err)
+	}
+	c.m.StoreLatency.Observe(time.Since(start).Seconds())
+	for j, r := range res {
+		if r.Created {
+			c.m.SagasStarted.WithLabelValues(c.batch.Sagas[j].Name).Inc()
+		} else {
+			c.m.Deduplicated.WithLabelValues(c.batch.Sagas[j].Name).Inc()
+		}
+	}
+	c.m.Ignored.Add(float64(c.batch.Ignored))
+	c.mu.Lock()
+	for _, mk := range marks {
+		if c.owned[mk.topic][mk.partition] { // never commit what we no longer own
+			if c.uncommitted[mk.topic] == nil {
+				c.uncommitted[mk.topic] = map[int32]kgo.EpochOffset{}
+			}
+			c.uncommitted[mk.topic][mk.partition] = mk.at
+		}
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+type mark struct {
+	topic     string
+	partition int32
+	at        kgo.EpochOffset
+}
+
+func headers(hs []kgo.RecordHeader) []engine.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]engine.Header, len(hs))
+	for i, h := range hs {
+		out[i] = engine.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+// rewind sets the fetch position of every partition in the batch back to
+// its first record, so a batch that could not be recorded is fetched again.
+func (c *Consumer) rewind(fetches kgo.Fetches) {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		if to[p.Topic] == nil {
+			to[p.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		first := p.Records[0]
+		to[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: first.Offset}
+	})
+	c.cl.SetOffsets(to)
+}
+
+// commit commits the offsets recorded durably since the last commit. A
+// failed partition stays for the next commit.
+func (c *Consumer) commit(ctx context.Context) {
+	c.mu.Lock()
+	if len(c.uncommitted) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	toCommit := make(map[string]map[int32]kgo.EpochOffset, len(c.uncommitted))
+	for t, ps := range c.uncommitted {
+		toCommit[t] = maps.Clone(ps)
+	}
+	c.mu.Unlock()
+	c.commitOffsets(ctx, c.cl, toCommit)
+}
+
+func (c *Consumer) commitOffsets(ctx context.Context, cl *kgo.Client, toCommit map[string]map[int32]kgo.EpochOffset) {
+	start := time.Now()
+	cl.CommitOffsetsSync(ctx, toCommit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			c.m.CommitErrors.Inc()
+			c.log.Warn("offset commit failed; retried with the next commit", "err", err)
+			return
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					c.m.CommitErrors.Inc()
+					c.log.Warn("offset commit failed for a partition; retried with the next commit", "topic", t.Topic, "partition", p.Partition, "err", err)
+					continue
+				}
+				if cur, ok := c.uncommitted[t.Topic][p.Partition]; ok && cur.Offset == toCommit[t.Topic][p.Partition].Offset {
+					delete(c.uncommitted[t.Topic], p.Partition)
+					if len(c.uncommitted[t.Topic]) == 0 {
+						delete(c.uncommitted, t.Topic)
+					}
+				}
+			}
+		}
+	})
+	c.m.CommitLatency.Observe(time.Since(start).Seconds())
+}
+
+// backpressure pauses fetching while too many sagas are pending.
+func (c *Consumer) backpressure(ctx context.Context) error {
+	if q, _ := c.eng.Stats(); q < c.cfg.HighWater {
+		return nil
+	}
+	c.cl.PauseFetchTopics(c.topics...)
+	c.m.Paused.Set(1)
+	q, _ := c.eng.Stats()
+	c.log.Info("pausing fetches: too many pending sagas", "pending", q, "high_water", c.cfg.HighWater, "resume_at", c.cfg.LowWater)
+	defer func() {
+		c.cl.ResumeFetchTopics(c.topics...)
+		c.m.Paused.Set(0)
+	}()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if q, _ := c.eng.Stats(); q <= c.cfg.LowWater {
+				c.log.Info("resuming fetches", "pending", q)
+				return nil
+			}
+		}
+	}
+}
+
+func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	c.mu.Lock()
+	n := 0
+	for t, ps := range assigned {
+		if c.owned[t] == nil {
+			c.owned[t] = map[int32]bool{}
+		}
+		for _, p := range ps {
+			c.owned[t][p] = true
+			n++
+		}
+	}
+	c.m.Partitions.Set(float64(countOwned(c.owned)))
+	c.mu.Unlock()
+	c.m.Rebalances.WithLabelValues("assigned").Inc()
+	c.joined.Store(true)
+	c.log.Info("partitions assigned", "partitions", fmtParts(assigned), "count", n)
+}
+
+// revoked runs between polls (BlockRebalanceOnPoll): every batch polled is
+// recorded, so commit what is left for the revoked partitions, then forget
+// them.
+func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	if len(revoked) == 0 {
+		return
+	}
+	c.mu.Lock()
+	toCommit := map[string]map[int32]kgo.EpochOffset{}
+	for t, ps := range revoked {
+		for _, p := range ps {
+			if eo, ok := c.uncommitted[t][p]; ok {
+				if toCommit[t] == nil {
+					toCommit[t] = map[int32]kgo.EpochOffset{}
+				}
+				toCommit[t][p] = eo
+			}
+		}
+	}
+	c.mu.Unlock()
+	if len(toCommit) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c.commitOffsets(cctx, cl, toCommit)
+		cancel()
+	}
+	c.forget(revoked)
+	c.m.Rebalances.WithLabelValues("revoked").Inc()
+	c.log.Info("partitions revoked", "partitions", fmtParts(revoked))
+}
+
+// lost: the group moved on without us; commits would fail, so just forget.
+func (c *Consumer) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	c.forget(lost)
+	c.m.Rebalances.WithLabelValues("lost").Inc()
+	c.log.Warn("partitions lost", "partitions", fmtParts(lost))
+}
+
+func (c *Consumer) forget(parts map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t, ps := range parts {
+		for _, p := range ps {
+			delete(c.owned[t], p)
+			delete(c.uncommitted[t], p)
+		}
+		if len(c.uncommitted[t]) == 0 {
+			delete(c.uncommitted, t)
+		}
+	}
+	c.m.Partitions.Set(float64(countOwned(c.owned)))
+}
+
+// adjust resumes each assigned partition from the later of the committed
+// offset and the store's recorded next offset: records already recorded
+// durably (the process died before committing) are not fetched again.
+func (c *Consumer) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for t, ps := range offsets {
+		for p, o := range ps {
+			next, ok, err := c.store.NextOffset(ctx, storage.Partition{Topic: t, Partition: p})
+			if err != nil {
+				return nil, fmt.Errorf("read recorded offset of %s/%d: %w", t, p, err)
+			}
+			if committed := o.EpochOffset().Offset; ok && next > committed {
+				c.log.Info("resuming partition from the store's recorded offset", "topic", t, "partition", p, "committed", committed, "recorded", next)
+				ps[p] = kgo.NewOffset().At(next)
+				c.mu.Lock() // durable already: commit it with the next commit
+				if c.uncommitted[t] == nil {
+					c.uncommitted[t] = map[int32]kgo.EpochOffset{}
+				}
+				c.uncommitted[t][p] = kgo.EpochOffset{Epoch: -1, Offset: next}
+				c.mu.Unlock()
+			}
+		}
+	}
+	return offsets, nil
+}
+
+func countOwned(m map[string]map[int32]bool) int {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return n
+}
+
+func fmtParts(m map[string][]int32) string {
+	s := ""
+	for t, ps := range m {
+		for _, p := range ps {
+			if s != "" {
+				s += ","
+			}
+			s += t + "/" + strconv.Itoa(int(p))
+		}
+	}
+	return s
+}

@@ -1,0 +1,582 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/sagas"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+const (
+	topic = sagas.OrderTopic
+	group = "sagaz-test"
+	dlq   = "sagaz.dlq"
+)
+
+// member is one consumer-group member: store, engine and consumer.
+type member struct {
+	t        *testing.T
+	dir      string
+	st       *storage.Bolt
+	eng      *engine.Engine
+	c        *consumer.Consumer
+	m        *consumer.Metrics
+	finished atomic.Int64
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	runErr   [2]error
+}
+
+// testLogger discards logs unless SAGAZ_TEST_LOG=1.
+func testLogger() *slog.Logger {
+	if os.Getenv("SAGAZ_TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newRegistry(extra ...engine.Saga) *engine.Registry {
+	reg := engine.NewRegistry()
+	reg.Register(sagas.Order)
+	for _, s := range extra {
+		reg.Register(s)
+	}
+	return reg
+}
+
+func startMember(t *testing.T, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *member {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{t: t, dir: dir, st: st}
+	log := testLogger()
+	m.eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, ShutdownTimeout: 5 * time.Second,
+		OnFinish: func(*storage.Saga) { m.finished.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.m = consumer.NewMetrics(nil)
+	cfg := consumer.Config{
+		Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Group: group, CreateTopics: true, Logger: log, Metrics: m.m,
+		SessionTimeout: 10 * time.Second,
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	m.c, err = consumer.New(m.eng, st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.wg.Add(2)
+	go func() { defer m.wg.Done(); m.runErr[0] = m.eng.Run(ctx) }()
+	go func() { defer m.wg.Done(); m.runErr[1] = m.c.Run(ctx) }()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *member) stop() {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	m.wg.Wait()
+	m.cancel = nil
+	for _, err := range m.runErr {
+		if err != nil {
+			m.t.Errorf("member stopped with: %v", err)
+		}
+	}
+	if err := m.st.Close(); err != nil {
+		m.t.Error(err)
+	}
+}
+
+// sagasIn returns every saga recorded in the store at dir (closed store).
+func sagasIn(t *testing.T, st storage.Store) []*storage.Saga {
+	t.Helper()
+	var out []*storage.Saga
+	if err := st.Scan(context.Background(), storage.Statuses, func(s *storage.Saga) error { out = append(out, s); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func orderRecord(id string, extra string) *kgo.Record {
+	v := fmt.Sprintf(`{"order_id":%q,"amount":12.5%s}`, id, extra)
+	return &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(v)}
+}
+
+func produceOrders(t *testing.T, cl *kgo.Client, from, n int, extra func(i int) string) {
+	t.Helper()
+	var recs []*kgo.Record
+	for i := from; i < from+n; i++ {
+		e := ""
+		if extra != nil {
+			e = extra(i)
+		}
+		recs = append(recs, orderRecord("o-"+strconv.Itoa(i), e))
+		if len(recs) == 5000 {
+			kafkatest.Produce(t, cl, recs...)
+			recs = recs[:0]
+		}
+	}
+	if len(recs) > 0 {
+		kafkatest.Produce(t, cl, recs...)
+	}
+}
+
+func sumEnd(m map[int32]int64) int64 {
+	var n int64
+	for _, o := range m {
+		n += o
+	}
+	return n
+}
+
+// waitCommittedAtEnd waits until the group's committed offsets equal the
+// log end offsets on every partition.
+func waitCommittedAtEnd(t *testing.T, seeds []string) {
+	t.Helper()
+	end := kafkatest.EndOffsets(t, seeds, topic)
+	kafkatest.WaitFor(t, 60*time.Second, "committed offsets to reach the log end offsets", func() bool {
+		c := kafkatest.Committed(t, seeds, group, topic)
+		for p, o := range end {
+			if c[p] != o {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkOneSagaPerOrder asserts every order id in want has exactly one
+// terminal saga across the stores, with the status its event asks for.
+func checkOneSagaPerOrder(t *testing.T, want map[string]storage.Status, all []*storage.Saga) {
+	t.Helper()
+	seen := map[string]*storage.Saga{}
+	for _, s := range all {
+		if s.Name != "order" {
+			continue
+		}
+		if prev, dup := seen[s.IdempotencyKey]; dup {
+			t.Fatalf("two sagas for %s: %s and %s", s.IdempotencyKey, prev.ID(), s.ID())
+		}
+		seen[s.IdempotencyKey] = s
+		w, ok := want[s.IdempotencyKey]
+		if !ok {
+			t.Fatalf("saga %s for unknown order %q", s.ID(), s.IdempotencyKey)
+		}
+		if s.Status != w {
+			t.Fatalf("saga %s (%s): %s, want %s", s.ID(), s.IdempotencyKey, s.Status, w)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("%d orders have a saga, want %d", len(seen), len(want))
+	}
+}
+
+func TestFiftyThousandEventsSixPartitions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50,000 events; skipped with -short")
+	}
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(6, topic))
+	seeds := c.ListenAddrs()
+	const n = 50000
+	produceOrders(t, kafkatest.Client(t, seeds), 0, n, nil)
+	m := startMember(t, seeds, "", newRegistry(), nil)
+	kafkatest.WaitFor(t, 120*time.Second, "50,000 sagas to finish", func() bool { return m.finished.Load() >= n })
+	waitCommittedAtEnd(t, seeds)
+	if got := sumEnd(kafkatest.EndOffsets(t, seeds, topic)); got != n {
+		t.Fatalf("log holds %d records", got)
+	}
+	m.stop()
+	st, err := storage.OpenBolt(filepath.Join(m.dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	want := map[string]storage.Status{}
+	for i := range n {
+		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
+	}
+	checkOneSagaPerOrder(t, want, sagasIn(t, st))
+	if m.finished.Load() != n {
+		t.Fatalf("%d sagas finished, want %d", m.finished.Load(), n)
+	}
+}
+
+func TestFailAtCompensatesInReverseOrder(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(3, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 30, func(i int) string {
+		return []string{"", `,"fail_at":"charge"`, `,"fail_at":"ship"`}[i%3]
+	})
+	m := startMember(t, seeds, "", newRegistry(), nil)
+	kafkatest.WaitFor(t, 30*time.Second, "30 sagas to finish", func() bool { return m.finished.Load() >= 30 })
+	waitCommittedAtEnd(t, seeds)
+	for _, s := range sagasIn(t, m.st) {
+		i, _ := strconv.Atoi(strings.TrimPrefix(s.IdempotencyKey, "o-"))
+		reserve, charge, ship := s.Steps[0], s.Steps[1], s.Steps[2]
+		switch i % 3 {
+		case 0:
+			if s.Status != storage.StatusCompleted {
+				t.Errorf("%s: %s", s.ID(), s.Status)
+			}
+		case 1:
+			if s.Status != storage.StatusRolledBack || reserve.Status != storage.StepCompensated || charge.Status != storage.StepFailed || ship.Status != storage.StepPending {
+				t.Errorf("fail_at charge %s: %s %+v", s.ID(), s.Status, s.Steps)
+			}
+		case 2:
+			if s.Status != storage.StatusRolledBack || reserve.Status != storage.StepCompensated || charge.Status != storage.StepCompensated || ship.Status != storage.StepFailed {
+				t.Errorf("fail_at ship %s: %s %+v", s.ID(), s.Status, s.Steps)
+			}
+			if charge.CompEndedAt.After(reserve.CompEndedAt) {
+				t.Errorf("%s: charge compensated at %v after reserve at %v: not reverse order", s.ID(), charge.CompEndedAt, reserve.CompEndedAt)
+			}
+		}
+	}
+}
+
+// boom panics on events carrying "panic": true and ignores the rest.
+var boom = engine.Saga{Name: "boom", Steps: []engine.Step{{Name: "s", Action: func(context.Context, *engine.Run) error { return nil }}},
+	Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: topic, Transform: func(ev *engine.Event) (map[string]any, error) {
+		m, err := ev.JSON()
+		if err != nil || m["panic"] != true {
+			return nil, engine.ErrIgnore
+		}
+		panic("transformer bug")
+	}}}}
+
+type poison struct {
+	rec    *kgo.Record
+	reason string
+	saga   string
+}
+
+func poisonRecords() []poison {
+	big := `{"order_id":"big","pad":"` + strings.Repeat("x", 3000) + `"}`
+	return []poison{
+		{&kgo.Record{Topic: topic, Key: []byte("p1"), Value: []byte("not json")}, "decode", "order"},
+		{&kgo.Record{Topic: topic, Key: []byte("p2"), Value: []byte("")}, "decode", "order"},
+		{&kgo.Record{Topic: topic, Key: []byte("p3"), Value: []byte(`{"amount":1}`)}, "missing_key", "order"},
+		{&kgo.Record{Topic: topic, Key: []byte("p4"), Value: []byte(`{"order_id":""}`)}, "missing_key", "order"},
+		{&kgo.Record{Topic: topic, Key: []byte("p5"), Value: []byte(`{"order_id":"p5","fail_at":"nowhere"}`)}, "transform_error", "order"},
+		{&kgo.Record{Topic: topic, Key: []byte("p6"), Value: []byte(`{"order_id":"p6","panic":true}`)}, "transform_panic", "boom"},
+		{&kgo.Record{Topic: topic, Key: []byte("p7"), Value: []byte(big), Headers: []kgo.RecordHeader{{Key: "trace", Value: []byte("t-7")}}}, "oversized", ""},
+	}
+}
+
+// checkDeadLetters asserts the dead-letter topic holds exactly the poison
+// records (by original position), with their headers.
+func checkDeadLetters(t *testing.T, seeds []string, poisons []poison) {
+	t.Helper()
+	got := kafkatest.ReadAll(t, seeds, dlq)
+	if len(got) != len(poisons) {
+		for _, r := range got {
+			t.Logf("dead letter: key %s reason %s", r.Key, header(r, consumer.HeaderReason))
+		}
+		t.Fatalf("dead-letter topic holds %d records, want %d", len(got), len(poisons))
+	}
+	byKey := map[string]*kgo.Record{}
+	for _, r := range got {
+		byKey[string(r.Key)] = r
+	}
+	for _, p := range poisons {
+		r := byKey[string(p.rec.Key)]
+		if r == nil {
+			t.Fatalf("poison %s missing from the dead-letter topic", p.rec.Key)
+		}
+		checks := map[string]string{
+			consumer.HeaderReason:        p.reason,
+			consumer.HeaderSaga:          p.saga,
+			consumer.HeaderOrigTopic:     topic,
+			consumer.HeaderOrigPartition: strconv.Itoa(int(p.rec.Partition)),
+			consumer.HeaderOrigOffset:    strconv.FormatInt(p.rec.Offset, 10),
+			consumer.HeaderGroup:         group,
+		}
+		for k, v := range checks {
+			if h := header(r, k); h != v {
+				t.Errorf("poison %s: header %s = %q, want %q", p.rec.Key, k, h, v)
+			}
+		}
+		if header(r, consumer.HeaderError) == "" {
+			t.Errorf("poison %s: no error text", p.rec.Key)
+		}
+		if string(r.Value) != string(p.rec.Value) {
+			t.Errorf("poison %s: value not kept", p.rec.Key)
+		}
+		for _, h := range p.rec.Headers {
+			if header(r, h.Key) != string(h.Value) {
+				t.Errorf("poison %s: original header %s lost", p.rec.Key, h.Key)
+			}
+		}
+	}
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// producePoisonMixed produces n valid orders with the poison records spread
+// among them; it fills in each poison record's partition and offset.
+func producePoisonMixed(t *testing.T, cl *kgo.Client, n int, poisons []poison) map[string]storage.Status {
+	t.Helper()
+	want := map[string]storage.Status{}
+	step := n / (len(poisons) + 1)
+	pi := 0
+	for i := range n {
+		kafkatest.Produce(t, cl, orderRecord("o-"+strconv.Itoa(i), ""))
+		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
+		if pi < len(poisons) && i%step == step-1 {
+			kafkatest.Produce(t, cl, poisons[pi].rec) // fills Partition and Offset
+			pi++
+		}
+	}
+	for ; pi < len(poisons); pi++ {
+		kafkatest.Produce(t, cl, poisons[pi].rec)
+	}
+	// The panicking saga's record also starts an order saga.
+	want["p6"] = storage.StatusCompleted
+	return want
+}
+
+func TestPoisonRecordsGoToDeadLetterTopic(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(3, topic))
+	seeds := c.ListenAddrs()
+	poisons := poisonRecords()
+	want := producePoisonMixed(t, kafkatest.Client(t, seeds), 200, poisons)
+	m := startMember(t, seeds, "", newRegistry(boom), func(cfg *consumer.Config) { cfg.MaxEventBytes = 2000 })
+	kafkatest.WaitFor(t, 30*time.Second, "sagas to finish", func() bool { return m.finished.Load() >= int64(len(want)) })
+	waitCommittedAtEnd(t, seeds)
+	checkDeadLetters(t, seeds, poisons)
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.st))
+	if got := testutil.ToFloat64(m.m.DeadLetters.WithLabelValues("decode")); got != 2 {
+		t.Errorf("dead letters (decode) metric = %v, want 2", got)
+	}
+}
+
+func TestKafkaFaultsLoseNothingDuplicateNothing(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(3, topic))
+	seeds := c.ListenAddrs()
+	poisons := poisonRecords()[:3]
+	want := producePoisonMixed(t, kafkatest.Client(t, seeds), 300, poisons)
+	delete(want, "p6")
+
+	commits := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.UnknownServerError, Count: 4})
+	dlqProduce := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: dlq, Err: kerr.UnknownServerError, Count: 3})
+	fetches := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: topic, Err: kerr.UnknownServerError, Count: 20})
+	m := startMember(t, seeds, "", newRegistry(), nil)
+	kafkatest.WaitFor(t, 60*time.Second, "sagas to finish", func() bool { return m.finished.Load() >= int64(len(want)) })
+	waitCommittedAtEnd(t, seeds)
+	for name, h := range map[string]*kfake.FaultHandle{"commit": commits, "dead-letter produce": dlqProduce, "fetch": fetches} {
+		if h.Hits() == 0 {
+			t.Errorf("the %s fault never fired: the test proves nothing about it", name)
+		}
+	}
+	checkDeadLetters(t, seeds, poisons)
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.st))
+}
+
+func TestDeadLetterOutageRewindsInsteadOfSkipping(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
+	seeds := c.ListenAddrs()
+	poisons := poisonRecords()[:1]
+	want := producePoisonMixed(t, kafkatest.Client(t, seeds), 20, poisons)
+	delete(want, "p6")
+	// Longer than one batch's retries: the batch must be rewound and retried.
+	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: dlq, Err: kerr.UnknownServerError, Count: 12})
+	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.DeadLetterAttempts = 3 })
+	kafkatest.WaitFor(t, 90*time.Second, "sagas to finish", func() bool { return m.finished.Load() >= int64(len(want)) })
+	waitCommittedAtEnd(t, seeds)
+	if h.Hits() < 12 || testutil.ToFloat64(m.m.BatchErrors) == 0 {
+		t.Fatalf("fault hits %d, batch errors %v: the outage was not long enough to test a rewind", h.Hits(), testutil.ToFloat64(m.m.BatchErrors))
+	}
+	checkDeadLetters(t, seeds, poisons)
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.st))
+}
+
+func TestMembersLeavingAndJoiningLoseNothing(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(6, topic))
+	seeds := c.ListenAddrs()
+	cl := kafkatest.Client(t, seeds)
+	reg := newRegistry()
+	const n = 6000
+	a := startMember(t, seeds, "", reg, nil)
+	produceOrders(t, cl, 0, 2000, nil)
+	kafkatest.WaitFor(t, 30*time.Second, "member a to start sagas", func() bool { return a.finished.Load() > 100 })
+	b := startMember(t, seeds, "", reg, nil)
+	produceOrders(t, cl, 2000, 2000, nil)
+	kafkatest.WaitFor(t, 30*time.Second, "member b to get partitions", func() bool { return testutil.ToFloat64(b.m.Partitions) > 0 })
+	a.stop() // a leaves mid-stream
+	cm := startMember(t, seeds, "", reg, nil)
+	produceOrders(t, cl, 4000, 2000, nil)
+	waitCommittedAtEnd(t, seeds)
+	// a left with sagas recorded but not finished: restarting it (same data
+	// directory) resumes them.
+	a2 := startMember(t, seeds, a.dir, reg, nil)
+	for _, m := range []*member{b, cm, a2} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := m.eng.WaitIdle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	var all []*storage.Saga
+	for _, m := range []*member{b, cm, a2} {
+		all = append(all, sagasIn(t, m.st)...)
+	}
+	want := map[string]storage.Status{}
+	for i := range n {
+		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
+	}
+	checkOneSagaPerOrder(t, want, all)
+}
+
+func TestBackpressureBoundsPendingSagas(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, topic))
+	seeds := c.ListenAddrs()
+	const n = 600
+	produceOrders(t, kafkatest.Client(t, seeds), 0, n, func(int) string { return `,"sleep_ms":1` })
+	slow := sagas.Order
+	slow.Triggers = []engine.Trigger{sagas.Order.Triggers[0]}
+	slow.Triggers[0].MaxConcurrent = 4
+	reg := engine.NewRegistry()
+	reg.Register(slow)
+	const high, batch = 50, 20
+	m := startMember(t, seeds, "", reg, func(cfg *consumer.Config) { cfg.HighWater, cfg.LowWater, cfg.MaxPollRecords = high, 10, batch })
+	var peak int
+	var paused bool
+	kafkatest.WaitFor(t, 60*time.Second, "all sagas to finish", func() bool {
+		q, _ := m.eng.Stats()
+		peak = max(peak, q)
+		paused = paused || testutil.ToFloat64(m.m.Paused) == 1
+		return m.finished.Load() >= n
+	})
+	if !paused {
+		t.Error("fetching was never paused")
+	}
+	if peak > high+batch {
+		t.Fatalf("pending sagas peaked at %d, above high-water %d + one batch %d", peak, high, batch)
+	}
+}
+
+func TestResumesFromStoredOffsetAfterCommitsFail(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 100, nil)
+	// Every commit fails: the process "dies" with everything recorded and
+	// nothing committed.
+	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.UnknownServerError, Count: -1})
+	reg := newRegistry()
+	a := startMember(t, seeds, "", reg, nil)
+	kafkatest.WaitFor(t, 30*time.Second, "100 sagas", func() bool { return a.finished.Load() >= 100 })
+	a.stop()
+	h.Remove()
+	if got := kafkatest.Committed(t, seeds, group, topic); got[0] != 0 {
+		t.Fatalf("committed %v although every commit failed", got)
+	}
+	b := startMember(t, seeds, a.dir, reg, nil)
+	waitCommittedAtEnd(t, seeds)
+	if got := testutil.ToFloat64(b.m.RecordsConsumed.WithLabelValues(topic)); got != 0 {
+		t.Fatalf("restarted member fetched %v records again; it should resume from the store's offset", got)
+	}
+	if n := len(sagasIn(t, b.st)); n != 100 {
+		t.Fatalf("%d sagas", n)
+	}
+}
+
+func TestMissingTopicsFailStartWhenCreationIsOff(t *testing.T) {
+	c := kafkatest.NewCluster(t)
+	reg := newRegistry()
+	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng, err := engine.New(engine.Config{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := consumer.New(eng, st, consumer.Config{Client: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = cs.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "orders.created") || !strings.Contains(err.Error(), "sagaz.dlq") {
+		t.Fatalf("Run = %v, want an error naming the missing topics", err)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	cases := []struct {
+		cfg  consumer.KafkaConfig
+		want string
+	}{
+		{consumer.KafkaConfig{}, "no Kafka brokers"},
+		{consumer.KafkaConfig{Brokers: []string{"nohost"}}, "host:port"},
+		{consumer.KafkaConfig{Brokers: []string{"k:9092"}, SASLMechanism: "gssapi"}, "SASL mechanism"},
+		{consumer.KafkaConfig{Brokers: []string{"k:9092"}, SASLMechanism: "plain"}, "needs a user and a password"},
+		{consumer.KafkaConfig{Brokers: []string{"k:9092"}, TLSCertFile: "c.pem"}, "together"},
+		{consumer.KafkaConfig{Brokers: []string{"k:9092"}, TLSCAFile: "/nonexistent.pem"}, "TLS CA file"},
+	}
+	for _, c := range cases {
+		if _, err := c.cfg.Opts(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+func TestSASLSCRAMAgainstBroker(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "admin", "s3cret"))
+	seeds := c.ListenAddrs()
+	opts, err := consumer.KafkaConfig{Brokers: seeds, SASLMechanism: "scram-sha-256", SASLUser: "admin", SASLPassword: "s3cret", ClientID: "sagaz-test"}.Opts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := kafkatest.Client(t, seeds, opts...)
+	kafkatest.Produce(t, cl, orderRecord("o-1", ""))
+	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.Client = opts })
+	kafkatest.WaitFor(t, 30*time.Second, "the saga over SASL", func() bool { return m.finished.Load() == 1 })
+
+	bad, _ := consumer.KafkaConfig{Brokers: seeds, SASLMechanism: "scram-sha-256", SASLUser: "admin", SASLPassword: "wrong"}.Opts()
+	cl2 := kafkatest.Client(t, seeds, bad...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := cl2.ProduceSync(ctx, orderRecord("o-2", "")).FirstErr(); err == nil {
+		t.Fatal("a wrong SASL password was accepted")
+	}
+}
+

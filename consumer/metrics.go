@@ -1,0 +1,46 @@
+package consumer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the consumer's Prometheus metrics.
+type Metrics struct {
+	RecordsConsumed *prometheus.CounterVec // by topic
+	SagasStarted    *prometheus.CounterVec // by saga
+	Deduplicated    *prometheus.CounterVec // by saga: events that matched an existing saga
+	Ignored         prometheus.Counter     // events every trigger ignored
+	DeadLetters     *prometheus.CounterVec // by reason
+	CommitLatency   prometheus.Histogram   // Kafka offset commit
+	StoreLatency    prometheus.Histogram   // durable Start of one batch
+	CommitErrors    prometheus.Counter     // failed offset commits (retried)
+	BatchErrors     prometheus.Counter     // batches rewound and retried
+	Paused          prometheus.Gauge       // 1 while fetching is paused by backpressure
+	Rebalances      *prometheus.CounterVec // by kind: assigned, revoked, lost
+	Partitions      prometheus.Gauge       // partitions owned
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	m := &Metrics{
+		RecordsConsumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_records_consumed_total", Help: "Kafka records consumed, by topic."}, []string{"topic"}),
+		SagasStarted:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_sagas_started_total", Help: "Sagas recorded (new), by saga."}, []string{"saga"}),
+		Deduplicated:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_events_deduplicated_total", Help: "Events that matched an existing saga (re-delivery or same idempotency key), by saga."}, []string{"saga"}),
+		Ignored:         prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_events_ignored_total", Help: "Trigger evaluations that ignored the event."}),
+		DeadLetters:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_dead_letters_total", Help: "Records sent to the dead-letter topic, by reason."}, []string{"reason"}),
+		CommitLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_offset_commit_seconds", Help: "Latency of Kafka offset commits.", Buckets: buckets}),
+		StoreLatency:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_batch_record_seconds", Help: "Latency of recording one poll batch durably.", Buckets: buckets}),
+		CommitErrors:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_offset_commit_errors_total", Help: "Failed offset commits (retried with the next commit)."}),
+		BatchErrors:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_batch_errors_total", Help: "Poll batches that could not be handled and were rewound."}),
+		Paused:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_consumer_paused", Help: "1 while fetching is paused because too many sagas are pending."}),
+		Rebalances:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_rebalance_events_total", Help: "Partition assignment changes, by kind."}, []string{"kind"}),
+		Partitions:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_owned", Help: "Partitions this member owns."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
+			m.StoreLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions)
+	}
+	return m
+}
