@@ -127,7 +127,9 @@ func (c *Config) setDefaults() {
 // Validate reports every invalid field at once (after defaults).
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)) }
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...))
+	}
 	if len(c.Client) == 0 {
 		bad("no Kafka client options (seed brokers)")
 	}

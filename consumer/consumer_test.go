@@ -579,4 +579,3 @@ func TestSASLSCRAMAgainstBroker(t *testing.T) {
 		t.Fatal("a wrong SASL password was accepted")
 	}
 }
-
