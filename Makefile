@@ -4,13 +4,17 @@ GO      ?= go
 BIN     ?= bin/sagaz
 ARGS    ?=
 
-.PHONY: build run test test-short lint fmt bench clean
+.PHONY: build run demo test test-short lint fmt bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/consumer
 
 run: build
 	./$(BIN) run $(ARGS)
+
+# Produce sample order events to the running dev broker (some with fail_at).
+demo: build
+	./$(BIN) demo --count 20
 
 # Unit and component tests, race detector on.
 test:

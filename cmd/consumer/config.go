@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sagaz-go/sagaz/consumer"
 )
 
 // Config is the service's configuration. Every field has a flag and a
@@ -24,10 +26,32 @@ type Config struct {
 	LogLevel        string
 	MaxInFlight     int
 	ShutdownTimeout time.Duration
-}
 
-type envFlag struct {
-	name, env, usage string
+	// Kafka connection.
+	ClientID              string
+	TLS                   bool
+	TLSCAFile             string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSInsecureSkipVerify bool
+	SASLMechanism         string
+	SASLUser              string
+	SASLPassword          string
+
+	// Consumer.
+	GroupInstanceID        string
+	SessionTimeout         time.Duration
+	FetchMaxBytes          int
+	FetchMaxPartitionBytes int
+	MaxPollRecords         int
+	MaxEventBytes          int
+	DeadLetterTopic        string
+	PendingHighWater       int
+	PendingLowWater        int
+	CreateTopics           bool
+	TopicPartitions        int
+	TopicReplication       int
+	DevBrokerPort          int
 }
 
 // Load parses args (without the program name) and the environment.
@@ -52,6 +76,17 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 		}
 		fs.IntVar(p, name, def, usage+" (env "+env+")")
 	}
+	boolean := func(p *bool, name string, def bool, usage string) {
+		env := envName(name)
+		if v := getenv(env); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not a boolean", env, v))
+			}
+			def = b
+		}
+		fs.BoolVar(p, name, def, usage+" (env "+env+")")
+	}
 	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
 		env := envName(name)
 		if v := getenv(env); v != "" {
@@ -71,6 +106,28 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	integer(&c.MaxInFlight, "max-in-flight", 4096, "sagas executing at once in this process, over all triggers")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long running steps get to finish on SIGTERM/SIGINT")
+	str(&c.ClientID, "client-id", "sagaz", "Kafka client id")
+	boolean(&c.TLS, "tls", false, "connect to Kafka with TLS")
+	str(&c.TLSCAFile, "tls-ca-file", "", "PEM CA bundle for the brokers' certificates (default: system roots)")
+	str(&c.TLSCertFile, "tls-cert-file", "", "PEM client certificate (mutual TLS)")
+	str(&c.TLSKeyFile, "tls-key-file", "", "PEM client key (mutual TLS)")
+	boolean(&c.TLSInsecureSkipVerify, "tls-insecure-skip-verify", false, "do not verify the brokers' certificates (testing only)")
+	str(&c.SASLMechanism, "sasl-mechanism", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512")
+	str(&c.SASLUser, "sasl-user", "", "SASL user")
+	str(&c.SASLPassword, "sasl-password", "", "SASL password (prefer the environment variable)")
+	str(&c.GroupInstanceID, "group-instance-id", "", "static group membership id (KIP-345); unique per member")
+	dur(&c.SessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout")
+	integer(&c.FetchMaxBytes, "fetch-max-bytes", 16<<20, "maximum bytes of one fetch response")
+	integer(&c.FetchMaxPartitionBytes, "fetch-max-partition-bytes", 1<<20, "maximum bytes per partition in a fetch")
+	integer(&c.MaxPollRecords, "max-poll-records", 10000, "records per poll batch (one storage transaction)")
+	integer(&c.MaxEventBytes, "max-event-bytes", 1<<20, "larger record values go to the dead-letter topic (reason oversized)")
+	str(&c.DeadLetterTopic, "dead-letter-topic", "sagaz.dlq", "topic for records that cannot start a saga")
+	integer(&c.PendingHighWater, "pending-high-water", 20000, "pause fetching when this many sagas are pending")
+	integer(&c.PendingLowWater, "pending-low-water", 10000, "resume fetching when pending sagas fall to this")
+	boolean(&c.CreateTopics, "create-topics", true, "create missing trigger and dead-letter topics")
+	integer(&c.TopicPartitions, "topic-partitions", 6, "partitions of topics sagaz creates")
+	integer(&c.TopicReplication, "topic-replication", -1, "replication factor of topics sagaz creates (-1: broker default)")
+	integer(&c.DevBrokerPort, "dev-broker-port", 9092, "port of the embedded broker (dev mode, when --brokers is empty)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,7 +169,43 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: want a positive duration", c.ShutdownTimeout))
 	}
+	if c.MaxPollRecords < 1 || c.MaxEventBytes < 1 || c.FetchMaxBytes < 1 || c.FetchMaxPartitionBytes < 1 {
+		errs = append(errs, errors.New("--max-poll-records, --max-event-bytes and the fetch sizes must be positive"))
+	}
+	if c.PendingLowWater < 0 || c.PendingHighWater < 1 || c.PendingLowWater > c.PendingHighWater {
+		errs = append(errs, fmt.Errorf("--pending-low-water %d must be between 0 and --pending-high-water %d", c.PendingLowWater, c.PendingHighWater))
+	}
+	if c.TopicPartitions < 1 && c.TopicPartitions != -1 {
+		errs = append(errs, fmt.Errorf("--topic-partitions %d: want at least 1 (or -1)", c.TopicPartitions))
+	}
+	if c.DevBrokerPort < 1 || c.DevBrokerPort > 65535 {
+		errs = append(errs, fmt.Errorf("--dev-broker-port %d: not a port", c.DevBrokerPort))
+	}
+	if c.Brokers != "" {
+		if err := c.kafka().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// BrokerList splits --brokers.
+func (c *Config) BrokerList() []string {
+	var out []string
+	for _, b := range strings.Split(c.Brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func (c *Config) kafka() consumer.KafkaConfig {
+	return consumer.KafkaConfig{
+		Brokers: c.BrokerList(), ClientID: c.ClientID,
+		TLS: c.TLS, TLSCAFile: c.TLSCAFile, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile, TLSInsecureSkipVerify: c.TLSInsecureSkipVerify,
+		SASLMechanism: c.SASLMechanism, SASLUser: c.SASLUser, SASLPassword: c.SASLPassword,
+	}
 }
 
 // StorePath is where the saga store lives.

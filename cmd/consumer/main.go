@@ -1,10 +1,13 @@
 // Command sagaz is the Sagaz service: it consumes the Kafka topics the
 // compiled-in sagas name, records each saga durably, and runs it to an end.
 //
-//	sagaz [run] [flags]   run the service (the default)
-//	sagaz triggers        print the trigger table and exit
+//	sagaz [run] [flags]    run the service (the default)
+//	sagaz triggers         print the trigger table and exit
+//	sagaz demo [flags]     produce sample order events (some with fail_at)
 //
 // Run "sagaz run -h" for the flags; each has a SAGAZ_* environment variable.
+// With no --brokers, run starts an embedded Kafka-compatible broker (kfake)
+// on 127.0.0.1:9092 with its data under the data directory: dev mode.
 package main
 
 import (
@@ -13,11 +16,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/httpapi"
+	"github.com/sagaz-go/sagaz/internal/devkafka"
 	_ "github.com/sagaz-go/sagaz/sagas" // the sagas compiled into the binary
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -52,18 +66,39 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 			return err
 		}
 		return routes.WriteTable(stdout)
+	case "demo":
+		return demo(ctx, args, stdout, getenv)
 	default:
-		return fmt.Errorf("unknown command %q (want run or triggers)", cmd)
+		return fmt.Errorf("unknown command %q (want run, triggers or demo)", cmd)
 	}
 }
 
-// serve runs the service until ctx ends.
+// serve runs the service until ctx ends, then shuts down in order: stop
+// fetching and leave the group, let running steps finish (bounded), close
+// the store, stop the embedded broker.
 func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	log := cfg.logger()
 	routes, err := engine.DefaultRegistry().Routes()
 	if err != nil {
 		return err
 	}
+	brokers := cfg.BrokerList()
+	dev := len(brokers) == 0
+	if dev {
+		kc, err := devkafka.Start(filepath.Join(cfg.DataDir, "kafka"), cfg.DevBrokerPort)
+		if err != nil {
+			return err
+		}
+		defer kc.Close()
+		brokers = kc.ListenAddrs()
+		cfg.Brokers = brokers[0]
+		log.Info("embedded dev broker started", "addr", brokers[0], "data", filepath.Join(cfg.DataDir, "kafka"))
+	}
+	kopts, err := cfg.kafka().Opts()
+	if err != nil {
+		return err
+	}
+
 	store, err := storage.OpenBolt(cfg.StorePath(), storage.BoltOptions{})
 	if err != nil {
 		return err
@@ -73,19 +108,129 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sagaz_sagas_pending", Help: "Sagas waiting to execute in this process."},
+			func() float64 { q, _ := eng.Stats(); return float64(q) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sagaz_sagas_executing", Help: "Sagas executing in this process."},
+			func() float64 { _, r := eng.Stats(); return float64(r) }),
+	)
+	cons, err := consumer.New(eng, store, consumer.Config{
+		Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
+		FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
+		DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
+		HighWater: cfg.PendingHighWater, LowWater: cfg.PendingLowWater,
+		CreateTopics: cfg.CreateTopics, TopicPartitions: int32(cfg.TopicPartitions), TopicReplication: int16(cfg.TopicReplication),
+		Logger: log, Metrics: consumer.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	var srv *httpapi.Server
+	if cfg.HTTPAddr != "" {
+		srv, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Logger: log, Ready: func() error {
+			select {
+			case <-eng.Ready():
+			default:
+				return errors.New("recovering unfinished sagas")
+			}
+			if !cons.Ready() {
+				return errors.New("joining the consumer group")
+			}
+			return nil
+		}})
+		if err != nil {
+			return fmt.Errorf("http server: %w", err)
+		}
+	}
+
 	fmt.Fprintln(stdout, "Sagaz — triggers compiled into this binary:")
 	if err := routes.WriteTable(stdout); err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	select {
-	case <-eng.Ready():
-	case err := <-done:
+	if dev {
+		banner(stdout, cfg, srv)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return cons.Run(gctx) })
+	if srv != nil {
+		g.Go(func() error { return srv.Run(gctx) })
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func banner(w io.Writer, cfg *Config, srv *httpapi.Server) {
+	httpLine := "HTTP server disabled (--http-addr is empty)"
+	if srv != nil {
+		httpLine = "HTTP:   http://" + srv.Addr() + "  (/healthz /readyz /metrics)"
+	}
+	fmt.Fprintf(w, `
+Dev mode: embedded Kafka-compatible broker on %[1]s (data in %[2]s).
+  %[3]s
+  Send an order:   echo '{"order_id":"o-1","amount":42}' | kcat -P -b %[1]s -t orders.created -k o-1
+  Watch it fail:   echo '{"order_id":"o-2","fail_at":"charge"}' | kcat -P -b %[1]s -t orders.created -k o-2
+  Sample events:   make demo   (or: bin/sagaz demo --count 20)
+`, cfg.Brokers, filepath.Join(cfg.DataDir, "kafka"), httpLine)
+}
+
+// demo produces sample order events: every 5th fails at charge, every 7th
+// at ship.
+func demo(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("sagaz demo", flag.ContinueOnError)
+	brokers := getenv("SAGAZ_BROKERS")
+	if brokers == "" {
+		brokers = "127.0.0.1:9092"
+	}
+	fs.StringVar(&brokers, "brokers", brokers, "Kafka brokers (env SAGAZ_BROKERS)")
+	count := fs.Int("count", 10, "number of order events")
+	prefix := fs.String("prefix", "demo", "order id prefix")
+	sleep := fs.Int("sleep-ms", 0, "sleep_ms of each event (each step sleeps that long)")
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nStore %s open, unfinished sagas resumed.\n", cfg.StorePath())
-	fmt.Fprintln(stdout, "Not wired yet: the Kafka consumer (so no events are consumed), cron, webhooks and the HTTP API.")
-	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
-	return <-done
+	if *count < 1 {
+		return fmt.Errorf("--count %d: want at least 1", *count)
+	}
+	for _, b := range splitBrokers(brokers) {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("--brokers %q: want host:port", b)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(splitBrokers(brokers)...), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := 1; i <= *count; i++ {
+		id := *prefix + "-" + strconv.Itoa(i)
+		extra := ""
+		switch {
+		case i%5 == 0:
+			extra = `,"fail_at":"charge"`
+		case i%7 == 0:
+			extra = `,"fail_at":"ship"`
+		}
+		if *sleep > 0 {
+			extra += `,"sleep_ms":` + strconv.Itoa(*sleep)
+		}
+		recs = append(recs, &kgo.Record{Topic: "orders.created", Key: []byte(id),
+			Value: []byte(fmt.Sprintf(`{"order_id":%q,"amount":%d%s}`, id, 10+i, extra))})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce to %s: %w", brokers, err)
+	}
+	fmt.Fprintf(stdout, "produced %d order events to orders.created on %s\n", len(recs), brokers)
+	return nil
+}
+
+func splitBrokers(s string) []string {
+	c := Config{Brokers: s}
+	return c.BrokerList()
 }
