@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// buildBinary builds the sagaz binary into dir.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sagaz")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type proc struct {
+	cmd     *exec.Cmd
+	http    string
+	log     string
+	done    chan struct{}
+	exitErr error
+}
+
+// wait returns the process's exit error once it has exited.
+func (p *proc) wait() error {
+	<-p.done
+	return p.exitErr
+}
+
+func startBinary(t *testing.T, bin, dataDir string, seeds []string, n int) *proc {
+	t.Helper()
+	p := &proc{http: freePort(t), log: filepath.Join(dataDir, fmt.Sprintf("run-%d.log", n)), done: make(chan struct{})}
+	f, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "run", "--brokers", strings.Join(seeds, ","), "--data-dir", dataDir, "--http-addr", p.http,
+		"--group", "e2e", "--group-instance-id", "e2e-member", "--session-timeout", "6s", "--shutdown-timeout", "5s", "--log-level", "debug")
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exitErr = p.cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		_ = p.wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			lines := strings.Split(string(b), "\n")
+			t.Logf("--- tail of %s ---\n%s", p.log, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
+	})
+	return p
+}
+
+// metric reads one unlabelled or labelled sample from /metrics (-1 if absent).
+func (p *proc) metric(name string) float64 {
+	resp, err := http.Get("http://" + p.http + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") {
+			v, err := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+type produced struct {
+	mu    sync.Mutex
+	byPos map[storage.Position]string // position -> order id
+	want  map[string]storage.Status   // order id -> expected end
+}
+
+// TestBinarySIGKILLedWhileEventsStreamIn: the built binary is killed with
+// SIGKILL at random moments while 20,000 events stream in, and restarted
+// each time. After every kill, no offset may be committed ahead of a
+// durable saga; at the end there is exactly one saga per order, terminal,
+// with the outcome the event asks for.
+func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary; skipped with -short")
+	}
+	const topic, total, kills = "orders.created", 20000, 5
+	bin := buildBinary(t)
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(6, topic))
+	seeds := c.ListenAddrs()
+	dir := t.TempDir()
+	prod := &produced{byPos: map[storage.Position]string{}, want: map[string]storage.Status{}}
+
+	// Stream 20,000 events (plus re-sends of every 50th, as a retrying
+	// producer would send them) in batches, while the member is killed.
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer cl.Close()
+		for i := 0; i < total; {
+			var recs []*kgo.Record
+			for j := 0; j < 200 && i < total; j, i = j+1, i+1 {
+				id := "o-" + strconv.Itoa(i)
+				extra, want := "", storage.StatusCompleted
+				if i%10 == 3 {
+					extra, want = `,"fail_at":"charge"`, storage.StatusRolledBack
+				}
+				v := []byte(fmt.Sprintf(`{"order_id":%q,"amount":1%s}`, id, extra))
+				recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(id), Value: v})
+				if i%50 == 0 {
+					recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(id), Value: v})
+				}
+				prod.mu.Lock()
+				prod.want[id] = want
+				prod.mu.Unlock()
+			}
+			res := cl.ProduceSync(context.Background(), recs...)
+			if err := res.FirstErr(); err != nil {
+				t.Error(err)
+				return
+			}
+			prod.mu.Lock()
+			for _, r := range res {
+				prod.byPos[storage.Position{Topic: r.Record.Topic, Partition: r.Record.Partition, Offset: r.Record.Offset}] = string(r.Record.Key)
+			}
+			prod.mu.Unlock()
+			time.Sleep(80 * time.Millisecond) // pace the stream over several seconds
+		}
+	}()
+
+	for k := range kills {
+		p := startBinary(t, bin, dir, seeds, k)
+		// Let it work a random while once it has begun consuming.
+		kafkatest.WaitFor(t, 30*time.Second, "the member to consume", func() bool {
+			return p.metric("sagaz_records_consumed_total{topic=\"orders.created\"}") > 0 || p.metric("sagaz_partitions_owned") > 0
+		})
+		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond) // a random moment to kill at
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.wait()
+		checkCommittedBehindDurable(t, seeds, dir, prod)
+	}
+	<-streamDone
+
+	p := startBinary(t, bin, dir, seeds, kills)
+	end := kafkatest.EndOffsets(t, seeds, topic)
+	kafkatest.WaitFor(t, 120*time.Second, "committed offsets to reach the log end", func() bool {
+		cm := kafkatest.Committed(t, seeds, "e2e", topic)
+		for part, o := range end {
+			if cm[part] != o {
+				return false
+			}
+		}
+		return true
+	})
+	kafkatest.WaitFor(t, 60*time.Second, "every saga to finish", func() bool {
+		return p.metric("sagaz_sagas_pending") == 0 && p.metric("sagaz_sagas_executing") == 0
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.wait(); err != nil {
+		t.Fatalf("SIGTERM: exit %v", err)
+	}
+
+	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	seen := map[string]string{}
+	err = st.Scan(context.Background(), storage.Statuses, func(s *storage.Saga) error {
+		if prev, dup := seen[s.IdempotencyKey]; dup {
+			return fmt.Errorf("order %s has two sagas: %s and %s", s.IdempotencyKey, prev, s.ID())
+		}
+		seen[s.IdempotencyKey] = s.ID()
+		want, ok := prod.want[s.IdempotencyKey]
+		if !ok {
+			return fmt.Errorf("saga %s for an order never produced", s.ID())
+		}
+		if s.Status != want {
+			return fmt.Errorf("saga %s: %s, want %s", s.ID(), s.Status, want)
+		}
+		// The saga sits at the position of the order's first record.
+		if id := prod.byPos[s.Source]; id != s.IdempotencyKey {
+			return fmt.Errorf("saga %s at a position holding order %q", s.ID(), id)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != total {
+		t.Fatalf("%d orders have a saga, want %d", len(seen), total)
+	}
+}
+
+// checkCommittedBehindDurable opens the killed member's store and checks
+// invariant 1: for every partition, every record below the committed offset
+// has its saga recorded durably, and the committed offset is not past the
+// store's recorded next offset.
+func checkCommittedBehindDurable(t *testing.T, seeds []string, dir string, prod *produced) {
+	t.Helper()
+	committed := kafkatest.Committed(t, seeds, "e2e", "orders.created")
+	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	keys := map[string]bool{}
+	if err := st.Scan(context.Background(), storage.Statuses, func(s *storage.Saga) error { keys[s.IdempotencyKey] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	prod.mu.Lock()
+	defer prod.mu.Unlock()
+	checked := 0
+	for part, off := range committed {
+		next, _, err := st.NextOffset(context.Background(), storage.Partition{Topic: "orders.created", Partition: part})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off > next {
+			t.Fatalf("partition %d: committed %d ahead of the store's recorded next offset %d", part, off, next)
+		}
+		for o := int64(0); o < off; o++ {
+			id, ok := prod.byPos[storage.Position{Topic: "orders.created", Partition: part, Offset: o}]
+			if !ok {
+				continue // produced, but the producer has not yet recorded its position
+			}
+			if !keys[id] {
+				t.Fatalf("partition %d offset %d (order %s) is committed but has no durable saga", part, o, id)
+			}
+			checked++
+		}
+	}
+	t.Logf("after kill: committed %v, %d committed records checked, %d sagas stored", committed, checked, len(keys))
+}
