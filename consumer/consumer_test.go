@@ -34,7 +34,7 @@ const (
 
 // member is one consumer-group member: store, engine and consumer.
 type member struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	st       *storage.Bolt
 	eng      *engine.Engine
@@ -63,7 +63,7 @@ func newRegistry(extra ...engine.Saga) *engine.Registry {
 	return reg
 }
 
-func startMember(t *testing.T, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *member {
+func startMember(t testing.TB, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *member {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -118,7 +118,7 @@ func (m *member) stop() {
 }
 
 // sagasIn returns every saga recorded in the store at dir (closed store).
-func sagasIn(t *testing.T, st storage.Store) []*storage.Saga {
+func sagasIn(t testing.TB, st storage.Store) []*storage.Saga {
 	t.Helper()
 	var out []*storage.Saga
 	if err := st.Scan(context.Background(), storage.Statuses, func(s *storage.Saga) error { out = append(out, s); return nil }); err != nil {

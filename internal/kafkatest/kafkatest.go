@@ -5,10 +5,12 @@ package kafkatest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -81,10 +83,13 @@ func Committed(t testing.TB, seeds []string, group, topic string) map[int32]int6
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	os, err := adm.FetchOffsets(ctx, group)
+	out := map[int32]int64{}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return out // nothing committed yet
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int32]int64{}
 	os.Each(func(o kadm.OffsetResponse) {
 		if o.Topic == topic && o.Err == nil {
 			out[o.Partition] = o.At
