@@ -52,7 +52,7 @@ func BenchmarkIngest(b *testing.B) {
 		})
 		el := time.Since(start)
 		b.StopTimer()
-		m.stop()
+		m.Stop()
 		c.Close()
 		b.ReportMetric(float64(n)/el.Seconds(), "events/s")
 	}

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/internal/sagaztest"
 	"github.com/sagaz-go/sagaz/sagas"
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -32,27 +30,14 @@ const (
 	dlq   = "sagaz.dlq"
 )
 
-// member is one consumer-group member: store, engine and consumer.
-type member struct {
-	t        testing.TB
-	dir      string
-	st       *storage.Bolt
-	eng      *engine.Engine
-	c        *consumer.Consumer
-	m        *consumer.Metrics
-	finished atomic.Int64
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	runErr   [2]error
+type member = sagaztest.Member
+
+func startMember(t testing.TB, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *member {
+	t.Helper()
+	return sagaztest.Start(t, seeds, group, dir, reg, mut)
 }
 
-// testLogger discards logs unless SAGAZ_TEST_LOG=1.
-func testLogger() *slog.Logger {
-	if os.Getenv("SAGAZ_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func sagasIn(t testing.TB, st storage.Store) []*storage.Saga { return sagaztest.Sagas(t, st) }
 
 func newRegistry(extra ...engine.Saga) *engine.Registry {
 	reg := engine.NewRegistry()
@@ -61,70 +46,6 @@ func newRegistry(extra ...engine.Saga) *engine.Registry {
 		reg.Register(s)
 	}
 	return reg
-}
-
-func startMember(t testing.TB, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *member {
-	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &member{t: t, dir: dir, st: st}
-	log := testLogger()
-	m.eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, ShutdownTimeout: 5 * time.Second,
-		OnFinish: func(*storage.Saga) { m.finished.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.m = consumer.NewMetrics(nil)
-	cfg := consumer.Config{
-		Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Group: group, CreateTopics: true, Logger: log, Metrics: m.m,
-		SessionTimeout: 10 * time.Second,
-	}
-	if mut != nil {
-		mut(&cfg)
-	}
-	m.c, err = consumer.New(m.eng, st, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	m.wg.Add(2)
-	go func() { defer m.wg.Done(); m.runErr[0] = m.eng.Run(ctx) }()
-	go func() { defer m.wg.Done(); m.runErr[1] = m.c.Run(ctx) }()
-	t.Cleanup(m.stop)
-	return m
-}
-
-func (m *member) stop() {
-	if m.cancel == nil {
-		return
-	}
-	m.cancel()
-	m.wg.Wait()
-	m.cancel = nil
-	for _, err := range m.runErr {
-		if err != nil {
-			m.t.Errorf("member stopped with: %v", err)
-		}
-	}
-	if err := m.st.Close(); err != nil {
-		m.t.Error(err)
-	}
-}
-
-// sagasIn returns every saga recorded in the store at dir (closed store).
-func sagasIn(t testing.TB, st storage.Store) []*storage.Saga {
-	t.Helper()
-	var out []*storage.Saga
-	if err := st.Scan(context.Background(), storage.Statuses, func(s *storage.Saga) error { out = append(out, s); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func orderRecord(id string, extra string) *kgo.Record {
@@ -210,13 +131,13 @@ func TestFiftyThousandEventsSixPartitions(t *testing.T) {
 	const n = 50000
 	produceOrders(t, kafkatest.Client(t, seeds), 0, n, nil)
 	m := startMember(t, seeds, "", newRegistry(), nil)
-	kafkatest.WaitFor(t, 120*time.Second, "50,000 sagas to finish", func() bool { return m.finished.Load() >= n })
+	kafkatest.WaitFor(t, 120*time.Second, "50,000 sagas to finish", func() bool { return m.Finished.Load() >= n })
 	waitCommittedAtEnd(t, seeds)
 	if got := sumEnd(kafkatest.EndOffsets(t, seeds, topic)); got != n {
 		t.Fatalf("log holds %d records", got)
 	}
-	m.stop()
-	st, err := storage.OpenBolt(filepath.Join(m.dir, "sagaz.db"), storage.BoltOptions{})
+	m.Stop()
+	st, err := storage.OpenBolt(filepath.Join(m.Dir, "sagaz.db"), storage.BoltOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,8 +147,8 @@ func TestFiftyThousandEventsSixPartitions(t *testing.T) {
 		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
 	}
 	checkOneSagaPerOrder(t, want, sagasIn(t, st))
-	if m.finished.Load() != n {
-		t.Fatalf("%d sagas finished, want %d", m.finished.Load(), n)
+	if m.Finished.Load() != n {
+		t.Fatalf("%d sagas finished, want %d", m.Finished.Load(), n)
 	}
 }
 
@@ -238,9 +159,9 @@ func TestFailAtCompensatesInReverseOrder(t *testing.T) {
 		return []string{"", `,"fail_at":"charge"`, `,"fail_at":"ship"`}[i%3]
 	})
 	m := startMember(t, seeds, "", newRegistry(), nil)
-	kafkatest.WaitFor(t, 30*time.Second, "30 sagas to finish", func() bool { return m.finished.Load() >= 30 })
+	kafkatest.WaitFor(t, 30*time.Second, "30 sagas to finish", func() bool { return m.Finished.Load() >= 30 })
 	waitCommittedAtEnd(t, seeds)
-	for _, s := range sagasIn(t, m.st) {
+	for _, s := range sagasIn(t, m.Store) {
 		i, _ := strconv.Atoi(strings.TrimPrefix(s.IdempotencyKey, "o-"))
 		reserve, charge, ship := s.Steps[0], s.Steps[1], s.Steps[2]
 		switch i % 3 {
@@ -377,11 +298,11 @@ func TestPoisonRecordsGoToDeadLetterTopic(t *testing.T) {
 	poisons := poisonRecords()
 	want := producePoisonMixed(t, kafkatest.Client(t, seeds), 200, poisons)
 	m := startMember(t, seeds, "", newRegistry(boom), func(cfg *consumer.Config) { cfg.MaxEventBytes = 2000 })
-	kafkatest.WaitFor(t, 30*time.Second, "sagas to finish", func() bool { return m.finished.Load() >= int64(len(want)) })
+	kafkatest.WaitFor(t, 30*time.Second, "sagas to finish", func() bool { return m.Finished.Load() >= int64(len(want)) })
 	waitCommittedAtEnd(t, seeds)
 	checkDeadLetters(t, seeds, poisons)
-	checkOneSagaPerOrder(t, want, sagasIn(t, m.st))
-	if got := testutil.ToFloat64(m.m.DeadLetters.WithLabelValues("decode")); got != 2 {
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
+	if got := testutil.ToFloat64(m.Metrics.DeadLetters.WithLabelValues("decode")); got != 2 {
 		t.Errorf("dead letters (decode) metric = %v, want 2", got)
 	}
 }
@@ -397,7 +318,7 @@ func TestKafkaFaultsLoseNothingDuplicateNothing(t *testing.T) {
 	dlqProduce := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: dlq, Err: kerr.UnknownServerError, Count: 3})
 	fetches := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: topic, Err: kerr.UnknownServerError, Count: 20})
 	m := startMember(t, seeds, "", newRegistry(), nil)
-	kafkatest.WaitFor(t, 60*time.Second, "sagas to finish", func() bool { return m.finished.Load() >= int64(len(want)) })
+	kafkatest.WaitFor(t, 60*time.Second, "sagas to finish", func() bool { return m.Finished.Load() >= int64(len(want)) })
 	waitCommittedAtEnd(t, seeds)
 	for name, h := range map[string]*kfake.FaultHandle{"commit": commits, "dead-letter produce": dlqProduce, "fetch": fetches} {
 		if h.Hits() == 0 {
@@ -405,7 +326,7 @@ func TestKafkaFaultsLoseNothingDuplicateNothing(t *testing.T) {
 		}
 	}
 	checkDeadLetters(t, seeds, poisons)
-	checkOneSagaPerOrder(t, want, sagasIn(t, m.st))
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
 }
 
 func TestDeadLetterOutageRewindsInsteadOfSkipping(t *testing.T) {
@@ -417,13 +338,13 @@ func TestDeadLetterOutageRewindsInsteadOfSkipping(t *testing.T) {
 	// Longer than one batch's retries: the batch must be rewound and retried.
 	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: dlq, Err: kerr.UnknownServerError, Count: 12})
 	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.DeadLetterAttempts = 3 })
-	kafkatest.WaitFor(t, 90*time.Second, "sagas to finish", func() bool { return m.finished.Load() >= int64(len(want)) })
+	kafkatest.WaitFor(t, 90*time.Second, "sagas to finish", func() bool { return m.Finished.Load() >= int64(len(want)) })
 	waitCommittedAtEnd(t, seeds)
-	if h.Hits() < 12 || testutil.ToFloat64(m.m.BatchErrors) == 0 {
-		t.Fatalf("fault hits %d, batch errors %v: the outage was not long enough to test a rewind", h.Hits(), testutil.ToFloat64(m.m.BatchErrors))
+	if h.Hits() < 12 || testutil.ToFloat64(m.Metrics.BatchErrors) == 0 {
+		t.Fatalf("fault hits %d, batch errors %v: the outage was not long enough to test a rewind", h.Hits(), testutil.ToFloat64(m.Metrics.BatchErrors))
 	}
 	checkDeadLetters(t, seeds, poisons)
-	checkOneSagaPerOrder(t, want, sagasIn(t, m.st))
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
 }
 
 func TestMembersLeavingAndJoiningLoseNothing(t *testing.T) {
@@ -434,27 +355,27 @@ func TestMembersLeavingAndJoiningLoseNothing(t *testing.T) {
 	const n = 6000
 	a := startMember(t, seeds, "", reg, nil)
 	produceOrders(t, cl, 0, 2000, nil)
-	kafkatest.WaitFor(t, 30*time.Second, "member a to start sagas", func() bool { return a.finished.Load() > 100 })
+	kafkatest.WaitFor(t, 30*time.Second, "member a to start sagas", func() bool { return a.Finished.Load() > 100 })
 	b := startMember(t, seeds, "", reg, nil)
 	produceOrders(t, cl, 2000, 2000, nil)
-	kafkatest.WaitFor(t, 30*time.Second, "member b to get partitions", func() bool { return testutil.ToFloat64(b.m.Partitions) > 0 })
-	a.stop() // a leaves mid-stream
+	kafkatest.WaitFor(t, 30*time.Second, "member b to get partitions", func() bool { return testutil.ToFloat64(b.Metrics.Partitions) > 0 })
+	a.Stop() // a leaves mid-stream
 	cm := startMember(t, seeds, "", reg, nil)
 	produceOrders(t, cl, 4000, 2000, nil)
 	waitCommittedAtEnd(t, seeds)
 	// a left with sagas recorded but not finished: restarting it (same data
 	// directory) resumes them.
-	a2 := startMember(t, seeds, a.dir, reg, nil)
+	a2 := startMember(t, seeds, a.Dir, reg, nil)
 	for _, m := range []*member{b, cm, a2} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := m.eng.WaitIdle(ctx); err != nil {
+		if err := m.Engine.WaitIdle(ctx); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
 	}
 	var all []*storage.Saga
 	for _, m := range []*member{b, cm, a2} {
-		all = append(all, sagasIn(t, m.st)...)
+		all = append(all, sagasIn(t, m.Store)...)
 	}
 	want := map[string]storage.Status{}
 	for i := range n {
@@ -478,10 +399,10 @@ func TestBackpressureBoundsPendingSagas(t *testing.T) {
 	var peak int
 	var paused bool
 	kafkatest.WaitFor(t, 60*time.Second, "all sagas to finish", func() bool {
-		q, _ := m.eng.Stats()
+		q, _ := m.Engine.Stats()
 		peak = max(peak, q)
-		paused = paused || testutil.ToFloat64(m.m.Paused) == 1
-		return m.finished.Load() >= n
+		paused = paused || testutil.ToFloat64(m.Metrics.Paused) == 1
+		return m.Finished.Load() >= n
 	})
 	if !paused {
 		t.Error("fetching was never paused")
@@ -500,18 +421,18 @@ func TestResumesFromStoredOffsetAfterCommitsFail(t *testing.T) {
 	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.UnknownServerError, Count: -1})
 	reg := newRegistry()
 	a := startMember(t, seeds, "", reg, nil)
-	kafkatest.WaitFor(t, 30*time.Second, "100 sagas", func() bool { return a.finished.Load() >= 100 })
-	a.stop()
+	kafkatest.WaitFor(t, 30*time.Second, "100 sagas", func() bool { return a.Finished.Load() >= 100 })
+	a.Stop()
 	h.Remove()
 	if got := kafkatest.Committed(t, seeds, group, topic); got[0] != 0 {
 		t.Fatalf("committed %v although every commit failed", got)
 	}
-	b := startMember(t, seeds, a.dir, reg, nil)
+	b := startMember(t, seeds, a.Dir, reg, nil)
 	waitCommittedAtEnd(t, seeds)
-	if got := testutil.ToFloat64(b.m.RecordsConsumed.WithLabelValues(topic)); got != 0 {
+	if got := testutil.ToFloat64(b.Metrics.RecordsConsumed.WithLabelValues(topic)); got != 0 {
 		t.Fatalf("restarted member fetched %v records again; it should resume from the store's offset", got)
 	}
-	if n := len(sagasIn(t, b.st)); n != 100 {
+	if n := len(sagasIn(t, b.Store)); n != 100 {
 		t.Fatalf("%d sagas", n)
 	}
 }
@@ -569,7 +490,7 @@ func TestSASLSCRAMAgainstBroker(t *testing.T) {
 	cl := kafkatest.Client(t, seeds, opts...)
 	kafkatest.Produce(t, cl, orderRecord("o-1", ""))
 	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.Client = opts })
-	kafkatest.WaitFor(t, 30*time.Second, "the saga over SASL", func() bool { return m.finished.Load() == 1 })
+	kafkatest.WaitFor(t, 30*time.Second, "the saga over SASL", func() bool { return m.Finished.Load() == 1 })
 
 	bad, _ := consumer.KafkaConfig{Brokers: seeds, SASLMechanism: "scram-sha-256", SASLUser: "admin", SASLPassword: "wrong"}.Opts()
 	cl2 := kafkatest.Client(t, seeds, bad...)

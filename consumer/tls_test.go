@@ -60,7 +60,7 @@ func TestTLSAgainstBroker(t *testing.T) {
 	}
 	kafkatest.Produce(t, kafkatest.Client(t, seeds, opts...), orderRecord("o-1", ""))
 	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.Client = opts })
-	kafkatest.WaitFor(t, 30*time.Second, "the saga over TLS", func() bool { return m.finished.Load() == 1 })
+	kafkatest.WaitFor(t, 30*time.Second, "the saga over TLS", func() bool { return m.Finished.Load() == 1 })
 
 	// Without the CA the broker's certificate is not trusted.
 	untrusted, _ := consumer.KafkaConfig{Brokers: seeds, TLS: true}.Opts()
