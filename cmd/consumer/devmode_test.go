@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/internal/sagaztest"
 )
 
 type syncBuf struct {
@@ -28,13 +29,13 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // and offsets (no order is consumed twice).
 func TestDevModeServesAndKeepsState(t *testing.T) {
 	dir := t.TempDir()
-	port := freePort(t)
+	port := sagaztest.FreeAddr(t)
 	_, p, _ := net.SplitHostPort(port)
-	httpAddr := freePort(t)
+	httpAddr := sagaztest.FreeAddr(t)
 	env := func(string) string { return "" }
 	args := []string{"run", "--data-dir", dir, "--dev-broker-port", p, "--http-addr", httpAddr, "--log-level", "error"}
 
-	metric := (&proc{http: httpAddr}).metric
+	metric := func(name string) float64 { return sagaztest.Metric(httpAddr, name) }
 	for round, want := range []float64{12, 5} {
 		ctx, cancel := context.WithCancel(context.Background())
 		out := &syncBuf{}

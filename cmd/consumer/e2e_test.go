@@ -1,14 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,89 +16,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/internal/sagaztest"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
-// buildBinary builds the sagaz binary into dir.
-func buildBinary(t *testing.T) string {
+func startBinary(t *testing.T, bin, dataDir string, seeds []string) *sagaztest.Proc {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sagaz")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-type proc struct {
-	cmd     *exec.Cmd
-	http    string
-	log     string
-	done    chan struct{}
-	exitErr error
-}
-
-// wait returns the process's exit error once it has exited.
-func (p *proc) wait() error {
-	<-p.done
-	return p.exitErr
-}
-
-func startBinary(t *testing.T, bin, dataDir string, seeds []string, n int) *proc {
-	t.Helper()
-	p := &proc{http: freePort(t), log: filepath.Join(dataDir, fmt.Sprintf("run-%d.log", n)), done: make(chan struct{})}
-	f, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "run", "--brokers", strings.Join(seeds, ","), "--data-dir", dataDir, "--http-addr", p.http,
+	return sagaztest.StartBinary(t, bin, dataDir, "--brokers", strings.Join(seeds, ","), "--data-dir", dataDir,
 		"--group", "e2e", "--group-instance-id", "e2e-member", "--session-timeout", "6s", "--shutdown-timeout", "5s", "--log-level", "debug")
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exitErr = p.cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		_ = p.wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			lines := strings.Split(string(b), "\n")
-			t.Logf("--- tail of %s ---\n%s", p.log, strings.Join(lines[max(0, len(lines)-30):], "\n"))
-		}
-	})
-	return p
-}
-
-// metric reads one unlabelled or labelled sample from /metrics (-1 if absent).
-func (p *proc) metric(name string) float64 {
-	resp, err := http.Get("http://" + p.http + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+" ") {
-			v, err := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
-			if err == nil {
-				return v
-			}
-		}
-	}
-	return -1
 }
 
 type produced struct {
@@ -122,7 +42,7 @@ func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
 		t.Skip("builds and kills the binary; skipped with -short")
 	}
 	const topic, total, kills = "orders.created", 20000, 5
-	bin := buildBinary(t)
+	bin := sagaztest.BuildBinary(t, ".")
 	c := kafkatest.NewCluster(t, kfake.SeedTopics(6, topic))
 	seeds := c.ListenAddrs()
 	dir := t.TempDir()
@@ -170,22 +90,22 @@ func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
 		}
 	}()
 
-	for k := range kills {
-		p := startBinary(t, bin, dir, seeds, k)
+	for range kills {
+		p := startBinary(t, bin, dir, seeds)
 		// Let it work a random while once it has begun consuming.
 		kafkatest.WaitFor(t, 30*time.Second, "the member to consume", func() bool {
-			return p.metric("sagaz_records_consumed_total{topic=\"orders.created\"}") > 0 || p.metric("sagaz_partitions_owned") > 0
+			return p.Metric("sagaz_records_consumed_total{topic=\"orders.created\"}") > 0 || p.Metric("sagaz_partitions_owned") > 0
 		})
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond) // a random moment to kill at
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		_ = p.wait()
+		_ = p.Wait()
 		checkCommittedBehindDurable(t, seeds, dir, prod)
 	}
 	<-streamDone
 
-	p := startBinary(t, bin, dir, seeds, kills)
+	p := startBinary(t, bin, dir, seeds)
 	end := kafkatest.EndOffsets(t, seeds, topic)
 	kafkatest.WaitFor(t, 120*time.Second, "committed offsets to reach the log end", func() bool {
 		cm := kafkatest.Committed(t, seeds, "e2e", topic)
@@ -197,12 +117,12 @@ func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
 		return true
 	})
 	kafkatest.WaitFor(t, 60*time.Second, "every saga to finish", func() bool {
-		return p.metric("sagaz_sagas_pending") == 0 && p.metric("sagaz_sagas_executing") == 0
+		return p.Metric("sagaz_sagas_pending") == 0 && p.Metric("sagaz_sagas_executing") == 0
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.wait(); err != nil {
+	if err := p.Wait(); err != nil {
 		t.Fatalf("SIGTERM: exit %v", err)
 	}
 

@@ -1,0 +1,103 @@
+package sagaztest
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// BuildBinary builds the sagaz command (the package in dir) and returns
+// the binary's path.
+func BuildBinary(t testing.TB, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sagaz")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// FreeAddr returns a loopback address with a port free right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Proc is a running sagaz process.
+type Proc struct {
+	Cmd     *exec.Cmd
+	HTTP    string // its --http-addr
+	Log     string // its combined output
+	done    chan struct{}
+	exitErr error
+}
+
+// StartBinary runs `bin run --http-addr <free> args...` with output to a
+// log file in logDir. The process is killed at the end of the test, and
+// the tail of its log printed if the test failed.
+func StartBinary(t testing.TB, bin, logDir string, args ...string) *Proc {
+	t.Helper()
+	f, err := os.CreateTemp(logDir, "sagaz-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proc{HTTP: FreeAddr(t), Log: f.Name(), done: make(chan struct{})}
+	p.Cmd = exec.Command(bin, append([]string{"run", "--http-addr", p.HTTP}, args...)...)
+	p.Cmd.Stdout, p.Cmd.Stderr = f, f
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exitErr = p.Cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.Cmd.Process.Kill()
+		_ = p.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.Log)
+			lines := strings.Split(string(b), "\n")
+			t.Logf("--- tail of %s ---\n%s", p.Log, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
+	})
+	return p
+}
+
+// Wait returns the exit error once the process has exited.
+func (p *Proc) Wait() error {
+	<-p.done
+	return p.exitErr
+}
+
+// Metric reads one sample (name with its labels, as exposed) from the
+// process's /metrics; -1 when it cannot.
+func (p *Proc) Metric(name string) float64 { return Metric(p.HTTP, name) }
+
+// Metric reads one sample from http://addr/metrics; -1 when it cannot.
+func Metric(addr, name string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
