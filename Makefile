@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/sagaz
 ARGS    ?=
 
-.PHONY: build run demo test test-short lint fmt bench clean
+.PHONY: build run demo test test-integration kafka-start kafka-stop test-short lint fmt bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/consumer
@@ -20,12 +20,24 @@ demo: build
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# Real Apache Kafka (fetched from Maven Central, run on Java 17) and kcat.
+# Set SAGAZ_KAFKA_BROKERS to use a broker of your own instead.
+test-integration:
+	./scripts/integration.sh
+
+# A local Apache Kafka broker for manual runs (prints its address).
+kafka-start:
+	./scripts/kafka-local.sh start
+kafka-stop:
+	./scripts/kafka-local.sh stop
+
 test-short:
 	$(GO) test -short -count=1 ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd integration && $(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The compose file and Dockerfile cannot run here (no Docker engine), so
+// check what can be checked: they parse, and name what they should.
+func TestComposeFile(t *testing.T) {
+	b, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			Image       string            `yaml:"image"`
+			Build       any               `yaml:"build"`
+			Environment map[string]string `yaml:"environment"`
+			Volumes     []string          `yaml:"volumes"`
+			DependsOn   map[string]struct {
+				Condition string `yaml:"condition"`
+			} `yaml:"depends_on"`
+		} `yaml:"services"`
+		Volumes map[string]any `yaml:"volumes"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("docker-compose.yml does not parse: %v", err)
+	}
+	kafka := c.Services["kafka"]
+	if !strings.HasPrefix(kafka.Image, "apache/kafka:") || !strings.Contains(kafka.Environment["KAFKA_PROCESS_ROLES"], "controller") {
+		t.Errorf("kafka service: image %q roles %q, want apache/kafka in KRaft mode", kafka.Image, kafka.Environment["KAFKA_PROCESS_ROLES"])
+	}
+	if c.Services["kafka-init"].DependsOn["kafka"].Condition != "service_healthy" {
+		t.Error("kafka-init must wait for a healthy broker")
+	}
+	// Every SAGAZ_* variable the replicas set must be a real setting.
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, err := Load(fs, nil, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	volumes, ids := map[string]bool{}, map[string]bool{}
+	for _, name := range []string{"sagaz-1", "sagaz-2"} {
+		s, ok := c.Services[name]
+		if !ok {
+			t.Fatalf("service %s missing", name)
+		}
+		if s.Build == nil || s.Environment["SAGAZ_BROKERS"] != "kafka:9092" || s.Environment["SAGAZ_GROUP"] != "sagaz" {
+			t.Errorf("%s: build %v brokers %q group %q", name, s.Build, s.Environment["SAGAZ_BROKERS"], s.Environment["SAGAZ_GROUP"])
+		}
+		for k := range s.Environment {
+			if strings.HasPrefix(k, "SAGAZ_") && !known[k] {
+				t.Errorf("%s sets %s, which is no sagaz setting", name, k)
+			}
+		}
+		ids[s.Environment["SAGAZ_GROUP_INSTANCE_ID"]] = true
+		if len(s.Volumes) != 1 || !strings.HasSuffix(s.Volumes[0], ":/data") {
+			t.Errorf("%s: volumes %v, want one volume on /data", name, s.Volumes)
+		} else {
+			v := strings.TrimSuffix(s.Volumes[0], ":/data")
+			volumes[v] = true
+			if _, declared := c.Volumes[v]; !declared {
+				t.Errorf("%s: volume %s is not declared", name, v)
+			}
+		}
+		if s.DependsOn["kafka-init"].Condition != "service_completed_successfully" {
+			t.Errorf("%s must start after the topics exist", name)
+		}
+	}
+	if len(volumes) != 2 || len(ids) != 2 {
+		t.Errorf("the replicas must have their own data volumes %v and instance ids %v", volumes, ids)
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	if n := strings.Count(s, "\nFROM "); n < 2 {
+		t.Errorf("want a multi-stage build, found %d FROM lines", n)
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "./cmd/consumer", "USER 65532", "VOLUME [\"/data\"]", "SAGAZ_DATA_DIR=/data"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "USER root") || strings.Contains(s, "USER 0") {
+		t.Error("the final image must not run as root")
+	}
+}
