@@ -332,10 +332,14 @@ func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches) error {
 	if err != nil {
 		return fmt.Errorf("record sagas: %w", err)
 	}
-	c.m.StoreLatency.Observe(time.Since(start).Seconds())
+	now := time.Now()
+	c.m.StoreLatency.Observe(now.Sub(start).Seconds())
 	for j, r := range res {
 		if r.Created {
 			c.m.SagasStarted.WithLabelValues(c.batch.Sagas[j].Name).Inc()
+			if ts := c.batch.Sagas[j].EventTime; !ts.IsZero() {
+				c.m.RecordLatency.Observe(now.Sub(ts).Seconds())
+			}
 		} else {
 			c.m.Deduplicated.WithLabelValues(c.batch.Sagas[j].Name).Inc()
 		}

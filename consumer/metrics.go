@@ -13,6 +13,7 @@ type Metrics struct {
 	DeadLetters     *prometheus.CounterVec // by reason
 	CommitLatency   prometheus.Histogram   // Kafka offset commit
 	StoreLatency    prometheus.Histogram   // durable Start of one batch
+	RecordLatency   prometheus.Histogram   // event timestamp → saga durably recorded
 	CommitErrors    prometheus.Counter     // failed offset commits (retried)
 	BatchErrors     prometheus.Counter     // batches rewound and retried
 	Paused          prometheus.Gauge       // 1 while fetching is paused by backpressure
@@ -32,15 +33,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLetters:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_dead_letters_total", Help: "Records sent to the dead-letter topic, by reason."}, []string{"reason"}),
 		CommitLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_offset_commit_seconds", Help: "Latency of Kafka offset commits.", Buckets: buckets}),
 		StoreLatency:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_batch_record_seconds", Help: "Latency of recording one poll batch durably.", Buckets: buckets}),
-		CommitErrors:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_offset_commit_errors_total", Help: "Failed offset commits (retried with the next commit)."}),
-		BatchErrors:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_batch_errors_total", Help: "Poll batches that could not be handled and were rewound."}),
-		Paused:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_consumer_paused", Help: "1 while fetching is paused because too many sagas are pending."}),
-		Rebalances:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_rebalance_events_total", Help: "Partition assignment changes, by kind."}, []string{"kind"}),
-		Partitions:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_owned", Help: "Partitions this member owns."}),
+		RecordLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_event_record_latency_seconds",
+			Help:    "From the event's record timestamp (produce time) to its saga durably recorded.",
+			Buckets: []float64{.0005, .001, .002, .003, .004, .005, .006, .008, .01, .0125, .015, .0175, .02, .0225, .025, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2, 5, 10, 30, 60}}),
+		CommitErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_offset_commit_errors_total", Help: "Failed offset commits (retried with the next commit)."}),
+		BatchErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_batch_errors_total", Help: "Poll batches that could not be handled and were rewound."}),
+		Paused:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_consumer_paused", Help: "1 while fetching is paused because too many sagas are pending."}),
+		Rebalances:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_rebalance_events_total", Help: "Partition assignment changes, by kind."}, []string{"kind"}),
+		Partitions:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_owned", Help: "Partitions this member owns."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
-			m.StoreLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions)
+			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions)
 	}
 	return m
 }

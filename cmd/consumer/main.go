@@ -32,6 +32,7 @@ import (
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/devkafka"
+	"github.com/sagaz-go/sagaz/metrics"
 	_ "github.com/sagaz-go/sagaz/sagas" // the sagas compiled into the binary
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -104,19 +105,14 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		return err
 	}
 	defer store.Close()
-	eng, err := engine.New(engine.Config{Store: store, Logger: log, MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var eng *engine.Engine
+	em := metrics.NewEngine(reg, func() (int, int) { return eng.Stats() })
+	eng, err = engine.New(engine.Config{Store: store, Logger: log, MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, OnFinish: em.OnFinish})
 	if err != nil {
 		return err
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sagaz_sagas_pending", Help: "Sagas waiting to execute in this process."},
-			func() float64 { q, _ := eng.Stats(); return float64(q) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sagaz_sagas_executing", Help: "Sagas executing in this process."},
-			func() float64 { _, r := eng.Stats(); return float64(r) }),
-	)
 	cons, err := consumer.New(eng, store, consumer.Config{
 		Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
 		FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
