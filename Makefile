@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/sagaz
 ARGS    ?=
 
-.PHONY: build run demo test test-integration kafka-start kafka-stop test-short lint fmt bench clean
+.PHONY: build run demo test test-integration kafka-start kafka-stop test-short lint fmt bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/consumer
@@ -42,8 +42,18 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-# Go micro-benchmarks of the hot functions (Start batches, saga completion).
+# The performance harness (DESIGN §8): kfake in its own process, the Sagaz
+# member in another, the baseline measured in the same run; prints a table.
 bench:
+	$(GO) build -o bin/bench ./cmd/bench
+	./bin/bench $(BENCH_ARGS)
+
+bench-full:
+	$(GO) build -o bin/bench ./cmd/bench
+	./bin/bench -full $(BENCH_ARGS)
+
+# Go micro-benchmarks of the hot functions (for benchstat).
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/ ./engine/
 
 clean:

@@ -51,7 +51,7 @@ type Config struct {
 	// SessionTimeout of the group member (default 45s).
 	SessionTimeout time.Duration
 	// FetchMaxBytes and FetchMaxPartitionBytes bound fetch responses
-	// (defaults 16 MiB and 1 MiB), and so the memory buffered fetches take.
+	// (defaults 1 MiB and 256 KiB), and so the memory buffered fetches take.
 	FetchMaxBytes, FetchMaxPartitionBytes int32
 	// DeadLetterTopic receives records that cannot start a saga (default
 	// "sagaz.dlq").
@@ -87,10 +87,10 @@ func (c *Config) setDefaults() {
 		c.SessionTimeout = 45 * time.Second
 	}
 	if c.FetchMaxBytes == 0 {
-		c.FetchMaxBytes = 16 << 20
+		c.FetchMaxBytes = 1 << 20
 	}
 	if c.FetchMaxPartitionBytes == 0 {
-		c.FetchMaxPartitionBytes = 1 << 20
+		c.FetchMaxPartitionBytes = 256 << 10
 	}
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = "sagaz.dlq"
@@ -240,65 +240,153 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
+// batch is one poll's worth of work between "polled" and "committed".
+type batch struct {
+	fetches kgo.Fetches
+	events  []engine.Event
+	work    engine.Batch
+	offsets []storage.Offset
+	marks   []mark
+	// set when the storage transaction ends
+	done chan struct{}
+	res  []storage.StartResult
+	err  error
+}
+
+// loop polls and records batches as a two-stage pipeline: while batch N is
+// being recorded (the storage transaction and its fsync), batch N+1 is
+// polled, transformed and dead-lettered. Offsets of N are committed once N
+// is durable. Rebalances are allowed only with nothing in flight: between
+// batches when idle, and at once when a rebalance is waiting.
 func (c *Consumer) loop(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		if err := c.backpressure(ctx); err != nil {
-			return
+	var (
+		slots    [2]batch
+		cur      int
+		inflight *batch
+		backoff  = 100 * time.Millisecond
+	)
+	// settle waits for the in-flight batch and commits it; on failure it
+	// returns the batch so the caller rewinds it.
+	settle := func() *batch {
+		b := inflight
+		if b == nil {
+			return nil
 		}
-		// A bounded poll, so failed commits are retried even when idle.
+		inflight = nil
+		<-b.done
+		if b.err != nil {
+			return b
+		}
+		c.recorded(b)
+		c.commit(ctx)
+		return nil
+	}
+	allow := func() {
+		c.rebalance.Store(false)
+		c.cl.AllowRebalance()
+	}
+	fail := func(err error, bs ...*batch) {
+		c.m.BatchErrors.Inc()
+		c.rewind(bs...)
+		c.log.Error("batch not recorded; rewound to retry it", "err", err, "retry_in", backoff)
+		allow()
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	for ctx.Err() == nil {
+		if q, _ := c.eng.Stats(); q >= c.cfg.HighWater {
+			if failed := settle(); failed != nil {
+				fail(failed.err, failed)
+				continue
+			}
+			allow()
+			if err := c.backpressure(ctx); err != nil {
+				break
+			}
+		}
+		// A bounded poll, so failed commits are retried even when idle; it
+		// also returns as soon as the in-flight batch is durable, so that
+		// batch is committed without waiting for new records.
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		if inflight != nil {
+			go func(done <-chan struct{}) {
+				select {
+				case <-done:
+					cancel()
+				case <-pctx.Done():
+				}
+			}(inflight.done)
+		}
 		fetches := c.cl.PollRecords(pctx, c.cfg.MaxPollRecords)
 		cancel()
 		if fetches.IsClientClosed() {
-			return
+			break
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err)
 			}
 		})
-		if fetches.NumRecords() > 0 {
-			// The batch in hand is finished even when shutdown begins; only
-			// the dead-letter retries stop on ctx.
-			if err := c.handle(ctx, fetches); err != nil {
-				c.m.BatchErrors.Inc()
-				c.rewind(fetches)
-				c.log.Error("batch not recorded; rewound to retry it", "records", fetches.NumRecords(), "err", err, "retry_in", backoff)
-				c.commit(ctx)
-				c.rebalance.Store(false)
-				c.cl.AllowRebalance()
-				t := time.NewTimer(backoff)
-				select {
-				case <-ctx.Done():
-				case <-t.C:
-				}
-				t.Stop()
-				backoff = min(backoff*2, 5*time.Second)
+		if fetches.NumRecords() == 0 {
+			if failed := settle(); failed != nil {
+				fail(failed.err, failed)
 				continue
 			}
-			backoff = 100 * time.Millisecond
+			c.commit(ctx)
+			allow()
+			continue
 		}
-		c.commit(ctx)
-		c.rebalance.Store(false)
-		c.cl.AllowRebalance()
+		// The batch in hand is finished even when shutdown begins; only the
+		// dead-letter retries stop on ctx.
+		next := &slots[cur]
+		cur ^= 1
+		prepErr := c.prepare(ctx, next, fetches)
+		if failed := settle(); failed != nil {
+			fail(failed.err, failed, next) // next was fetched past a batch that is not recorded
+			continue
+		}
+		if prepErr != nil {
+			fail(prepErr, next)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		inflight = next
+		go func(b *batch) {
+			b.res, b.err = c.eng.Start(context.WithoutCancel(ctx), b.work.Sagas, b.offsets)
+			close(b.done)
+		}(next)
+		if c.rebalance.Load() {
+			if failed := settle(); failed != nil {
+				fail(failed.err, failed)
+				continue
+			}
+			allow()
+		}
+	}
+	if failed := settle(); failed != nil {
+		c.rewind(failed) // not committed; the next owner fetches it again
 	}
 }
 
-// handle turns one poll into dead letters, one durable Start, and offsets
-// ready to commit.
-func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches) error {
+// prepare turns one poll into a batch: transformers run, rejects and
+// oversized records go to the dead-letter topic (awaited).
+func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) error {
 	n := fetches.NumRecords()
-	if cap(c.events) < n {
-		c.events = make([]engine.Event, n)
+	if cap(b.events) < n {
+		b.events = make([]engine.Event, n)
 	}
-	c.events = c.events[:n]
-	c.batch.Reset()
+	b.events = b.events[:n]
+	b.work.Reset()
+	b.fetches, b.offsets, b.marks = fetches, b.offsets[:0], b.marks[:0]
+	b.done, b.res, b.err = make(chan struct{}), nil, nil
 	var (
-		offsets []storage.Offset
-		marks   []mark
-		i       int
-		oversz  []*kgo.Record
+		i      int
+		oversz []*kgo.Record
 	)
 	routes := c.eng.Routes()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -311,42 +399,40 @@ func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches) error {
 				oversz = append(oversz, r)
 				continue
 			}
-			ev := &c.events[i]
+			ev := &b.events[i]
 			i++
 			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
-			c.eng.Prepare(&c.batch, ev, rts)
+			c.eng.Prepare(&b.work, ev, rts)
 		}
 		last := p.Records[len(p.Records)-1]
-		offsets = append(offsets, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: last.Offset + 1})
-		marks = append(marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
+		b.offsets = append(b.offsets, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: last.Offset + 1})
+		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
 		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
-	if len(c.batch.Rejects) > 0 || len(oversz) > 0 {
-		if err := c.deadLetter(ctx, c.batch.Rejects, oversz); err != nil {
-			return err
-		}
+	if len(b.work.Rejects) > 0 || len(oversz) > 0 {
+		return c.deadLetter(ctx, b.work.Rejects, oversz)
 	}
-	start := time.Now()
-	res, err := c.eng.Start(context.WithoutCancel(ctx), c.batch.Sagas, offsets)
-	if err != nil {
-		return fmt.Errorf("record sagas: %w", err)
-	}
+	return nil
+}
+
+// recorded marks a durable batch's offsets for commit and counts it.
+func (c *Consumer) recorded(b *batch) {
 	now := time.Now()
-	c.m.StoreLatency.Observe(now.Sub(start).Seconds())
-	for j, r := range res {
+	for j, r := range b.res {
+		s := b.work.Sagas[j]
 		if r.Created {
-			c.m.SagasStarted.WithLabelValues(c.batch.Sagas[j].Name).Inc()
-			if ts := c.batch.Sagas[j].EventTime; !ts.IsZero() {
-				c.m.RecordLatency.Observe(now.Sub(ts).Seconds())
+			c.m.SagasStarted.WithLabelValues(s.Name).Inc()
+			if !s.EventTime.IsZero() {
+				c.m.RecordLatency.Observe(now.Sub(s.EventTime).Seconds())
 			}
 		} else {
-			c.m.Deduplicated.WithLabelValues(c.batch.Sagas[j].Name).Inc()
+			c.m.Deduplicated.WithLabelValues(s.Name).Inc()
 		}
 	}
-	c.m.Ignored.Add(float64(c.batch.Ignored))
+	c.m.Ignored.Add(float64(b.work.Ignored))
 	c.mu.Lock()
-	for _, mk := range marks {
+	for _, mk := range b.marks {
 		if c.owned[mk.topic][mk.partition] { // never commit what we no longer own
 			if c.uncommitted[mk.topic] == nil {
 				c.uncommitted[mk.topic] = map[int32]kgo.EpochOffset{}
@@ -355,7 +441,6 @@ func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches) error {
 		}
 	}
 	c.mu.Unlock()
-	return nil
 }
 
 type mark struct {
@@ -375,20 +460,24 @@ func headers(hs []kgo.RecordHeader) []engine.Header {
 	return out
 }
 
-// rewind sets the fetch position of every partition in the batch back to
-// its first record, so a batch that could not be recorded is fetched again.
-func (c *Consumer) rewind(fetches kgo.Fetches) {
+// rewind sets the fetch position of every partition in the given batches
+// back to its earliest unrecorded record, so they are fetched again.
+func (c *Consumer) rewind(bs ...*batch) {
 	to := map[string]map[int32]kgo.EpochOffset{}
-	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if len(p.Records) == 0 {
-			return
-		}
-		if to[p.Topic] == nil {
-			to[p.Topic] = map[int32]kgo.EpochOffset{}
-		}
-		first := p.Records[0]
-		to[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: first.Offset}
-	})
+	for _, b := range bs {
+		b.fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			if to[p.Topic] == nil {
+				to[p.Topic] = map[int32]kgo.EpochOffset{}
+			}
+			first := p.Records[0].Offset
+			if cur, ok := to[p.Topic][p.Partition]; !ok || first < cur.Offset {
+				to[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: first}
+			}
+		})
+	}
 	c.cl.SetOffsets(to)
 }
 

@@ -407,8 +407,9 @@ func TestBackpressureBoundsPendingSagas(t *testing.T) {
 	if !paused {
 		t.Error("fetching was never paused")
 	}
-	if peak > high+batch {
-		t.Fatalf("pending sagas peaked at %d, above high-water %d + one batch %d", peak, high, batch)
+	// One batch may be in flight while the next is prepared.
+	if peak > high+2*batch {
+		t.Fatalf("pending sagas peaked at %d, above high-water %d + two batches of %d", peak, high, batch)
 	}
 }
 

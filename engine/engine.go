@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -294,7 +295,7 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 			return nil, ReasonMissingKey, err
 		}
 	}
-	raw, err := json.Marshal(data)
+	raw, err := contextBytes(ev, data)
 	if err != nil {
 		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
 	}
@@ -311,6 +312,17 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 		Context:        raw,
 		Steps:          steps,
 	}, "", nil
+}
+
+// contextBytes encodes the saga's initial context. A transformer that
+// passes the event through (returns ev.JSON()'s own map) gets the event's
+// bytes stored as they are, without a decode-encode round trip.
+func contextBytes(ev *Event, data map[string]any) ([]byte, error) {
+	if ev.fields != nil && len(data) == ev.fieldCount &&
+		reflect.ValueOf(data).UnsafePointer() == reflect.ValueOf(ev.fields).UnsafePointer() {
+		return ev.Value, nil
+	}
+	return json.Marshal(data)
 }
 
 func transform(rt *Route, ev *Event) (data map[string]any, err error) {

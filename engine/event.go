@@ -49,19 +49,22 @@ type Event struct {
 	Headers   []Header
 	Timestamp time.Time
 
-	decoded   bool
-	fields    map[string]any
-	decodeErr error
+	decoded    bool
+	fields     map[string]any
+	fieldCount int
+	decodeErr  error
 }
 
 // JSON decodes the value as a JSON object (numbers as json.Number, so keys
-// and amounts keep their exact text). The result is cached; callers must not
-// modify it. A value that is empty or not a JSON object gives a
+// and amounts keep their exact text). The result is cached and belongs to
+// the event: do not modify it (use maps.Clone). A transformer may return it
+// as is; the event's bytes are then stored as the saga's context. A value that is empty or not a JSON object gives a
 // *DecodeError.
 func (e *Event) JSON() (map[string]any, error) {
 	if !e.decoded {
 		e.decoded = true
 		e.fields, e.decodeErr = decodeObject(e.Value)
+		e.fieldCount = len(e.fields)
 	}
 	return e.fields, e.decodeErr
 }

@@ -166,10 +166,10 @@ func (e *Engine) execute(l *lane, rec *storage.Saga) {
 	}
 	run := &Run{ID: rec.ID(), Saga: rec.Name, Source: rec.Source, base: e.log, raw: rec.Context}
 	if rec.Status == storage.StatusPending {
+		// Recorded together with the first step's result: a crash before
+		// that re-runs the first step either way, so a separate write
+		// would cost a transition without protecting anything.
 		rec.Status = storage.StatusExecuting
-		if !e.persist(rec) {
-			return
-		}
 	}
 	if rec.Status == storage.StatusExecuting {
 		for i := range decl.Steps {

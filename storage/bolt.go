@@ -54,6 +54,10 @@ type BoltOptions struct {
 	LockTimeout time.Duration
 	// Now is the clock for CreatedAt/UpdatedAt set by Start. Default time.Now.
 	Now func() time.Time
+	// ReleaseInterval: how often the process drops its mappings of database
+	// pages (Linux), so resident memory tracks the working set instead of
+	// growing with the file. Default 2s; negative disables.
+	ReleaseInterval time.Duration
 }
 
 // Bolt is the bbolt-backed Store. Writes go through one writer goroutine
@@ -67,11 +71,31 @@ type Bolt struct {
 	closed bool
 	ops    chan *writeOp
 	done   chan struct{}
+	stop   chan struct{} // ends the release loop
+	wg     sync.WaitGroup
 }
 
 type writeOp struct {
-	apply func(tx *bolt.Tx) error
+	apply func(w *wtx) error
 	done  chan error
+}
+
+// wtx is one write transaction with its partition buckets looked up once
+// (a group commit touches the same few partitions thousands of times).
+type wtx struct {
+	tx    *bolt.Tx
+	parts map[Partition]*partBuckets
+}
+
+func (w *wtx) part(p Partition, create bool) (*partBuckets, error) {
+	if pb, ok := w.parts[p]; ok {
+		return pb, nil
+	}
+	pb, err := openPart(w.tx, p, create)
+	if err == nil && pb != nil {
+		w.parts[p] = pb
+	}
+	return pb, err
 }
 
 var _ Store = (*Bolt)(nil)
@@ -86,6 +110,9 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.ReleaseInterval == 0 {
+		opts.ReleaseInterval = 2 * time.Second
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("storage: create data dir: %w", err)
@@ -119,9 +146,27 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	b := &Bolt{db: db, opts: opts, ops: make(chan *writeOp, 1024), done: make(chan struct{})}
+	b := &Bolt{db: db, opts: opts, ops: make(chan *writeOp, 1024), done: make(chan struct{}), stop: make(chan struct{})}
 	go b.writer()
+	if opts.ReleaseInterval > 0 {
+		b.wg.Add(1)
+		go b.releaseLoop()
+	}
 	return b, nil
+}
+
+func (b *Bolt) releaseLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.opts.ReleaseInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			_ = b.releaseMapped() // best effort: memory accounting only
+		}
+	}
 }
 
 // Close waits for queued writes, then closes the database.
@@ -133,8 +178,10 @@ func (b *Bolt) Close() error {
 	}
 	b.closed = true
 	close(b.ops)
+	close(b.stop)
 	b.mu.Unlock()
 	<-b.done
+	b.wg.Wait()
 	return b.db.Close()
 }
 
@@ -142,7 +189,7 @@ func (b *Bolt) Close() error {
 func (b *Bolt) DB() *bolt.DB { return b.db }
 
 // submit queues a write and waits until it is durable.
-func (b *Bolt) submit(ctx context.Context, apply func(tx *bolt.Tx) error) error {
+func (b *Bolt) submit(ctx context.Context, apply func(w *wtx) error) error {
 	op := &writeOp{apply: apply, done: make(chan error, 1)}
 	b.mu.RLock()
 	if b.closed {
@@ -191,8 +238,9 @@ func (b *Bolt) commit(ops []*writeOp) {
 	for len(ops) > 0 {
 		failed := -1
 		err := b.db.Update(func(tx *bolt.Tx) error {
+			w := &wtx{tx: tx, parts: map[Partition]*partBuckets{}}
 			for i, op := range ops {
-				if err := op.apply(tx); err != nil {
+				if err := op.apply(w); err != nil {
 					failed = i
 					return err
 				}
@@ -254,8 +302,40 @@ func idemKey(name, key string) []byte {
 	return append(k, key...)
 }
 
-// partBuckets are the sub-buckets of one partition within a transaction.
-type partBuckets struct{ root, sagas, idem, index *bolt.Bucket }
+// partBuckets are the sub-buckets of one partition within a transaction,
+// with its next offset read once.
+type partBuckets struct {
+	root, sagas, idem, index *bolt.Bucket
+	nextOff                  int64
+	nextRead, nextDirty      bool
+}
+
+// next returns the partition's recorded next offset (0 if none).
+func (pb *partBuckets) next() int64 {
+	if !pb.nextRead {
+		pb.nextRead = true
+		if v := pb.root.Get(keyNext); len(v) == 8 {
+			pb.nextOff = int64(binary.BigEndian.Uint64(v))
+		}
+	}
+	return pb.nextOff
+}
+
+// advance moves the partition's next offset to next unless it is already
+// later: the next offset never moves backwards. flushNext writes it.
+func (pb *partBuckets) advance(next int64) {
+	if next > pb.next() {
+		pb.nextOff, pb.nextDirty = next, true
+	}
+}
+
+func (pb *partBuckets) flushNext() error {
+	if !pb.nextDirty {
+		return nil
+	}
+	pb.nextDirty = false
+	return pb.root.Put(keyNext, binary.BigEndian.AppendUint64(nil, uint64(pb.nextOff)))
+}
 
 func openPart(tx *bolt.Tx, p Partition, create bool) (*partBuckets, error) {
 	parts := tx.Bucket(bucketParts)
@@ -310,24 +390,19 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 		}
 	}
 	var results []StartResult
-	err := b.submit(ctx, func(tx *bolt.Tx) error {
+	err := b.submit(ctx, func(w *wtx) error {
 		results = make([]StartResult, len(batch.Sagas))
-		parts := map[Partition]*partBuckets{}
-		part := func(p Partition) (*partBuckets, error) {
-			if pb, ok := parts[p]; ok {
-				return pb, nil
-			}
-			pb, err := openPart(tx, p, true)
-			parts[p] = pb
-			return pb, err
-		}
+		part := func(p Partition) (*partBuckets, error) { return w.part(p, true) }
 		for i, s := range batch.Sagas {
 			pb, err := part(s.Source.TopicPartition())
 			if err != nil {
 				return err
 			}
 			sk := sagaKey(s.Source.Offset, s.Name)
-			if pb.sagas.Get(sk) != nil {
+			// Every saga recorded so far sits below the partition's recorded
+			// next offset (Start advances it past each saga it inserts), so a
+			// saga at or above it is new: no lookup needed.
+			if s.Source.Offset < pb.next() && pb.sagas.Get(sk) != nil {
 				results[i] = StartResult{ID: s.ID()}
 				continue
 			}
@@ -349,6 +424,7 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			if err := pb.index.Put(indexKey(StatusPending, s.Name, s.Source.Offset), nil); err != nil {
 				return err
 			}
+			pb.advance(s.Source.Offset + 1)
 			results[i] = StartResult{ID: s.ID(), Created: true, Saga: s}
 		}
 		for _, o := range batch.Offsets {
@@ -356,10 +432,10 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			if err != nil {
 				return err
 			}
-			if v := pb.root.Get(keyNext); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= o.Next {
-				continue
-			}
-			if err := pb.root.Put(keyNext, binary.BigEndian.AppendUint64(nil, uint64(o.Next))); err != nil {
+			pb.advance(o.Next)
+		}
+		for _, pb := range w.parts {
+			if err := pb.flushNext(); err != nil {
 				return err
 			}
 		}
@@ -390,9 +466,9 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 		}
 		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.Status}
 	}
-	return b.submit(ctx, func(tx *bolt.Tx) error {
+	return b.submit(ctx, func(w *wtx) error {
 		for _, u := range ups {
-			pb, err := openPart(tx, u.p, false)
+			pb, err := w.part(u.p, false)
 			if err != nil {
 				return err
 			}

@@ -60,7 +60,8 @@ type StartBatch struct {
 	// CreatedAt and UpdatedAt are set by the store.
 	Sagas []*Saga
 	// Offsets records, per partition, the next offset to consume. A stored
-	// next offset never moves backwards.
+	// next offset never moves backwards, and Start also moves it past every
+	// saga it inserts.
 	Offsets []Offset
 }
 

@@ -117,7 +117,7 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	str(&c.SASLPassword, "sasl-password", "", "SASL password (prefer the environment variable)")
 	str(&c.GroupInstanceID, "group-instance-id", "", "static group membership id (KIP-345); unique per member")
 	dur(&c.SessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout")
-	integer(&c.FetchMaxBytes, "fetch-max-bytes", 16<<20, "maximum bytes of one fetch response")
+	integer(&c.FetchMaxBytes, "fetch-max-bytes", 4<<20, "maximum bytes of one fetch response")
 	integer(&c.FetchMaxPartitionBytes, "fetch-max-partition-bytes", 1<<20, "maximum bytes per partition in a fetch")
 	integer(&c.MaxPollRecords, "max-poll-records", 10000, "records per poll batch (one storage transaction)")
 	integer(&c.MaxEventBytes, "max-event-bytes", 1<<20, "larger record values go to the dead-letter topic (reason oversized)")

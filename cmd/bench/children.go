@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	_ "net/http/pprof"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/httpapi"
+	"github.com/sagaz-go/sagaz/metrics"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// runBroker runs kfake until killed, printing its address.
+func runBroker(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	port := fs.Int("port", 0, "port")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(*port), kfake.DefaultNumPartitions(6))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Println(c.ListenAddrs()[0])
+	<-ctx.Done()
+	return nil
+}
+
+// benchSaga is DESIGN §8's "3-step saga with no-op steps".
+func benchSaga(topic string, maxConcurrent int) engine.Saga {
+	noop := func(context.Context, *engine.Run) error { return nil }
+	return engine.Saga{
+		Name:  "bench",
+		Steps: []engine.Step{{Name: "a", Action: noop}, {Name: "b", Action: noop}, {Name: "c", Action: noop}},
+		Triggers: []engine.Trigger{{
+			Source: engine.SourceKafka, Topic: topic,
+			Transform:      func(ev *engine.Event) (map[string]any, error) { return ev.JSON() },
+			IdempotencyKey: engine.KeyField("id"),
+			MaxConcurrent:  maxConcurrent,
+		}},
+	}
+}
+
+// runMember runs one Sagaz group member: the real store, engine and
+// consumer, with the bench saga, and the HTTP server for metrics.
+func runMember(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("member", flag.ContinueOnError)
+	brokers := fs.String("brokers", "", "seed brokers")
+	topic := fs.String("topic", "", "topic of the bench saga")
+	group := fs.String("group", "", "consumer group")
+	dir := fs.String("data-dir", "", "data directory")
+	addr := fs.String("http", "127.0.0.1:0", "HTTP address")
+	memLimit := fs.String("memory-limit", "", "GOMEMLIMIT-style soft limit, e.g. 150MiB (empty: none)")
+	maxConc := fs.Int("max-concurrent", 0, "MaxConcurrent of the bench trigger (0: unbounded)")
+	high := fs.Int("high-water", 20000, "pending high-water mark")
+	fetchMax := fs.Int("fetch-max-bytes", 0, "FetchMaxBytes (0: the consumer's default)")
+	fetchPart := fs.Int("fetch-max-partition-bytes", 0, "FetchMaxPartitionBytes (0: the consumer's default)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	pprofAddr := fs.String("pprof", os.Getenv("SAGAZ_BENCH_PPROF"), "serve net/http/pprof here")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		stop, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if *memLimit != "" {
+		n, err := parseBytes(*memLimit)
+		if err != nil {
+			return err
+		}
+		debug.SetMemoryLimit(n)
+	}
+	if *pprofAddr != "" {
+		go func() { _ = http.ListenAndServe(*pprofAddr, nil) }() //nolint:gosec // local profiling only
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	reg := engine.NewRegistry()
+	reg.Register(benchSaga(*topic, *maxConc))
+	st, err := storage.OpenBolt(filepath.Join(*dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	preg := prometheus.NewRegistry()
+	var eng *engine.Engine
+	em := metrics.NewEngine(preg, func() (int, int) { return eng.Stats() })
+	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, OnFinish: em.OnFinish})
+	if err != nil {
+		return err
+	}
+	cons, err := consumer.New(eng, st, consumer.Config{
+		Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}, Group: *group, CreateTopics: true,
+		HighWater: *high, LowWater: *high / 2, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), Logger: log, Metrics: consumer.NewMetrics(preg), SessionTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := httpapi.New(httpapi.Config{Addr: *addr, Gatherer: preg, Logger: log, Ready: func() error {
+		select {
+		case <-eng.Ready():
+		default:
+			return fmt.Errorf("recovering")
+		}
+		if !cons.Ready() {
+			return fmt.Errorf("joining")
+		}
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+	fmt.Println(srv.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return cons.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
+}
+
+// parseBytes reads sizes like 150MiB, 1GiB or 2000000.
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if v, ok := strings.CutSuffix(s, suf); ok {
+			s, mult = v, m
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}

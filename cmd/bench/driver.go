@@ -1,0 +1,702 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+type sizes struct {
+	ingest, complete, backlog int
+	latencyFor               time.Duration
+	rates                    []int
+}
+
+// Row is one line of the result table.
+type Row struct {
+	Figure string  `json:"figure"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+	Text   string  `json:"text"`
+	Target string  `json:"target"`
+	Ratio  string  `json:"ratio_to_baseline,omitempty"`
+	Met    *bool   `json:"target_met,omitempty"`
+}
+
+// Report is what -json writes.
+type Report struct {
+	Machine map[string]string `json:"machine"`
+	Mode    string            `json:"mode"`
+	Rows    []Row             `json:"rows"`
+	Started time.Time         `json:"started"`
+	Took    string            `json:"took"`
+}
+
+type driver struct {
+	self    string
+	dataDir string
+	seeds   []string
+	adm     *kadm.Client
+	cl      *kgo.Client
+	profile string
+	out     io.Writer
+	profilePhase string
+	// memberArgs are extra flags for the memory run's member (experiments).
+	memberArgs []string
+}
+
+func runDriver(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	full := fs.Bool("full", false, "the long run (bigger backlogs, longer latency phases)")
+	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	dataDir := fs.String("data", "", "working directory (default: a temporary one, removed afterwards)")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the member of -profile-phase to this file")
+	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest or completion")
+	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, memory)")
+	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sz := sizes{ingest: 300_000, complete: 200_000, backlog: 1_000_000, latencyFor: 5 * time.Second, rates: []int{5000, 20000}}
+	mode := "quick"
+	if *full {
+		sz = sizes{ingest: 1_000_000, complete: 1_000_000, backlog: 1_000_000, latencyFor: 30 * time.Second, rates: []int{5000, 20000}}
+		mode = "full"
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir := *dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "sagaz-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	d := &driver{self: self, dataDir: dir, profile: *profile, out: os.Stderr, memberArgs: strings.Fields(*memberArgs), profilePhase: *profilePhase}
+	started := time.Now()
+	machine := describeMachine(dir)
+	d.logf("machine: %v", machine)
+
+	broker, err := d.start(ctx, "broker")
+	if err != nil {
+		return err
+	}
+	defer broker.stop()
+	d.seeds = []string{broker.addr}
+	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(100_000)); err != nil {
+		return err
+	}
+	defer d.cl.Close()
+	d.adm = kadm.NewClient(d.cl)
+
+	run := func(phase string) bool { return *only == "" || strings.Contains(","+*only+",", ","+phase+",") }
+	var rows []Row
+	var base float64
+	if run("baseline") {
+		if base, err = d.baseline(ctx, sz.ingest); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		rows = append(rows, Row{Figure: "baseline: franz-go group consume + commit per poll", Value: base, Unit: "records/s", Target: "—", Ratio: "1.00"})
+	}
+	if run("ingest") {
+		ingest, err := d.ingest(ctx, sz.ingest)
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		rows = append(rows, Row{Figure: "ingest: event → saga recorded → offset committed", Value: ingest, Unit: "events/s", Target: "≥ 200,000", Ratio: ratio(ingest, base), Met: met(ingest >= 200_000)})
+	}
+	if run("completion") {
+		comp, lat, err := d.completion(ctx, sz)
+		if err != nil {
+			return fmt.Errorf("completion: %w", err)
+		}
+		rows = append(rows, Row{Figure: "completion: 3-step saga, every transition durable", Value: comp, Unit: "sagas/s", Target: "≥ 50,000", Ratio: ratio(comp, base), Met: met(comp >= 50_000)})
+		rows = append(rows, lat...)
+	}
+	if run("memory") {
+		mem, restart, err := d.memoryAndRestart(ctx, sz.backlog)
+		if err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
+		rows = append(rows, mem, restart)
+	}
+
+	rep := Report{Machine: machine, Mode: mode, Rows: rows, Started: started, Took: time.Since(started).Round(time.Second).String()}
+	printTable(os.Stdout, rep)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func met(b bool) *bool { return &b }
+
+func ratio(v, base float64) string {
+	if base <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", v/base)
+}
+
+func (d *driver) logf(format string, a ...any) { fmt.Fprintf(d.out, "bench: "+format+"\n", a...) }
+
+// child is a process of this binary running a subcommand.
+type child struct {
+	cmd  *exec.Cmd
+	addr string // the first line it printed
+	done chan error
+}
+
+func (d *driver) start(ctx context.Context, args ...string) (*child, error) {
+	cmd := exec.Command(d.self, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, done: make(chan error, 1)}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			line <- strings.TrimSpace(sc.Text())
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	go func() { c.done <- cmd.Wait() }()
+	select {
+	case c.addr = <-line:
+		if c.addr == "" {
+			return nil, fmt.Errorf("%s: exited before starting", args[0])
+		}
+	case <-time.After(60 * time.Second):
+		c.kill()
+		return nil, fmt.Errorf("%s: did not start", args[0])
+	case <-ctx.Done():
+		c.kill()
+		return nil, ctx.Err()
+	}
+	return c, nil
+}
+
+func (c *child) kill() { _ = c.cmd.Process.Kill(); <-c.done }
+
+// stop sends SIGTERM and waits (killing after 30s).
+func (c *child) stop() error {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		return err
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		return errors.New("killed after 30s")
+	}
+}
+
+// produce writes n records {"id": "<prefix>-i"} to topic, keyed by id.
+func (d *driver) produce(ctx context.Context, topic, prefix string, n int) error {
+	if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, topic); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	for i := range n {
+		id := prefix + "-" + strconv.Itoa(i)
+		r := &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(`{"id":"` + id + `","amount":12.5,"customer":"c-` + strconv.Itoa(i%1000) + `"}`)}
+		d.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		})
+	}
+	if err := d.cl.Flush(ctx); err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// baseline: a plain franz-go group consumer committing per poll, doing
+// nothing else. Timed from the first records to the last commit.
+func (d *driver) baseline(ctx context.Context, n int) (float64, error) {
+	topic := "bench.baseline"
+	d.logf("baseline: producing %d records", n)
+	if err := d.produce(ctx, topic, "b", n); err != nil {
+		return 0, err
+	}
+	// Timed from the assignment (when fetching starts), as the member is
+	// timed from its readiness (which is its assignment).
+	assigned := make(chan time.Time, 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ConsumerGroup("bench-baseline"), kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(16<<20),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			select {
+			case assigned <- time.Now():
+			default:
+			}
+		}))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	var got int
+	for got < n {
+		fs := cl.PollRecords(ctx, 10000)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if k := fs.NumRecords(); k > 0 {
+			got += k
+			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+				return 0, err
+			}
+		}
+	}
+	el := time.Since(<-assigned)
+	rate := float64(n) / el.Seconds()
+	d.logf("baseline: %d records in %s: %.0f records/s", n, el.Round(time.Millisecond), rate)
+	return rate, nil
+}
+
+func (d *driver) profileArgs(phase string) []string {
+	if d.profile == "" || d.profilePhase != phase {
+		return nil
+	}
+	return []string{"-cpuprofile", d.profile}
+}
+
+func (d *driver) member(ctx context.Context, name, topic string, extra ...string) (*child, error) {
+	args := append([]string{"member", "-brokers", strings.Join(d.seeds, ","), "-topic", topic, "-group", "bench-" + name,
+		"-data-dir", filepath.Join(d.dataDir, name)}, extra...)
+	return d.start(ctx, args...)
+}
+
+// waitFor polls cond every 2ms until it holds (or the deadline passes).
+func waitFor(ctx context.Context, deadline time.Duration, what string, cond func() (bool, error)) (time.Time, error) {
+	end := time.Now().Add(deadline)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return time.Time{}, err
+		}
+		if ok {
+			return time.Now(), nil
+		}
+		if time.Now().After(end) {
+			return time.Time{}, fmt.Errorf("timed out after %s waiting for %s", deadline, what)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func (d *driver) committed(ctx context.Context, group string) (int64, error) {
+	os, err := d.adm.FetchOffsets(ctx, group)
+	if errors.Is(err, kerrGroupNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	os.Each(func(o kadm.OffsetResponse) { sum += max(o.At, 0) })
+	return sum, nil
+}
+
+// ingest: the member drains a backlog with execution held to one saga at a
+// time (so the figure is the recording path); timed from its first
+// consumed record to the commit of the last.
+func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
+	topic := "bench.ingest"
+	d.logf("ingest: producing %d events", n)
+	if err := d.produce(ctx, topic, "i", n); err != nil {
+		return 0, err
+	}
+	extra := append([]string{"-max-concurrent", "1", "-high-water", strconv.Itoa(n + 1)}, d.profileArgs("ingest")...)
+	m, err := d.member(ctx, "ingest", topic, extra...)
+	if err != nil {
+		return 0, err
+	}
+	defer m.stop()
+	t0, err := waitReady(ctx, m.addr)
+	if err != nil {
+		return 0, err
+	}
+	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
+		c, err := d.committed(ctx, "bench-ingest")
+		return c >= int64(n), err
+	})
+	if err != nil {
+		return 0, err
+	}
+	rate := float64(n) / t1.Sub(t0).Seconds()
+	d.logf("ingest: %d events in %s: %.0f events/s", n, t1.Sub(t0).Round(time.Millisecond), rate)
+	return rate, nil
+}
+
+// completion: a backlog of 3-step sagas, event → completed; then the
+// latency phases on the same member at fixed produce rates.
+func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, error) {
+	topic := "bench.complete"
+	d.logf("completion: producing %d events", sz.complete)
+	if err := d.produce(ctx, topic, "c", sz.complete); err != nil {
+		return 0, nil, err
+	}
+	m, err := d.member(ctx, "complete", topic, d.profileArgs("completion")...)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer m.stop()
+	finished := func() float64 { return scrape(m.addr, `sagaz_sagas_finished_total{saga="bench",status="completed"}`) }
+	t0, err := waitReady(ctx, m.addr)
+	if err != nil {
+		return 0, nil, err
+	}
+	t1, err := waitFor(ctx, 10*time.Minute, "every saga completed", func() (bool, error) { return finished() >= float64(sz.complete), nil })
+	if err != nil {
+		return 0, nil, err
+	}
+	rate := float64(sz.complete) / t1.Sub(t0).Seconds()
+	d.logf("completion: %d sagas in %s: %.0f sagas/s", sz.complete, t1.Sub(t0).Round(time.Millisecond), rate)
+
+	var rows []Row
+	total := sz.complete
+	for _, r := range sz.rates {
+		before, err := histogram(m.addr, "sagaz_event_record_latency_seconds")
+		if err != nil {
+			return 0, nil, err
+		}
+		n, err := d.produceAtRate(ctx, topic, "l"+strconv.Itoa(r), r, sz.latencyFor)
+		if err != nil {
+			return 0, nil, err
+		}
+		total += n
+		if _, err := waitFor(ctx, 5*time.Minute, "the latency events to complete", func() (bool, error) { return finished() >= float64(total), nil }); err != nil {
+			return 0, nil, err
+		}
+		after, err := histogram(m.addr, "sagaz_event_record_latency_seconds")
+		if err != nil {
+			return 0, nil, err
+		}
+		delta := after.minus(before)
+		p50, p99, p999 := delta.quantile(0.5), delta.quantile(0.99), delta.quantile(0.999)
+		d.logf("latency at %d events/s: %d events, p50 %.1fms p99 %.1fms p99.9 %.1fms", r, n, p50*1e3, p99*1e3, p999*1e3)
+		rows = append(rows, Row{
+			Figure: fmt.Sprintf("latency at %s events/s: produced → saga recorded (p50 / p99 / p99.9)", thousands(r)),
+			Value:  p99 * 1e3, Unit: "ms (p99)", Text: fmt.Sprintf("%.1f / %.1f / %.1f ms", p50*1e3, p99*1e3, p999*1e3),
+			Target: "p99 ≤ 25 ms", Met: met(p99 <= 0.025),
+		})
+	}
+	return rate, rows, nil
+}
+
+// produceAtRate produces rate events/s for dur, paced every 2ms.
+func (d *driver) produceAtRate(ctx context.Context, topic, prefix string, rate int, dur time.Duration) (int, error) {
+	tick := 2 * time.Millisecond
+	per := float64(rate) * tick.Seconds()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	start := time.Now()
+	n := 0
+	for time.Since(start) < dur {
+		<-t.C
+		due := int(per*float64(time.Since(start)/tick)) - n
+		for range due {
+			id := prefix + "-" + strconv.Itoa(n)
+			d.cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(`{"id":"` + id + `"}`)}, nil)
+			n++
+		}
+	}
+	return n, d.cl.Flush(ctx)
+}
+
+// memoryAndRestart drains a backlog through a fresh member and reads its
+// peak RSS; then restarts it on the same store and times start → ready.
+func (d *driver) memoryAndRestart(ctx context.Context, n int) (Row, Row, error) {
+	topic := "bench.backlog"
+	d.logf("memory: producing %d events", n)
+	if err := d.produce(ctx, topic, "m", n); err != nil {
+		return Row{}, Row{}, err
+	}
+	m, err := d.member(ctx, "backlog", topic, d.memberArgs...)
+	if err != nil {
+		return Row{}, Row{}, err
+	}
+	var peak int64
+	t0 := time.Now()
+	_, err = waitFor(ctx, 15*time.Minute, "the backlog to complete", func() (bool, error) {
+		return scrape(m.addr, `sagaz_sagas_finished_total{saga="bench",status="completed"}`) >= float64(n), nil
+	})
+	if err != nil {
+		m.kill()
+		return Row{}, Row{}, err
+	}
+	pid := m.cmd.Process.Pid
+	peak = statusKB(pid, "VmHWM") * 1024
+	d.logf("memory: drained %d sagas in %s, peak RSS %d MB (now: anon %d MB, file-backed %d MB)", n, time.Since(t0).Round(time.Second), peak>>20,
+		statusKB(pid, "RssAnon")>>10, statusKB(pid, "RssFile")>>10)
+	mem := Row{Figure: fmt.Sprintf("member peak RSS draining a %s-event backlog", thousands(n)), Value: float64(peak) / (1 << 20), Unit: "MB",
+		Target: "≤ 200 MB", Met: met(peak <= 200<<20)}
+	if err := m.stop(); err != nil {
+		return Row{}, Row{}, fmt.Errorf("stop: %w", err)
+	}
+
+	start := time.Now()
+	m, err = d.member(ctx, "backlog", topic)
+	if err != nil {
+		return Row{}, Row{}, err
+	}
+	defer m.stop()
+	ready, err := waitReady(ctx, m.addr)
+	if err != nil {
+		return Row{}, Row{}, err
+	}
+	took := ready.Sub(start)
+	d.logf("restart: ready %s after start with %d stored sagas", took.Round(time.Millisecond), n)
+	restart := Row{Figure: fmt.Sprintf("restart with %s stored sagas → ready", thousands(n)), Value: took.Seconds(), Unit: "s",
+		Target: "≤ 3 s", Met: met(took <= 3*time.Second)}
+	return mem, restart, nil
+}
+
+// waitReady returns when the member's /readyz answers 200 (recovery done,
+// group joined, partitions assigned).
+func waitReady(ctx context.Context, addr string) (time.Time, error) {
+	return waitFor(ctx, time.Minute, "ready", func() (bool, error) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, nil
+	})
+}
+
+func statusKB(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+func fetchMetrics(addr string) (map[string]*dto.MetricFamily, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
+}
+
+// scrape returns one sample, named as exposed (with labels), or -1.
+func scrape(addr, sample string) float64 {
+	name, labels, _ := strings.Cut(sample, "{")
+	mfs, err := fetchMetrics(addr)
+	if err != nil {
+		return -1
+	}
+	mf := mfs[name]
+	if mf == nil {
+		return -1
+	}
+	for _, m := range mf.GetMetric() {
+		var parts []string
+		for _, lp := range m.GetLabel() {
+			parts = append(parts, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+		}
+		if strings.Join(parts, ",")+"}" == labels || (labels == "" && len(parts) == 0) {
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+type hist struct {
+	bounds []float64
+	counts []float64 // cumulative
+}
+
+func histogram(addr, name string) (hist, error) {
+	mfs, err := fetchMetrics(addr)
+	if err != nil {
+		return hist{}, err
+	}
+	mf := mfs[name]
+	if mf == nil || len(mf.GetMetric()) == 0 {
+		return hist{}, fmt.Errorf("no histogram %s", name)
+	}
+	var h hist
+	for _, b := range mf.GetMetric()[0].GetHistogram().GetBucket() {
+		h.bounds = append(h.bounds, b.GetUpperBound())
+		h.counts = append(h.counts, float64(b.GetCumulativeCount()))
+	}
+	return h, nil
+}
+
+func (h hist) minus(o hist) hist {
+	out := hist{bounds: h.bounds, counts: make([]float64, len(h.counts))}
+	for i := range h.counts {
+		out.counts[i] = h.counts[i] - o.counts[i]
+	}
+	return out
+}
+
+// quantile interpolates linearly within the bucket holding q.
+func (h hist) quantile(q float64) float64 {
+	if len(h.counts) == 0 || h.counts[len(h.counts)-1] == 0 {
+		return math.NaN()
+	}
+	total := h.counts[len(h.counts)-1]
+	rank := q * total
+	i := sort.Search(len(h.counts), func(i int) bool { return h.counts[i] >= rank })
+	if i >= len(h.bounds) {
+		return math.Inf(1)
+	}
+	lo, prev := 0.0, 0.0
+	if i > 0 {
+		lo, prev = h.bounds[i-1], h.counts[i-1]
+	}
+	in := h.counts[i] - prev
+	if in == 0 {
+		return h.bounds[i]
+	}
+	return lo + (h.bounds[i]-lo)*(rank-prev)/in
+}
+
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func printTable(w io.Writer, rep Report) {
+	fmt.Fprintf(w, "\nSagaz benchmark (%s run, %s) on %s, %s cores; fsync %s/s\n\n", rep.Mode, rep.Took, rep.Machine["cpu"], rep.Machine["cores"], rep.Machine["fsync_per_s"])
+	fmt.Fprintln(w, "| figure | value | target | ratio to baseline |")
+	fmt.Fprintln(w, "|---|---|---|---|")
+	for _, r := range rep.Rows {
+		v := r.Text
+		if v == "" {
+			v = fmt.Sprintf("%s %s", humanize(r.Value), r.Unit)
+		}
+		t := r.Target
+		if r.Met != nil {
+			t += map[bool]string{true: " ✓", false: " ✗"}[*r.Met]
+		}
+		ratio := r.Ratio
+		if ratio == "" {
+			ratio = "—"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.Figure, v, t, ratio)
+	}
+}
+
+func humanize(v float64) string {
+	if v >= 1000 {
+		return thousands(int(math.Round(v)))
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func describeMachine(dir string) map[string]string {
+	m := map[string]string{"cores": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version(), "os": runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	m["fsync_per_s"] = strconv.Itoa(fsyncRate(dir))
+	return m
+}
+
+// fsyncRate measures 4 KiB write+fsync per second in dir for 1s.
+func fsyncRate(dir string) int {
+	f, err := os.CreateTemp(dir, "fsync-")
+	if err != nil {
+		return -1
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	n := 0
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		if _, err := f.WriteAt(buf, int64(n%256)*4096); err != nil {
+			return -1
+		}
+		if err := f.Sync(); err != nil {
+			return -1
+		}
+		n++
+	}
+	return int(float64(n) / time.Since(start).Seconds())
+}
+
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}

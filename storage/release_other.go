@@ -1,0 +1,5 @@
+//go:build !linux
+
+package storage
+
+func (b *Bolt) releaseMapped() error { return nil }
