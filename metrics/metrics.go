@@ -31,4 +31,6 @@ func NewEngine(reg prometheus.Registerer, stats func() (pending, executing int))
 }
 
 // OnFinish counts a finished saga.
-func (m *Engine) OnFinish(s *storage.Saga) { m.Finished.WithLabelValues(s.Name, s.Status.String()).Inc() }
+func (m *Engine) OnFinish(s *storage.Saga) {
+	m.Finished.WithLabelValues(s.Name, s.Status.String()).Inc()
+}

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"net/http"
-	_ "net/http/pprof"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"

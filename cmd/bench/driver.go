@@ -30,8 +30,8 @@ import (
 
 type sizes struct {
 	ingest, complete, backlog int
-	latencyFor               time.Duration
-	rates                    []int
+	latencyFor                time.Duration
+	rates                     []int
 }
 
 // Row is one line of the result table.
@@ -55,13 +55,13 @@ type Report struct {
 }
 
 type driver struct {
-	self    string
-	dataDir string
-	seeds   []string
-	adm     *kadm.Client
-	cl      *kgo.Client
-	profile string
-	out     io.Writer
+	self         string
+	dataDir      string
+	seeds        []string
+	adm          *kadm.Client
+	cl           *kgo.Client
+	profile      string
+	out          io.Writer
 	profilePhase string
 	// memberArgs are extra flags for the memory run's member (experiments).
 	memberArgs []string
