@@ -66,7 +66,7 @@ type Config struct {
 	// (default 10000).
 	MaxPollRecords int
 	// HighWater: when this many sagas wait as pending, fetching pauses until
-	// they fall to LowWater (defaults 20000 and 10000).
+	// they fall to LowWater (defaults 10000 and 5000).
 	HighWater, LowWater int
 	// CreateTopics creates missing topics with TopicPartitions partitions
 	// (default 6) and TopicReplication replicas (default -1: the broker's
@@ -105,7 +105,7 @@ func (c *Config) setDefaults() {
 		c.MaxPollRecords = 10000
 	}
 	if c.HighWater == 0 {
-		c.HighWater = 20000
+		c.HighWater = 10000
 	}
 	if c.LowWater == 0 {
 		c.LowWater = c.HighWater / 2
@@ -539,7 +539,7 @@ func (c *Consumer) backpressure(ctx context.Context) error {
 		c.cl.ResumeFetchTopics(c.topics...)
 		c.m.Paused.Set(0)
 	}()
-	t := time.NewTicker(10 * time.Millisecond)
+	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {

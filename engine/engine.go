@@ -35,7 +35,7 @@ type Config struct {
 	// Clock (default SystemClock).
 	Clock Clock
 	// MaxInFlight bounds the sagas executing at once in this process, over
-	// all triggers (default 4096). The rest wait as pending.
+	// all triggers (default 1024). The rest wait as pending.
 	MaxInFlight int
 	// ShutdownTimeout is how long running steps get to finish when Run's
 	// context ends; then their contexts are cancelled (default 10s).
@@ -97,7 +97,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Clock = SystemClock{}
 	}
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 4096
+		cfg.MaxInFlight = 1024
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second

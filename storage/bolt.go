@@ -56,7 +56,7 @@ type BoltOptions struct {
 	Now func() time.Time
 	// ReleaseInterval: how often the process drops its mappings of database
 	// pages (Linux), so resident memory tracks the working set instead of
-	// growing with the file. Default 2s; negative disables.
+	// growing with the file. Default 500ms; negative disables.
 	ReleaseInterval time.Duration
 }
 
@@ -112,7 +112,7 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 		opts.Now = time.Now
 	}
 	if opts.ReleaseInterval == 0 {
-		opts.ReleaseInterval = 2 * time.Second
+		opts.ReleaseInterval = 500 * time.Millisecond
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("storage: create data dir: %w", err)

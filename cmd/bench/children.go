@@ -68,8 +68,10 @@ func runMember(ctx context.Context, args []string) error {
 	dir := fs.String("data-dir", "", "data directory")
 	addr := fs.String("http", "127.0.0.1:0", "HTTP address")
 	memLimit := fs.String("memory-limit", "", "GOMEMLIMIT-style soft limit, e.g. 150MiB (empty: none)")
+	maxInFlight := fs.Int("max-in-flight", 0, "engine MaxInFlight (0: the default)")
 	maxConc := fs.Int("max-concurrent", 0, "MaxConcurrent of the bench trigger (0: unbounded)")
-	high := fs.Int("high-water", 20000, "pending high-water mark")
+	high := fs.Int("high-water", 0, "pending high-water mark (0: the consumer's default)")
+	low := fs.Int("low-water", 0, "pending low-water mark (0: the consumer's default)")
 	fetchMax := fs.Int("fetch-max-bytes", 0, "FetchMaxBytes (0: the consumer's default)")
 	fetchPart := fs.Int("fetch-max-partition-bytes", 0, "FetchMaxPartitionBytes (0: the consumer's default)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
@@ -105,13 +107,13 @@ func runMember(ctx context.Context, args []string) error {
 	preg := prometheus.NewRegistry()
 	var eng *engine.Engine
 	em := metrics.NewEngine(preg, func() (int, int) { return eng.Stats() })
-	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, OnFinish: em.OnFinish})
+	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, OnFinish: em.OnFinish, MaxInFlight: *maxInFlight})
 	if err != nil {
 		return err
 	}
 	cons, err := consumer.New(eng, st, consumer.Config{
 		Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}, Group: *group, CreateTopics: true,
-		HighWater: *high, LowWater: *high / 2, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), Logger: log, Metrics: consumer.NewMetrics(preg), SessionTimeout: 10 * time.Second,
+		HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), Logger: log, Metrics: consumer.NewMetrics(preg), SessionTimeout: 10 * time.Second,
 	})
 	if err != nil {
 		return err

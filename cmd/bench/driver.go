@@ -383,7 +383,7 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 	if err := d.produce(ctx, topic, "c", sz.complete); err != nil {
 		return 0, nil, err
 	}
-	m, err := d.member(ctx, "complete", topic, d.profileArgs("completion")...)
+	m, err := d.member(ctx, "complete", topic, append(d.profileArgs("completion"), d.memberArgs...)...)
 	if err != nil {
 		return 0, nil, err
 	}
