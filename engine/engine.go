@@ -299,10 +299,9 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	if err != nil {
 		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
 	}
-	steps := make([]storage.Step, len(rt.Saga.Steps))
-	for i := range steps {
-		steps[i] = storage.Step{Name: rt.Saga.Steps[i].Name, Status: storage.StepPending}
-	}
+	// No step records yet: a pending saga's steps are all pending, and the
+	// executor fills them in from the declaration (a smaller insert on the
+	// hot path).
 	return &storage.Saga{
 		Name:           rt.Saga.Name,
 		Trigger:        rt.Trigger.ID(),
@@ -310,7 +309,6 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 		EventTime:      ev.Timestamp,
 		IdempotencyKey: key,
 		Context:        raw,
-		Steps:          steps,
 	}, "", nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -635,5 +636,60 @@ func TestShutdownLeavesSagaResumable(t *testing.T) {
 	h.idle()
 	if s := h.get(id); s.Status != storage.StatusCompleted || bRuns.Load() != 2 {
 		t.Fatalf("after restart: %s, step b ran %d times", s.Status, bRuns.Load())
+	}
+}
+
+// A long queue keeps only references; those sagas are read back from the
+// store when they start, with their data intact.
+func TestLongQueueKeepsReferencesOnly(t *testing.T) {
+	defer engine.SetKeepRecords(3)()
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "one-at-a-time", Steps: []engine.Step{{Name: "s", Action: func(_ context.Context, r *engine.Run) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[r.String("i")] = true
+		r.Set("done", true)
+		return nil
+	}}}, Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: jsonContext, MaxConcurrent: 1}}})
+	h := start(t, reg, "")
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, h.fire(engine.SourceManual, "go", fmt.Sprintf(`{"i":"%d"}`, i))[0].ID)
+	}
+	h.idle()
+	if len(seen) != 20 {
+		t.Fatalf("steps saw %d distinct events, want 20: %v", len(seen), seen)
+	}
+	for _, id := range ids {
+		if s := h.get(id); s.Status != storage.StatusCompleted || !strings.Contains(string(s.Context), `"done":true`) {
+			t.Fatalf("%s: %s %s", id, s.Status, s.Context)
+		}
+	}
+}
+
+// A transformer that passes the event through stores the event's bytes;
+// one that builds its own map stores that map.
+func TestPassthroughContextKeepsEventBytes(t *testing.T) {
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "pass", Steps: []engine.Step{{Name: "s", Action: ok}},
+		Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: jsonContext}}})
+	reg.Register(engine.Saga{Name: "own", Steps: []engine.Step{{Name: "s", Action: ok}},
+		Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: func(ev *engine.Event) (map[string]any, error) {
+			m, err := ev.JSON()
+			c := maps.Clone(m)
+			c["extra"] = 1
+			return c, err
+		}}}})
+	h := start(t, reg, "")
+	body := `{"b": 2, "a": 1.50}`
+	out := h.fire(engine.SourceManual, "go", body)
+	h.idle()
+	if got := string(h.get(out[0].ID).Context); got != body {
+		t.Errorf("passthrough stored %s, want the event bytes %s", got, body)
+	}
+	if got := string(h.get(out[1].ID).Context); got != `{"a":1.50,"b":2,"extra":1}` {
+		t.Errorf("own map stored %s", got)
 	}
 }

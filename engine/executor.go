@@ -21,19 +21,39 @@ type lane struct {
 	rate    *rate.Limiter
 	running int
 	waking  bool
-	queue   []*storage.Saga
+	queue   []queued
 	head    int
+}
+
+// keepRecords is how many queued sagas per lane keep their record in
+// memory; past it only the reference is kept and the record is read back
+// from the store when the saga starts. A long backlog (a throttled trigger,
+// a recovery of many pending sagas) then costs a few dozen bytes a saga.
+var keepRecords = 2048
+
+// queued is a saga waiting in a lane: its record, or only where it is.
+type queued struct {
+	rec    *storage.Saga // nil: read it from the store at start
+	pos    storage.Position
+	name   string
+	status storage.Status
 }
 
 func (l *lane) len() int { return len(l.queue) - l.head }
 
-func (l *lane) push(s *storage.Saga) { l.queue = append(l.queue, s) }
+func (l *lane) push(s *storage.Saga) {
+	q := queued{pos: s.Source, name: s.Name, status: s.Status}
+	if l.len() < keepRecords {
+		q.rec = s
+	}
+	l.queue = append(l.queue, q)
+}
 
-func (l *lane) peek() *storage.Saga { return l.queue[l.head] }
+func (l *lane) peek() queued { return l.queue[l.head] }
 
-func (l *lane) pop() *storage.Saga {
+func (l *lane) pop() queued {
 	s := l.queue[l.head]
-	l.queue[l.head] = nil
+	l.queue[l.head] = queued{}
 	l.head++
 	if l.head == len(l.queue) {
 		l.queue, l.head = l.queue[:0], 0
@@ -95,7 +115,7 @@ func (e *Engine) dispatchLocked() {
 			if l.len() == 0 || l.limit > 0 && l.running >= l.limit {
 				continue
 			}
-			if l.rate != nil && l.peek().Status == storage.StatusPending {
+			if l.rate != nil && l.peek().status == storage.StatusPending {
 				r := l.rate.ReserveN(now, 1)
 				if d := r.DelayFrom(now); d > 0 {
 					r.CancelAt(now)
@@ -155,9 +175,22 @@ const (
 
 // execute carries one saga as far as it goes: the remaining steps, then
 // compensation if a step fails for good.
-func (e *Engine) execute(l *lane, rec *storage.Saga) {
+func (e *Engine) execute(l *lane, q queued) {
 	defer e.finished(l)
+	rec := q.rec
+	if rec == nil {
+		var err error
+		if rec, err = e.store.Get(context.Background(), storage.FormatID(q.pos, q.name)); err != nil {
+			// Only a closed or broken store gets here; the saga stays
+			// recorded as it is and resumes at the next start.
+			e.log.Error("cannot read queued saga", "saga_id", storage.FormatID(q.pos, q.name), "err", err)
+			return
+		}
+	}
 	decl := e.routes.Saga(rec.Name)
+	if decl != nil && len(rec.Steps) == 0 && rec.Status == storage.StatusPending {
+		rec.Steps = PendingSteps(decl)
+	}
 	if err := compatible(decl, rec); err != nil {
 		rec.Status, rec.Error = storage.StatusFailed, err.Error()
 		e.log.Error("cannot execute saga", "saga_id", rec.ID(), "err", err)
@@ -190,6 +223,16 @@ func (e *Engine) execute(l *lane, rec *storage.Saga) {
 	if rec.Status == storage.StatusCompensating {
 		e.compensate(decl, rec, run)
 	}
+}
+
+// PendingSteps returns the step records of a saga that has not started:
+// every step pending. Sagas are recorded without them until they run.
+func PendingSteps(decl *Saga) []storage.Step {
+	steps := make([]storage.Step, len(decl.Steps))
+	for i := range steps {
+		steps[i] = storage.Step{Name: decl.Steps[i].Name, Status: storage.StepPending}
+	}
+	return steps
 }
 
 func compatible(decl *Saga, rec *storage.Saga) error {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,7 @@ func runMember(ctx context.Context, args []string) error {
 	fetchMax := fs.Int("fetch-max-bytes", 0, "FetchMaxBytes (0: the consumer's default)")
 	fetchPart := fs.Int("fetch-max-partition-bytes", 0, "FetchMaxPartitionBytes (0: the consumer's default)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	memprofile := fs.String("memprofile", os.Getenv("SAGAZ_BENCH_MEMPROFILE"), "write an allocation profile here at exit")
 	pprofAddr := fs.String("pprof", os.Getenv("SAGAZ_BENCH_PPROF"), "serve net/http/pprof here")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -85,6 +87,14 @@ func runMember(ctx context.Context, args []string) error {
 			return err
 		}
 		defer stop()
+	}
+	if *memprofile != "" {
+		defer func() {
+			if f, err := os.Create(*memprofile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	if *memLimit != "" {
 		n, err := parseBytes(*memLimit)

@@ -353,7 +353,7 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	if err := d.produce(ctx, topic, "i", n); err != nil {
 		return 0, err
 	}
-	extra := append([]string{"-max-concurrent", "1", "-high-water", strconv.Itoa(n + 1)}, d.profileArgs("ingest")...)
+	extra := append(append([]string{"-max-concurrent", "1", "-high-water", strconv.Itoa(n + 1)}, d.profileArgs("ingest")...), d.memberArgs...)
 	m, err := d.member(ctx, "ingest", topic, extra...)
 	if err != nil {
 		return 0, err

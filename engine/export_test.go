@@ -1,0 +1,9 @@
+package engine
+
+// SetKeepRecords changes how many queued sagas per lane keep their record
+// in memory, for tests; it returns a function that restores it.
+func SetKeepRecords(n int) func() {
+	old := keepRecords
+	keepRecords = n
+	return func() { keepRecords = old }
+}
