@@ -29,7 +29,7 @@ type lane struct {
 // memory; past it only the reference is kept and the record is read back
 // from the store when the saga starts. A long backlog (a throttled trigger,
 // a recovery of many pending sagas) then costs a few dozen bytes a saga.
-var keepRecords = 2048
+var keepRecords = 16384
 
 // queued is a saga waiting in a lane: its record, or only where it is.
 type queued struct {
