@@ -1,0 +1,42 @@
+package main
+
+import (
+	"math"
+	"testing"
+)
+
+func TestHistogramQuantile(t *testing.T) {
+	// 100 observations: 50 in (0,1], 40 in (1,2], 10 in (2,4].
+	h := hist{bounds: []float64{1, 2, 4, math.Inf(1)}, counts: []float64{50, 90, 100, 100}}
+	for _, c := range []struct{ q, want float64 }{{0.25, 0.5}, {0.5, 1}, {0.7, 1.5}, {0.95, 3}, {1, 4}} {
+		if got := h.quantile(c.q); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("quantile(%v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+	before := hist{bounds: h.bounds, counts: []float64{50, 50, 50, 50}}
+	if got := h.minus(before).quantile(0.5); math.Abs(got-1.625) > 1e-9 { // 40 in (1,2], 10 in (2,4]: rank 25 of 50
+		t.Errorf("delta median = %v", got)
+	}
+	if !math.IsNaN((hist{bounds: h.bounds, counts: []float64{0, 0, 0, 0}}).quantile(0.5)) {
+		t.Error("empty histogram must give NaN")
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for s, want := range map[string]int64{"150MiB": 150 << 20, "2GiB": 2 << 30, "4096": 4096} {
+		if got, err := parseBytes(s); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v", s, got, err)
+		}
+	}
+	if _, err := parseBytes("lots"); err == nil {
+		t.Error("parseBytes accepted garbage")
+	}
+}
