@@ -29,6 +29,7 @@ import (
 //	    "k"  idempotency: name + 0x00 + key                 -> offset(8)
 //	    "i"  status index: status(1) + name + 0x00 + offset(8) -> empty
 //	    "n"  next offset (8)
+//	    "c"  next changelog offset (8): the changelog is applied below it
 //
 // Offsets arrive in order, so saga inserts are appends (DESIGN §5). The
 // status index keys also grow at the end of each (status, name) range.
@@ -39,6 +40,7 @@ var (
 	bucketIdem  = []byte("k")
 	bucketIndex = []byte("i")
 	keyNext     = []byte("n")
+	keyCLNext   = []byte("c")
 	keySchema   = []byte("schema")
 )
 
@@ -329,6 +331,22 @@ func (pb *partBuckets) advance(next int64) {
 	}
 }
 
+// changelogNext returns the recorded next changelog offset (0 if none).
+func (pb *partBuckets) changelogNext() int64 {
+	if v := pb.root.Get(keyCLNext); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
+}
+
+// setChangelogNext records the next changelog offset; it never moves back.
+func (pb *partBuckets) setChangelogNext(n int64) error {
+	if n <= pb.changelogNext() {
+		return nil
+	}
+	return pb.root.Put(keyCLNext, binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
 func (pb *partBuckets) flushNext() error {
 	if !pb.nextDirty {
 		return nil
@@ -381,6 +399,7 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			return nil, err
 		}
 		s.Status = StatusPending
+		s.Version = 1
 		s.CreatedAt, s.UpdatedAt = now, now
 		recs[i] = EncodeSaga(nil, s)
 	}
@@ -434,6 +453,15 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			}
 			pb.advance(o.Next)
 		}
+		for _, o := range batch.Changelog {
+			pb, err := part(o.TopicPartition())
+			if err != nil {
+				return err
+			}
+			if err := pb.setChangelogNext(o.Next); err != nil {
+				return err
+			}
+		}
 		for _, pb := range w.parts {
 			if err := pb.flushNext(); err != nil {
 				return err
@@ -464,6 +492,7 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 		if !s.Status.Valid() {
 			return fmt.Errorf("%w: status %d", ErrInvalidSaga, s.Status)
 		}
+		s.Version++
 		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.Status}
 	}
 	return b.submit(ctx, func(w *wtx) error {
@@ -715,24 +744,10 @@ func (b *Bolt) Scan(ctx context.Context, statuses []Status, fn func(*Saga) error
 			if err != nil {
 				return err
 			}
-			m := &merged{its: iters(pb, statuses, "", false)}
-			m.seekAfter(nil)
-			for {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				p, ok := m.next()
-				if !ok {
-					return nil
-				}
-				s, err := DecodeSaga(pb.sagas.Get(sagaKey(p.off, p.name)))
-				if err != nil {
-					return fmt.Errorf("partition %s offset %d: %w", name, p.off, err)
-				}
-				if err := fn(s); err != nil {
-					return err
-				}
+			if err := scanPart(ctx, pb, statuses, fn); err != nil {
+				return fmt.Errorf("partition %s: %w", name, err)
 			}
+			return nil
 		})
 	})
 }

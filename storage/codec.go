@@ -11,6 +11,7 @@ import (
 //
 //	byte    version (1)
 //	byte    status
+//	uvarint record version (bumped by every write; orders changelog replays)
 //	str     name, trigger, topic
 //	varint  partition, offset
 //	varint  event time, created, updated (Unix ns, 0 = zero time)
@@ -35,6 +36,7 @@ func statusOfRecord(b []byte) Status {
 // EncodeSaga appends the binary encoding of s to dst.
 func EncodeSaga(dst []byte, s *Saga) []byte {
 	dst = append(dst, recordVersion, byte(s.Status))
+	dst = binary.AppendUvarint(dst, s.Version)
 	dst = appendStr(dst, s.Name)
 	dst = appendStr(dst, s.Trigger)
 	dst = appendStr(dst, s.Source.Topic)
@@ -71,6 +73,7 @@ func DecodeSaga(b []byte) (*Saga, error) {
 		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
 	}
 	s := &Saga{Status: Status(d.byte())}
+	s.Version = d.uvarint()
 	s.Name = d.str()
 	s.Trigger = d.str()
 	s.Source.Topic = d.str()

@@ -152,6 +152,9 @@ type Saga struct {
 	Error     string    `json:"error,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Version counts the writes of this saga (1 when started); the store
+	// sets it. A changelog replay applies a record only over an older one.
+	Version uint64 `json:"version"`
 }
 
 // ID returns the saga's identifier: "<topic>:<partition>:<offset>:<saga>".

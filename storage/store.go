@@ -9,7 +9,11 @@
 // conformance tests in storage/storagetest check any implementation.
 package storage
 
-import "context"
+import (
+	"context"
+	"encoding/binary"
+	"time"
+)
 
 // Store records sagas durably. All methods are safe for concurrent use.
 //
@@ -50,6 +54,30 @@ type Store interface {
 	// after the last event handled), and false when none is recorded.
 	NextOffset(ctx context.Context, p Partition) (int64, bool, error)
 
+	// ScanPartition is Scan restricted to one partition.
+	ScanPartition(ctx context.Context, p Partition, statuses []Status, fn func(*Saga) error) error
+
+	// Apply replays changelog records of partition p in one transaction: a
+	// saga record replaces the stored one only if its Version is newer; a
+	// tombstone (nil value) deletes the saga; a NextOffsetKey record moves
+	// the next offset forward. It then records changelogNext (the changelog
+	// offset after the last record given). It returns how many records
+	// changed the store.
+	Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error)
+
+	// ChangelogNext returns the changelog offset recorded for p by Apply or
+	// by StartBatch.Changelog (0 when none).
+	ChangelogNext(ctx context.Context, p Partition) (int64, error)
+
+	// Expire deletes up to limit terminal sagas of p last updated before
+	// cutoff (walking each status range from its oldest offset) and returns
+	// them, so their changelog records can be tombstoned. Their idempotency
+	// keys go with them: the de-duplication window is the retention.
+	Expire(ctx context.Context, p Partition, cutoff time.Time, limit int) ([]*Saga, error)
+
+	// Partitions lists the partitions that hold state.
+	Partitions(ctx context.Context) ([]Partition, error)
+
 	// Close waits for writes in progress and releases the store.
 	Close() error
 }
@@ -63,7 +91,25 @@ type StartBatch struct {
 	// next offset never moves backwards, and Start also moves it past every
 	// saga it inserts.
 	Offsets []Offset
+	// Changelog records, per source partition, the next offset of its
+	// changelog known to be reflected in this store (see Apply).
+	Changelog []Offset
 }
+
+// Change is one changelog record: Key is ChangeKey(saga) or NextOffsetKey;
+// Value is EncodeSaga(saga), EncodeNext(offset), or nil (a tombstone).
+type Change struct {
+	Key, Value []byte
+}
+
+// NextOffsetKey is the changelog key of a partition's next offset.
+var NextOffsetKey = []byte("\xffnext")
+
+// ChangeKey is the changelog key of a saga (its position and name).
+func ChangeKey(s *Saga) []byte { return sagaKey(s.Source.Offset, s.Name) }
+
+// EncodeNext is the changelog value of a next offset.
+func EncodeNext(next int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(next)) }
 
 // Offset is the next offset of a partition.
 type Offset struct {

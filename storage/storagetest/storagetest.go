@@ -36,6 +36,10 @@ func Run(t *testing.T, open Opener) {
 		{"ListPagesNewestFirst", testListPages},
 		{"ScanOldestFirst", testScan},
 		{"DurableAcrossReopen", testReopen},
+		{"VersionCountsWrites", testVersion},
+		{"ApplyReplaysChangelog", testApply},
+		{"ExpireTerminalSagas", testExpire},
+		{"PartitionScoped", testPartitionScoped},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -446,5 +450,189 @@ func testReopen(t *testing.T, open Opener) {
 	again := start(t, s, NewSaga("order", "t", 1, 9, "k1"))[0]
 	if again.Created || again.ID != res[0].ID {
 		t.Fatalf("idempotency key forgotten after reopen: %+v", again)
+	}
+}
+
+func testVersion(t *testing.T, open Opener) {
+	s, _ := mustOpen(t, open)
+	res := start(t, s, NewSaga("order", "t", 0, 1, ""))
+	g := get(t, s, res[0].ID)
+	if g.Version != 1 {
+		t.Fatalf("started saga has version %d, want 1", g.Version)
+	}
+	g.Status = storage.StatusExecuting
+	for range 3 {
+		if err := s.Update(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := get(t, s, res[0].ID).Version; v != 4 || g.Version != 4 {
+		t.Fatalf("after 3 updates: stored version %d, caller's %d; want 4", v, g.Version)
+	}
+}
+
+// changelogOf records every write as the changelog would carry it.
+type changelogOf struct {
+	changes []storage.Change
+}
+
+func (c *changelogOf) saga(s *storage.Saga) {
+	c.changes = append(c.changes, storage.Change{Key: storage.ChangeKey(s), Value: storage.EncodeSaga(nil, s)})
+}
+
+func testApply(t *testing.T, open Opener) {
+	ctx := context.Background()
+	a, _ := mustOpen(t, open)
+	p := storage.Partition{Topic: "t", Partition: 2}
+	var cl changelogOf
+	var sagas []*storage.Saga
+	for off := range int64(6) {
+		sg := NewSaga("order", "t", 2, off, fmt.Sprintf("k%d", off))
+		start(t, a, sg)
+		cl.saga(sg)
+		sagas = append(sagas, sg)
+	}
+	cl.changes = append(cl.changes, storage.Change{Key: storage.NextOffsetKey, Value: storage.EncodeNext(9)})
+	for i, sg := range sagas[:4] {
+		sg.Status = storage.StatusExecuting
+		if i%2 == 0 {
+			sg.Status = storage.StatusCompleted
+		}
+		sg.Steps[0].Status = storage.StepCompleted
+		if err := a.Update(ctx, sg); err != nil {
+			t.Fatal(err)
+		}
+		cl.saga(sg)
+	}
+	// A stale record (version 1 of saga 0) after the newer ones: ignored.
+	stale := sagas[0].Clone()
+	stale.Status, stale.Version = storage.StatusPending, 1
+	cl.saga(stale)
+	// Saga 5 is expired: a tombstone.
+	cl.changes = append(cl.changes, storage.Change{Key: storage.ChangeKey(sagas[5])})
+
+	b, _ := mustOpen(t, open)
+	n, err := b.Apply(ctx, p, cl.changes, int64(len(cl.changes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(cl.changes)-1 { // all but the stale record
+		t.Fatalf("applied %d of %d changes, want all but the stale one", n, len(cl.changes))
+	}
+	for i, sg := range sagas[:5] {
+		got := get(t, b, sg.ID())
+		if got.Status != sg.Status || got.Version != sg.Version || got.Steps[0].Status != sg.Steps[0].Status {
+			t.Errorf("saga %d restored as %s v%d, want %s v%d", i, got.Status, got.Version, sg.Status, sg.Version)
+		}
+	}
+	if _, err := b.Get(ctx, sagas[5].ID()); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("tombstoned saga still there: %v", err)
+	}
+	// Indexes and keys are restored too.
+	for _, c := range []struct {
+		st   storage.Status
+		want int
+	}{{storage.StatusCompleted, 2}, {storage.StatusExecuting, 2}, {storage.StatusPending, 1}} {
+		page, err := b.List(ctx, storage.Query{Status: c.st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Sagas) != c.want {
+			t.Errorf("restored store lists %d %s sagas, want %d", len(page.Sagas), c.st, c.want)
+		}
+	}
+	if r := start(t, b, NewSaga("order", "t", 2, 20, "k1"))[0]; r.Created || r.ID != sagas[1].ID() {
+		t.Errorf("restored idempotency key not honoured: %+v", r)
+	}
+	if r := start(t, b, NewSaga("order", "t", 2, 21, "k5"))[0]; !r.Created {
+		t.Errorf("the key of a tombstoned saga must be free: %+v", r)
+	}
+	if next, _, _ := b.NextOffset(ctx, p); next < 9 {
+		t.Errorf("next offset %d, want at least 9", next)
+	}
+	if cn, err := b.ChangelogNext(ctx, p); err != nil || cn != int64(len(cl.changes)) {
+		t.Errorf("ChangelogNext = %d, %v", cn, err)
+	}
+	// Replaying the same changelog again changes nothing.
+	if n, err := b.Apply(ctx, p, cl.changes[:5], 3); err != nil || n != 0 {
+		t.Errorf("replay applied %d (%v), want 0", n, err)
+	}
+	if cn, _ := b.ChangelogNext(ctx, p); cn != int64(len(cl.changes)) {
+		t.Errorf("ChangelogNext moved back to %d", cn)
+	}
+	// A record of another partition is refused.
+	if _, err := b.Apply(ctx, storage.Partition{Topic: "t", Partition: 3}, cl.changes[:1], 1); err == nil {
+		t.Error("Apply accepted a record of another partition")
+	}
+}
+
+func testExpire(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := mustOpen(t, open)
+	p := storage.Partition{Topic: "t", Partition: 0}
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	var sagas []*storage.Saga
+	for off := range int64(10) {
+		sg := NewSaga("order", "t", 0, off, fmt.Sprintf("k%d", off))
+		start(t, s, sg)
+		sagas = append(sagas, sg)
+	}
+	for i, sg := range sagas {
+		switch {
+		case i < 4: // old and terminal: expire
+			sg.Status, sg.UpdatedAt = storage.StatusCompleted, old
+		case i < 6: // old but not terminal: keep
+			sg.Status, sg.UpdatedAt = storage.StatusExecuting, old
+		case i < 8: // terminal but recent: keep
+			sg.Status, sg.UpdatedAt = storage.StatusRolledBack, time.Now()
+		default:
+			continue
+		}
+		if err := s.Update(ctx, sg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 3)
+	if err != nil || len(gone) != 3 {
+		t.Fatalf("Expire(limit 3) = %d sagas, %v", len(gone), err)
+	}
+	gone2, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 100)
+	if err != nil || len(gone2) != 1 || gone2[0].Source.Offset != 3 {
+		t.Fatalf("second Expire = %+v, %v; want saga 3", gone2, err)
+	}
+	for i, sg := range sagas {
+		_, err := s.Get(ctx, sg.ID())
+		if expired := errors.Is(err, storage.ErrNotFound); expired != (i < 4) {
+			t.Errorf("saga %d (%s): expired=%v", i, sg.Status, expired)
+		}
+	}
+	if r := start(t, s, NewSaga("order", "t", 0, 50, "k0"))[0]; !r.Created {
+		t.Error("an expired saga's idempotency key must be free again")
+	}
+}
+
+func testPartitionScoped(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := mustOpen(t, open)
+	for p := range int32(3) {
+		start(t, s, NewSaga("order", "t", p, 1, ""), NewSaga("order", "u", p, 1, ""))
+	}
+	ps, err := s.Partitions(ctx)
+	if err != nil || len(ps) != 6 {
+		t.Fatalf("Partitions = %v, %v", ps, err)
+	}
+	n := 0
+	err = s.ScanPartition(ctx, storage.Partition{Topic: "u", Partition: 1}, storage.NonTerminal, func(g *storage.Saga) error {
+		if g.Source.Topic != "u" || g.Source.Partition != 1 {
+			t.Errorf("ScanPartition returned %s", g.ID())
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("ScanPartition: %d sagas, %v", n, err)
+	}
+	if err := s.ScanPartition(ctx, storage.Partition{Topic: "none"}, storage.Statuses, func(*storage.Saga) error { return errors.New("called") }); err != nil {
+		t.Fatalf("ScanPartition of an unknown partition: %v", err)
 	}
 }
