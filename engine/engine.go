@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"reflect"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,16 @@ type Config struct {
 	// OnFinish, if set, is called after a saga reaches a terminal status and
 	// that status is recorded.
 	OnFinish func(*storage.Saga)
+	// Partitioned: sagas of Kafka partitions run only while their partition
+	// is owned (Acquire / Release, driven by the consumer group); Run then
+	// recovers only the local partitions of Fire. Without it every stored
+	// saga runs (single-process library use).
+	Partitioned bool
+	// OnRecorded, if set, is called synchronously after each durable write of
+	// a saga of a Kafka partition (its start and every transition), e.g. to
+	// append it to a changelog. It must not block nor keep the saga (encode
+	// it instead).
+	OnRecorded func(*storage.Saga)
 }
 
 // Engine routes events to triggers, records sagas and executes them.
@@ -54,6 +65,8 @@ type Engine struct {
 	maxIn    int
 	shutdown time.Duration
 	onFinish func(*storage.Saga)
+	onRec    func(*storage.Saga)
+	parted   bool
 
 	// local positions for in-process Fire, one counter per source
 	local map[Source]*atomic.Int64
@@ -66,12 +79,25 @@ type Engine struct {
 	queued  int
 	state   int // stateNew, stateRunning, stateStopping
 	idle    chan struct{}
+	busy    bool // idle is open
+	parts   map[storage.Partition]*partState
+	always  *partState // local partitions, and every partition when not Partitioned
 	wg      sync.WaitGroup
 
 	ready    chan struct{}
-	stopCtx  context.Context // done when Run's context ends: no new steps
+	base     context.Context // done when Run's context ends: no new steps
+	stopBase context.CancelFunc
 	runCtx   context.Context // done at hard stop: running steps cancelled
 	hardStop context.CancelFunc
+}
+
+// partState is an owned partition: its sagas run while ctx is live.
+type partState struct {
+	ctx      context.Context // done when released or the engine stops
+	cancel   context.CancelFunc
+	running  int
+	released bool
+	drained  chan struct{} // closed once released and nothing runs
 }
 
 const (
@@ -109,9 +135,12 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
+		onRec: cfg.OnRecorded, parted: cfg.Partitioned,
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
-		ready: make(chan struct{}),
+		ready: make(chan struct{}), parts: map[storage.Partition]*partState{},
 	}
+	e.base, e.stopBase = context.WithCancel(context.Background())
+	e.always = &partState{ctx: e.base, cancel: func() {}}
 	e.idle = make(chan struct{})
 	close(e.idle)
 	for _, src := range []Source{SourceKafka, SourceCron, SourceWebhook, SourceManual} {
@@ -151,18 +180,34 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.mu.Unlock()
 		return errors.New("engine: Run called twice")
 	}
-	e.stopCtx = ctx
 	e.runCtx, e.hardStop = context.WithCancel(context.WithoutCancel(ctx))
 	e.mu.Unlock()
 	defer e.hardStop()
+	stopBase := context.AfterFunc(ctx, e.stopBase)
+	defer stopBase()
 
 	start := e.clock.Now()
 	var n int
-	err := e.store.Scan(ctx, storage.NonTerminal, func(s *storage.Saga) error {
+	recover := func(s *storage.Saga) error {
 		n++
 		e.enqueue(s)
 		return nil
-	})
+	}
+	var err error
+	if e.parted { // Kafka partitions are resumed when assigned (Acquire)
+		var ps []storage.Partition
+		if ps, err = e.store.Partitions(ctx); err == nil {
+			for _, p := range ps {
+				if isLocal(p.Topic) {
+					if err = e.store.ScanPartition(ctx, p, storage.NonTerminal, recover); err != nil {
+						break
+					}
+				}
+			}
+		}
+	} else {
+		err = e.store.Scan(ctx, storage.NonTerminal, recover)
+	}
 	if err != nil {
 		e.mu.Lock()
 		e.state = stateStopping
@@ -178,6 +223,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	close(e.ready)
 
 	<-ctx.Done()
+	e.stopBase()
 	e.mu.Lock()
 	e.state = stateStopping
 	running := e.running
@@ -345,6 +391,7 @@ func (e *Engine) Start(ctx context.Context, sagas []*storage.Saga, offsets []sto
 	}
 	for _, r := range res {
 		if r.Created {
+			e.recorded(r.Saga)
 			e.enqueue(r.Saga)
 		}
 	}
@@ -364,6 +411,88 @@ type Outcome struct {
 }
 
 func localTopic(src Source) string { return "~" + string(src) }
+
+// isLocal reports whether topic is a local partition of Fire (not Kafka).
+func isLocal(topic string) bool { return strings.HasPrefix(topic, "~") }
+
+// recorded passes a durable write of a Kafka partition's saga to OnRecorded.
+func (e *Engine) recorded(s *storage.Saga) {
+	if e.onRec != nil && !isLocal(s.Source.Topic) {
+		e.onRec(s)
+	}
+}
+
+// Acquire makes this engine the owner of partition p (the consumer calls it
+// when the group assigns p, after restoring p's state): p's unfinished
+// sagas are queued, and new ones run. It returns how many were queued.
+func (e *Engine) Acquire(ctx context.Context, p storage.Partition) (int, error) {
+	e.mu.Lock()
+	if _, ok := e.parts[p]; ok {
+		e.mu.Unlock()
+		return 0, nil
+	}
+	ps := &partState{drained: make(chan struct{})}
+	ps.ctx, ps.cancel = context.WithCancel(e.base)
+	e.parts[p] = ps
+	e.mu.Unlock()
+	n := 0
+	err := e.store.ScanPartition(ctx, p, storage.NonTerminal, func(s *storage.Saga) error {
+		n++
+		e.enqueue(s)
+		return nil
+	})
+	return n, err
+}
+
+// Release gives up partition p: its queued sagas are dropped from memory
+// (they stay recorded), no new step of its sagas starts, and Release waits
+// until the steps running now have finished and been recorded, or ctx ends.
+// After it returns nil no saga of p runs here.
+func (e *Engine) Release(ctx context.Context, p storage.Partition) error {
+	e.mu.Lock()
+	ps := e.parts[p]
+	if ps == nil {
+		e.mu.Unlock()
+		return nil
+	}
+	delete(e.parts, p)
+	ps.released = true
+	ps.cancel()
+	for _, l := range e.order {
+		e.queued -= l.drop(func(q queued) bool { return q.pos.TopicPartition() == p })
+	}
+	if ps.running == 0 {
+		close(ps.drained)
+	}
+	e.maybeIdleLocked()
+	e.mu.Unlock()
+	select {
+	case <-ps.drained:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("engine: release of %s: steps still running: %w", p, ctx.Err())
+	}
+}
+
+// Owned lists the Kafka partitions this engine owns.
+func (e *Engine) Owned() []storage.Partition {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]storage.Partition, 0, len(e.parts))
+	for p := range e.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
+// partOf returns the state a saga at pos runs under, or nil when its
+// partition is not owned. Called with e.mu held.
+func (e *Engine) partOf(pos storage.Position) *partState {
+	if !e.parted || isLocal(pos.Topic) {
+		return e.always
+	}
+	return e.parts[pos.TopicPartition()]
+}
 
 // Fire delivers an event in-process, without Kafka: for library users and
 // tests. src and ev.Name (or ev.Topic for kafka) select the triggers. The

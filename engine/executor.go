@@ -51,6 +51,22 @@ func (l *lane) push(s *storage.Saga) {
 
 func (l *lane) peek() queued { return l.queue[l.head] }
 
+// drop removes the queued sagas matching fn and returns how many.
+func (l *lane) drop(fn func(queued) bool) int {
+	kept := l.queue[:0]
+	n := 0
+	for _, q := range l.queue[l.head:] {
+		if fn(q) {
+			n++
+			continue
+		}
+		kept = append(kept, q)
+	}
+	clear(l.queue[len(kept):])
+	l.queue, l.head = kept, 0
+	return n
+}
+
 func (l *lane) pop() queued {
 	s := l.queue[l.head]
 	l.queue[l.head] = queued{}
@@ -83,18 +99,22 @@ func (e *Engine) laneFor(id string, t *Trigger) *lane {
 	return l
 }
 
-// enqueue queues a recorded saga for execution.
+// enqueue queues a recorded saga for execution, if its partition is owned
+// here (otherwise it stays recorded for the owner to run).
 func (e *Engine) enqueue(s *storage.Saga) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.partOf(s.Source) == nil {
+		return
+	}
 	var l *lane
 	if rt := e.routes.Route(s.Name + "/" + s.Trigger); rt != nil {
 		l = e.laneFor(rt.ID(), rt.Trigger)
 	} else {
 		l = e.laneFor("saga:"+s.Name, nil)
 	}
-	if e.queued == 0 && e.running == 0 {
-		e.idle = make(chan struct{})
+	if !e.busy {
+		e.idle, e.busy = make(chan struct{}), true
 	}
 	l.push(s)
 	e.queued++
@@ -132,10 +152,15 @@ func (e *Engine) dispatchLocked() {
 		}
 		s := picked.pop()
 		e.queued--
+		ps := e.partOf(s.pos)
+		if ps == nil { // released meanwhile (Release drops its queue; defensive)
+			continue
+		}
+		ps.running++
 		picked.running++
 		e.running++
 		e.wg.Add(1)
-		go e.execute(picked, s)
+		go e.execute(picked, s, ps)
 	}
 }
 
@@ -153,16 +178,26 @@ func (e *Engine) wakeLocked(l *lane, d time.Duration) {
 	})
 }
 
-func (e *Engine) finished(l *lane) {
+func (e *Engine) finished(l *lane, ps *partState) {
 	e.mu.Lock()
 	l.running--
 	e.running--
-	if e.queued == 0 && e.running == 0 {
-		close(e.idle)
+	ps.running--
+	if ps.released && ps.running == 0 {
+		close(ps.drained)
 	}
+	e.maybeIdleLocked()
 	e.dispatchLocked()
 	e.mu.Unlock()
 	e.wg.Done()
+}
+
+// maybeIdleLocked closes the idle channel when nothing waits or runs.
+func (e *Engine) maybeIdleLocked() {
+	if e.busy && e.queued == 0 && e.running == 0 {
+		close(e.idle)
+		e.busy = false
+	}
 }
 
 type stepResult int
@@ -175,8 +210,9 @@ const (
 
 // execute carries one saga as far as it goes: the remaining steps, then
 // compensation if a step fails for good.
-func (e *Engine) execute(l *lane, q queued) {
-	defer e.finished(l)
+func (e *Engine) execute(l *lane, q queued, ps *partState) {
+	defer e.finished(l, ps)
+	stop := ps.ctx // done: start no new step (shutdown or partition released)
 	rec := q.rec
 	if rec == nil {
 		var err error
@@ -209,10 +245,10 @@ func (e *Engine) execute(l *lane, q queued) {
 			if rec.Steps[i].Status == storage.StepCompleted {
 				continue
 			}
-			if e.stopCtx.Err() != nil {
+			if stop.Err() != nil {
 				return
 			}
-			if r := e.runAction(decl, rec, run, i); r != stepOK {
+			if r := e.runAction(stop, decl, rec, run, i); r != stepOK {
 				if r == stepAbandoned {
 					return
 				}
@@ -221,7 +257,7 @@ func (e *Engine) execute(l *lane, q queued) {
 		}
 	}
 	if rec.Status == storage.StatusCompensating {
-		e.compensate(decl, rec, run)
+		e.compensate(stop, decl, rec, run)
 	}
 }
 
@@ -254,7 +290,7 @@ func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
 
 // runAction runs step i's action with its retry policy and records the
 // result.
-func (e *Engine) runAction(decl *Saga, rec *storage.Saga, run *Run, i int) stepResult {
+func (e *Engine) runAction(stop context.Context, decl *Saga, rec *storage.Saga, run *Run, i int) stepResult {
 	st, sd := &rec.Steps[i], &decl.Steps[i]
 	pol := sd.Retry.orDefault(DefaultRetry)
 	run.Step, run.Compensating = sd.Name, false
@@ -299,7 +335,7 @@ func (e *Engine) runAction(decl *Saga, rec *storage.Saga, run *Run, i int) stepR
 		}
 		d := pol.Delay(attempt, rand.Float64())
 		run.Logger().Debug("step failed; retrying", "step", sd.Name, "attempt", attempt, "in", d, "err", err)
-		if e.clock.Sleep(e.stopCtx, d) != nil {
+		if e.clock.Sleep(stop, d) != nil {
 			return stepAbandoned
 		}
 	}
@@ -319,13 +355,13 @@ func needsCompensation(decl *Saga, rec *storage.Saga) bool {
 // compensate undoes the completed steps in reverse order. A compensation
 // that gives up ends the saga failed, with the error recorded; the steps
 // before it are left as they are for an operator to look at (and retry).
-func (e *Engine) compensate(decl *Saga, rec *storage.Saga, run *Run) {
+func (e *Engine) compensate(stop context.Context, decl *Saga, rec *storage.Saga, run *Run) {
 	for i := len(decl.Steps) - 1; i >= 0; i-- {
 		st, sd := &rec.Steps[i], &decl.Steps[i]
 		if st.Status != storage.StepCompleted || sd.Compensate == nil {
 			continue
 		}
-		if e.stopCtx.Err() != nil {
+		if stop.Err() != nil {
 			return
 		}
 		pol := sd.CompensateRetry.orDefault(DefaultCompensateRetry)
@@ -365,7 +401,7 @@ func (e *Engine) compensate(decl *Saga, rec *storage.Saga, run *Run) {
 			}
 			d := pol.Delay(attempt, rand.Float64())
 			run.Logger().Debug("compensation failed; retrying", "step", sd.Name, "attempt", attempt, "in", d, "err", err)
-			if e.clock.Sleep(e.stopCtx, d) != nil {
+			if e.clock.Sleep(stop, d) != nil {
 				return
 			}
 		}
@@ -401,6 +437,7 @@ func (e *Engine) persist(rec *storage.Saga) bool {
 	for {
 		err := e.store.Update(context.Background(), rec)
 		if err == nil {
+			e.recorded(rec)
 			if rec.Status.Terminal() && e.onFinish != nil {
 				e.onFinish(rec)
 			}

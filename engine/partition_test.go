@@ -1,0 +1,108 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+func withPartitions(c *engine.Config) { c.Partitioned = true }
+
+func kafkaEvent(p int32, off int64, id string) *engine.Event {
+	return &engine.Event{Source: engine.SourceKafka, Topic: "orders", Partition: p, Offset: off, Value: []byte(`{"order_id":"` + id + `"}`)}
+}
+
+// startBatch records events the way the consumer does.
+func startBatch(t *testing.T, h *harness, evs ...*engine.Event) []storage.StartResult {
+	t.Helper()
+	var b engine.Batch
+	for _, ev := range evs {
+		h.eng.Prepare(&b, ev, h.eng.Routes().Match(engine.SourceKafka, "orders"))
+	}
+	res, err := h.eng.Start(context.Background(), b.Sagas, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// Sagas of a partition run only while it is owned; Release stops new steps
+// and waits for the running one; Acquire resumes from the recorded step.
+func TestPartitionOwnership(t *testing.T) {
+	var mu sync.Mutex
+	runs := map[string]int{}
+	release := make(chan struct{})
+	var blocking atomic.Bool
+	blocking.Store(true)
+	entered := make(chan string, 10)
+	step := func(name string) engine.StepFunc {
+		return func(ctx context.Context, r *engine.Run) error {
+			mu.Lock()
+			runs[r.String("order_id")+"/"+name]++
+			mu.Unlock()
+			if name == "a" && r.String("order_id") == "slow" && blocking.Load() {
+				entered <- r.ID
+				<-release // the step's own work, finishing after Release began
+			}
+			return nil
+		}
+	}
+	reg := engine.NewRegistry()
+	reg.Register(orderSaga("order", engine.Step{Name: "a", Action: step("a")}, engine.Step{Name: "b", Action: step("b")}))
+	var recorded atomic.Int32
+	h := start(t, reg, "", withPartitions, func(c *engine.Config) {
+		c.OnRecorded = func(*storage.Saga) { recorded.Add(1) }
+	})
+	p0 := storage.Partition{Topic: "orders", Partition: 0}
+	p1 := storage.Partition{Topic: "orders", Partition: 1}
+	if _, err := h.eng.Acquire(context.Background(), p0); err != nil {
+		t.Fatal(err)
+	}
+	res := startBatch(t, h, kafkaEvent(0, 0, "slow"), kafkaEvent(1, 0, "elsewhere"))
+	slowID := <-entered
+	// p1 is not owned: its saga is recorded but does not run.
+	if s := h.get(res[1].ID); s.Status != storage.StatusPending {
+		t.Fatalf("saga of an unowned partition: %s", s.Status)
+	}
+	released := make(chan error, 1)
+	go func() { released <- h.eng.Release(context.Background(), p0) }()
+	select {
+	case err := <-released:
+		t.Fatalf("Release returned (%v) while a step of the partition was running", err)
+	case <-time.After(50 * time.Millisecond): // Release must still be waiting
+	}
+	close(release)
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	s := h.get(slowID)
+	if s.Steps[0].Status != storage.StepCompleted || s.Steps[1].Status != storage.StepPending || s.Status != storage.StatusExecuting {
+		t.Fatalf("after release: %s %+v (step a recorded, step b not started)", s.Status, s.Steps)
+	}
+	blocking.Store(false)
+	if n, err := h.eng.Acquire(context.Background(), p1); err != nil || n != 1 {
+		t.Fatalf("Acquire(p1) queued %d, %v", n, err)
+	}
+	if n, err := h.eng.Acquire(context.Background(), p0); err != nil || n != 1 {
+		t.Fatalf("Acquire(p0) queued %d, %v", n, err)
+	}
+	h.idle()
+	for _, id := range []string{slowID, res[1].ID} {
+		if s := h.get(id); s.Status != storage.StatusCompleted {
+			t.Errorf("%s: %s", id, s.Status)
+		}
+	}
+	if fmt.Sprint(runs) != "map[elsewhere/a:1 elsewhere/b:1 slow/a:1 slow/b:1]" {
+		t.Errorf("runs = %v (each step once)", runs)
+	}
+	// 2 starts + a and b of two sagas.
+	if got := recorded.Load(); got != 6 {
+		t.Errorf("OnRecorded called %d times, want 6", got)
+	}
+}
