@@ -77,6 +77,18 @@ type Config struct {
 	Logger           *slog.Logger
 	// Metrics (default: new, unregistered).
 	Metrics *Metrics
+	// Changelog mirrors the owned partitions' state so that it follows a
+	// partition to its next owner (nil: no changelog; a member then keeps
+	// the sagas it recorded). See NewChangelog.
+	Changelog *Changelog
+	// Retention: terminal sagas are deleted (and tombstoned in the
+	// changelog) this long after they ended (default 7 days), checked every
+	// RetentionCheck (default 10 minutes). It is also the de-duplication
+	// window: an idempotency key is remembered as long as its saga.
+	Retention, RetentionCheck time.Duration
+	// ReleaseTimeout bounds how long a revoked partition waits for its
+	// running steps before it is given up (default 30s).
+	ReleaseTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -118,6 +130,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Retention == 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.RetentionCheck == 0 {
+		c.RetentionCheck = 10 * time.Minute
+	}
+	if c.ReleaseTimeout == 0 {
+		c.ReleaseTimeout = 30 * time.Second
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
@@ -163,6 +184,8 @@ type Consumer struct {
 	owned       map[string]map[int32]bool
 	uncommitted map[string]map[int32]kgo.EpochOffset
 	joined      atomic.Bool
+	restoring   atomic.Int32
+	reappend    map[storage.Partition]bool // changelog writes failed: re-append what the next batch matches
 	running     atomic.Bool
 	rebalance   atomic.Bool // a rebalance waits for this poll to finish
 
@@ -171,14 +194,20 @@ type Consumer struct {
 }
 
 // New returns a consumer for the kafka triggers of eng's routing table.
+// The engine must be Partitioned (engine.Config.Partitioned), and, with a
+// changelog, record into it (engine.Config.OnRecorded = Changelog.Append).
 func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if !eng.Partitioned() {
+		return nil, fmt.Errorf("%w: the engine must be Partitioned: the group decides which member runs a partition's sagas", ErrConfig)
+	}
 	return &Consumer{
 		cfg: cfg, eng: eng, store: store, topics: eng.Routes().Topics(), log: cfg.Logger, m: cfg.Metrics,
 		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
+		reappend: map[storage.Partition]bool{},
 	}, nil
 }
 
@@ -186,8 +215,8 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 func (c *Consumer) Topics() []string { return c.topics }
 
 // Ready reports whether the member has joined its group (or has nothing to
-// consume).
-func (c *Consumer) Ready() bool { return c.joined.Load() }
+// consume) and restored every assigned partition.
+func (c *Consumer) Ready() bool { return c.joined.Load() && c.restoring.Load() == 0 }
 
 // Run ensures the topics exist, joins the group and consumes until ctx
 // ends. It then finishes and commits the batch in hand, commits what is
@@ -228,7 +257,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.cl = cl
 	c.running.Store(true)
 	c.log.Info("consuming", "group", c.cfg.Group, "topics", c.topics, "dead_letter_topic", c.cfg.DeadLetterTopic)
+	var wg sync.WaitGroup
+	if c.cfg.Changelog != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.expireLoop(ctx) }()
+	}
 	c.loop(ctx)
+	wg.Wait()
 
 	// Shutdown: commit what is durable, then leave the group.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -357,8 +392,16 @@ func (c *Consumer) loop(ctx context.Context) {
 		backoff = 100 * time.Millisecond
 		inflight = next
 		go func(b *batch) {
-			b.res, b.err = c.eng.Start(context.WithoutCancel(ctx), b.work.Sagas, b.offsets)
-			close(b.done)
+			defer close(b.done)
+			sb := storage.StartBatch{Sagas: b.work.Sagas, Offsets: b.offsets}
+			if cl := c.cfg.Changelog; cl != nil {
+				for _, o := range b.offsets {
+					sb.Changelog = append(sb.Changelog, storage.Offset{Topic: o.Topic, Partition: o.Partition, Next: cl.Next(o.TopicPartition())})
+				}
+			}
+			if b.res, b.err = c.eng.Start(context.WithoutCancel(ctx), sb); b.err == nil {
+				b.err = c.mirror(ctx, b)
+			}
 		}(next)
 		if c.rebalance.Load() {
 			if failed := settle(); failed != nil {
@@ -412,6 +455,41 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	})
 	if len(b.work.Rejects) > 0 || len(oversz) > 0 {
 		return c.deadLetter(ctx, b.work.Rejects, oversz)
+	}
+	return nil
+}
+
+// mirror puts a recorded batch into the changelog and waits for the acks:
+// the new sagas (appended by the engine as it recorded them) and each
+// partition's next offset. Only then may the batch's offsets be committed.
+func (c *Consumer) mirror(ctx context.Context, b *batch) error {
+	cl := c.cfg.Changelog
+	if cl == nil {
+		return nil
+	}
+	parts := make([]storage.Partition, 0, len(b.offsets))
+	for _, o := range b.offsets {
+		p := o.TopicPartition()
+		parts = append(parts, p)
+		if c.reappend[p] { // an earlier write failed: what it held may be missing
+			for j, r := range b.res {
+				if !r.Created && b.work.Sagas[j].Source.TopicPartition() == p {
+					if s, err := c.store.Get(ctx, r.ID); err == nil {
+						cl.Append(s)
+					}
+				}
+			}
+		}
+		cl.AppendNext(p, o.Next)
+	}
+	if err := cl.Flush(ctx, parts...); err != nil {
+		for _, p := range parts {
+			c.reappend[p] = true
+		}
+		return err
+	}
+	for _, p := range parts {
+		delete(c.reappend, p)
 	}
 	return nil
 }
@@ -554,7 +632,25 @@ func (c *Consumer) backpressure(ctx context.Context) error {
 	}
 }
 
-func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	// Restore each partition's state from its changelog, then let the engine
+	// resume its sagas; fetching starts only after this callback.
+	c.restoring.Add(int32(countParts(assigned)))
+	c.m.Restoring.Set(float64(c.restoring.Load()))
+	for t, ps := range assigned {
+		for _, pn := range ps {
+			p := storage.Partition{Topic: t, Partition: pn}
+			c.restore(ctx, p)
+			n, err := c.eng.Acquire(ctx, p)
+			if err != nil {
+				c.log.Error("resuming the sagas of an assigned partition failed", "partition", p.String(), "err", err)
+			} else if n > 0 {
+				c.log.Info("resumed unfinished sagas", "partition", p.String(), "sagas", n)
+			}
+			c.restoring.Add(-1)
+			c.m.Restoring.Set(float64(c.restoring.Load()))
+		}
+	}
 	c.mu.Lock()
 	n := 0
 	for t, ps := range assigned {
@@ -573,13 +669,72 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	c.log.Info("partitions assigned", "partitions", fmtParts(assigned), "count", n)
 }
 
+// restore brings p's local state up to date from its changelog, retrying
+// until it succeeds or the client closes (a partition is not consumed on
+// stale state).
+func (c *Consumer) restore(ctx context.Context, p storage.Partition) {
+	cl := c.cfg.Changelog
+	if cl == nil {
+		return
+	}
+	wait := 200 * time.Millisecond
+	for {
+		start := time.Now()
+		n, err := cl.Restore(ctx, c.cfg.Client, c.store, p)
+		if err == nil {
+			el := time.Since(start)
+			c.m.RestoreSeconds.Observe(el.Seconds())
+			if n > 0 {
+				c.log.Info("restored partition state from the changelog", "partition", p.String(), "records", n,
+					"took", el.Round(time.Millisecond), "records_per_s", int(float64(n)/max(el.Seconds(), 1e-9)))
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Error("restoring a partition from its changelog failed; retrying", "partition", p.String(), "err", err, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		wait = min(wait*2, 10*time.Second)
+	}
+}
+
+// release stops running p's sagas here and puts their last state in the
+// changelog (when flush is set), so the next owner restores it.
+func (c *Consumer) release(ctx context.Context, parts map[string][]int32, flush bool) {
+	for t, ps := range parts {
+		for _, pn := range ps {
+			p := storage.Partition{Topic: t, Partition: pn}
+			rctx, cancel := context.WithTimeout(ctx, c.cfg.ReleaseTimeout)
+			if err := c.eng.Release(rctx, p); err != nil {
+				c.log.Error("partition given up with steps still running (they may run again on the next owner)", "partition", p.String(), "err", err)
+			}
+			if cl := c.cfg.Changelog; cl != nil {
+				if flush {
+					if err := cl.Flush(rctx, p); err != nil {
+						c.log.Error("changelog flush of a revoked partition failed", "partition", p.String(), "err", err)
+					}
+				}
+				cl.Forget(p)
+			}
+			cancel()
+		}
+	}
+}
+
 // revoked runs between polls (BlockRebalanceOnPoll): every batch polled is
-// recorded, so commit what is left for the revoked partitions, then forget
-// them.
+// recorded. Stop the partitions' sagas, flush their changelog, commit what
+// is left, then forget them.
 func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	if len(revoked) == 0 {
 		return
 	}
+	c.release(ctx, revoked, true)
 	c.mu.Lock()
 	toCommit := map[string]map[int32]kgo.EpochOffset{}
 	for t, ps := range revoked {
@@ -604,7 +759,8 @@ func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 }
 
 // lost: the group moved on without us; commits would fail, so just forget.
-func (c *Consumer) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+func (c *Consumer) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	c.release(ctx, lost, false)
 	c.forget(lost)
 	c.m.Rebalances.WithLabelValues("lost").Inc()
 	c.log.Warn("partitions lost", "partitions", fmtParts(lost))
@@ -648,6 +804,48 @@ func (c *Consumer) adjust(ctx context.Context, offsets map[string]map[int32]kgo.
 		}
 	}
 	return offsets, nil
+}
+
+func countParts(m map[string][]int32) int {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return n
+}
+
+// expireLoop deletes terminal sagas past the retention from the owned
+// partitions, with tombstones in their changelog.
+func (c *Consumer) expireLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.RetentionCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.expire(ctx, time.Now().Add(-c.cfg.Retention))
+	}
+}
+
+func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
+	for _, p := range c.eng.Owned() {
+		for ctx.Err() == nil {
+			gone, err := c.store.Expire(ctx, p, cutoff, 5000)
+			if err != nil {
+				c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
+				break
+			}
+			for _, s := range gone {
+				c.cfg.Changelog.AppendTombstone(s)
+			}
+			c.m.Expired.Add(float64(len(gone)))
+			if len(gone) < 5000 {
+				break
+			}
+		}
+	}
 }
 
 func countOwned(m map[string]map[int32]bool) int {

@@ -96,30 +96,9 @@ func waitCommittedAtEnd(t *testing.T, seeds []string) {
 	})
 }
 
-// checkOneSagaPerOrder asserts every order id in want has exactly one
-// terminal saga across the stores, with the status its event asks for.
 func checkOneSagaPerOrder(t *testing.T, want map[string]storage.Status, all []*storage.Saga) {
 	t.Helper()
-	seen := map[string]*storage.Saga{}
-	for _, s := range all {
-		if s.Name != "order" {
-			continue
-		}
-		if prev, dup := seen[s.IdempotencyKey]; dup {
-			t.Fatalf("two sagas for %s: %s and %s", s.IdempotencyKey, prev.ID(), s.ID())
-		}
-		seen[s.IdempotencyKey] = s
-		w, ok := want[s.IdempotencyKey]
-		if !ok {
-			t.Fatalf("saga %s for unknown order %q", s.ID(), s.IdempotencyKey)
-		}
-		if s.Status != w {
-			t.Fatalf("saga %s (%s): %s, want %s", s.ID(), s.IdempotencyKey, s.Status, w)
-		}
-	}
-	if len(seen) != len(want) {
-		t.Fatalf("%d orders have a saga, want %d", len(seen), len(want))
-	}
+	sagaztest.CheckOrders(t, "order", want, all, false)
 }
 
 func TestFiftyThousandEventsSixPartitions(t *testing.T) {
@@ -446,7 +425,7 @@ func TestMissingTopicsFailStartWhenCreationIsOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	eng, err := engine.New(engine.Config{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	eng, err := engine.New(engine.Config{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Partitioned: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,19 +6,24 @@ import (
 
 // Metrics are the consumer's Prometheus metrics.
 type Metrics struct {
-	RecordsConsumed *prometheus.CounterVec // by topic
-	SagasStarted    *prometheus.CounterVec // by saga
-	Deduplicated    *prometheus.CounterVec // by saga: events that matched an existing saga
-	Ignored         prometheus.Counter     // events every trigger ignored
-	DeadLetters     *prometheus.CounterVec // by reason
-	CommitLatency   prometheus.Histogram   // Kafka offset commit
-	StoreLatency    prometheus.Histogram   // durable Start of one batch
-	RecordLatency   prometheus.Histogram   // event timestamp → saga durably recorded
-	CommitErrors    prometheus.Counter     // failed offset commits (retried)
-	BatchErrors     prometheus.Counter     // batches rewound and retried
-	Paused          prometheus.Gauge       // 1 while fetching is paused by backpressure
-	Rebalances      *prometheus.CounterVec // by kind: assigned, revoked, lost
-	Partitions      prometheus.Gauge       // partitions owned
+	RecordsConsumed  *prometheus.CounterVec // by topic
+	SagasStarted     *prometheus.CounterVec // by saga
+	Deduplicated     *prometheus.CounterVec // by saga: events that matched an existing saga
+	Ignored          prometheus.Counter     // events every trigger ignored
+	DeadLetters      *prometheus.CounterVec // by reason
+	CommitLatency    prometheus.Histogram   // Kafka offset commit
+	StoreLatency     prometheus.Histogram   // durable Start of one batch
+	RecordLatency    prometheus.Histogram   // event timestamp → saga durably recorded
+	CommitErrors     prometheus.Counter     // failed offset commits (retried)
+	BatchErrors      prometheus.Counter     // batches rewound and retried
+	Paused           prometheus.Gauge       // 1 while fetching is paused by backpressure
+	Rebalances       *prometheus.CounterVec // by kind: assigned, revoked, lost
+	Partitions       prometheus.Gauge       // partitions owned
+	ChangelogRecords prometheus.Counter     // records appended to changelogs
+	RestoredRecords  prometheus.Counter     // changelog records read back on assignment
+	RestoreSeconds   prometheus.Histogram   // time to restore one partition
+	Restoring        prometheus.Gauge       // partitions being restored now
+	Expired          prometheus.Counter     // terminal sagas expired after the retention
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -36,15 +41,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		RecordLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_event_record_latency_seconds",
 			Help:    "From the event's record timestamp (produce time) to its saga durably recorded.",
 			Buckets: []float64{.0005, .001, .002, .003, .004, .005, .006, .008, .01, .0125, .015, .0175, .02, .0225, .025, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2, 5, 10, 30, 60}}),
-		CommitErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_offset_commit_errors_total", Help: "Failed offset commits (retried with the next commit)."}),
-		BatchErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_batch_errors_total", Help: "Poll batches that could not be handled and were rewound."}),
-		Paused:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_consumer_paused", Help: "1 while fetching is paused because too many sagas are pending."}),
-		Rebalances:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_rebalance_events_total", Help: "Partition assignment changes, by kind."}, []string{"kind"}),
-		Partitions:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_owned", Help: "Partitions this member owns."}),
+		CommitErrors:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_offset_commit_errors_total", Help: "Failed offset commits (retried with the next commit)."}),
+		BatchErrors:      prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_batch_errors_total", Help: "Poll batches that could not be handled and were rewound."}),
+		Paused:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_consumer_paused", Help: "1 while fetching is paused because too many sagas are pending."}),
+		Rebalances:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_rebalance_events_total", Help: "Partition assignment changes, by kind."}, []string{"kind"}),
+		Partitions:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_owned", Help: "Partitions this member owns."}),
+		ChangelogRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_changelog_records_total", Help: "State changes appended to the changelog topics."}),
+		RestoredRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_changelog_restored_records_total", Help: "Changelog records read back when partitions were assigned."}),
+		RestoreSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sagaz_changelog_restore_seconds", Help: "Time to restore one assigned partition from its changelog.",
+			Buckets: []float64{.001, .01, .1, .5, 1, 2, 5, 10, 30, 60, 120, 300}}),
+		Restoring: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_changelog_restoring_partitions", Help: "Partitions being restored from their changelog now."}),
+		Expired:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_sagas_expired_total", Help: "Terminal sagas deleted (with a changelog tombstone) after the retention."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
-			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions)
+			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions,
+			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired)
 	}
 	return m
 }

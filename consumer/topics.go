@@ -36,22 +36,66 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 			return fmt.Errorf("consumer: topic %s: %w", t, d.Err)
 		}
 	}
-	if len(missing) == 0 {
+	if len(missing) > 0 {
+		if err := c.createTopics(ctx, adm, missing, c.cfg.TopicPartitions, nil); err != nil {
+			return err
+		}
+	}
+	if c.cfg.Changelog == nil {
 		return nil
 	}
-	sort.Strings(missing)
+	return c.ensureChangelogs(ctx, adm)
+}
+
+func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []string, partitions int32, configs map[string]*string) error {
+	sort.Strings(topics)
 	if !c.cfg.CreateTopics {
-		return fmt.Errorf("%w: %s (create them, or enable topic creation)", ErrMissingTopics, strings.Join(missing, ", "))
+		return fmt.Errorf("%w: %s (create them, or enable topic creation)", ErrMissingTopics, strings.Join(topics, ", "))
 	}
-	resp, err := adm.CreateTopics(ctx, c.cfg.TopicPartitions, c.cfg.TopicReplication, nil, missing...)
+	resp, err := adm.CreateTopics(ctx, partitions, c.cfg.TopicReplication, configs, topics...)
 	if err != nil {
-		return fmt.Errorf("consumer: create topics %s: %w", strings.Join(missing, ", "), err)
+		return fmt.Errorf("consumer: create topics %s: %w", strings.Join(topics, ", "), err)
 	}
 	for _, r := range resp.Sorted() {
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("consumer: create topic %s: %w", r.Topic, r.Err)
 		}
 		c.log.Info("created topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication", r.ReplicationFactor)
+	}
+	return nil
+}
+
+// ensureChangelogs checks (or creates) one compacted changelog topic per
+// source topic, with the source topic's partition count.
+func (c *Consumer) ensureChangelogs(ctx context.Context, adm *kadm.Client) error {
+	names := make([]string, 0, 2*len(c.topics))
+	for _, t := range c.topics {
+		names = append(names, t, ChangelogTopic(c.cfg.Group, t))
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("consumer: list topics: %w", err)
+	}
+	compact := "compact"
+	for _, t := range c.topics {
+		src := details[t]
+		if src.Err != nil {
+			return fmt.Errorf("consumer: topic %s: %w", t, src.Err)
+		}
+		want := int32(len(src.Partitions))
+		clName := ChangelogTopic(c.cfg.Group, t)
+		cl, ok := details[clName]
+		switch {
+		case !ok || errors.Is(cl.Err, kerr.UnknownTopicOrPartition):
+			if err := c.createTopics(ctx, adm, []string{clName}, want, map[string]*string{"cleanup.policy": &compact}); err != nil {
+				return err
+			}
+		case cl.Err != nil:
+			return fmt.Errorf("consumer: changelog topic %s: %w", clName, cl.Err)
+		case int32(len(cl.Partitions)) != want:
+			return fmt.Errorf("consumer: changelog topic %s has %d partitions, topic %s has %d: they must match (state of partition N lives in changelog partition N)",
+				clName, len(cl.Partitions), t, want)
+		}
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func BenchmarkSagaCompletion(b *testing.B) {
 			e.Prepare(&bt, ev, route)
 			off++
 		}
-		if _, err := e.Start(ctx, bt.Sagas, []storage.Offset{{Topic: "orders", Next: off}}); err != nil {
+		if _, err := e.Start(ctx, storage.StartBatch{Sagas: bt.Sagas, Offsets: []storage.Offset{{Topic: "orders", Next: off}}}); err != nil {
 			b.Fatal(err)
 		}
 		// Keep a bounded backlog, as the consumer's backpressure would.

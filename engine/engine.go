@@ -162,6 +162,10 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// Partitioned reports whether sagas of Kafka partitions run only while
+// their partition is owned (Config.Partitioned).
+func (e *Engine) Partitioned() bool { return e.parted }
+
 // Routes returns the routing table.
 func (e *Engine) Routes() *Routes { return e.routes }
 
@@ -378,14 +382,14 @@ func transform(rt *Route, ev *Event) (data map[string]any, err error) {
 	return rt.Trigger.Transform(ev)
 }
 
-// Start records the sagas and the partitions' next offsets in one durable
-// transaction, then queues the new sagas for execution. Sagas that match
-// an existing one (re-delivery, same idempotency key) start nothing.
-func (e *Engine) Start(ctx context.Context, sagas []*storage.Saga, offsets []storage.Offset) ([]storage.StartResult, error) {
-	if len(sagas) == 0 && len(offsets) == 0 {
+// Start records a batch — new sagas, the partitions' next offsets — in one
+// durable transaction, then queues the new sagas for execution. Sagas that
+// match an existing one (re-delivery, same idempotency key) start nothing.
+func (e *Engine) Start(ctx context.Context, b storage.StartBatch) ([]storage.StartResult, error) {
+	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Changelog) == 0 {
 		return nil, nil
 	}
-	res, err := e.store.Start(ctx, storage.StartBatch{Sagas: sagas, Offsets: offsets})
+	res, err := e.store.Start(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -520,7 +524,7 @@ func (e *Engine) Fire(ctx context.Context, src Source, ev Event) ([]Outcome, err
 	}
 	var b Batch
 	e.Prepare(&b, &ev, routes)
-	res, err := e.Start(ctx, b.Sagas, []storage.Offset{{Topic: ev.Topic, Next: ev.Offset + 1}})
+	res, err := e.Start(ctx, storage.StartBatch{Sagas: b.Sagas, Offsets: []storage.Offset{{Topic: ev.Topic, Next: ev.Offset + 1}}})
 	if err != nil {
 		return nil, err
 	}

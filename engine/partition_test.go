@@ -25,7 +25,7 @@ func startBatch(t *testing.T, h *harness, evs ...*engine.Event) []storage.StartR
 	for _, ev := range evs {
 		h.eng.Prepare(&b, ev, h.eng.Routes().Match(engine.SourceKafka, "orders"))
 	}
-	res, err := h.eng.Start(context.Background(), b.Sagas, nil)
+	res, err := h.eng.Start(context.Background(), storage.StartBatch{Sagas: b.Sagas})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,27 +65,11 @@ func orderLines(prefix string, from, n int, extra func(i int) string) ([]string,
 	return lines, want
 }
 
-// checkOrders asserts each wanted order has exactly one saga, with the
+// checkOrders asserts each wanted order has exactly one saga with the
 // wanted status; sagas of other orders (earlier runs) are ignored.
 func checkOrders(t *testing.T, want map[string]storage.Status, all []*storage.Saga) {
 	t.Helper()
-	seen := map[string]string{}
-	for _, s := range all {
-		w, ok := want[s.IdempotencyKey]
-		if !ok {
-			continue
-		}
-		if prev, dup := seen[s.IdempotencyKey]; dup {
-			t.Fatalf("order %s has two sagas: %s and %s", s.IdempotencyKey, prev, s.ID())
-		}
-		seen[s.IdempotencyKey] = s.ID()
-		if s.Status != w {
-			t.Fatalf("saga %s: %s, want %s", s.ID(), s.Status, w)
-		}
-	}
-	if len(seen) != len(want) {
-		t.Fatalf("%d of %d orders have a saga", len(seen), len(want))
-	}
+	sagaztest.CheckOrders(t, "order", want, all, true)
 }
 
 func waitCommitted(t *testing.T, group, topic string) {

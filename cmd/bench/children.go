@@ -115,15 +115,23 @@ func runMember(ctx context.Context, args []string) error {
 	}
 	defer st.Close()
 	preg := prometheus.NewRegistry()
+	cm := consumer.NewMetrics(preg)
+	kopts := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}
+	changelog, err := consumer.NewChangelog(*group, kopts, log, cm)
+	if err != nil {
+		return err
+	}
+	defer changelog.Close()
 	var eng *engine.Engine
 	em := metrics.NewEngine(preg, func() (int, int) { return eng.Stats() })
-	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, OnFinish: em.OnFinish, MaxInFlight: *maxInFlight})
+	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, OnFinish: em.OnFinish, MaxInFlight: *maxInFlight,
+		Partitioned: true, OnRecorded: changelog.Append})
 	if err != nil {
 		return err
 	}
 	cons, err := consumer.New(eng, st, consumer.Config{
-		Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}, Group: *group, CreateTopics: true,
-		HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), Logger: log, Metrics: consumer.NewMetrics(preg), SessionTimeout: 10 * time.Second,
+		Client: kopts, Group: *group, CreateTopics: true, Changelog: changelog,
+		HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), Logger: log, Metrics: cm, SessionTimeout: 10 * time.Second,
 	})
 	if err != nil {
 		return err

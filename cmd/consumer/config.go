@@ -52,6 +52,7 @@ type Config struct {
 	TopicPartitions        int
 	TopicReplication       int
 	DevBrokerPort          int
+	Retention              time.Duration
 }
 
 // Load parses args (without the program name) and the environment.
@@ -127,6 +128,7 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	boolean(&c.CreateTopics, "create-topics", true, "create missing trigger and dead-letter topics")
 	integer(&c.TopicPartitions, "topic-partitions", 6, "partitions of topics sagaz creates")
 	integer(&c.TopicReplication, "topic-replication", -1, "replication factor of topics sagaz creates (-1: broker default)")
+	dur(&c.Retention, "retention", 7*24*time.Hour, "how long finished sagas (and their idempotency keys) are kept: the de-duplication window")
 	integer(&c.DevBrokerPort, "dev-broker-port", 9092, "port of the embedded broker (dev mode, when --brokers is empty)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -177,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TopicPartitions < 1 && c.TopicPartitions != -1 {
 		errs = append(errs, fmt.Errorf("--topic-partitions %d: want at least 1 (or -1)", c.TopicPartitions))
+	}
+	if c.Retention < time.Minute {
+		errs = append(errs, fmt.Errorf("--retention %s: want at least 1m", c.Retention))
 	}
 	if c.DevBrokerPort < 1 || c.DevBrokerPort > 65535 {
 		errs = append(errs, fmt.Errorf("--dev-broker-port %d: not a port", c.DevBrokerPort))

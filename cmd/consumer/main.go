@@ -107,19 +107,27 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cm := consumer.NewMetrics(reg)
+	changelog, err := consumer.NewChangelog(cfg.Group, kopts, log, cm)
+	if err != nil {
+		return err
+	}
+	defer changelog.Close()
 	var eng *engine.Engine
 	em := metrics.NewEngine(reg, func() (int, int) { return eng.Stats() })
-	eng, err = engine.New(engine.Config{Store: store, Logger: log, MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, OnFinish: em.OnFinish})
+	eng, err = engine.New(engine.Config{Store: store, Logger: log, MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
+		OnFinish: em.OnFinish, Partitioned: true, OnRecorded: changelog.Append})
 	if err != nil {
 		return err
 	}
 	cons, err := consumer.New(eng, store, consumer.Config{
+		Changelog: changelog, Retention: cfg.Retention,
 		Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
 		FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
 		DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
 		HighWater: cfg.PendingHighWater, LowWater: cfg.PendingLowWater,
 		CreateTopics: cfg.CreateTopics, TopicPartitions: int32(cfg.TopicPartitions), TopicReplication: int16(cfg.TopicReplication),
-		Logger: log, Metrics: consumer.NewMetrics(reg),
+		Logger: log, Metrics: cm,
 	})
 	if err != nil {
 		return err

@@ -29,8 +29,9 @@ type Member struct {
 	Consumer *consumer.Consumer
 	Metrics  *consumer.Metrics
 	// Finished counts sagas that reached a terminal status.
-	Finished atomic.Int64
-	cancel   context.CancelFunc
+	Finished  atomic.Int64
+	changelog *consumer.Changelog
+	cancel    context.CancelFunc
 	wg       sync.WaitGroup
 	runErr   [2]error
 }
@@ -57,11 +58,6 @@ func Start(t testing.TB, seeds []string, group, dir string, reg *engine.Registry
 	}
 	m := &Member{t: t, Dir: dir, Store: st}
 	log := Logger()
-	m.Engine, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, ShutdownTimeout: 5 * time.Second,
-		OnFinish: func(*storage.Saga) { m.Finished.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	m.Metrics = consumer.NewMetrics(nil)
 	cfg := consumer.Config{
 		Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Group: group, CreateTopics: true, Logger: log, Metrics: m.Metrics,
@@ -69,6 +65,16 @@ func Start(t testing.TB, seeds []string, group, dir string, reg *engine.Registry
 	}
 	if mut != nil {
 		mut(&cfg)
+	}
+	m.changelog, err = consumer.NewChangelog(cfg.Group, cfg.Client, log, m.Metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Changelog = m.changelog
+	m.Engine, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, ShutdownTimeout: 5 * time.Second,
+		OnFinish: func(*storage.Saga) { m.Finished.Add(1) }, Partitioned: true, OnRecorded: m.changelog.Append})
+	if err != nil {
+		t.Fatal(err)
 	}
 	m.Consumer, err = consumer.New(m.Engine, st, cfg)
 	if err != nil {
@@ -90,6 +96,7 @@ func (m *Member) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait()
+	m.changelog.Close()
 	m.cancel = nil
 	for _, err := range m.runErr {
 		if err != nil {
@@ -119,4 +126,42 @@ func Sagas(t testing.TB, st storage.Store) []*storage.Saga {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// CheckOrders asserts that every order id in want has exactly one saga of
+// saga name across the given stores' sagas, with the wanted status. A saga
+// whose partition moved between members is in several stores under one ID:
+// its newest version counts. Sagas of orders not in want fail the check
+// unless ignoreOthers is set (a broker shared with earlier runs).
+func CheckOrders(t testing.TB, name string, want map[string]storage.Status, all []*storage.Saga, ignoreOthers bool) {
+	t.Helper()
+	newest := map[string]*storage.Saga{}
+	for _, s := range all {
+		if s.Name != name {
+			continue
+		}
+		if prev, ok := newest[s.ID()]; !ok || s.Version > prev.Version {
+			newest[s.ID()] = s
+		}
+	}
+	seen := map[string]*storage.Saga{}
+	for _, s := range newest {
+		w, ok := want[s.IdempotencyKey]
+		if !ok {
+			if ignoreOthers {
+				continue
+			}
+			t.Fatalf("saga %s for unknown order %q", s.ID(), s.IdempotencyKey)
+		}
+		if prev, dup := seen[s.IdempotencyKey]; dup {
+			t.Fatalf("two sagas for %s: %s and %s", s.IdempotencyKey, prev.ID(), s.ID())
+		}
+		seen[s.IdempotencyKey] = s
+		if s.Status != w {
+			t.Fatalf("saga %s (%s): %s, want %s", s.ID(), s.IdempotencyKey, s.Status, w)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("%d of %d orders have a saga", len(seen), len(want))
+	}
 }

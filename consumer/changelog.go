@@ -1,0 +1,225 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// ChangelogTopic names the changelog of a source topic for a group: one
+// compacted topic per source topic, with the same partition count, so
+// source partition N's state lives in changelog partition N.
+func ChangelogTopic(group, topic string) string { return group + "-changelog-" + topic }
+
+// Changelog mirrors every state change of the owned partitions to their
+// changelog partitions (DESIGN §4.7): saga records keyed by saga, the next
+// offset, and tombstones for expired sagas. Appends are asynchronous and
+// batched by the producer; Flush waits for the acks. Safe for concurrent
+// use.
+type Changelog struct {
+	group string
+	cl    *kgo.Client // producer, manual partitioner
+	log   *slog.Logger
+	m     *Metrics
+
+	mu    sync.Mutex
+	cond  *sync.Cond
+	parts map[storage.Partition]*clPart
+}
+
+type clPart struct {
+	appended, acked uint64
+	lastOffset      int64 // last acked changelog offset, -1 if none
+	err             error // sticky: a record of this partition was not written
+}
+
+// NewChangelog returns the changelog writer of a group. Wire its Append
+// into engine.Config.OnRecorded and pass it in Config.Changelog; close it
+// after the consumer has stopped.
+func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*Changelog, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(time.Millisecond),
+		kgo.MaxBufferedRecords(1<<20),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: changelog client: %w", err)
+	}
+	c := &Changelog{group: group, cl: cl, log: log, m: m, parts: map[storage.Partition]*clPart{}}
+	c.cond = sync.NewCond(&c.mu)
+	return c, nil
+}
+
+// Close stops the changelog's producer.
+func (c *Changelog) Close() { c.cl.Close() }
+
+func (c *Changelog) part(p storage.Partition) *clPart {
+	cp := c.parts[p]
+	if cp == nil {
+		cp = &clPart{lastOffset: -1}
+		c.parts[p] = cp
+	}
+	return cp
+}
+
+func (c *Changelog) produce(p storage.Partition, key, value []byte) {
+	c.mu.Lock()
+	c.part(p).appended++
+	c.mu.Unlock()
+	r := &kgo.Record{Topic: ChangelogTopic(c.group, p.Topic), Partition: p.Partition, Key: key, Value: value}
+	c.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
+		c.mu.Lock()
+		cp := c.part(p)
+		cp.acked++
+		if err != nil {
+			if cp.err == nil {
+				cp.err = err
+			}
+			c.log.Error("changelog write failed", "partition", p.String(), "err", err)
+		} else if r.Offset > cp.lastOffset {
+			cp.lastOffset = r.Offset
+		}
+		c.mu.Unlock()
+		c.cond.Broadcast()
+	})
+	c.m.ChangelogRecords.Inc()
+}
+
+// Append mirrors a saga's recorded state (engine.Config.OnRecorded).
+func (c *Changelog) Append(s *storage.Saga) {
+	c.produce(s.Source.TopicPartition(), storage.ChangeKey(s), storage.EncodeSaga(nil, s))
+}
+
+// AppendNext mirrors a partition's next offset.
+func (c *Changelog) AppendNext(p storage.Partition, next int64) {
+	c.produce(p, storage.NextOffsetKey, storage.EncodeNext(next))
+}
+
+// AppendTombstone removes an expired saga from the changelog.
+func (c *Changelog) AppendTombstone(s *storage.Saga) {
+	c.produce(s.Source.TopicPartition(), storage.ChangeKey(s), nil)
+}
+
+// Flush waits until everything appended so far for the given partitions is
+// acknowledged (acks=all), and reports a failed write since the last flush.
+func (c *Changelog) Flush(ctx context.Context, ps ...storage.Partition) error {
+	c.mu.Lock()
+	targets := make(map[storage.Partition]uint64, len(ps))
+	for _, p := range ps {
+		targets[p] = c.part(p).appended
+	}
+	c.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for p, target := range targets {
+		cp := c.part(p)
+		for cp.acked < target && ctx.Err() == nil {
+			c.cond.Wait()
+		}
+		if cp.acked < target {
+			return fmt.Errorf("changelog flush of %s: %w", p, ctx.Err())
+		}
+		if cp.err != nil {
+			errs = append(errs, fmt.Errorf("changelog of %s: %w", p, cp.err))
+			cp.err = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Next returns the changelog offset after the last acknowledged record of
+// p (0 if none): everything below it is reflected in the local store.
+func (c *Changelog) Next(p storage.Partition) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.part(p).lastOffset + 1
+}
+
+// Forget drops a partition's bookkeeping (after it was released).
+func (c *Changelog) Forget(p storage.Partition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.parts, p)
+}
+
+// Restore brings the local store up to date with p's changelog: from the
+// changelog offset the store has recorded to the end of the changelog
+// partition, in one storage transaction per fetch. It returns how many
+// records were read.
+func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.Store, p storage.Partition) (int, error) {
+	topic := ChangelogTopic(c.group, p.Topic)
+	from, err := store.ChangelogNext(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	ends, err := kadm.NewClient(c.cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("changelog %s: end offsets: %w", topic, err)
+	}
+	end, ok := ends.Lookup(topic, p.Partition)
+	if !ok || end.Err != nil {
+		return 0, fmt.Errorf("changelog %s/%d: end offset: %v", topic, p.Partition, end.Err)
+	}
+	c.mu.Lock()
+	if cp := c.part(p); end.Offset-1 > cp.lastOffset {
+		cp.lastOffset = end.Offset - 1
+	}
+	c.mu.Unlock()
+	if from >= end.Offset {
+		return 0, nil
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p.Partition: kgo.NewOffset().At(from)}}),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), // compacted below from: start at what is left
+		kgo.FetchMaxBytes(16<<20),
+	)...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	n := 0
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		var changes []storage.Change
+		var last int64 = -1
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return n, fmt.Errorf("changelog %s/%d: %w", topic, p.Partition, ferr)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			changes = append(changes, storage.Change{Key: r.Key, Value: r.Value})
+			last = r.Offset
+		})
+		if len(changes) > 0 {
+			if _, err := store.Apply(ctx, p, changes, last+1); err != nil {
+				return n, fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)
+			}
+			n += len(changes)
+			c.m.RestoredRecords.Add(float64(len(changes)))
+		}
+		if last >= end.Offset-1 {
+			return n, nil
+		}
+	}
+}
