@@ -32,8 +32,8 @@ type Member struct {
 	Finished  atomic.Int64
 	changelog *consumer.Changelog
 	cancel    context.CancelFunc
-	wg       sync.WaitGroup
-	runErr   [2]error
+	wg        sync.WaitGroup
+	runErr    [2]error
 }
 
 // Logger discards logs unless SAGAZ_TEST_LOG=1.
