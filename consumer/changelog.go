@@ -21,9 +21,14 @@ func ChangelogTopic(group, topic string) string { return group + "-changelog-" +
 
 // Changelog mirrors every state change of the owned partitions to their
 // changelog partitions (DESIGN §4.7): saga records keyed by saga, the next
-// offset, and tombstones for expired sagas. Appends are asynchronous and
-// batched by the producer; Flush waits for the acks. Safe for concurrent
-// use.
+// offset, and tombstones for expired sagas.
+//
+// Appends are coalesced: a key's latest value replaces an unwritten older
+// one, and the pending values are produced every FlushInterval (the
+// changelog is compacted by key, so only the latest state matters). A saga
+// that starts and ends within the interval costs one record, not one per
+// transition. Flush produces what is pending for some partitions at once and
+// waits for the acks. Safe for concurrent use.
 type Changelog struct {
 	group string
 	cl    *kgo.Client // producer, manual partitioner
@@ -33,13 +38,19 @@ type Changelog struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
 	parts map[storage.Partition]*clPart
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 type clPart struct {
+	pending         map[string][]byte // key -> latest value (nil: tombstone), not yet produced
 	appended, acked uint64
 	lastOffset      int64 // last acked changelog offset, -1 if none
 	err             error // sticky: a record of this partition was not written
 }
+
+// FlushInterval is how often coalesced changelog appends are produced.
+const FlushInterval = 10 * time.Millisecond
 
 // NewChangelog returns the changelog writer of a group. Wire its Append
 // into engine.Config.OnRecorded and pass it in Config.Changelog; close it
@@ -59,28 +70,94 @@ func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*
 	if err != nil {
 		return nil, fmt.Errorf("consumer: changelog client: %w", err)
 	}
-	c := &Changelog{group: group, cl: cl, log: log, m: m, parts: map[storage.Partition]*clPart{}}
+	c := &Changelog{group: group, cl: cl, log: log, m: m, parts: map[storage.Partition]*clPart{},
+		stop: make(chan struct{}), done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
+	go c.flusher()
 	return c, nil
 }
 
-// Close stops the changelog's producer.
-func (c *Changelog) Close() { c.cl.Close() }
+// Close writes what is pending (bounded to 10s) and stops the producer.
+func (c *Changelog) Close() {
+	close(c.stop)
+	<-c.done
+	c.mu.Lock()
+	var recs []pendingRec
+	for p := range c.parts {
+		recs = c.takePendingLocked(p, recs)
+	}
+	c.mu.Unlock()
+	c.produce(recs)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = c.cl.Flush(ctx)
+	c.cl.Close()
+}
+
+func (c *Changelog) flusher() {
+	defer close(c.done)
+	t := time.NewTicker(FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		var recs []pendingRec
+		for p := range c.parts {
+			recs = c.takePendingLocked(p, recs)
+		}
+		c.mu.Unlock()
+		c.produce(recs) // outside the lock: a full producer buffer blocks
+	}
+}
 
 func (c *Changelog) part(p storage.Partition) *clPart {
 	cp := c.parts[p]
 	if cp == nil {
-		cp = &clPart{lastOffset: -1}
+		cp = &clPart{lastOffset: -1, pending: map[string][]byte{}}
 		c.parts[p] = cp
 	}
 	return cp
 }
 
-func (c *Changelog) produce(p storage.Partition, key, value []byte) {
+// add queues a key's latest value; an unwritten older value is replaced.
+func (c *Changelog) add(p storage.Partition, key, value []byte) {
 	c.mu.Lock()
-	c.part(p).appended++
+	c.part(p).pending[string(key)] = value
 	c.mu.Unlock()
-	r := &kgo.Record{Topic: ChangelogTopic(c.group, p.Topic), Partition: p.Partition, Key: key, Value: value}
+}
+
+type pendingRec struct {
+	p   storage.Partition
+	rec *kgo.Record
+}
+
+// takePendingLocked moves p's pending values to recs, counting them as
+// appended; the caller produces them (without holding c.mu).
+func (c *Changelog) takePendingLocked(p storage.Partition, recs []pendingRec) []pendingRec {
+	cp := c.part(p)
+	if len(cp.pending) == 0 {
+		return recs
+	}
+	topic := ChangelogTopic(c.group, p.Topic)
+	for k, v := range cp.pending {
+		cp.appended++
+		recs = append(recs, pendingRec{p, &kgo.Record{Topic: topic, Partition: p.Partition, Key: []byte(k), Value: v}})
+	}
+	cp.pending = make(map[string][]byte, len(cp.pending))
+	return recs
+}
+
+func (c *Changelog) produce(recs []pendingRec) {
+	for _, pr := range recs {
+		c.produceOne(pr.p, pr.rec)
+	}
+}
+
+func (c *Changelog) produceOne(p storage.Partition, r *kgo.Record) {
 	c.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
 		c.mu.Lock()
 		cp := c.part(p)
@@ -101,17 +178,17 @@ func (c *Changelog) produce(p storage.Partition, key, value []byte) {
 
 // Append mirrors a saga's recorded state (engine.Config.OnRecorded).
 func (c *Changelog) Append(s *storage.Saga) {
-	c.produce(s.Source.TopicPartition(), storage.ChangeKey(s), storage.EncodeSaga(nil, s))
+	c.add(s.Source.TopicPartition(), storage.ChangeKey(s), storage.EncodeSaga(nil, s))
 }
 
 // AppendNext mirrors a partition's next offset.
 func (c *Changelog) AppendNext(p storage.Partition, next int64) {
-	c.produce(p, storage.NextOffsetKey, storage.EncodeNext(next))
+	c.add(p, storage.NextOffsetKey, storage.EncodeNext(next))
 }
 
 // AppendTombstone removes an expired saga from the changelog.
 func (c *Changelog) AppendTombstone(s *storage.Saga) {
-	c.produce(s.Source.TopicPartition(), storage.ChangeKey(s), nil)
+	c.add(s.Source.TopicPartition(), storage.ChangeKey(s), nil)
 }
 
 // Flush waits until everything appended so far for the given partitions is
@@ -119,10 +196,13 @@ func (c *Changelog) AppendTombstone(s *storage.Saga) {
 func (c *Changelog) Flush(ctx context.Context, ps ...storage.Partition) error {
 	c.mu.Lock()
 	targets := make(map[storage.Partition]uint64, len(ps))
+	var recs []pendingRec
 	for _, p := range ps {
+		recs = c.takePendingLocked(p, recs)
 		targets[p] = c.part(p).appended
 	}
 	c.mu.Unlock()
+	c.produce(recs)
 	stop := context.AfterFunc(ctx, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
 	defer stop()
 	c.mu.Lock()

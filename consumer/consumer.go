@@ -400,6 +400,7 @@ func (c *Consumer) loop(ctx context.Context) {
 				}
 			}
 			if b.res, b.err = c.eng.Start(context.WithoutCancel(ctx), sb); b.err == nil {
+				c.observeRecorded(b)
 				b.err = c.mirror(ctx, b)
 			}
 		}(next)
@@ -494,16 +495,23 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) error {
 	return nil
 }
 
+// observeRecorded measures event time → saga durably recorded (before the
+// changelog and the offset commit, which the saga does not wait for).
+func (c *Consumer) observeRecorded(b *batch) {
+	now := time.Now()
+	for j, r := range b.res {
+		if s := b.work.Sagas[j]; r.Created && !s.EventTime.IsZero() {
+			c.m.RecordLatency.Observe(now.Sub(s.EventTime).Seconds())
+		}
+	}
+}
+
 // recorded marks a durable batch's offsets for commit and counts it.
 func (c *Consumer) recorded(b *batch) {
-	now := time.Now()
 	for j, r := range b.res {
 		s := b.work.Sagas[j]
 		if r.Created {
 			c.m.SagasStarted.WithLabelValues(s.Name).Inc()
-			if !s.EventTime.IsZero() {
-				c.m.RecordLatency.Observe(now.Sub(s.EventTime).Seconds())
-			}
 		} else {
 			c.m.Deduplicated.WithLabelValues(s.Name).Inc()
 		}
