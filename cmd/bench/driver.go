@@ -143,6 +143,11 @@ func runDriver(ctx context.Context, args []string) error {
 			return fmt.Errorf("memory: %w", err)
 		}
 		rows = append(rows, mem, restart)
+		rs, err := d.restore(ctx, sz.backlog)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		rows = append(rows, rs)
 	}
 
 	rep := Report{Machine: machine, Mode: mode, Rows: rows, Started: started, Took: time.Since(started).Round(time.Second).String()}
@@ -497,6 +502,27 @@ func (d *driver) memoryAndRestart(ctx context.Context, n int) (Row, Row, error) 
 	restart := Row{Figure: fmt.Sprintf("restart with %s stored sagas → ready", thousands(n)), Value: took.Seconds(), Unit: "s",
 		Target: "≤ 3 s", Met: met(took <= 3*time.Second)}
 	return mem, restart, nil
+}
+
+// restore: a member with an empty data directory joins the group that
+// holds the backlog's sagas; timed from start to ready, which is after it
+// restored every partition from the changelog.
+func (d *driver) restore(ctx context.Context, n int) (Row, error) {
+	start := time.Now()
+	m, err := d.member(ctx, "backlog-restored", "bench.backlog", "-group", "bench-backlog")
+	if err != nil {
+		return Row{}, err
+	}
+	defer m.stop()
+	ready, err := waitReady(ctx, m.addr)
+	if err != nil {
+		return Row{}, err
+	}
+	took := ready.Sub(start)
+	recs := scrape(m.addr, "sagaz_changelog_restored_records_total")
+	d.logf("restore: %d changelog records of %d sagas restored into an empty member, ready after %s (%.0f records/s)", int(recs), n, took.Round(time.Millisecond), recs/took.Seconds())
+	return Row{Figure: fmt.Sprintf("restore %s sagas from the changelog into an empty member → ready", thousands(n)), Value: took.Seconds(), Unit: "s",
+		Text: fmt.Sprintf("%.1f s (%s records, %s records/s)", took.Seconds(), thousands(int(recs)), thousands(int(recs/took.Seconds()))), Target: "— (reported)"}, nil
 }
 
 // waitReady returns when the member's /readyz answers 200 (recovery done,
