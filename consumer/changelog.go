@@ -262,6 +262,7 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 		cp.lastOffset = end.Offset - 1
 	}
 	c.mu.Unlock()
+	c.log.Debug("restoring partition from the changelog", "partition", p.String(), "from", from, "end", end.Offset)
 	if from >= end.Offset {
 		return 0, nil
 	}

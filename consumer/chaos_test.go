@@ -103,7 +103,7 @@ func chaosMember(name string) error {
 		return err
 	}
 	cons, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true, Changelog: cl, Logger: log, Metrics: cm,
-		SessionTimeout: 3 * time.Second, MaxPollRecords: 2000})
+		SessionTimeout: 3 * time.Second, RebalanceTimeout: 10 * time.Second, MaxPollRecords: 2000, InstanceID: name})
 	if err != nil {
 		return err
 	}

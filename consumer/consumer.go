@@ -50,6 +50,10 @@ type Config struct {
 	InstanceID string
 	// SessionTimeout of the group member (default 45s).
 	SessionTimeout time.Duration
+	// RebalanceTimeout bounds how long a rebalance waits for members to
+	// rejoin, including the partition callbacks (restore, release)
+	// (default 60s).
+	RebalanceTimeout time.Duration
 	// FetchMaxBytes and FetchMaxPartitionBytes bound fetch responses
 	// (defaults 1 MiB and 256 KiB), and so the memory buffered fetches take.
 	FetchMaxBytes, FetchMaxPartitionBytes int32
@@ -97,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 45 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 60 * time.Second
 	}
 	if c.FetchMaxBytes == 0 {
 		c.FetchMaxBytes = 1 << 20
@@ -239,6 +246,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(c.cfg.SessionTimeout),
+		kgo.RebalanceTimeout(c.cfg.RebalanceTimeout),
 		kgo.FetchMaxBytes(c.cfg.FetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(c.cfg.FetchMaxPartitionBytes),
 		kgo.OnPartitionsAssigned(c.assigned),

@@ -419,9 +419,17 @@ func localTopic(src Source) string { return "~" + string(src) }
 // isLocal reports whether topic is a local partition of Fire (not Kafka).
 func isLocal(topic string) bool { return strings.HasPrefix(topic, "~") }
 
-// recorded passes a durable write of a Kafka partition's saga to OnRecorded.
+// recorded passes a durable write of a Kafka partition's saga to OnRecorded
+// — unless the partition was given up meanwhile (a step that outlived its
+// release): the next owner's state must not be overwritten by it.
 func (e *Engine) recorded(s *storage.Saga) {
-	if e.onRec != nil && !isLocal(s.Source.Topic) {
+	if e.onRec == nil || isLocal(s.Source.Topic) {
+		return
+	}
+	e.mu.Lock()
+	owned := e.partOf(s.Source) != nil
+	e.mu.Unlock()
+	if owned {
 		e.onRec(s)
 	}
 }
