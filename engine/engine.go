@@ -81,6 +81,7 @@ type Engine struct {
 	idle    chan struct{}
 	busy    bool // idle is open
 	parts   map[storage.Partition]*partState
+	leaving map[storage.Partition]*partState // being released: their last writes still count
 	always  *partState // local partitions, and every partition when not Partitioned
 	wg      sync.WaitGroup
 
@@ -137,7 +138,7 @@ func New(cfg Config) (*Engine, error) {
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
 		onRec: cfg.OnRecorded, parted: cfg.Partitioned,
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
-		ready: make(chan struct{}), parts: map[storage.Partition]*partState{},
+		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 	}
 	e.base, e.stopBase = context.WithCancel(context.Background())
 	e.always = &partState{ctx: e.base, cancel: func() {}}
@@ -427,7 +428,7 @@ func (e *Engine) recorded(s *storage.Saga) {
 		return
 	}
 	e.mu.Lock()
-	owned := e.partOf(s.Source) != nil
+	owned := e.partOf(s.Source) != nil || e.leaving[s.Source.TopicPartition()] != nil
 	e.mu.Unlock()
 	if owned {
 		e.onRec(s)
@@ -468,6 +469,7 @@ func (e *Engine) Release(ctx context.Context, p storage.Partition) error {
 		return nil
 	}
 	delete(e.parts, p)
+	e.leaving[p] = ps
 	ps.released = true
 	ps.cancel()
 	for _, l := range e.order {
@@ -478,6 +480,13 @@ func (e *Engine) Release(ctx context.Context, p storage.Partition) error {
 	}
 	e.maybeIdleLocked()
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if e.leaving[p] == ps {
+			delete(e.leaving, p)
+		}
+		e.mu.Unlock()
+	}()
 	select {
 	case <-ps.drained:
 		return nil
