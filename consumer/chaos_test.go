@@ -103,7 +103,11 @@ func chaosMember(name string) error {
 		return err
 	}
 	cons, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true, Changelog: cl, Logger: log, Metrics: cm,
-		SessionTimeout: 3 * time.Second, RebalanceTimeout: 10 * time.Second, MaxPollRecords: 2000, InstanceID: name})
+		// Static membership: a killed member that restarts gets its
+		// partitions back at once. The session timeout leaves room for a
+		// loaded machine: a member whose heartbeats lapse loses its
+		// partitions while it may still run a step (steps are at-least-once).
+		SessionTimeout: 10 * time.Second, RebalanceTimeout: 20 * time.Second, MaxPollRecords: 2000, InstanceID: name})
 	if err != nil {
 		return err
 	}
@@ -157,11 +161,11 @@ func (c *chaos) start(name string) *chaosProc {
 }
 
 func (c *chaos) kill(p *chaosProc) {
+	c.mu.Lock()
+	c.kills[p.name] = append(c.kills[p.name], time.Now()) // it runs no step after this
+	c.mu.Unlock()
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
-	c.mu.Lock()
-	c.kills[p.name] = append(c.kills[p.name], time.Now())
-	c.mu.Unlock()
 }
 
 func (c *chaos) stop(p *chaosProc) {
