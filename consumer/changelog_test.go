@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/storage"
@@ -184,5 +185,28 @@ func TestSagasFollowTheirPartitionWithoutOverlap(t *testing.T) {
 	}
 	if again > 0 {
 		t.Logf("%d of %d steps ran twice (interrupted by a partition move)", again, 3*n)
+	}
+}
+
+// Finished sagas past the retention are deleted and tombstoned in the
+// changelog, so a member restored afterwards does not get them back.
+func TestRetentionExpiresWithTombstones(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 50, nil)
+	short := func(cfg *consumer.Config) { cfg.Retention, cfg.RetentionCheck = time.Millisecond, 20*time.Millisecond }
+	a := startMember(t, seeds, "", newRegistry(), short)
+	kafkatest.WaitFor(t, 30*time.Second, "50 sagas to finish and expire", func() bool {
+		return a.Finished.Load() == 50 && testutil.ToFloat64(a.Metrics.Expired) == 50
+	})
+	if n := len(sagasIn(t, a.Store)); n != 0 {
+		t.Fatalf("%d sagas left after the retention", n)
+	}
+	waitCommittedAtEnd(t, seeds)
+	a.Stop()
+	b := startMember(t, seeds, "", newRegistry(), nil) // empty data dir: restores the changelog
+	kafkatest.WaitFor(t, 30*time.Second, "b ready", b.Consumer.Ready)
+	if n := len(sagasIn(t, b.Store)); n != 0 {
+		t.Fatalf("a restored member got %d expired sagas back", n)
 	}
 }
