@@ -82,7 +82,7 @@ type Engine struct {
 	busy    bool // idle is open
 	parts   map[storage.Partition]*partState
 	leaving map[storage.Partition]*partState // being released: their last writes still count
-	always  *partState // local partitions, and every partition when not Partitioned
+	always  *partState                       // local partitions, and every partition when not Partitioned
 	wg      sync.WaitGroup
 
 	ready    chan struct{}
