@@ -60,6 +60,9 @@ type Config struct {
 	// DeadLetterTopic receives records that cannot start a saga (default
 	// "sagaz.dlq").
 	DeadLetterTopic string
+	// EventsTopic carries webhook calls and manual events (default
+	// "sagaz.events"); it is consumed when a webhook or manual trigger exists.
+	EventsTopic string
 	// DeadLetterAttempts bounds the produce attempts of one batch's dead
 	// letters; after them the batch is rewound and fetched again (default 10).
 	DeadLetterAttempts int
@@ -113,6 +116,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = "sagaz.dlq"
+	}
+	if c.EventsTopic == "" {
+		c.EventsTopic = "sagaz.events"
 	}
 	if c.DeadLetterAttempts == 0 {
 		c.DeadLetterAttempts = 10
@@ -193,6 +199,7 @@ type Consumer struct {
 	joined      atomic.Bool
 	restoring   atomic.Int32
 	reappend    map[storage.Partition]bool // changelog writes failed: re-append what the next batch matches
+	synthetic   map[string]bool            // topics whose records name their source and trigger in headers
 	running     atomic.Bool
 	rebalance   atomic.Bool // a rebalance waits for this poll to finish
 
@@ -211,12 +218,22 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	if !eng.Partitioned() {
 		return nil, fmt.Errorf("%w: the engine must be Partitioned: the group decides which member runs a partition's sagas", ErrConfig)
 	}
-	return &Consumer{
+	c := &Consumer{
 		cfg: cfg, eng: eng, store: store, topics: eng.Routes().Topics(), log: cfg.Logger, m: cfg.Metrics,
 		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
-		reappend: map[storage.Partition]bool{},
-	}, nil
+		reappend: map[storage.Partition]bool{}, synthetic: map[string]bool{},
+	}
+	for _, r := range eng.Routes().All() {
+		if src := r.Trigger.Source; (src == engine.SourceWebhook || src == engine.SourceManual) && !c.synthetic[cfg.EventsTopic] {
+			c.synthetic[cfg.EventsTopic] = true
+			c.topics = append(c.topics, cfg.EventsTopic)
+		}
+	}
+	return c, nil
 }
+
+// EventsTopic is where webhook calls and manual events are produced.
+func (c *Consumer) EventsTopic() string { return c.cfg.EventsTopic }
 
 // Topics returns the topics the consumer subscribes to.
 func (c *Consumer) Topics() []string { return c.topics }
@@ -437,24 +454,34 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	b.fetches, b.offsets, b.marks = fetches, b.offsets[:0], b.marks[:0]
 	b.done, b.res, b.err = make(chan struct{}), nil, nil
 	var (
-		i      int
-		oversz []*kgo.Record
+		i   int
+		bad []recordReject
 	)
 	routes := c.eng.Routes()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {
 			return
 		}
+		synthetic := c.synthetic[p.Topic]
 		rts := routes.Match(engine.SourceKafka, p.Topic)
 		for _, r := range p.Records {
 			if len(r.Value) > c.cfg.MaxEventBytes {
-				oversz = append(oversz, r)
+				bad = append(bad, recordReject{r, ReasonOversized, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(r.Value), c.cfg.MaxEventBytes)})
 				continue
 			}
 			ev := &b.events[i]
 			i++
 			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
+			if synthetic {
+				src, _ := ev.Header(engine.HeaderSource)
+				name, _ := ev.Header(engine.HeaderName)
+				ev.Source, ev.Name = engine.Source(src), string(name)
+				if rts = routes.Match(ev.Source, ev.Name); len(rts) == 0 {
+					bad = append(bad, recordReject{r, ReasonNoRoute, fmt.Sprintf("no %s trigger named %q in this binary", src, name)})
+					continue
+				}
+			}
 			c.eng.Prepare(&b.work, ev, rts)
 		}
 		last := p.Records[len(p.Records)-1]
@@ -462,8 +489,8 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
 		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
-	if len(b.work.Rejects) > 0 || len(oversz) > 0 {
-		return c.deadLetter(ctx, b.work.Rejects, oversz)
+	if len(b.work.Rejects) > 0 || len(bad) > 0 {
+		return c.deadLetter(ctx, b.work.Rejects, bad)
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ const (
 	HeaderOrigTimestamp   = "sagaz.original.timestamp" // Unix milliseconds
 	HeaderValueDropped    = "sagaz.dlq.value_dropped"  // "true" when the value was too large for the dead-letter topic
 	ReasonOversized       = "oversized"
+	ReasonNoRoute         = "no_route" // an events-topic record names no trigger of this binary
 	maxDeadLetterErrorLen = 4096
 )
 
@@ -34,15 +35,22 @@ const (
 // record, with acks=all, and waits for all of them. It retries with
 // back-off; it gives up (so the batch is rewound, not skipped) when ctx
 // ends or a rebalance is waiting for this poll.
-func (c *Consumer) deadLetter(ctx context.Context, rejects []engine.Reject, oversized []*kgo.Record) error {
-	recs := make([]*kgo.Record, 0, len(rejects)+len(oversized))
+// recordReject is a record rejected before any trigger saw it.
+type recordReject struct {
+	r      *kgo.Record
+	reason string
+	err    string
+}
+
+func (c *Consumer) deadLetter(ctx context.Context, rejects []engine.Reject, bad []recordReject) error {
+	recs := make([]*kgo.Record, 0, len(rejects)+len(bad))
 	for _, r := range rejects {
 		recs = append(recs, c.dlqRecord(r.Event.Key, r.Event.Value, r.Event.Headers, r.Event.Topic, r.Event.Partition, r.Event.Offset,
 			r.Event.Timestamp, string(r.Reason), r.Err.Error(), r.Route.Saga.Name, r.Route.Trigger.ID()))
 	}
-	for _, r := range oversized {
-		recs = append(recs, c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp,
-			ReasonOversized, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(r.Value), c.cfg.MaxEventBytes), "", ""))
+	for _, b := range bad {
+		r := b.r
+		recs = append(recs, c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp, b.reason, b.err, "", ""))
 	}
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {

@@ -345,6 +345,8 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 			}
 			return nil, ReasonMissingKey, err
 		}
+	} else if h, ok := ev.Header(HeaderIdempotencyKey); ok && len(h) > 0 {
+		key = string(h) // the caller's Idempotency-Key (webhooks, manual events)
 	}
 	raw, err := contextBytes(ev, data)
 	if err != nil {

@@ -26,6 +26,16 @@ func (s Source) Valid() bool {
 	return s == SourceKafka || s == SourceCron || s == SourceWebhook || s == SourceManual
 }
 
+// Headers of synthetic events: webhook calls and manual events are produced
+// to Kafka (the events topic) carrying their source and name, and reach the
+// triggers through the consumer like any record (DESIGN §2).
+const (
+	HeaderSource         = "sagaz.source"          // webhook, manual or cron
+	HeaderName           = "sagaz.name"            // webhook name, event type or schedule
+	HeaderEventID        = "sagaz.event_id"        // unique id given when the event was accepted
+	HeaderIdempotencyKey = "sagaz.idempotency_key" // the caller's Idempotency-Key, for triggers that declare none
+)
+
 // Header is a Kafka record header.
 type Header struct {
 	Key   string
