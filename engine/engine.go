@@ -44,6 +44,9 @@ type Config struct {
 	// OnFinish, if set, is called after a saga reaches a terminal status and
 	// that status is recorded.
 	OnFinish func(*storage.Saga)
+	// OnStep, if set, is called after every attempt of a step's action or
+	// compensation with its duration and error (metrics).
+	OnStep func(saga, step string, compensation bool, took time.Duration, err error)
 	// Partitioned: sagas of Kafka partitions run only while their partition
 	// is owned (Acquire / Release, driven by the consumer group); Run then
 	// recovers only the local partitions of Fire. Without it every stored
@@ -66,6 +69,7 @@ type Engine struct {
 	shutdown time.Duration
 	onFinish func(*storage.Saga)
 	onRec    func(*storage.Saga)
+	onStep   func(saga, step string, compensation bool, took time.Duration, err error)
 	parted   bool
 
 	// local positions for in-process Fire, one counter per source
@@ -82,6 +86,7 @@ type Engine struct {
 	busy    bool // idle is open
 	parts   map[storage.Partition]*partState
 	leaving map[storage.Partition]*partState // being released: their last writes still count
+	active  map[string]*atomic.Bool          // executing sagas by ID -> cancel requested
 	always  *partState                       // local partitions, and every partition when not Partitioned
 	wg      sync.WaitGroup
 
@@ -136,7 +141,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
-		onRec: cfg.OnRecorded, parted: cfg.Partitioned,
+		onRec: cfg.OnRecorded, onStep: cfg.OnStep, parted: cfg.Partitioned, active: map[string]*atomic.Bool{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 	}

@@ -20,6 +20,12 @@ var (
 	ErrNotRegistered = errors.New("engine: saga not registered")
 	// ErrStopped: the engine has stopped.
 	ErrStopped = errors.New("engine: stopped")
+	// ErrNotOwned: the saga's partition is owned by another member of the
+	// group; ask that member.
+	ErrNotOwned = errors.New("engine: saga's partition is owned by another member")
+	// ErrConflict: the saga is not in a status the operation applies to
+	// (retry needs failed; cancel needs pending or executing).
+	ErrConflict = errors.New("engine: saga status does not allow this")
 )
 
 // DecodeError says the event's value is not a JSON object. Event.JSON

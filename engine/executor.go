@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -234,6 +235,8 @@ func (e *Engine) execute(l *lane, q queued, ps *partState) {
 		return
 	}
 	run := &Run{ID: rec.ID(), Saga: rec.Name, Source: rec.Source, base: e.log, raw: rec.Context}
+	cancelled := e.activate(run.ID)
+	defer e.deactivate(run.ID)
 	if rec.Status == storage.StatusPending {
 		// Recorded together with the first step's result: a crash before
 		// that re-runs the first step either way, so a separate write
@@ -247,6 +250,16 @@ func (e *Engine) execute(l *lane, q queued, ps *partState) {
 			}
 			if stop.Err() != nil {
 				return
+			}
+			if cancelled.Load() { // an operator cancelled it: undo what is done
+				rec.Status, rec.Error = storage.StatusCompensating, "cancelled"
+				if !needsCompensation(decl, rec) {
+					rec.Status = storage.StatusRolledBack
+				}
+				if !e.persist(rec) {
+					return
+				}
+				break
 			}
 			if r := e.runAction(stop, decl, rec, run, i); r != stepOK {
 				if r == stepAbandoned {
@@ -412,6 +425,21 @@ func (e *Engine) compensate(stop context.Context, decl *Saga, rec *storage.Saga,
 	}
 }
 
+// activate registers an executing saga so Cancel can reach it.
+func (e *Engine) activate(id string) *atomic.Bool {
+	flag := new(atomic.Bool)
+	e.mu.Lock()
+	e.active[id] = flag
+	e.mu.Unlock()
+	return flag
+}
+
+func (e *Engine) deactivate(id string) {
+	e.mu.Lock()
+	delete(e.active, id)
+	e.mu.Unlock()
+}
+
 // call runs a step function with its timeout, turning a panic into an error.
 func (e *Engine) call(fn StepFunc, timeout time.Duration, run *Run) (err error) {
 	ctx := e.runCtx
@@ -420,10 +448,14 @@ func (e *Engine) call(fn StepFunc, timeout time.Duration, run *Run) (err error) 
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 			run.Logger().Error("step panicked", "step", run.Step, "compensating", run.Compensating, "panic", r, "stack", string(err.(*PanicError).Stack))
+		}
+		if e.onStep != nil {
+			e.onStep(run.Saga, run.Step, run.Compensating, time.Since(start), err)
 		}
 	}()
 	return fn(ctx, run)

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// checkOwned returns ErrNotOwned when pos's partition runs elsewhere.
+func (e *Engine) checkOwned(pos storage.Position) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.partOf(pos) == nil {
+		return fmt.Errorf("%w: %s", ErrNotOwned, pos.TopicPartition())
+	}
+	return nil
+}
+
+// Cancel stops a pending or executing saga and compensates what it
+// completed; it ends rolled_back (or failed if a compensation gives up).
+// An executing saga finishes its current step first. It returns
+// ErrConflict for a finished saga, ErrNotOwned when another member runs it,
+// and an error wrapping storage.ErrNotFound for an unknown ID.
+func (e *Engine) Cancel(ctx context.Context, id string) error {
+	pos, name, err := storage.ParseID(id)
+	if err != nil {
+		return err
+	}
+	if err := e.checkOwned(pos); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if flag, ok := e.active[id]; ok {
+		flag.Store(true) // the executor compensates at the next step boundary
+		e.mu.Unlock()
+		return nil
+	}
+	var q *queued
+	for _, l := range e.order {
+		if n := l.drop(func(x queued) bool {
+			if x.pos == pos && x.name == name {
+				q = &x
+				return true
+			}
+			return false
+		}); n > 0 {
+			e.queued -= n
+		}
+	}
+	e.maybeIdleLocked()
+	e.mu.Unlock()
+
+	var rec *storage.Saga
+	if q != nil && q.rec != nil {
+		rec = q.rec
+	} else if rec, err = e.store.Get(ctx, id); err != nil {
+		return err
+	}
+	if rec.Status.Terminal() {
+		return fmt.Errorf("%w: %s is %s", ErrConflict, id, rec.Status)
+	}
+	decl := e.routes.Saga(rec.Name)
+	if decl != nil && len(rec.Steps) == 0 {
+		rec.Steps = PendingSteps(decl)
+	}
+	rec.Error = "cancelled"
+	rec.Status = storage.StatusCompensating
+	if decl == nil || !needsCompensation(decl, rec) {
+		rec.Status = storage.StatusRolledBack
+	}
+	if !e.persist(rec) {
+		return errors.New("engine: cancel not recorded (store closed)")
+	}
+	if rec.Status == storage.StatusCompensating {
+		e.enqueue(rec)
+	}
+	return nil
+}
+
+// Retry resumes a failed saga from where it stopped: a compensation that
+// gave up is tried again (and the rest of the compensation after it); a
+// saga that failed before compensating (its declaration had changed)
+// resumes its steps. It returns ErrConflict unless the saga is failed.
+func (e *Engine) Retry(ctx context.Context, id string) error {
+	pos, _, err := storage.ParseID(id)
+	if err != nil {
+		return err
+	}
+	if err := e.checkOwned(pos); err != nil {
+		return err
+	}
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.Status != storage.StatusFailed {
+		return fmt.Errorf("%w: %s is %s; only failed sagas can be retried", ErrConflict, id, rec.Status)
+	}
+	rec.Status, rec.Error = storage.StatusExecuting, ""
+	for i := range rec.Steps {
+		if st := &rec.Steps[i]; st.Status == storage.StepCompensationFailed {
+			st.Status, st.CompError = storage.StepCompleted, ""
+			rec.Status = storage.StatusCompensating
+		}
+	}
+	if rec.Status == storage.StatusExecuting {
+		for _, st := range rec.Steps {
+			if st.Status == storage.StepFailed || st.Status == storage.StepCompensated {
+				rec.Status = storage.StatusCompensating // it had failed for good: finish undoing
+			}
+		}
+	}
+	if !e.persist(rec) {
+		return errors.New("engine: retry not recorded (store closed)")
+	}
+	e.enqueue(rec)
+	return nil
+}
