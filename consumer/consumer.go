@@ -44,6 +44,9 @@ type Config struct {
 	// Client holds the connection options: seed brokers, TLS, SASL, client
 	// id (see KafkaConfig.Opts). Required.
 	Client []kgo.Opt
+	// GroupClientOpts are added to the group member's client only (e.g.
+	// kprom metric hooks, which belong to one client).
+	GroupClientOpts []kgo.Opt
 	// Group is the consumer group (default "sagaz").
 	Group string
 	// InstanceID enables static membership (KIP-345) when set.
@@ -275,6 +278,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
 	}
+	opts = append(opts, c.cfg.GroupClientOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("consumer: kafka client: %w", err)

@@ -502,6 +502,14 @@ func (e *Engine) Release(ctx context.Context, p storage.Partition) error {
 	}
 }
 
+// Owns reports whether sagas at pos run in this engine (their partition is
+// owned here, or local).
+func (e *Engine) Owns(pos storage.Position) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.partOf(pos) != nil
+}
+
 // Owned lists the Kafka partitions this engine owns.
 func (e *Engine) Owned() []storage.Partition {
 	e.mu.Lock()

@@ -186,6 +186,12 @@ func (k Key) String() string {
 	return "record position"
 }
 
+// Value computes the key of an event for a saga, as the engine does: a
+// *DecodeError when a field key meets a value that is not a JSON object, a
+// *MissingKeyError when the field is missing or empty (or the function
+// fails).
+func (k Key) Value(saga string, ev *Event) (string, error) { return k.value(saga, ev) }
+
 func (k Key) value(saga string, ev *Event) (string, error) {
 	if k.fn != nil {
 		v, err := k.fn(ev)

@@ -23,6 +23,8 @@ type Config struct {
 	Ready    func() error
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// API, if set, adds the admin API, manual firing and webhooks.
+	API *API
 }
 
 // Server is the HTTP server.
@@ -50,11 +52,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
+	if cfg.API != nil {
+		cfg.API.register(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not found", r.Method+" "+r.URL.Path)
 	})
 	s.srv = &http.Server{
-		Handler:           mux,
+		Handler:           logRequests(cfg.Logger, mux),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -92,6 +97,31 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// logRequests logs one line per request: no bodies, no headers.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		lvl := slog.LevelInfo
+		if r.URL.Path == "/metrics" || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			lvl = slog.LevelDebug // probes and scrapes every few seconds
+		}
+		log.Log(r.Context(), lvl, "http request", "method", r.Method, "path", r.URL.Path, "status", sw.code,
+			"took", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // WriteError writes the JSON error body of the HTTP contract.

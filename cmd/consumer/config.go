@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/engine"
 )
 
 // Config is the service's configuration. Every field has a flag and a
@@ -53,6 +55,16 @@ type Config struct {
 	TopicReplication       int
 	DevBrokerPort          int
 	Retention              time.Duration
+
+	// HTTP API.
+	AdminToken            string
+	AllowInsecureHTTP     bool
+	EventsTopic           string
+	MaxBodyBytes          int
+	MaxConcurrentWebhooks int
+	// WebhookSecrets come from SAGAZ_WEBHOOK_SECRET_<NAME> (the webhook name
+	// upper-cased, other characters than letters and digits as "_").
+	WebhookSecrets map[string]string
 }
 
 // Load parses args (without the program name) and the environment.
@@ -128,11 +140,17 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	boolean(&c.CreateTopics, "create-topics", true, "create missing trigger and dead-letter topics")
 	integer(&c.TopicPartitions, "topic-partitions", 6, "partitions of topics sagaz creates")
 	integer(&c.TopicReplication, "topic-replication", -1, "replication factor of topics sagaz creates (-1: broker default)")
+	str(&c.AdminToken, "admin-token", "", "bearer token for the mutating API endpoints (prefer the environment variable)")
+	boolean(&c.AllowInsecureHTTP, "allow-insecure-http", false, "listen on a non-loopback address without an admin token")
+	str(&c.EventsTopic, "events-topic", "sagaz.events", "topic for webhook calls and manual events")
+	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest webhook or fire request body (413 past it)")
+	integer(&c.MaxConcurrentWebhooks, "max-concurrent-webhooks", 64, "webhook and fire requests in progress at once (503 past it)")
 	dur(&c.Retention, "retention", 7*24*time.Hour, "how long finished sagas (and their idempotency keys) are kept: the de-duplication window")
 	integer(&c.DevBrokerPort, "dev-broker-port", 9092, "port of the embedded broker (dev mode, when --brokers is empty)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	c.WebhookSecrets = webhookSecrets(getenv)
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
 	}
@@ -180,6 +198,12 @@ func (c *Config) Validate() error {
 	if c.TopicPartitions < 1 && c.TopicPartitions != -1 {
 		errs = append(errs, fmt.Errorf("--topic-partitions %d: want at least 1 (or -1)", c.TopicPartitions))
 	}
+	if c.MaxBodyBytes < 1 || c.MaxConcurrentWebhooks < 1 {
+		errs = append(errs, errors.New("--max-body-bytes and --max-concurrent-webhooks must be positive"))
+	}
+	if c.HTTPAddr != "" && c.AdminToken == "" && !c.AllowInsecureHTTP && !loopback(c.HTTPAddr) {
+		errs = append(errs, fmt.Errorf("--http-addr %s is not a loopback address: set --admin-token (SAGAZ_ADMIN_TOKEN), or --allow-insecure-http to serve the API unauthenticated", c.HTTPAddr))
+	}
 	if c.Retention < time.Minute {
 		errs = append(errs, fmt.Errorf("--retention %s: want at least 1m", c.Retention))
 	}
@@ -192,6 +216,49 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// loopback reports whether addr listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// webhookSecrets reads SAGAZ_WEBHOOK_SECRET_<NAME> for every webhook
+// trigger compiled in.
+func webhookSecrets(getenv func(string) string) map[string]string {
+	out := map[string]string{}
+	routes, err := engine.DefaultRegistry().Routes()
+	if err != nil {
+		return out
+	}
+	for _, r := range routes.All() {
+		if r.Trigger.Source != engine.SourceWebhook {
+			continue
+		}
+		if v := getenv(WebhookSecretEnv(r.Trigger.Webhook)); v != "" {
+			out[r.Trigger.Webhook] = v
+		}
+	}
+	return out
+}
+
+// WebhookSecretEnv is the environment variable holding a webhook's secret.
+func WebhookSecretEnv(name string) string {
+	b := []byte(strings.ToUpper(name))
+	for i, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return "SAGAZ_WEBHOOK_SECRET_" + string(b)
 }
 
 // BrokerList splits --brokers.

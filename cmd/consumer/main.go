@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaz-go/sagaz/consumer"
@@ -99,14 +100,14 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	store, err := storage.OpenBolt(cfg.StorePath(), storage.BoltOptions{})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cm := consumer.NewMetrics(reg)
 	changelog, err := consumer.NewChangelog(cfg.Group, kopts, log, cm)
 	if err != nil {
@@ -116,12 +117,14 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	var eng *engine.Engine
 	em := metrics.NewEngine(reg, func() (int, int) { return eng.Stats() })
 	eng, err = engine.New(engine.Config{Store: store, Logger: log, MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
-		OnFinish: em.OnFinish, Partitioned: true, OnRecorded: changelog.Append})
+		OnFinish: em.OnFinish, OnStep: em.OnStep, Partitioned: true, OnRecorded: changelog.Append})
 	if err != nil {
 		return err
 	}
 	cons, err := consumer.New(eng, store, consumer.Config{
-		Changelog: changelog, Retention: cfg.Retention,
+		Changelog: changelog, Retention: cfg.Retention, EventsTopic: cfg.EventsTopic,
+		// franz-go's own metrics (kprom) for the group member's client.
+		GroupClientOpts: []kgo.Opt{kgo.WithHooks(kprom.NewMetrics("sagaz_kafka", kprom.Registerer(reg)))},
 		Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
 		FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
 		DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
@@ -132,9 +135,17 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(cons.LagCollector())
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
-		srv, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Logger: log, Ready: func() error {
+		producer, err := kgo.NewClient(kopts...) // acks=all, idempotent: a 202 means durable in Kafka
+		if err != nil {
+			return err
+		}
+		defer producer.Close()
+		api := &httpapi.API{Engine: eng, Store: store, Producer: producer, EventsTopic: cfg.EventsTopic, AdminToken: cfg.AdminToken,
+			WebhookSecrets: cfg.WebhookSecrets, MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxConcurrentWebhooks: cfg.MaxConcurrentWebhooks, Owner: cons.Owner}
+		srv, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Logger: log, API: api, Ready: func() error {
 			select {
 			case <-eng.Ready():
 			default:

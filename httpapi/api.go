@@ -1,0 +1,381 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// Producer is what the API needs of a Kafka client: *kgo.Client.
+type Producer interface {
+	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
+}
+
+// API configures the admin API, manual firing and webhooks. Webhook and
+// manual events are produced to EventsTopic with acks=all; a 202 means the
+// event is durably in Kafka, and the consumer turns it into sagas like any
+// record.
+type API struct {
+	Engine      *engine.Engine
+	Store       storage.Store
+	Producer    Producer
+	EventsTopic string
+	// AdminToken guards the mutating endpoints (fire, retry, cancel) as
+	// "Authorization: Bearer <token>". Empty: no check (loopback only; the
+	// service refuses to listen elsewhere without a token).
+	AdminToken string
+	// WebhookSecrets enables HMAC-SHA256 verification per webhook name
+	// ("X-Sagaz-Signature: sha256=<hex of HMAC(secret, raw body)>").
+	WebhookSecrets map[string]string
+	// MaxBodyBytes bounds webhook and fire bodies (default 1 MiB; 413 past it).
+	MaxBodyBytes int64
+	// MaxConcurrentWebhooks bounds webhook and fire requests in progress
+	// (default 64; 503 when a slot does not free within a second).
+	MaxConcurrentWebhooks int
+	// ProduceTimeout bounds producing an event (default 10s; 503 past it).
+	ProduceTimeout time.Duration
+	// Owner, if set, names the group member that owns a partition, for
+	// requests about sagas this member does not run.
+	Owner func(ctx context.Context, p storage.Partition) string
+}
+
+func (a *API) defaults() {
+	if a.MaxBodyBytes <= 0 {
+		a.MaxBodyBytes = 1 << 20
+	}
+	if a.MaxConcurrentWebhooks <= 0 {
+		a.MaxConcurrentWebhooks = 64
+	}
+	if a.ProduceTimeout <= 0 {
+		a.ProduceTimeout = 10 * time.Second
+	}
+}
+
+func (a *API) register(mux *http.ServeMux) {
+	a.defaults()
+	slots := make(chan struct{}, a.MaxConcurrentWebhooks)
+	limited := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+				h(w, r)
+			case <-t.C:
+				WriteError(w, http.StatusServiceUnavailable, "busy", "too many event requests in progress; retry later")
+			case <-r.Context().Done():
+			}
+		}
+	}
+	mux.HandleFunc("GET /api/triggers", a.triggers)
+	mux.HandleFunc("GET /api/sagas", a.listSagas)
+	mux.HandleFunc("GET /api/sagas/{id}", a.getSaga)
+	mux.HandleFunc("POST /api/sagas/{id}/retry", a.admin(a.operate(a.Engine.Retry)))
+	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.admin(a.operate(a.Engine.Cancel)))
+	mux.HandleFunc("POST /api/fire", a.admin(limited(a.fire)))
+	mux.HandleFunc("POST /webhooks/{name}", limited(a.webhook))
+}
+
+// admin requires the admin token when one is configured.
+func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.AdminToken != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.AdminToken)) != 1 {
+				WriteError(w, http.StatusUnauthorized, "unauthorized", "this endpoint needs Authorization: Bearer <admin token>")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func (a *API) triggers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"triggers": a.Engine.Routes().Table()})
+}
+
+// SagaView is a saga as the API shows it.
+type SagaView struct {
+	ID             string           `json:"id"`
+	Saga           string           `json:"saga"`
+	Trigger        string           `json:"trigger"`
+	Status         storage.Status   `json:"status"`
+	Source         storage.Position `json:"source"`
+	EventTime      time.Time        `json:"event_time,omitzero"`
+	IdempotencyKey string           `json:"idempotency_key,omitempty"`
+	Context        json.RawMessage  `json:"context,omitempty"`
+	Steps          []storage.Step   `json:"steps"`
+	Error          string           `json:"error,omitempty"`
+	CreatedAt      time.Time        `json:"created_at"`
+	UpdatedAt      time.Time        `json:"updated_at"`
+	Version        uint64           `json:"version"`
+	// OwnedHere is false when another member runs the saga's partition now:
+	// this copy may be behind; Owner names that member when known.
+	OwnedHere bool   `json:"owned_here"`
+	Owner     string `json:"owner,omitempty"`
+}
+
+func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaView {
+	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, EventTime: s.EventTime,
+		IdempotencyKey: s.IdempotencyKey, Steps: s.Steps, Error: s.Error, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Version: s.Version,
+		OwnedHere: a.Engine.Owns(s.Source)}
+	if len(v.Steps) == 0 { // recorded before it ran
+		if decl := a.Engine.Routes().Saga(s.Name); decl != nil {
+			v.Steps = engine.PendingSteps(decl)
+		}
+	}
+	if withContext && json.Valid(s.Context) {
+		v.Context = s.Context
+	}
+	if !v.OwnedHere && a.Owner != nil {
+		v.Owner = a.Owner(ctx, s.Source.TopicPartition())
+	}
+	return v
+}
+
+func (a *API) listSagas(w http.ResponseWriter, r *http.Request) {
+	q := storage.Query{Name: r.URL.Query().Get("saga"), Cursor: r.URL.Query().Get("cursor")}
+	if st := r.URL.Query().Get("status"); st != "" {
+		s, err := storage.ParseStatus(st)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "bad status", err.Error())
+			return
+		}
+		q.Status = s
+	}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			WriteError(w, http.StatusBadRequest, "bad limit", "limit must be 1 to 1000")
+			return
+		}
+		q.Limit = n
+	}
+	page, err := a.Store.List(r.Context(), q)
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		WriteError(w, http.StatusBadRequest, "bad cursor", "the cursor does not come from this member's listing")
+		return
+	}
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "store error", err.Error())
+		return
+	}
+	out := make([]SagaView, 0, len(page.Sagas))
+	for _, s := range page.Sagas {
+		out = append(out, a.view(r.Context(), s, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sagas": out, "next_cursor": page.Next})
+}
+
+func (a *API) getSaga(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s, err := a.Store.Get(r.Context(), id)
+	if err != nil {
+		a.sagaError(w, r, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.view(r.Context(), s, true))
+}
+
+// sagaError answers for an ID this member cannot serve.
+func (a *API) sagaError(w http.ResponseWriter, r *http.Request, id string, err error) {
+	pos, _, perr := storage.ParseID(id)
+	switch {
+	case errors.Is(err, storage.ErrInvalidID):
+		WriteError(w, http.StatusBadRequest, "bad saga id", err.Error())
+	case errors.Is(err, engine.ErrNotOwned), errors.Is(err, storage.ErrNotFound) && perr == nil && !a.Engine.Owns(pos):
+		detail := fmt.Sprintf("partition %s is run by another member of the group", pos.TopicPartition())
+		if a.Owner != nil {
+			if o := a.Owner(r.Context(), pos.TopicPartition()); o != "" {
+				detail += ": " + o
+			}
+		}
+		code := http.StatusConflict
+		if errors.Is(err, storage.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		WriteError(w, code, "not on this member", detail)
+	case errors.Is(err, storage.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "saga not found", id)
+	case errors.Is(err, engine.ErrConflict):
+		WriteError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		WriteError(w, http.StatusInternalServerError, "error", err.Error())
+	}
+}
+
+func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if err := op(r.Context(), id); err != nil {
+			a.sagaError(w, r, id, err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "accepted"})
+	}
+}
+
+// readBody reads at most MaxBodyBytes, answering 413 past it.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBodyBytes))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		WriteError(w, http.StatusRequestEntityTooLarge, "body too large", fmt.Sprintf("the limit is %d bytes", a.MaxBodyBytes))
+		return nil, false
+	case err != nil:
+		WriteError(w, http.StatusBadRequest, "cannot read body", err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+func (a *API) webhook(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	routes := a.Engine.Routes().Match(engine.SourceWebhook, name)
+	if len(routes) == 0 {
+		WriteError(w, http.StatusNotFound, "unknown webhook", name)
+		return
+	}
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	if secret, ok := a.WebhookSecrets[name]; ok && secret != "" {
+		if !validSignature(secret, body, r.Header.Get("X-Sagaz-Signature")) {
+			WriteError(w, http.StatusUnauthorized, "bad signature", "X-Sagaz-Signature must be sha256=<hex HMAC-SHA256 of the raw body>")
+			return
+		}
+	}
+	a.publish(w, r, engine.SourceWebhook, name, body, routes)
+}
+
+// validSignature checks "sha256=<hex>" against HMAC-SHA256(secret, body) in
+// constant time.
+func validSignature(secret string, body []byte, header string) bool {
+	got, ok := strings.CutPrefix(header, "sha256=")
+	if !ok {
+		return false
+	}
+	sig, err := hex.DecodeString(got)
+	if err != nil {
+		return false
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return hmac.Equal(sig, mac.Sum(nil))
+}
+
+func (a *API) fire(w http.ResponseWriter, r *http.Request) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	var ev struct {
+		EventType string `json:"event_type"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil {
+		WriteError(w, http.StatusBadRequest, "body is not a JSON object", err.Error())
+		return
+	}
+	if ev.EventType == "" {
+		WriteError(w, http.StatusBadRequest, "missing event_type", `the body must be a JSON object with "event_type"`)
+		return
+	}
+	routes := a.Engine.Routes().Match(engine.SourceManual, ev.EventType)
+	if len(routes) == 0 {
+		WriteError(w, http.StatusNotFound, "unknown event type", ev.EventType)
+		return
+	}
+	a.publish(w, r, engine.SourceManual, ev.EventType, body, routes)
+}
+
+// EventAccepted is the 202 answer to a webhook call or a fired event.
+type EventAccepted struct {
+	EventID   string `json:"event_id"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	// SagaIDs are the IDs of the sagas the event starts, derived from its
+	// position. An event whose idempotency key matches an earlier event's
+	// starts nothing: the earlier saga answers for it.
+	SagaIDs []string `json:"saga_ids"`
+}
+
+// publish produces the event to the events topic (acks=all) and answers
+// 202 once it is durable in Kafka, or 503.
+func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source, name string, body []byte, routes []*engine.Route) {
+	id := newEventID()
+	header := r.Header.Get("Idempotency-Key")
+	key := ""
+	headers := []kgo.RecordHeader{
+		{Key: engine.HeaderSource, Value: []byte(src)},
+		{Key: engine.HeaderName, Value: []byte(name)},
+		{Key: engine.HeaderEventID, Value: []byte(id)},
+	}
+	if header != "" {
+		headers = append(headers, kgo.RecordHeader{Key: engine.HeaderIdempotencyKey, Value: []byte(header)})
+	}
+	// A declared key must be in the body (the saga would reject the event
+	// otherwise). The record is keyed by it (or else by the Idempotency-Key
+	// header), so events with equal keys share a partition and de-duplicate.
+	for _, rt := range routes {
+		if rt.Trigger.IdempotencyKey.IsZero() {
+			continue
+		}
+		k, err := rt.Trigger.IdempotencyKey.Value(rt.Saga.Name, &engine.Event{Source: src, Name: name, Value: body})
+		var de *engine.DecodeError
+		switch {
+		case errors.As(err, &de):
+			WriteError(w, http.StatusBadRequest, "body is not a JSON object", err.Error())
+			return
+		case err != nil:
+			WriteError(w, http.StatusBadRequest, "missing idempotency key", err.Error())
+			return
+		}
+		if key == "" {
+			key = k
+		}
+	}
+	if key == "" {
+		key = header
+	}
+	if key == "" {
+		key = id
+	}
+	rec := &kgo.Record{Topic: a.EventsTopic, Key: []byte(key), Value: body, Headers: headers}
+	ctx, cancel := context.WithTimeout(r.Context(), a.ProduceTimeout)
+	defer cancel()
+	if err := a.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "kafka unavailable", "the event was not accepted: "+err.Error())
+		return
+	}
+	out := EventAccepted{EventID: id, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+	for _, rt := range routes {
+		out.SagaIDs = append(out.SagaIDs, storage.FormatID(storage.Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}, rt.Saga.Name))
+	}
+	writeJSON(w, http.StatusAccepted, out)
+}
+
+func newEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
