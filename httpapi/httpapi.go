@@ -25,6 +25,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// API, if set, adds the admin API, manual firing and webhooks.
 	API *API
+	// ReadHeaderTimeout cuts off clients that do not finish their headers
+	// (default 5s).
+	ReadHeaderTimeout time.Duration
 }
 
 // Server is the HTTP server.
@@ -38,6 +41,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 5 * time.Second
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -60,7 +66,7 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.srv = &http.Server{
 		Handler:           logRequests(cfg.Logger, mux),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

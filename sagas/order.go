@@ -36,6 +36,13 @@ var Order = engine.Saga{
 		Transform:      orderContext,
 		IdempotencyKey: engine.KeyField("order_id"),
 		MaxConcurrent:  64,
+	}, {
+		// The same saga fired by hand: sagaz fire order.requested '{"order_id":"o-9"}'
+		Source:         engine.SourceManual,
+		EventType:      "order.requested",
+		Transform:      orderContext,
+		IdempotencyKey: engine.KeyField("order_id"),
+		MaxConcurrent:  64,
 	}},
 }
 

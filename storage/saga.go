@@ -99,6 +99,17 @@ func (s StepStatus) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (s StepStatus) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *StepStatus) UnmarshalText(b []byte) error {
+	for i, n := range stepStatusNames {
+		if i > 0 && n == string(b) {
+			*s = StepStatus(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("storage: invalid step status %q", b)
+}
+
 // Position is where the event that started a saga sits: a Kafka
 // topic-partition and offset. Every saga belongs to the partition of its
 // source event; that is the unit of storage and of ownership.

@@ -29,6 +29,14 @@ func TestLoadConfig(t *testing.T) {
 			env:     map[string]string{"SAGAZ_SHUTDOWN_TIMEOUT": "soon"},
 			wantErr: []string{"SAGAZ_SHUTDOWN_TIMEOUT", "--group", "--log-format", "--max-in-flight"}},
 		{name: "stray args", args: []string{"extra"}, wantErr: []string{"unexpected arguments: extra"}},
+		{name: "public address needs a token", args: []string{"--http-addr", "0.0.0.0:8080"}, wantErr: []string{"not a loopback address", "--admin-token"}},
+		{name: "public address with a token", args: []string{"--http-addr", ":8080"}, env: map[string]string{"SAGAZ_ADMIN_TOKEN": "t"},
+			check: func(c *Config) bool { return c.AdminToken == "t" }},
+		{name: "public address, told to allow it", args: []string{"--http-addr", "10.0.0.5:8080", "--allow-insecure-http"},
+			check: func(c *Config) bool { return c.AllowInsecureHTTP }},
+		{name: "localhost is loopback", args: []string{"--http-addr", "localhost:9000"}, check: func(c *Config) bool { return c.AdminToken == "" }},
+		{name: "webhook secret from the environment", env: map[string]string{"SAGAZ_WEBHOOK_SECRET_PAYMENTS": "whsec"},
+			check: func(c *Config) bool { return c.WebhookSecrets["payments"] == "whsec" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"strconv"
@@ -82,5 +83,64 @@ func TestDevBrokerPortTakenIsClear(t *testing.T) {
 	err = run(context.Background(), []string{"run", "--data-dir", t.TempDir(), "--dev-broker-port", p, "--http-addr", ""}, &bytes.Buffer{}, func(string) string { return "" })
 	if err == nil || !strings.Contains(err.Error(), "port "+p+" is taken") {
 		t.Fatalf("run = %v, want a clear 'port taken' error", err)
+	}
+}
+
+// TestCLIOverTheAPI drives a dev-mode service with the CLI subcommands.
+func TestCLIOverTheAPI(t *testing.T) {
+	_, port, _ := net.SplitHostPort(sagaztest.FreeAddr(t))
+	httpAddr := sagaztest.FreeAddr(t)
+	env := func(k string) string {
+		if k == "SAGAZ_API" {
+			return "http://" + httpAddr
+		}
+		return ""
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--data-dir", t.TempDir(), "--dev-broker-port", port, "--http-addr", httpAddr, "--log-level", "error"}, &syncBuf{}, env)
+	}()
+	defer func() { cancel(); <-done }()
+	kafkatest.WaitFor(t, 30*time.Second, "/readyz", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	cli := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(ctx, args, &out, env); err != nil {
+			t.Fatalf("sagaz %s: %v", strings.Join(args, " "), err)
+		}
+		return out.String()
+	}
+	if out := cli("triggers"); !strings.Contains(out, "order.requested") || !strings.Contains(out, "orders.created") {
+		t.Fatalf("triggers:\n%s", out)
+	}
+	var acc struct {
+		SagaIDs []string `json:"saga_ids"`
+	}
+	if err := json.Unmarshal([]byte(cli("fire", "order.requested", `{"order_id":"cli-1","fail_at":"ship"}`)), &acc); err != nil || len(acc.SagaIDs) != 1 {
+		t.Fatalf("fire: %v %+v", err, acc)
+	}
+	id := acc.SagaIDs[0]
+	kafkatest.WaitFor(t, 30*time.Second, "the fired saga to roll back", func() bool {
+		var out bytes.Buffer
+		err := run(ctx, []string{"sagas", "show", id}, &out, env) // 404 until the consumer has recorded it
+		return err == nil && strings.Contains(out.String(), `"status": "rolled_back"`)
+	})
+	if out := cli("sagas", "list", "--status", "rolled_back"); !strings.Contains(out, id) {
+		t.Fatalf("list:\n%s", out)
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"sagas", "cancel", id}, &out, env); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("cancelling a finished saga: %v", err)
+	}
+	if err := run(ctx, []string{"sagas", "show", "nope"}, &out, env); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("show with a bad id: %v", err)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -197,4 +199,62 @@ func checkCommittedBehindDurable(t *testing.T, seeds []string, dir string, prod 
 		}
 	}
 	t.Logf("after kill: committed %v, %d committed records checked, %d sagas stored", committed, checked, len(keys))
+}
+
+// TestAcceptedEventSurvivesSIGKILL: a webhook call answered 202 is always
+// found as a saga afterwards, even when the process is SIGKILLed right
+// after answering.
+func TestAcceptedEventSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary; skipped with -short")
+	}
+	bin := sagaztest.BuildBinary(t, ".")
+	c := kafkatest.NewCluster(t, kfake.NumBrokers(1))
+	seeds := c.ListenAddrs()
+	dir := t.TempDir()
+	args := []string{"--brokers", strings.Join(seeds, ","), "--data-dir", dir, "--group", "e2e-hook", "--group-instance-id", "hook-1", "--session-timeout", "6s"}
+	ready := func(p *sagaztest.Proc) {
+		kafkatest.WaitFor(t, 30*time.Second, "ready", func() bool {
+			resp, err := http.Get("http://" + p.HTTP + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		})
+	}
+	var ids []string
+	for i := range 5 {
+		p := sagaztest.StartBinary(t, bin, dir, args...)
+		ready(p)
+		body := fmt.Sprintf(`{"payment_id":"pay-%d","order_id":"o-%d","status":"succeeded"}`, i, i)
+		resp, err := http.Post("http://"+p.HTTP+"/webhooks/payments", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var acc struct {
+			SagaIDs []string `json:"saga_ids"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&acc)
+		resp.Body.Close()
+		if resp.StatusCode != 202 || err != nil || len(acc.SagaIDs) != 1 {
+			t.Fatalf("webhook: %d %v %+v", resp.StatusCode, err, acc)
+		}
+		_ = p.Cmd.Process.Signal(syscall.SIGKILL) // right after the 202
+		_ = p.Wait()
+		ids = append(ids, acc.SagaIDs[0])
+	}
+	p := sagaztest.StartBinary(t, bin, dir, args...)
+	ready(p)
+	for _, id := range ids {
+		kafkatest.WaitFor(t, 30*time.Second, "saga "+id+" completed", func() bool {
+			resp, err := http.Get("http://" + p.HTTP + "/api/sagas/" + id)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var s struct{ Status string }
+			return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&s) == nil && s.Status == "completed"
+		})
+	}
 }

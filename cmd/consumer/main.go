@@ -1,9 +1,11 @@
 // Command sagaz is the Sagaz service: it consumes the Kafka topics the
 // compiled-in sagas name, records each saga durably, and runs it to an end.
 //
-//	sagaz [run] [flags]    run the service (the default)
-//	sagaz triggers         print the trigger table and exit
-//	sagaz demo [flags]     produce sample order events (some with fail_at)
+//	sagaz [run] [flags]                     run the service (the default)
+//	sagaz triggers                          the trigger table (of the service, or of this binary)
+//	sagaz sagas list|show|retry|cancel ...  look at and steer sagas through the HTTP API
+//	sagaz fire EVENT_TYPE [JSON]            fire a manual event through the HTTP API
+//	sagaz demo [flags]                      produce sample order events (some with fail_at)
 //
 // Run "sagaz run -h" for the flags; each has a SAGAZ_* environment variable.
 // With no --brokers, run starts an embedded Kafka-compatible broker (kfake)
@@ -63,15 +65,15 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 		}
 		return serve(ctx, cfg, stdout)
 	case "triggers":
-		routes, err := engine.DefaultRegistry().Routes()
-		if err != nil {
-			return err
-		}
-		return routes.WriteTable(stdout)
+		return triggersCmd(ctx, args, stdout, getenv)
+	case "sagas":
+		return sagasCmd(ctx, args, stdout, getenv)
+	case "fire":
+		return fireCmd(ctx, args, stdout, getenv)
 	case "demo":
 		return demo(ctx, args, stdout, getenv)
 	default:
-		return fmt.Errorf("unknown command %q (want run, triggers or demo)", cmd)
+		return fmt.Errorf("unknown command %q (want run, triggers, sagas, fire or demo)", cmd)
 	}
 }
 
