@@ -101,10 +101,33 @@ func validateSaga(s *Saga) []error {
 				bad("%s: %v", what, err)
 			}
 		case SourceCron:
+			if t.Name == "" {
+				t.Name = s.Name
+				what = fmt.Sprintf("trigger %d (%s)", i, t.ID())
+			}
+			if !storage.ValidName(t.Name) {
+				bad("%s: invalid schedule name %q: use 1-200 characters of [A-Za-z0-9._-]", what, t.Name)
+			}
 			if t.Schedule == "" {
 				bad("%s: empty schedule", what)
 			} else if _, err := CronParser.Parse(t.Schedule); err != nil {
 				bad("%s: invalid schedule %q: %v", what, t.Schedule, err)
+			}
+			if !t.IdempotencyKey.IsZero() {
+				bad("%s: cron ticks are keyed by schedule and scheduled time: declare no IdempotencyKey", what)
+			}
+			switch t.Cron.CatchUp {
+			case "", CatchUpSkip, CatchUpLatest, CatchUpAll:
+			default:
+				bad("%s: catch-up policy %q: want skip, latest or all", what, t.Cron.CatchUp)
+			}
+			switch t.Cron.Overlap {
+			case "", OverlapAllowAll, OverlapSkip, OverlapBufferOne:
+			default:
+				bad("%s: overlap policy %q: want allow_all, skip or buffer_one", what, t.Cron.Overlap)
+			}
+			if t.Cron.CatchUpWindow < 0 || t.Cron.Jitter < 0 {
+				bad("%s: negative catch-up window or jitter", what)
 			}
 		case SourceWebhook:
 			if !storage.ValidName(t.Webhook) {
@@ -154,6 +177,10 @@ func validTopic(t string) error {
 	return nil
 }
 
+// ScheduleID identifies a cron trigger's schedule across the binary:
+// "<saga>/<name>". Ticks carry it, and its ticks are tracked under it.
+func ScheduleID(r *Route) string { return r.Saga.Name + "/" + r.Trigger.Name }
+
 // Route is one (saga, trigger) pair.
 type Route struct {
 	Saga    *Saga
@@ -191,7 +218,11 @@ func (r *Registry) Routes() (*Routes, error) {
 				m = map[string][]*Route{}
 				rs.match[rt.Trigger.Source] = m
 			}
-			m[rt.Trigger.name()] = append(m[rt.Trigger.name()], rt)
+			key := rt.Trigger.name()
+			if rt.Trigger.Source == SourceCron { // schedules are global: "<saga>/<name>"
+				key = ScheduleID(rt)
+			}
+			m[key] = append(m[key], rt)
 		}
 	}
 	return rs, nil
@@ -223,7 +254,8 @@ func (rs *Routes) Topics() []string {
 // TableRow is one line of the trigger table (GET /api/triggers).
 type TableRow struct {
 	Source         Source  `json:"source"`
-	Name           string  `json:"name"` // topic, schedule, webhook or event type
+	Name           string  `json:"name"` // topic, schedule id, webhook or event type
+	Schedule       string  `json:"schedule,omitempty"`
 	Saga           string  `json:"saga"`
 	IdempotencyKey string  `json:"idempotency_key"`
 	MaxConcurrent  int     `json:"max_concurrent"`
@@ -235,8 +267,12 @@ type TableRow struct {
 func (rs *Routes) Table() []TableRow {
 	var rows []TableRow
 	for _, r := range rs.all {
+		name := r.Trigger.name()
+		if r.Trigger.Source == SourceCron {
+			name = ScheduleID(r)
+		}
 		rows = append(rows, TableRow{
-			Source: r.Trigger.Source, Name: r.Trigger.name(), Saga: r.Saga.Name,
+			Source: r.Trigger.Source, Name: name, Schedule: r.Trigger.Schedule, Saga: r.Saga.Name,
 			IdempotencyKey: r.Trigger.IdempotencyKey.String(), MaxConcurrent: r.Trigger.MaxConcurrent,
 			RatePerSecond: r.Trigger.RateLimit.PerSecond, Steps: len(r.Saga.Steps),
 		})
@@ -259,7 +295,11 @@ func (rs *Routes) WriteTable(w io.Writer) error {
 		if r.MaxConcurrent > 0 {
 			mc = strconv.Itoa(r.MaxConcurrent)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Source, r.Name, r.Saga, r.Steps, r.IdempotencyKey, mc)
+		name := r.Name
+		if r.Schedule != "" {
+			name += " (" + r.Schedule + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Source, name, r.Saga, r.Steps, r.IdempotencyKey, mc)
 	}
 	return tw.Flush()
 }

@@ -129,7 +129,50 @@ type Trigger struct {
 	// RateLimit bounds how fast sagas from this trigger start. It delays
 	// starts, never drops them. Zero value: no limit.
 	RateLimit RateLimit
+
+	// Name names a cron trigger's schedule within its saga (default: the
+	// saga's name). Ticks are tracked under "<saga>/<Name>": change Spec and
+	// keep Name, and the schedule goes on from its last tick; rename it, and
+	// it starts over.
+	Name string
+	// Cron holds the catch-up, overlap and jitter policies of a cron trigger.
+	Cron CronPolicy
 }
+
+// CronPolicy says what a schedule does after downtime and while a tick's
+// saga still runs (Temporal's vocabulary).
+type CronPolicy struct {
+	// CatchUp: ticks missed while no member published the schedule —
+	// CatchUpSkip (only future ticks), CatchUpLatest (the most recent missed
+	// tick, once; the default) or CatchUpAll (every missed tick within
+	// CatchUpWindow, in order).
+	CatchUp CatchUp
+	// CatchUpWindow bounds CatchUpAll (default 24h).
+	CatchUpWindow time.Duration
+	// Overlap: OverlapAllowAll (default) starts every tick; OverlapSkip does
+	// not start a tick while the previous tick's saga runs (the tick is
+	// recorded as skipped); OverlapBufferOne keeps one such tick and starts
+	// it when the previous saga ends.
+	Overlap Overlap
+	// Jitter delays each tick by a random duration below it (0: none).
+	Jitter time.Duration
+}
+
+// CatchUp is a catch-up policy.
+type CatchUp string
+
+// Overlap is an overlap policy.
+type Overlap string
+
+// Catch-up and overlap policies.
+const (
+	CatchUpSkip      CatchUp = "skip"
+	CatchUpLatest    CatchUp = "latest"
+	CatchUpAll       CatchUp = "all"
+	OverlapAllowAll  Overlap = "allow_all"
+	OverlapSkip      Overlap = "skip"
+	OverlapBufferOne Overlap = "buffer_one"
+)
 
 // RateLimit is a token bucket: PerSecond starts per second on average,
 // bursts of up to Burst (default 1).
@@ -146,7 +189,7 @@ func (t *Trigger) name() string {
 	case SourceKafka:
 		return t.Topic
 	case SourceCron:
-		return t.Schedule
+		return t.Name
 	case SourceWebhook:
 		return t.Webhook
 	case SourceManual:
