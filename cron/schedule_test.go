@@ -16,7 +16,9 @@ func must(t *testing.T, spec string) cron.Schedule {
 	return s
 }
 
-func utc(y int, m time.Month, d, h, min int) time.Time { return time.Date(y, m, d, h, min, 0, 0, time.UTC) }
+func utc(y int, m time.Month, d, h, min int) time.Time {
+	return time.Date(y, m, d, h, min, 0, 0, time.UTC)
+}
 
 func TestHourlyAcrossBothDSTChanges(t *testing.T) {
 	s := must(t, "CRON_TZ=Europe/Berlin 0 * * * *")

@@ -178,8 +178,8 @@ func validTopic(t string) error {
 }
 
 // ScheduleID identifies a cron trigger's schedule across the binary:
-// "<saga>/<name>". Ticks carry it, and its ticks are tracked under it.
-func ScheduleID(r *Route) string { return r.Saga.Name + "/" + r.Trigger.Name }
+// "<saga>:<name>". Ticks carry it, and its ticks are tracked under it.
+func ScheduleID(r *Route) string { return r.Saga.Name + ":" + r.Trigger.Name }
 
 // Route is one (saga, trigger) pair.
 type Route struct {
@@ -219,7 +219,7 @@ func (r *Registry) Routes() (*Routes, error) {
 				rs.match[rt.Trigger.Source] = m
 			}
 			key := rt.Trigger.name()
-			if rt.Trigger.Source == SourceCron { // schedules are global: "<saga>/<name>"
+			if rt.Trigger.Source == SourceCron { // schedules are global: "<saga>:<name>"
 				key = ScheduleID(rt)
 			}
 			m[key] = append(m[key], rt)

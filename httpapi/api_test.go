@@ -137,9 +137,9 @@ func TestWebhooks(t *testing.T) {
 	}
 	// The same payment again: accepted, and it starts nothing new.
 	e.expect(202, "POST", "/webhooks/payments", `{"payment_id":"p-1","amount":3}`)
-	e.expect(400, "POST", "/webhooks/payments", `{"amount":3}`)     // names the missing field
-	e.expect(400, "POST", "/webhooks/payments", `not json`)         // the key field cannot be read
-	e.expect(404, "POST", "/webhooks/nope", `{}`)                   // unknown webhook
+	e.expect(400, "POST", "/webhooks/payments", `{"amount":3}`) // names the missing field
+	e.expect(400, "POST", "/webhooks/payments", `not json`)     // the key field cannot be read
+	e.expect(404, "POST", "/webhooks/nope", `{}`)               // unknown webhook
 	e.expect(413, "POST", "/webhooks/payments", `{"payment_id":"`+strings.Repeat("x", 4096)+`"}`)
 	code, body := e.call("POST", "/webhooks/payments", `{"amount":3}`)
 	if code != 400 || !strings.Contains(fmt.Sprint(body["detail"]), `"payment_id"`) {

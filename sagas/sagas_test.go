@@ -24,7 +24,7 @@ func TestDemoSagasRegisterCleanly(t *testing.T) {
 		s    engine.Source
 		name string
 		saga string
-	}{{engine.SourceKafka, "orders.created", "order"}, {engine.SourceWebhook, "payments", "payment-confirmed"}, {engine.SourceCron, "nightly-report/nightly-report", "nightly-report"}} {
+	}{{engine.SourceKafka, "orders.created", "order"}, {engine.SourceWebhook, "payments", "payment-confirmed"}, {engine.SourceCron, "nightly-report:nightly-report", "nightly-report"}} {
 		if r := rs.Match(src.s, src.name); len(r) != 1 || r[0].Saga.Name != src.saga {
 			t.Errorf("%s %s: routes %v", src.s, src.name, r)
 		}

@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		Changelog: changelog, Retention: cfg.Retention, EventsTopic: cfg.EventsTopic,
 		// franz-go's own metrics (kprom) for the group member's client.
 		GroupClientOpts: []kgo.Opt{kgo.WithHooks(kprom.NewMetrics("sagaz_kafka", kprom.Registerer(reg)))},
-		Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
+		Client:          kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
 		FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
 		DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
 		HighWater: cfg.PendingHighWater, LowWater: cfg.PendingLowWater,
