@@ -186,6 +186,11 @@ func (c *Changelog) AppendNext(p storage.Partition, next int64) {
 	c.add(p, storage.NextOffsetKey, storage.EncodeNext(next))
 }
 
+// AppendMeta mirrors a partition's meta record (storage.PutMeta).
+func (c *Changelog) AppendMeta(p storage.Partition, key string, value []byte) {
+	c.add(p, storage.MetaKey(key), value)
+}
+
 // AppendTombstone removes an expired saga from the changelog.
 func (c *Changelog) AppendTombstone(s *storage.Saga) {
 	c.add(s.Source.TopicPartition(), storage.ChangeKey(s), nil)

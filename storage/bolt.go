@@ -28,6 +28,7 @@ import (
 //	    "s"  sagas:       offset(8, big-endian) + name      -> record (codec.go)
 //	    "k"  idempotency: name + 0x00 + key                 -> offset(8)
 //	    "i"  status index: status(1) + name + 0x00 + offset(8) -> empty
+//	    "x"  meta records: name -> value (created on first use)
 //	    "n"  next offset (8)
 //	    "c"  next changelog offset (8): the changelog is applied below it
 //
@@ -39,6 +40,7 @@ var (
 	bucketSagas = []byte("s")
 	bucketIdem  = []byte("k")
 	bucketIndex = []byte("i")
+	bucketMetaP = []byte("x")
 	keyNext     = []byte("n")
 	keyCLNext   = []byte("c")
 	keySchema   = []byte("schema")

@@ -28,12 +28,15 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		key   []byte
 		value []byte
 		s     *Saga // nil for next-offset and tombstone records
-		next  int64
-		isNxt bool
+		next   int64
+		isNxt  bool
+		isMeta bool
 	}
 	ps := make([]prepared, 0, len(changes))
 	for _, c := range changes {
 		switch {
+		case bytes.HasPrefix(c.Key, []byte(metaPrefix)):
+			ps = append(ps, prepared{key: c.Key, value: c.Value, isMeta: true})
 		case bytes.Equal(c.Key, NextOffsetKey):
 			if len(c.Value) != 8 {
 				return 0, fmt.Errorf("%w: next-offset changelog record of %d bytes", ErrCorrupt, len(c.Value))
@@ -64,6 +67,11 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		}
 		for _, c := range ps {
 			switch {
+			case c.isMeta:
+				if err := putMeta(pb, string(c.key[len(metaPrefix):]), c.value); err != nil {
+					return err
+				}
+				applied++
 			case c.isNxt:
 				if c.next > pb.next() {
 					pb.advance(c.next)
@@ -230,4 +238,52 @@ func scanPart(ctx context.Context, pb *partBuckets, statuses []Status, fn func(*
 			return err
 		}
 	}
+}
+
+func putMeta(pb *partBuckets, key string, value []byte) error {
+	mb, err := pb.root.CreateBucketIfNotExists(bucketMetaP)
+	if err != nil {
+		return err
+	}
+	if value == nil {
+		return mb.Delete([]byte(key))
+	}
+	return mb.Put([]byte(key), value)
+}
+
+// GetMeta implements Store.
+func (b *Bolt) GetMeta(ctx context.Context, p Partition, key string) ([]byte, bool, error) {
+	var out []byte
+	var ok bool
+	err := b.view(func(tx *bolt.Tx) error {
+		pb, err := openPart(tx, p, false)
+		if err != nil || pb == nil {
+			return err
+		}
+		if mb := pb.root.Bucket(bucketMetaP); mb != nil {
+			if v := mb.Get([]byte(key)); v != nil {
+				out, ok = append([]byte(nil), v...), true
+			}
+		}
+		return nil
+	})
+	return out, ok, err
+}
+
+// PutMeta implements Store.
+func (b *Bolt) PutMeta(ctx context.Context, p Partition, key string, value []byte) error {
+	if !validTopic(p.Topic) || p.Partition < 0 {
+		return fmt.Errorf("%w: partition %s", ErrInvalidSaga, p)
+	}
+	v := append([]byte(nil), value...)
+	if value == nil {
+		v = nil
+	}
+	return b.submit(ctx, func(w *wtx) error {
+		pb, err := w.part(p, true)
+		if err != nil {
+			return err
+		}
+		return putMeta(pb, key, v)
+	})
 }

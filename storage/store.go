@@ -78,6 +78,12 @@ type Store interface {
 	// Partitions lists the partitions that hold state.
 	Partitions(ctx context.Context) ([]Partition, error)
 
+	// GetMeta and PutMeta keep small named records of a partition (e.g. a
+	// cron schedule's last tick), which follow the partition through the
+	// changelog as MetaKey(key). A nil value deletes.
+	GetMeta(ctx context.Context, p Partition, key string) ([]byte, bool, error)
+	PutMeta(ctx context.Context, p Partition, key string, value []byte) error
+
 	// Close waits for writes in progress and releases the store.
 	Close() error
 }
@@ -104,6 +110,12 @@ type Change struct {
 
 // NextOffsetKey is the changelog key of a partition's next offset.
 var NextOffsetKey = []byte("\xffnext")
+
+// metaPrefix starts the changelog keys of meta records.
+const metaPrefix = "\xfemeta/"
+
+// MetaKey is the changelog key of a partition's meta record.
+func MetaKey(key string) []byte { return []byte(metaPrefix + key) }
 
 // ChangeKey is the changelog key of a saga (its position and name).
 func ChangeKey(s *Saga) []byte { return sagaKey(s.Source.Offset, s.Name) }

@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"ApplyReplaysChangelog", testApply},
 		{"ExpireTerminalSagas", testExpire},
 		{"PartitionScoped", testPartitionScoped},
+		{"MetaRecords", testMeta},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -634,5 +635,34 @@ func testPartitionScoped(t *testing.T, open Opener) {
 	}
 	if err := s.ScanPartition(ctx, storage.Partition{Topic: "none"}, storage.Statuses, func(*storage.Saga) error { return errors.New("called") }); err != nil {
 		t.Fatalf("ScanPartition of an unknown partition: %v", err)
+	}
+}
+
+func testMeta(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := mustOpen(t, open)
+	p := storage.Partition{Topic: "sagaz.cron", Partition: 3}
+	if _, ok, err := s.GetMeta(ctx, p, "sched/a"); err != nil || ok {
+		t.Fatalf("missing meta: ok=%v err=%v", ok, err)
+	}
+	if err := s.PutMeta(ctx, p, "sched/a", []byte(`{"last":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := s.GetMeta(ctx, p, "sched/a"); err != nil || !ok || string(v) != `{"last":1}` {
+		t.Fatalf("GetMeta = %s %v %v", v, ok, err)
+	}
+	// Through the changelog into another store, then deleted by a nil value.
+	b, _ := mustOpen(t, open)
+	if _, err := b.Apply(ctx, p, []storage.Change{{Key: storage.MetaKey("sched/a"), Value: []byte(`{"last":2}`)}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := b.GetMeta(ctx, p, "sched/a"); string(v) != `{"last":2}` {
+		t.Fatalf("meta after Apply: %s", v)
+	}
+	if err := b.PutMeta(ctx, p, "sched/a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := b.GetMeta(ctx, p, "sched/a"); ok {
+		t.Fatal("meta not deleted")
 	}
 }
