@@ -66,6 +66,9 @@ type Config struct {
 	// EventsTopic carries webhook calls and manual events (default
 	// "sagaz.events"); it is consumed when a webhook or manual trigger exists.
 	EventsTopic string
+	// CronTopic carries schedule ticks (default "sagaz.cron"); it is
+	// consumed when a cron trigger exists.
+	CronTopic string
 	// DeadLetterAttempts bounds the produce attempts of one batch's dead
 	// letters; after them the batch is rewound and fetched again (default 10).
 	DeadLetterAttempts int
@@ -122,6 +125,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EventsTopic == "" {
 		c.EventsTopic = "sagaz.events"
+	}
+	if c.CronTopic == "" {
+		c.CronTopic = "sagaz.cron"
 	}
 	if c.DeadLetterAttempts == 0 {
 		c.DeadLetterAttempts = 10
@@ -227,9 +233,16 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 		reappend: map[storage.Partition]bool{}, synthetic: map[string]bool{},
 	}
 	for _, r := range eng.Routes().All() {
-		if src := r.Trigger.Source; (src == engine.SourceWebhook || src == engine.SourceManual) && !c.synthetic[cfg.EventsTopic] {
-			c.synthetic[cfg.EventsTopic] = true
-			c.topics = append(c.topics, cfg.EventsTopic)
+		topic := cfg.EventsTopic
+		switch r.Trigger.Source {
+		case engine.SourceCron:
+			topic = cfg.CronTopic
+		case engine.SourceKafka:
+			continue
+		}
+		if !c.synthetic[topic] {
+			c.synthetic[topic] = true
+			c.topics = append(c.topics, topic)
 		}
 	}
 	return c, nil

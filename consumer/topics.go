@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -98,4 +99,45 @@ func (c *Consumer) ensureChangelogs(ctx context.Context, adm *kadm.Client) error
 		}
 	}
 	return nil
+}
+
+// EnsureTopic returns the partition count of topic, creating it first (with
+// partitions and replication) when it is missing and create is set.
+func EnsureTopic(ctx context.Context, opts []kgo.Opt, topic string, partitions int32, replication int16, create bool) (int32, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for attempt := 0; ; attempt++ {
+		details, err := adm.ListTopics(ctx, topic)
+		if err != nil {
+			return 0, fmt.Errorf("consumer: list topic %s: %w", topic, err)
+		}
+		d, ok := details[topic]
+		if ok && d.Err == nil && len(d.Partitions) > 0 {
+			return int32(len(d.Partitions)), nil
+		}
+		if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			return 0, fmt.Errorf("consumer: topic %s: %w", topic, d.Err)
+		}
+		if !create {
+			return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
+		}
+		if attempt > 0 {
+			select { // created, metadata not yet visible
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if attempt < 50 {
+			if _, err := adm.CreateTopic(ctx, partitions, replication, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+				return 0, fmt.Errorf("consumer: create topic %s: %w", topic, err)
+			}
+			continue
+		}
+		return 0, fmt.Errorf("consumer: topic %s did not appear after creation", topic)
+	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -53,6 +54,9 @@ type API struct {
 	// Owner, if set, names the group member that owns a partition, for
 	// requests about sagas this member does not run.
 	Owner func(ctx context.Context, p storage.Partition) string
+	// Schedules, if set, serves /api/schedules and its operations.
+	Schedules *cron.Scheduler
+	CronTopic string
 }
 
 func (a *API) defaults() {
@@ -91,6 +95,9 @@ func (a *API) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.admin(a.operate(a.Engine.Cancel)))
 	mux.HandleFunc("POST /api/fire", a.admin(limited(a.fire)))
 	mux.HandleFunc("POST /webhooks/{name}", limited(a.webhook))
+	if a.Schedules != nil {
+		a.registerSchedules(mux)
+	}
 }
 
 // admin requires the admin token when one is configured.

@@ -20,8 +20,14 @@ var NightlyReport = engine.Saga{
 	Triggers: []engine.Trigger{{
 		Source:   engine.SourceCron,
 		Schedule: "CRON_TZ=Europe/Berlin 0 2 * * *",
+		// The tick's event: {"schedule", "saga", "scheduled_at", "scheduled_at_local", "published_at"}.
 		Transform: func(ev *engine.Event) (map[string]any, error) {
-			return map[string]any{"scheduled_at": ev.Timestamp}, nil
+			m, err := ev.JSON()
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"scheduled_at": m["scheduled_at"], "local": m["scheduled_at_local"]}, nil
 		},
+		Cron: engine.CronPolicy{CatchUp: engine.CatchUpLatest, Overlap: engine.OverlapSkip},
 	}},
 }

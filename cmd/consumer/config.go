@@ -60,6 +60,7 @@ type Config struct {
 	AdminToken            string
 	AllowInsecureHTTP     bool
 	EventsTopic           string
+	CronTopic             string
 	MaxBodyBytes          int
 	MaxConcurrentWebhooks int
 	// WebhookSecrets come from SAGAZ_WEBHOOK_SECRET_<NAME> (the webhook name
@@ -143,6 +144,7 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	str(&c.AdminToken, "admin-token", "", "bearer token for the mutating API endpoints (prefer the environment variable)")
 	boolean(&c.AllowInsecureHTTP, "allow-insecure-http", false, "listen on a non-loopback address without an admin token")
 	str(&c.EventsTopic, "events-topic", "sagaz.events", "topic for webhook calls and manual events")
+	str(&c.CronTopic, "cron-topic", "sagaz.cron", "topic for schedule ticks")
 	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest webhook or fire request body (413 past it)")
 	integer(&c.MaxConcurrentWebhooks, "max-concurrent-webhooks", 64, "webhook and fire requests in progress at once (503 past it)")
 	dur(&c.Retention, "retention", 7*24*time.Hour, "how long finished sagas (and their idempotency keys) are kept: the de-duplication window")

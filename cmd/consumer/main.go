@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/devkafka"
@@ -124,7 +125,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		return err
 	}
 	cons, err := consumer.New(eng, store, consumer.Config{
-		Changelog: changelog, Retention: cfg.Retention, EventsTopic: cfg.EventsTopic,
+		Changelog: changelog, Retention: cfg.Retention, EventsTopic: cfg.EventsTopic, CronTopic: cfg.CronTopic,
 		// franz-go's own metrics (kprom) for the group member's client.
 		GroupClientOpts: []kgo.Opt{kgo.WithHooks(kprom.NewMetrics("sagaz_kafka", kprom.Registerer(reg)))},
 		Client:          kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
@@ -138,6 +139,28 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		return err
 	}
 	reg.MustRegister(cons.LagCollector())
+
+	// Schedules: ticks published to the cron topic by the owner of each
+	// schedule's partition.
+	var sched *cron.Scheduler
+	if hasCron(routes) {
+		parts, err := consumer.EnsureTopic(ctx, kopts, cfg.CronTopic, int32(cfg.TopicPartitions), int16(cfg.TopicReplication), cfg.CreateTopics)
+		if err != nil {
+			return err
+		}
+		cronProducer, err := kgo.NewClient(append(append([]kgo.Opt(nil), kopts...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+		if err != nil {
+			return err
+		}
+		defer cronProducer.Close()
+		sched, err = cron.New(cron.Config{Routes: routes, Topic: cfg.CronTopic, Partitions: parts, Producer: cronProducer, Store: store,
+			Owns: func(p storage.Partition) bool {
+				return eng.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+			}, Mirror: changelog.AppendMeta, Logger: log})
+		if err != nil {
+			return err
+		}
+	}
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		producer, err := kgo.NewClient(kopts...) // acks=all, idempotent: a 202 means durable in Kafka
@@ -146,7 +169,8 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		}
 		defer producer.Close()
 		api := &httpapi.API{Engine: eng, Store: store, Producer: producer, EventsTopic: cfg.EventsTopic, AdminToken: cfg.AdminToken,
-			WebhookSecrets: cfg.WebhookSecrets, MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxConcurrentWebhooks: cfg.MaxConcurrentWebhooks, Owner: cons.Owner}
+			WebhookSecrets: cfg.WebhookSecrets, MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxConcurrentWebhooks: cfg.MaxConcurrentWebhooks, Owner: cons.Owner,
+			Schedules: sched, CronTopic: cfg.CronTopic}
 		srv, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Logger: log, API: api, Ready: func() error {
 			select {
 			case <-eng.Ready():
@@ -177,9 +201,21 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	if srv != nil {
 		g.Go(func() error { return srv.Run(gctx) })
 	}
+	if sched != nil {
+		g.Go(func() error { return sched.Run(gctx) })
+	}
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+func hasCron(routes *engine.Routes) bool {
+	for _, r := range routes.All() {
+		if r.Trigger.Source == engine.SourceCron {
+			return true
+		}
+	}
+	return false
 }
 
 func banner(w io.Writer, cfg *Config, srv *httpapi.Server) {

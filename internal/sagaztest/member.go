@@ -30,7 +30,7 @@ type Member struct {
 	Metrics  *consumer.Metrics
 	// Finished counts sagas that reached a terminal status.
 	Finished  atomic.Int64
-	changelog *consumer.Changelog
+	Changelog *consumer.Changelog
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	runErr    [2]error
@@ -66,13 +66,13 @@ func Start(t testing.TB, seeds []string, group, dir string, reg *engine.Registry
 	if mut != nil {
 		mut(&cfg)
 	}
-	m.changelog, err = consumer.NewChangelog(cfg.Group, cfg.Client, log, m.Metrics)
+	m.Changelog, err = consumer.NewChangelog(cfg.Group, cfg.Client, log, m.Metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Changelog = m.changelog
+	cfg.Changelog = m.Changelog
 	m.Engine, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, ShutdownTimeout: 5 * time.Second,
-		OnFinish: func(*storage.Saga) { m.Finished.Add(1) }, Partitioned: true, OnRecorded: m.changelog.Append})
+		OnFinish: func(*storage.Saga) { m.Finished.Add(1) }, Partitioned: true, OnRecorded: m.Changelog.Append})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func (m *Member) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait()
-	m.changelog.Close()
+	m.Changelog.Close()
 	m.cancel = nil
 	for _, err := range m.runErr {
 		if err != nil {

@@ -1,0 +1,131 @@
+package cron
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	robfig "github.com/robfig/cron/v3"
+
+	"github.com/sagaz-go/sagaz/engine"
+)
+
+// Row is one schedule in the schedule table (GET /api/schedules).
+type Row struct {
+	ID        string            `json:"id"`
+	Saga      string            `json:"saga"`
+	Spec      string            `json:"spec"`
+	Partition int32             `json:"partition"`
+	OwnedHere bool              `json:"owned_here"`
+	Paused    bool              `json:"paused"`
+	Next      time.Time         `json:"next_fire,omitzero"`
+	State     State             `json:"state"`
+	Policy    engine.CronPolicy `json:"policy"`
+}
+
+// Table lists the schedules; the state is known for the ones owned here.
+func (s *Scheduler) Table(now time.Time) []Row {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Row, 0, len(s.order))
+	for _, id := range s.order {
+		sc := s.sched[id]
+		r := Row{ID: id, Saga: sc.route.Saga.Name, Spec: sc.route.Trigger.Schedule, Partition: sc.part.Partition, OwnedHere: sc.owned,
+			Policy: sc.policy}
+		if sc.owned {
+			r.State, r.Paused = sc.state, sc.state.Paused
+			if !sc.state.Paused {
+				n := sc.spec.Next(maxTime(sc.state.LastTick, now))
+				r.Next = n.Add(jitter(sc, n))
+			}
+		} else {
+			r.Next = sc.spec.Next(now)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// owned returns the schedule if this member owns it (taking it over now if
+// the partition came here since the last evaluation).
+func (s *Scheduler) owned(ctx context.Context, id string) (*sched, error) {
+	sc, ok := s.sched[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownSchedule, id)
+	}
+	if !s.cfg.Owns(sc.part) {
+		sc.owned = false
+		return nil, fmt.Errorf("%w: %s is in partition %d of %s", ErrNotOwner, id, sc.part.Partition, sc.part.Topic)
+	}
+	if !sc.owned {
+		if err := s.takeOver(ctx, sc, s.cfg.Clock.Now()); err != nil {
+			return nil, err
+		}
+	}
+	return sc, nil
+}
+
+// Pause stops a schedule's ticks; Resume starts them again from now (the
+// ticks of the pause are not caught up).
+func (s *Scheduler) Pause(ctx context.Context, id string) error  { return s.setPaused(ctx, id, true) }
+func (s *Scheduler) Resume(ctx context.Context, id string) error { return s.setPaused(ctx, id, false) }
+
+func (s *Scheduler) setPaused(ctx context.Context, id string, paused bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.owned(ctx, id)
+	if err != nil {
+		return err
+	}
+	if sc.state.Paused == paused {
+		return nil
+	}
+	sc.state.Paused = paused
+	if !paused {
+		sc.state.LastTick = s.cfg.Clock.Now()
+	}
+	return s.save(ctx, sc)
+}
+
+// TriggerNow publishes a tick for now (to the second), outside the
+// schedule and its overlap policy; it starts one saga like any tick.
+func (s *Scheduler) TriggerNow(ctx context.Context, id string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.owned(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	t := s.cfg.Clock.Now().Truncate(time.Second)
+	if _, err := s.publish(ctx, sc, t, true); err != nil {
+		return "", err
+	}
+	return TickKey(id, t), nil
+}
+
+// Backfill publishes every tick of the schedule in [from, to]. Ticks
+// already fired are de-duplicated by their key (schedule and time), so
+// only the missing ones start a saga. It returns how many ticks it
+// published.
+func (s *Scheduler) Backfill(ctx context.Context, id string, from, to time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.owned(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	start := from.Add(-time.Nanosecond)
+	if every, ok := sc.spec.(robfig.ConstantDelaySchedule); ok {
+		start = from.Add(-every.Delay) // "@every": ticks from `from` on, every Delay
+	}
+	ticks := Ticks(sc.spec, start, to, s.cfg.MaxBackfill+1)
+	if len(ticks) > s.cfg.MaxBackfill {
+		return 0, fmt.Errorf("%w: more than %d", ErrTooManyTicks, s.cfg.MaxBackfill)
+	}
+	for i, t := range ticks {
+		if _, err := s.publish(ctx, sc, t, true); err != nil {
+			return i, err
+		}
+	}
+	return len(ticks), nil
+}
