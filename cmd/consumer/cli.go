@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 )
@@ -216,4 +217,57 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set(h.k, h.v)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// schedulesCmd: schedules list|pause|resume|trigger|backfill.
+func schedulesCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return errors.New("usage: sagaz schedules list | pause ID | resume ID | trigger ID | backfill ID --from T --to T")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("sagaz schedules "+sub, flag.ContinueOnError)
+	from := fs.String("from", "", "backfill: first time (RFC 3339)")
+	to := fs.String("to", "", "backfill: last time (RFC 3339)")
+	c, rest, err := newAPIClient(fs, args, getenv)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 1 { // flags after the ID: sagaz schedules backfill ID --from ... --to ...
+		if err := fs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		rest = append(rest[:1], fs.Args()...)
+	}
+	if sub == "list" {
+		var out struct{ Schedules []cron.Row }
+		if err := c.do(ctx, http.MethodGet, "/api/schedules", nil, &out); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSPEC\tHERE\tPAUSED\tNEXT\tLAST TICK\tFIRED\tSKIPPED")
+		for _, r := range out.Schedules {
+			last := ""
+			if !r.State.LastTick.IsZero() {
+				last = r.State.LastTick.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\t%d\t%d\n", r.ID, r.Spec, r.OwnedHere, r.Paused, r.Next.Format(time.RFC3339), last, r.State.Fired, r.State.Skipped)
+		}
+		return tw.Flush()
+	}
+	if len(rest) != 1 {
+		return fmt.Errorf("usage: sagaz schedules %s ID", sub)
+	}
+	var body []byte
+	switch sub {
+	case "pause", "resume", "trigger":
+	case "backfill":
+		body, _ = json.Marshal(map[string]string{"from": *from, "to": *to})
+	default:
+		return fmt.Errorf("unknown schedules command %q (want list, pause, resume, trigger or backfill)", sub)
+	}
+	var out map[string]any
+	if err := c.do(ctx, http.MethodPost, "/api/schedules/"+url.PathEscape(rest[0])+"/"+sub, body, &out); err != nil {
+		return err
+	}
+	return printJSON(w, out)
 }

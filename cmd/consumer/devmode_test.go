@@ -136,7 +136,31 @@ func TestCLIOverTheAPI(t *testing.T) {
 	if out := cli("sagas", "list", "--status", "rolled_back"); !strings.Contains(out, id) {
 		t.Fatalf("list:\n%s", out)
 	}
+	// Schedules: the demo's nightly report, triggered by hand and backfilled.
+	if out := cli("schedules", "list"); !strings.Contains(out, "nightly-report:nightly-report") {
+		t.Fatalf("schedules list:\n%s", out)
+	}
+	kafkatest.WaitFor(t, 30*time.Second, "the schedule to be owned", func() bool {
+		var out bytes.Buffer
+		return run(ctx, []string{"schedules", "trigger", "nightly-report:nightly-report"}, &out, env) == nil
+	})
+	if out := cli("schedules", "backfill", "nightly-report:nightly-report", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-22T23:00:00Z"); !strings.Contains(out, `"ticks_published": 3`) {
+		t.Fatalf("backfill:\n%s", out)
+	}
+	kafkatest.WaitFor(t, 30*time.Second, "four nightly reports", func() bool {
+		var out bytes.Buffer
+		return run(ctx, []string{"sagas", "list", "--saga", "nightly-report", "--status", "completed"}, &out, env) == nil &&
+			strings.Count(out.String(), "sagaz.cron:") == 4
+	})
 	var out bytes.Buffer
+	for args, code := range map[string]string{
+		"schedules pause nope:nope": "404",
+		"schedules backfill nightly-report:nightly-report --from 2026-11-22T00:00:00Z --to 2026-11-20T00:00:00Z": "400",
+	} {
+		if err := run(ctx, strings.Fields(args), &out, env); err == nil || !strings.Contains(err.Error(), code) {
+			t.Errorf("sagaz %s: %v, want %s", args, err, code)
+		}
+	}
 	if err := run(ctx, []string{"sagas", "cancel", id}, &out, env); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Fatalf("cancelling a finished saga: %v", err)
 	}

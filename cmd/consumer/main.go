@@ -5,6 +5,7 @@
 //	sagaz triggers                          the trigger table (of the service, or of this binary)
 //	sagaz sagas list|show|retry|cancel ...  look at and steer sagas through the HTTP API
 //	sagaz fire EVENT_TYPE [JSON]            fire a manual event through the HTTP API
+//	sagaz schedules list|pause|resume|trigger|backfill ...  operate cron schedules
 //	sagaz demo [flags]                      produce sample order events (some with fail_at)
 //
 // Run "sagaz run -h" for the flags; each has a SAGAZ_* environment variable.
@@ -71,10 +72,12 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 		return sagasCmd(ctx, args, stdout, getenv)
 	case "fire":
 		return fireCmd(ctx, args, stdout, getenv)
+	case "schedules":
+		return schedulesCmd(ctx, args, stdout, getenv)
 	case "demo":
 		return demo(ctx, args, stdout, getenv)
 	default:
-		return fmt.Errorf("unknown command %q (want run, triggers, sagas, fire or demo)", cmd)
+		return fmt.Errorf("unknown command %q (want run, triggers, sagas, fire, schedules or demo)", cmd)
 	}
 }
 
