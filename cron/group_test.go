@@ -45,7 +45,9 @@ func TestOneSagaPerTickAcrossTheGroup(t *testing.T) {
 		m := sagaztest.Start(t, seeds, group, "", reg, nil)
 		prod := kafkatest.Client(t, seeds, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 		s, err := cron.New(cron.Config{Routes: m.Engine.Routes(), Topic: "sagaz.cron", Partitions: 3, Producer: prod, Store: m.Store,
-			Owns:   func(p storage.Partition) bool { return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition}) },
+			Owns: func(p storage.Partition) bool {
+				return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+			},
 			Mirror: m.Changelog.AppendMeta, Logger: sagaztest.Logger()})
 		if err != nil {
 			t.Fatal(err)

@@ -25,8 +25,8 @@ type clock struct {
 	now time.Time
 }
 
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) set(t time.Time)         { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+func (c *clock) Now() time.Time                                   { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) set(t time.Time)                                  { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 func (c *clock) Sleep(ctx context.Context, d time.Duration) error { return ctx.Err() }
 func (c *clock) AfterFunc(d time.Duration, f func()) func() bool  { return func() bool { return true } }
 
@@ -66,7 +66,9 @@ func newWorld(t *testing.T, sagas ...engine.Saga) *world {
 // would build, with state only from the store).
 func (w *world) scheduler() *cron.Scheduler {
 	s, err := cron.New(cron.Config{Routes: w.m.Engine.Routes(), Topic: "sagaz.cron", Partitions: w.parts, Producer: w.prod, Store: w.m.Store,
-		Owns:   func(p storage.Partition) bool { return w.m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition}) },
+		Owns: func(p storage.Partition) bool {
+			return w.m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+		},
 		Mirror: w.m.Changelog.AppendMeta, Clock: w.clock, Logger: sagaztest.Logger()})
 	if err != nil {
 		w.t.Fatal(err)

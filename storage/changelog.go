@@ -25,9 +25,9 @@ func versionOfRecord(b []byte) uint64 {
 // Apply implements Store.
 func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error) {
 	type prepared struct {
-		key   []byte
-		value []byte
-		s     *Saga // nil for next-offset and tombstone records
+		key    []byte
+		value  []byte
+		s      *Saga // nil for next-offset and tombstone records
 		next   int64
 		isNxt  bool
 		isMeta bool
