@@ -24,7 +24,7 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	want := append(append([]string(nil), c.topics...), c.cfg.DeadLetterTopic)
-	details, err := adm.ListTopics(ctx, want...)
+	details, err := listTopics(ctx, adm)
 	if err != nil {
 		return fmt.Errorf("consumer: list topics: %w", err)
 	}
@@ -69,19 +69,32 @@ func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []
 // ensureChangelogs checks (or creates) one compacted changelog topic per
 // source topic, with the source topic's partition count.
 func (c *Consumer) ensureChangelogs(ctx context.Context, adm *kadm.Client) error {
-	names := make([]string, 0, 2*len(c.topics))
-	for _, t := range c.topics {
-		names = append(names, t, ChangelogTopic(c.cfg.Group, t))
-	}
-	details, err := adm.ListTopics(ctx, names...)
-	if err != nil {
-		return fmt.Errorf("consumer: list topics: %w", err)
+	var details kadm.TopicDetails
+	for attempt := 0; ; attempt++ { // topics created a moment ago may not show their partitions yet
+		var err error
+		if details, err = listTopics(ctx, adm); err != nil {
+			return fmt.Errorf("consumer: list topics: %w", err)
+		}
+		ready := true
+		for _, t := range c.topics {
+			if d, ok := details[t]; !ok || d.Err != nil || len(d.Partitions) == 0 {
+				ready = false
+			}
+		}
+		if ready || attempt == 100 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	compact := "compact"
 	for _, t := range c.topics {
-		src := details[t]
-		if src.Err != nil {
-			return fmt.Errorf("consumer: topic %s: %w", t, src.Err)
+		src, ok := details[t]
+		if !ok || src.Err != nil || len(src.Partitions) == 0 {
+			return fmt.Errorf("consumer: topic %s has no partitions yet (%v)", t, src.Err)
 		}
 		want := int32(len(src.Partitions))
 		clName := ChangelogTopic(c.cfg.Group, t)
@@ -110,34 +123,36 @@ func EnsureTopic(ctx context.Context, opts []kgo.Opt, topic string, partitions i
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	for attempt := 0; ; attempt++ {
-		details, err := adm.ListTopics(ctx, topic)
+	if create { // create first: metadata requests for a missing topic are retried for long
+		if _, err := adm.CreateTopic(ctx, partitions, replication, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return 0, fmt.Errorf("consumer: create topic %s: %w", topic, err)
+		}
+	}
+	for attempt := 0; attempt < 100; attempt++ {
+		details, err := listTopics(ctx, adm)
 		if err != nil {
 			return 0, fmt.Errorf("consumer: list topic %s: %w", topic, err)
 		}
 		d, ok := details[topic]
-		if ok && d.Err == nil && len(d.Partitions) > 0 {
+		switch {
+		case ok && d.Err == nil && len(d.Partitions) > 0:
 			return int32(len(d.Partitions)), nil
-		}
-		if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		case !create:
+			return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
+		case ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition):
 			return 0, fmt.Errorf("consumer: topic %s: %w", topic, d.Err)
 		}
-		if !create {
-			return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
+		select { // created; metadata not visible yet
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
-		if attempt > 0 {
-			select { // created, metadata not yet visible
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		if attempt < 50 {
-			if _, err := adm.CreateTopic(ctx, partitions, replication, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-				return 0, fmt.Errorf("consumer: create topic %s: %w", topic, err)
-			}
-			continue
-		}
-		return 0, fmt.Errorf("consumer: topic %s did not appear after creation", topic)
 	}
+	return 0, fmt.Errorf("consumer: topic %s did not appear after creation", topic)
+}
+
+// listTopics lists every topic of the cluster. Asking for named topics would
+// make the client retry (for up to its retry timeout) on each missing one.
+func listTopics(ctx context.Context, adm *kadm.Client) (kadm.TopicDetails, error) {
+	return adm.ListTopics(ctx)
 }
