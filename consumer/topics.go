@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -15,7 +16,7 @@ import (
 
 // ensureTopics checks that the trigger topics and the dead-letter topic
 // exist, creating the missing ones (or failing with their names when
-// creation is off).
+// creation is off), then the changelog topics.
 func (c *Consumer) ensureTopics(ctx context.Context) error {
 	cl, err := kgo.NewClient(c.cfg.Client...)
 	if err != nil {
@@ -23,32 +24,51 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	want := append(append([]string(nil), c.topics...), c.cfg.DeadLetterTopic)
 	details, err := listTopics(ctx, adm)
 	if err != nil {
 		return fmt.Errorf("consumer: list topics: %w", err)
 	}
+	partitions := map[string]int32{} // known partition counts
+	for t, d := range details {
+		if d.Err == nil {
+			partitions[t] = int32(len(d.Partitions))
+		}
+	}
 	var missing []string
-	for _, t := range want {
-		d, ok := details[t]
-		if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+	for _, t := range append(append([]string(nil), c.topics...), c.cfg.DeadLetterTopic) {
+		if partitions[t] == 0 {
 			missing = append(missing, t)
-		} else if d.Err != nil {
-			return fmt.Errorf("consumer: topic %s: %w", t, d.Err)
 		}
 	}
 	if len(missing) > 0 {
-		if err := c.createTopics(ctx, adm, missing, c.cfg.TopicPartitions, nil); err != nil {
+		if err := c.createTopics(ctx, adm, missing, c.cfg.TopicPartitions, nil, partitions); err != nil {
 			return err
 		}
 	}
 	if c.cfg.Changelog == nil {
 		return nil
 	}
-	return c.ensureChangelogs(ctx, adm)
+	// One compacted changelog topic per source topic, with its partition
+	// count: the state of partition N lives in changelog partition N.
+	compact := "compact"
+	for _, t := range c.topics {
+		want, clName := partitions[t], ChangelogTopic(c.cfg.Group, t)
+		switch got := partitions[clName]; {
+		case got == 0:
+			if err := c.createTopics(ctx, adm, []string{clName}, want, map[string]*string{"cleanup.policy": &compact}, partitions); err != nil {
+				return err
+			}
+		case got != want:
+			return fmt.Errorf("consumer: changelog topic %s has %d partitions, topic %s has %d: they must match (state of partition N lives in changelog partition N)",
+				clName, got, t, want)
+		}
+	}
+	return nil
 }
 
-func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []string, partitions int32, configs map[string]*string) error {
+// createTopics creates topics and records their partition counts (a new
+// topic's metadata can take a while to show through a client's cache).
+func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []string, partitions int32, configs map[string]*string, counts map[string]int32) error {
 	sort.Strings(topics)
 	if !c.cfg.CreateTopics {
 		return fmt.Errorf("%w: %s (create them, or enable topic creation)", ErrMissingTopics, strings.Join(topics, ", "))
@@ -61,54 +81,27 @@ func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("consumer: create topic %s: %w", r.Topic, r.Err)
 		}
-		c.log.Info("created topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication", r.ReplicationFactor)
-	}
-	return nil
-}
-
-// ensureChangelogs checks (or creates) one compacted changelog topic per
-// source topic, with the source topic's partition count.
-func (c *Consumer) ensureChangelogs(ctx context.Context, adm *kadm.Client) error {
-	var details kadm.TopicDetails
-	for attempt := 0; ; attempt++ { // topics created a moment ago may not show their partitions yet
-		var err error
-		if details, err = listTopics(ctx, adm); err != nil {
-			return fmt.Errorf("consumer: list topics: %w", err)
+		if r.Err == nil {
+			counts[r.Topic] = r.NumPartitions
+			c.log.Info("created topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication", r.ReplicationFactor)
+			continue
 		}
-		ready := true
-		for _, t := range c.topics {
-			if d, ok := details[t]; !ok || d.Err != nil || len(d.Partitions) == 0 {
-				ready = false
-			}
-		}
-		if ready || attempt == 100 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	compact := "compact"
-	for _, t := range c.topics {
-		src, ok := details[t]
-		if !ok || src.Err != nil || len(src.Partitions) == 0 {
-			return fmt.Errorf("consumer: topic %s has no partitions yet (%v)", t, src.Err)
-		}
-		want := int32(len(src.Partitions))
-		clName := ChangelogTopic(c.cfg.Group, t)
-		cl, ok := details[clName]
-		switch {
-		case !ok || errors.Is(cl.Err, kerr.UnknownTopicOrPartition):
-			if err := c.createTopics(ctx, adm, []string{clName}, want, map[string]*string{"cleanup.policy": &compact}); err != nil {
+		// Created by someone else meanwhile: read its partition count.
+		for attempt := 0; counts[r.Topic] == 0 && attempt < 100; attempt++ {
+			details, err := listTopics(ctx, adm)
+			if err != nil {
 				return err
 			}
-		case cl.Err != nil:
-			return fmt.Errorf("consumer: changelog topic %s: %w", clName, cl.Err)
-		case int32(len(cl.Partitions)) != want:
-			return fmt.Errorf("consumer: changelog topic %s has %d partitions, topic %s has %d: they must match (state of partition N lives in changelog partition N)",
-				clName, len(cl.Partitions), t, want)
+			if d, ok := details[r.Topic]; ok && d.Err == nil {
+				counts[r.Topic] = int32(len(d.Partitions))
+			}
+			if counts[r.Topic] == 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
 		}
 	}
 	return nil
@@ -123,32 +116,25 @@ func EnsureTopic(ctx context.Context, opts []kgo.Opt, topic string, partitions i
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if create { // create first: metadata requests for a missing topic are retried for long
-		if _, err := adm.CreateTopic(ctx, partitions, replication, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return 0, fmt.Errorf("consumer: create topic %s: %w", topic, err)
-		}
+	details, err := listTopics(ctx, adm)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: list topics: %w", err)
 	}
-	for attempt := 0; attempt < 100; attempt++ {
-		details, err := listTopics(ctx, adm)
-		if err != nil {
-			return 0, fmt.Errorf("consumer: list topic %s: %w", topic, err)
-		}
-		d, ok := details[topic]
-		switch {
-		case ok && d.Err == nil && len(d.Partitions) > 0:
-			return int32(len(d.Partitions)), nil
-		case !create:
-			return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
-		case ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition):
-			return 0, fmt.Errorf("consumer: topic %s: %w", topic, d.Err)
-		}
-		select { // created; metadata not visible yet
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if d, ok := details[topic]; ok && d.Err == nil && len(d.Partitions) > 0 {
+		return int32(len(d.Partitions)), nil
 	}
-	return 0, fmt.Errorf("consumer: topic %s did not appear after creation", topic)
+	if !create {
+		return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
+	}
+	c := &Consumer{cfg: Config{CreateTopics: true, TopicReplication: replication}, log: slog.Default()}
+	counts := map[string]int32{}
+	if err := c.createTopics(ctx, adm, []string{topic}, partitions, nil, counts); err != nil {
+		return 0, err
+	}
+	if counts[topic] == 0 {
+		return 0, fmt.Errorf("consumer: topic %s did not appear after creation", topic)
+	}
+	return counts[topic], nil
 }
 
 // listTopics lists every topic of the cluster. Asking for named topics would
