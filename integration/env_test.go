@@ -79,7 +79,7 @@ func dockerHealthy() (err error) {
 func needKafka(t *testing.T) []string {
 	t.Helper()
 	if len(brokers) == 0 {
-		t.Skip(skipReason)
+		t.Skip("no Kafka broker in this environment: " + skipReason)
 	}
 	if _, err := exec.LookPath("kcat"); err != nil {
 		t.Fatal("kcat not found: install the Debian package kcat (make test-integration does)")
