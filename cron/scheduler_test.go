@@ -164,8 +164,8 @@ func TestOverlapBufferOne(t *testing.T) {
 	if len(got) != 2 || !got[1].Equal(t0.Add(2*time.Minute)) {
 		t.Fatalf("ticks started: %v", got)
 	}
-	if st := s.Table(t0)[0].State; st.Skipped != 1 {
-		t.Fatalf("state %+v", st)
+	if state := s.Table(t0)[0].State; state.Skipped != 1 {
+		t.Fatalf("state %+v", state)
 	}
 }
 
