@@ -66,14 +66,20 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 	return nil
 }
 
-// createTopics creates topics and records their partition counts (a new
-// topic's metadata can take a while to show through a client's cache).
 func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []string, partitions int32, configs map[string]*string, counts map[string]int32) error {
-	sort.Strings(topics)
 	if !c.cfg.CreateTopics {
+		sort.Strings(topics)
 		return fmt.Errorf("%w: %s (create them, or enable topic creation)", ErrMissingTopics, strings.Join(topics, ", "))
 	}
-	resp, err := adm.CreateTopics(ctx, partitions, c.cfg.TopicReplication, configs, topics...)
+	return createTopics(ctx, adm, c.log, topics, partitions, c.cfg.TopicReplication, configs, counts)
+}
+
+// createTopics creates topics and records their partition counts (a new
+// topic's metadata can take a while to show through a client's cache).
+func createTopics(ctx context.Context, adm *kadm.Client, log *slog.Logger, topics []string, partitions int32, replication int16,
+	configs map[string]*string, counts map[string]int32) error {
+	sort.Strings(topics)
+	resp, err := adm.CreateTopics(ctx, partitions, replication, configs, topics...)
 	if err != nil {
 		return fmt.Errorf("consumer: create topics %s: %w", strings.Join(topics, ", "), err)
 	}
@@ -83,7 +89,7 @@ func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []
 		}
 		if r.Err == nil {
 			counts[r.Topic] = r.NumPartitions
-			c.log.Info("created topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication", r.ReplicationFactor)
+			log.Info("created topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication", r.ReplicationFactor)
 			continue
 		}
 		// Created by someone else meanwhile: read its partition count.
@@ -126,9 +132,8 @@ func EnsureTopic(ctx context.Context, opts []kgo.Opt, topic string, partitions i
 	if !create {
 		return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
 	}
-	c := &Consumer{cfg: Config{CreateTopics: true, TopicReplication: replication}, log: slog.Default()}
 	counts := map[string]int32{}
-	if err := c.createTopics(ctx, adm, []string{topic}, partitions, nil, counts); err != nil {
+	if err := createTopics(ctx, adm, slog.Default(), []string{topic}, partitions, replication, nil, counts); err != nil {
 		return 0, err
 	}
 	if counts[topic] == 0 {
