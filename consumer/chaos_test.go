@@ -274,16 +274,7 @@ func (c *chaos) checkNoOverlap() (runs int) {
 // dead-letter topic.
 func (c *chaos) finish(procs []*chaosProc, want map[string]storage.Status, poison map[string]bool) {
 	t := c.t
-	end := kafkatest.EndOffsets(t, c.seeds, topic)
-	kafkatest.WaitFor(t, 3*time.Minute, "committed offsets to reach the log end", func() bool {
-		cm := kafkatest.Committed(t, c.seeds, group, topic)
-		for p, o := range end {
-			if cm[p] != o {
-				return false
-			}
-		}
-		return true
-	})
+	kafkatest.WaitCommittedAtEnd(t, c.seeds, group, topic, 3*time.Minute)
 	kafkatest.WaitFor(t, 2*time.Minute, "every member idle", func() bool {
 		for _, p := range procs {
 			if sagaztest.Metric(p.http, "sagaz_sagas_pending") != 0 || sagaztest.Metric(p.http, "sagaz_sagas_executing") != 0 {

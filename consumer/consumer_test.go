@@ -80,20 +80,9 @@ func sumEnd(m map[int32]int64) int64 {
 	return n
 }
 
-// waitCommittedAtEnd waits until the group's committed offsets equal the
-// log end offsets on every partition.
 func waitCommittedAtEnd(t *testing.T, seeds []string) {
 	t.Helper()
-	end := kafkatest.EndOffsets(t, seeds, topic)
-	kafkatest.WaitFor(t, 60*time.Second, "committed offsets to reach the log end offsets", func() bool {
-		c := kafkatest.Committed(t, seeds, group, topic)
-		for p, o := range end {
-			if c[p] != o {
-				return false
-			}
-		}
-		return true
-	})
+	kafkatest.WaitCommittedAtEnd(t, seeds, group, topic, 60*time.Second)
 }
 
 func checkOneSagaPerOrder(t *testing.T, want map[string]storage.Status, all []*storage.Saga) {

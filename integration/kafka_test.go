@@ -74,16 +74,7 @@ func checkOrders(t *testing.T, want map[string]storage.Status, all []*storage.Sa
 
 func waitCommitted(t *testing.T, group, topic string) {
 	t.Helper()
-	end := kafkatest.EndOffsets(t, brokers, topic)
-	kafkatest.WaitFor(t, 90*time.Second, "committed offsets to reach the log end", func() bool {
-		c := kafkatest.Committed(t, brokers, group, topic)
-		for p, o := range end {
-			if c[p] != o {
-				return false
-			}
-		}
-		return true
-	})
+	kafkatest.WaitCommittedAtEnd(t, brokers, group, topic, 90*time.Second)
 }
 
 func TestKcatOrdersCompleteAndOffsetsAreCommitted(t *testing.T) {

@@ -132,3 +132,19 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// WaitCommittedAtEnd waits until group's committed offsets equal topic's
+// log end offsets (as they are when called) on every partition.
+func WaitCommittedAtEnd(t testing.TB, seeds []string, group, topic string, timeout time.Duration) {
+	t.Helper()
+	end := EndOffsets(t, seeds, topic)
+	WaitFor(t, timeout, "committed offsets of "+group+" to reach the log end of "+topic, func() bool {
+		c := Committed(t, seeds, group, topic)
+		for p, o := range end {
+			if c[p] != o {
+				return false
+			}
+		}
+		return true
+	})
+}
