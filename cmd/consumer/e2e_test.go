@@ -108,16 +108,7 @@ func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
 	<-streamDone
 
 	p := startBinary(t, bin, dir, seeds)
-	end := kafkatest.EndOffsets(t, seeds, topic)
-	kafkatest.WaitFor(t, 120*time.Second, "committed offsets to reach the log end", func() bool {
-		cm := kafkatest.Committed(t, seeds, "e2e", topic)
-		for part, o := range end {
-			if cm[part] != o {
-				return false
-			}
-		}
-		return true
-	})
+	kafkatest.WaitCommittedAtEnd(t, seeds, "e2e", topic, 120*time.Second)
 	kafkatest.WaitFor(t, 60*time.Second, "every saga to finish", func() bool {
 		return p.Metric("sagaz_sagas_pending") == 0 && p.Metric("sagaz_sagas_executing") == 0
 	})
