@@ -8,7 +8,7 @@ import (
 )
 
 // Status is the life-cycle state of a saga. The names are the external
-// contract (DESIGN §6): pending, executing, completed, compensating,
+// contract: pending, executing, completed, compensating,
 // rolled_back, failed.
 type Status uint8
 

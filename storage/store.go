@@ -1,6 +1,6 @@
 // Package storage records saga instances durably.
 //
-// State is partition-scoped (DESIGN §5): every saga lives under the
+// State is partition-scoped: every saga lives under the
 // topic-partition of the event that started it, together with that
 // partition's idempotency keys and next offset. A saga's ID is derived from
 // its source position and saga name, so the ID says where the saga lives.
@@ -11,7 +11,6 @@ package storage
 
 import (
 	"context"
-	"encoding/binary"
 	"time"
 )
 
@@ -101,27 +100,6 @@ type StartBatch struct {
 	// changelog known to be reflected in this store (see Apply).
 	Changelog []Offset
 }
-
-// Change is one changelog record: Key is ChangeKey(saga) or NextOffsetKey;
-// Value is EncodeSaga(saga), EncodeNext(offset), or nil (a tombstone).
-type Change struct {
-	Key, Value []byte
-}
-
-// NextOffsetKey is the changelog key of a partition's next offset.
-var NextOffsetKey = []byte("\xffnext")
-
-// metaPrefix starts the changelog keys of meta records.
-const metaPrefix = "\xfemeta/"
-
-// MetaKey is the changelog key of a partition's meta record.
-func MetaKey(key string) []byte { return []byte(metaPrefix + key) }
-
-// ChangeKey is the changelog key of a saga (its position and name).
-func ChangeKey(s *Saga) []byte { return sagaKey(s.Source.Offset, s.Name) }
-
-// EncodeNext is the changelog value of a next offset.
-func EncodeNext(next int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(next)) }
 
 // Offset is the next offset of a partition.
 type Offset struct {

@@ -205,3 +205,15 @@ func (d *decoder) time() time.Time {
 	}
 	return time.Unix(0, v).UTC()
 }
+
+// versionOfRecord reads a record's version without decoding it.
+func versionOfRecord(b []byte) uint64 {
+	if len(b) < 3 || b[0] != recordVersion {
+		return 0
+	}
+	v, n := binary.Uvarint(b[2:])
+	if n <= 0 {
+		return 0
+	}
+	return v
+}

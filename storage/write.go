@@ -1,0 +1,346 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+)
+
+func validTopic(t string) bool { return ValidName(strings.TrimPrefix(t, "~")) }
+
+func validate(s *Saga) error {
+	switch {
+	case !ValidName(s.Name):
+		return fmt.Errorf("%w: saga name %q", ErrInvalidSaga, s.Name)
+	case !validTopic(s.Source.Topic):
+		return fmt.Errorf("%w: topic %q", ErrInvalidSaga, s.Source.Topic)
+	case s.Source.Partition < 0 || s.Source.Offset < 0:
+		return fmt.Errorf("%w: position %d/%d", ErrInvalidSaga, s.Source.Partition, s.Source.Offset)
+	}
+	return nil
+}
+
+// Start implements Store.
+func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, error) {
+	now := b.opts.Now().UTC()
+	recs := make([][]byte, len(batch.Sagas))
+	for i, s := range batch.Sagas {
+		if err := validate(s); err != nil {
+			return nil, err
+		}
+		s.Status = StatusPending
+		s.Version = 1
+		s.CreatedAt, s.UpdatedAt = now, now
+		recs[i] = EncodeSaga(nil, s)
+	}
+	for _, o := range batch.Offsets {
+		if !validTopic(o.Topic) || o.Partition < 0 || o.Next < 0 {
+			return nil, fmt.Errorf("%w: offset %s/%d:%d", ErrInvalidSaga, o.Topic, o.Partition, o.Next)
+		}
+	}
+	var results []StartResult
+	err := b.submit(ctx, func(w *wtx) error {
+		results = make([]StartResult, len(batch.Sagas))
+		part := func(p Partition) (*partBuckets, error) { return w.part(p, true) }
+		for i, s := range batch.Sagas {
+			pb, err := part(s.Source.TopicPartition())
+			if err != nil {
+				return err
+			}
+			sk := sagaKey(s.Source.Offset, s.Name)
+			// Every saga recorded so far sits below the partition's recorded
+			// next offset (Start advances it past each saga it inserts), so a
+			// saga at or above it is new: no lookup needed.
+			if s.Source.Offset < pb.next() && pb.sagas.Get(sk) != nil {
+				results[i] = StartResult{ID: s.ID()}
+				continue
+			}
+			if s.IdempotencyKey != "" {
+				ik := idemKey(s.Name, s.IdempotencyKey)
+				if v := pb.idem.Get(ik); len(v) == 8 {
+					pos := s.Source
+					pos.Offset = int64(binary.BigEndian.Uint64(v))
+					results[i] = StartResult{ID: FormatID(pos, s.Name)}
+					continue
+				}
+				if err := pb.idem.Put(ik, sk[:8]); err != nil {
+					return err
+				}
+			}
+			if err := pb.sagas.Put(sk, recs[i]); err != nil {
+				return err
+			}
+			if err := pb.index.Put(indexKey(StatusPending, s.Name, s.Source.Offset), nil); err != nil {
+				return err
+			}
+			pb.advance(s.Source.Offset + 1)
+			results[i] = StartResult{ID: s.ID(), Created: true, Saga: s}
+		}
+		for _, o := range batch.Offsets {
+			pb, err := part(o.TopicPartition())
+			if err != nil {
+				return err
+			}
+			pb.advance(o.Next)
+		}
+		for _, o := range batch.Changelog {
+			pb, err := part(o.TopicPartition())
+			if err != nil {
+				return err
+			}
+			if err := pb.setChangelogNext(o.Next); err != nil {
+				return err
+			}
+		}
+		for _, pb := range w.parts {
+			if err := pb.flushNext(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// Update implements Store.
+func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
+	type upd struct {
+		p      Partition
+		key    []byte
+		rec    []byte
+		s      *Saga
+		status Status
+	}
+	ups := make([]upd, len(sagas))
+	for i, s := range sagas {
+		if err := validate(s); err != nil {
+			return err
+		}
+		if !s.Status.Valid() {
+			return fmt.Errorf("%w: status %d", ErrInvalidSaga, s.Status)
+		}
+		s.Version++
+		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.Status}
+	}
+	return b.submit(ctx, func(w *wtx) error {
+		for _, u := range ups {
+			pb, err := w.part(u.p, false)
+			if err != nil {
+				return err
+			}
+			var old []byte
+			if pb != nil {
+				old = pb.sagas.Get(u.key)
+			}
+			if old == nil {
+				return fmt.Errorf("%w: update of %s", ErrNotFound, u.s.ID())
+			}
+			prev := statusOfRecord(old)
+			if err := pb.sagas.Put(u.key, u.rec); err != nil {
+				return err
+			}
+			if prev != u.status {
+				if err := pb.index.Delete(indexKey(prev, u.s.Name, u.s.Source.Offset)); err != nil {
+					return err
+				}
+				if err := pb.index.Put(indexKey(u.status, u.s.Name, u.s.Source.Offset), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Apply implements Store.
+func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error) {
+	type prepared struct {
+		key    []byte
+		value  []byte
+		s      *Saga // nil for next-offset and tombstone records
+		next   int64
+		isNxt  bool
+		isMeta bool
+	}
+	ps := make([]prepared, 0, len(changes))
+	for _, c := range changes {
+		switch {
+		case bytes.HasPrefix(c.Key, []byte(metaPrefix)):
+			ps = append(ps, prepared{key: c.Key, value: c.Value, isMeta: true})
+		case bytes.Equal(c.Key, NextOffsetKey):
+			if len(c.Value) != 8 {
+				return 0, fmt.Errorf("%w: next-offset changelog record of %d bytes", ErrCorrupt, len(c.Value))
+			}
+			ps = append(ps, prepared{isNxt: true, next: int64(binary.BigEndian.Uint64(c.Value))})
+		case c.Value == nil:
+			if len(c.Key) <= 8 {
+				return 0, fmt.Errorf("%w: changelog key %x", ErrCorrupt, c.Key)
+			}
+			ps = append(ps, prepared{key: c.Key})
+		default:
+			s, err := DecodeSaga(c.Value)
+			if err != nil {
+				return 0, fmt.Errorf("changelog record %x: %w", c.Key, err)
+			}
+			if s.Source.TopicPartition() != p || !bytes.Equal(c.Key, ChangeKey(s)) {
+				return 0, fmt.Errorf("%w: changelog record %x belongs to %s", ErrCorrupt, c.Key, s.ID())
+			}
+			ps = append(ps, prepared{key: c.Key, value: c.Value, s: s})
+		}
+	}
+	var applied int
+	err := b.submit(ctx, func(w *wtx) error {
+		applied = 0
+		pb, err := w.part(p, true)
+		if err != nil {
+			return err
+		}
+		for _, c := range ps {
+			switch {
+			case c.isMeta:
+				if err := putMeta(pb, string(c.key[len(metaPrefix):]), c.value); err != nil {
+					return err
+				}
+				applied++
+			case c.isNxt:
+				if c.next > pb.next() {
+					pb.advance(c.next)
+					applied++
+				}
+			case c.s == nil: // tombstone
+				old := pb.sagas.Get(c.key)
+				if old == nil {
+					continue
+				}
+				os, err := DecodeSaga(old)
+				if err != nil {
+					return err
+				}
+				if err := deleteSaga(pb, os); err != nil {
+					return err
+				}
+				applied++
+			default:
+				old := pb.sagas.Get(c.key)
+				if old != nil && versionOfRecord(old) >= c.s.Version {
+					continue
+				}
+				if err := pb.sagas.Put(c.key, c.value); err != nil {
+					return err
+				}
+				if old != nil {
+					if err := pb.index.Delete(indexKey(statusOfRecord(old), c.s.Name, c.s.Source.Offset)); err != nil {
+						return err
+					}
+				}
+				if err := pb.index.Put(indexKey(c.s.Status, c.s.Name, c.s.Source.Offset), nil); err != nil {
+					return err
+				}
+				if c.s.IdempotencyKey != "" {
+					ik := idemKey(c.s.Name, c.s.IdempotencyKey)
+					if pb.idem.Get(ik) == nil {
+						if err := pb.idem.Put(ik, c.key[:8]); err != nil {
+							return err
+						}
+					}
+				}
+				pb.advance(c.s.Source.Offset + 1)
+				applied++
+			}
+		}
+		if err := pb.flushNext(); err != nil {
+			return err
+		}
+		return pb.setChangelogNext(changelogNext)
+	})
+	return applied, err
+}
+
+// deleteSaga removes a saga, its index entry and its idempotency key (if
+// the key still points at it).
+func deleteSaga(pb *partBuckets, s *Saga) error {
+	k := sagaKey(s.Source.Offset, s.Name)
+	if err := pb.sagas.Delete(k); err != nil {
+		return err
+	}
+	if err := pb.index.Delete(indexKey(s.Status, s.Name, s.Source.Offset)); err != nil {
+		return err
+	}
+	if s.IdempotencyKey != "" {
+		ik := idemKey(s.Name, s.IdempotencyKey)
+		if v := pb.idem.Get(ik); bytes.Equal(v, k[:8]) {
+			return pb.idem.Delete(ik)
+		}
+	}
+	return nil
+}
+
+// Expire implements Store.
+func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit int) ([]*Saga, error) {
+	var out []*Saga
+	err := b.submit(ctx, func(w *wtx) error {
+		out = out[:0]
+		pb, err := w.part(p, false)
+		if err != nil || pb == nil {
+			return err
+		}
+		var victims []*Saga
+		for _, it := range iters(pb, []Status{StatusCompleted, StatusRolledBack, StatusFailed}, "", false) {
+			it.seekAfter(nil)
+			for ; it.k != nil && len(victims) < limit; it.next() {
+				at := it.cur()
+				s, err := DecodeSaga(pb.sagas.Get(sagaKey(at.off, at.name)))
+				if err != nil {
+					return err
+				}
+				if !s.UpdatedAt.Before(cutoff) {
+					break // offsets follow time: the rest of this range is newer
+				}
+				victims = append(victims, s)
+			}
+		}
+		for _, s := range victims {
+			if err := deleteSaga(pb, s); err != nil {
+				return err
+			}
+		}
+		out = victims
+		return nil
+	})
+	return out, err
+}
+
+func putMeta(pb *partBuckets, key string, value []byte) error {
+	mb, err := pb.root.CreateBucketIfNotExists(bucketMetaP)
+	if err != nil {
+		return err
+	}
+	if value == nil {
+		return mb.Delete([]byte(key))
+	}
+	return mb.Put([]byte(key), value)
+}
+
+// PutMeta implements Store.
+func (b *Bolt) PutMeta(ctx context.Context, p Partition, key string, value []byte) error {
+	if !validTopic(p.Topic) || p.Partition < 0 {
+		return fmt.Errorf("%w: partition %s", ErrInvalidSaga, p)
+	}
+	v := append([]byte(nil), value...)
+	if value == nil {
+		v = nil
+	}
+	return b.submit(ctx, func(w *wtx) error {
+		pb, err := w.part(p, true)
+		if err != nil {
+			return err
+		}
+		return putMeta(pb, key, v)
+	})
+}
