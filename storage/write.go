@@ -259,7 +259,10 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		}
 		return pb.setChangelogNext(changelogNext)
 	})
-	return applied, err
+	if err != nil { // the op may still run (a cancelled wait): do not read what it writes
+		return 0, err
+	}
+	return applied, nil
 }
 
 // deleteSaga removes a saga, its index entry and its idempotency key (if
@@ -313,7 +316,10 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 		out = victims
 		return nil
 	})
-	return out, err
+	if err != nil { // the op may still run (a cancelled wait): do not read what it writes
+		return nil, err
+	}
+	return out, nil
 }
 
 func putMeta(pb *partBuckets, key string, value []byte) error {
