@@ -102,8 +102,7 @@ func (l *stepLog) saga(member string, sleep time.Duration) engine.Saga {
 		}
 	}
 	return engine.Saga{Name: "order", Steps: []engine.Step{{Name: "a", Action: step("a")}, {Name: "b", Action: step("b")}, {Name: "c", Action: step("c")}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: topic, Transform: func(ev *engine.Event) (map[string]any, error) { return ev.JSON() },
-			IdempotencyKey: engine.KeyField("order_id")}}}
+		Triggers: []engine.Trigger{engine.Kafka(topic, engine.PassThrough, engine.WithKey(engine.KeyField("order_id")))}}
 }
 
 // overlaps reports steps of one saga that ran on two members at

@@ -77,8 +77,7 @@ func chaosMember(name string) error {
 	saga := engine.Saga{Name: "order",
 		Steps: []engine.Step{{Name: "a", Action: step("a", false), Compensate: step("a", true)}, {Name: "b", Action: step("b", false), Compensate: step("b", true)},
 			{Name: "c", Action: step("c", false)}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: topic, IdempotencyKey: engine.KeyField("order_id"),
-			Transform: func(ev *engine.Event) (map[string]any, error) { return ev.JSON() }}}}
+		Triggers: []engine.Trigger{engine.Kafka(topic, engine.PassThrough, engine.WithKey(engine.KeyField("order_id")))}}
 	reg := engine.NewRegistry()
 	reg.Register(saga)
 	log := sagaztest.Logger()

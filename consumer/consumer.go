@@ -234,7 +234,7 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	}
 	for _, r := range eng.Routes().All() {
 		topic := cfg.EventsTopic
-		switch r.Trigger.Source {
+		switch r.Trigger.Source() {
 		case engine.SourceCron:
 			topic = cfg.CronTopic
 		case engine.SourceKafka:

@@ -154,13 +154,13 @@ func TestFailAtCompensatesInReverseOrder(t *testing.T) {
 
 // boom panics on events carrying "panic": true and ignores the rest.
 var boom = engine.Saga{Name: "boom", Steps: []engine.Step{{Name: "s", Action: func(context.Context, *engine.Run) error { return nil }}},
-	Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: topic, Transform: func(ev *engine.Event) (map[string]any, error) {
+	Triggers: []engine.Trigger{engine.Kafka(topic, func(ev *engine.Event) (map[string]any, error) {
 		m, err := ev.JSON()
 		if err != nil || m["panic"] != true {
 			return nil, engine.ErrIgnore
 		}
 		panic("transformer bug")
-	}}}}
+	})}}
 
 type poison struct {
 	rec    *kgo.Record
@@ -351,8 +351,8 @@ func TestBackpressureBoundsPendingSagas(t *testing.T) {
 	const n = 600
 	produceOrders(t, kafkatest.Client(t, seeds), 0, n, func(int) string { return `,"sleep_ms":1` })
 	slow := sagas.Order
-	slow.Triggers = []engine.Trigger{sagas.Order.Triggers[0]}
-	slow.Triggers[0].MaxConcurrent = 4
+	orders := sagas.Order.Triggers[0]
+	slow.Triggers = []engine.Trigger{engine.Kafka(orders.Topic(), orders.Transform(), engine.WithKey(orders.Key()), engine.WithMaxConcurrent(4))}
 	reg := engine.NewRegistry()
 	reg.Register(slow)
 	const high, batch = 50, 20

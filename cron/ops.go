@@ -30,7 +30,7 @@ func (s *Scheduler) Table(now time.Time) []Row {
 	out := make([]Row, 0, len(s.order))
 	for _, id := range s.order {
 		sc := s.sched[id]
-		r := Row{ID: id, Saga: sc.route.Saga.Name, Spec: sc.route.Trigger.Schedule, Partition: sc.part.Partition, OwnedHere: sc.owned,
+		r := Row{ID: id, Saga: sc.route.Saga.Name, Spec: sc.route.Trigger.Schedule(), Partition: sc.part.Partition, OwnedHere: sc.owned,
 			Policy: sc.policy}
 		if sc.owned {
 			r.State, r.Paused = sc.state, sc.state.Paused

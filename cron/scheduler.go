@@ -101,14 +101,14 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	s := &Scheduler{cfg: cfg, log: cfg.Logger, sched: map[string]*sched{}}
 	for _, r := range cfg.Routes.All() {
-		if r.Trigger.Source != engine.SourceCron {
+		if r.Trigger.Source() != engine.SourceCron {
 			continue
 		}
-		spec, err := Parse(r.Trigger.Schedule)
+		spec, err := Parse(r.Trigger.Schedule())
 		if err != nil {
-			return nil, fmt.Errorf("cron: saga %q schedule %q: %w", r.Saga.Name, r.Trigger.Schedule, err)
+			return nil, fmt.Errorf("cron: saga %q schedule %q: %w", r.Saga.Name, r.Trigger.Schedule(), err)
 		}
-		pol := r.Trigger.Cron
+		pol := r.Trigger.CronPolicy()
 		if pol.CatchUp == "" {
 			pol.CatchUp = engine.CatchUpLatest
 		}

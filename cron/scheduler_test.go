@@ -45,8 +45,7 @@ func cronSaga(name, spec string, pol engine.CronPolicy, step engine.StepFunc) en
 		step = func(context.Context, *engine.Run) error { return nil }
 	}
 	return engine.Saga{Name: name, Steps: []engine.Step{{Name: "work", Action: step}},
-		Triggers: []engine.Trigger{{Source: engine.SourceCron, Schedule: spec, Cron: pol,
-			Transform: func(ev *engine.Event) (map[string]any, error) { return ev.JSON() }}}}
+		Triggers: []engine.Trigger{engine.Cron(spec, engine.WithCronPolicy(pol))}}
 }
 
 func newWorld(t *testing.T, sagas ...engine.Saga) *world {

@@ -16,7 +16,7 @@ import (
 func BenchmarkSagaCompletion(b *testing.B) {
 	reg := engine.NewRegistry()
 	reg.Register(engine.Saga{Name: "bench", Steps: []engine.Step{{Name: "a", Action: ok}, {Name: "b", Action: ok}, {Name: "c", Action: ok}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: "orders", Transform: jsonContext}}})
+		Triggers: []engine.Trigger{engine.Kafka("orders", engine.PassThrough)}})
 	st, err := storage.OpenBolt(filepath.Join(b.TempDir(), "sagaz.db"), storage.BoltOptions{})
 	if err != nil {
 		b.Fatal(err)

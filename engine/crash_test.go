@@ -73,14 +73,13 @@ func crashHelper(dir string) error {
 			}, Compensate: step("undo b", true, false)},
 			{Name: "c", Action: step("c", false, true)},
 		},
-		Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", IdempotencyKey: engine.KeyField("n"),
-			Transform: func(ev *engine.Event) (map[string]any, error) {
-				m, err := ev.JSON()
-				if err != nil {
-					return nil, err
-				}
-				return map[string]any{"n": m["n"], "fail": m["fail"] == true}, nil
-			}}},
+		Triggers: []engine.Trigger{engine.Manual("go", func(ev *engine.Event) (map[string]any, error) {
+			m, err := ev.JSON()
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"n": m["n"], "fail": m["fail"] == true}, nil
+		}, engine.WithKey(engine.KeyField("n")))},
 	})
 	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
 	if err != nil {

@@ -160,7 +160,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	for _, r := range routes.All() {
 		e.laneFor(r.ID(), r.Trigger)
-		if r.Trigger.IdempotencyKey.IsZero() {
+		if r.Trigger.key.IsZero() {
 			e.log.Info("trigger has no idempotency key; the record position (topic, partition, offset) is the key",
 				"saga", r.Saga.Name, "trigger", r.Trigger.ID())
 		}
@@ -343,8 +343,8 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 		return nil, ReasonTransform, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
 	}
 	var key string
-	if !rt.Trigger.IdempotencyKey.IsZero() {
-		if key, err = rt.Trigger.IdempotencyKey.value(rt.Saga.Name, ev); err != nil {
+	if !rt.Trigger.key.IsZero() {
+		if key, err = rt.Trigger.key.value(rt.Saga.Name, ev); err != nil {
 			if errors.As(err, &de) {
 				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
 			}
@@ -387,7 +387,7 @@ func transform(rt *Route, ev *Event) (data map[string]any, err error) {
 			data, err = nil, &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	return rt.Trigger.Transform(ev)
+	return rt.Trigger.transform(ev)
 }
 
 // Start records a batch — new sagas, the partitions' next offsets — in one

@@ -20,29 +20,24 @@ func orderSaga(name string, steps ...engine.Step) engine.Saga {
 	if len(steps) == 0 {
 		steps = []engine.Step{{Name: "only", Action: ok}}
 	}
-	return engine.Saga{Name: name, Steps: steps, Triggers: []engine.Trigger{{
-		Source: engine.SourceKafka, Topic: "orders", Transform: jsonContext, IdempotencyKey: engine.KeyField("order_id"),
-	}}}
+	return engine.Saga{Name: name, Steps: steps, Triggers: []engine.Trigger{engine.Kafka("orders", engine.PassThrough, engine.WithKey(engine.KeyField("order_id")))}}
 }
 
 func TestTransformerIgnoreStartsNothing(t *testing.T) {
 	reg := engine.NewRegistry()
-	reg.Register(engine.Saga{Name: "big", Steps: []engine.Step{{Name: "s", Action: ok}}, Triggers: []engine.Trigger{{
-		Source: engine.SourceKafka, Topic: "orders",
-		Transform: func(ev *engine.Event) (map[string]any, error) {
-			m, err := ev.JSON()
-			if err != nil {
-				return nil, err
-			}
-			switch m["kind"] {
-			case "small":
-				return nil, engine.ErrIgnore
-			case "none":
-				return nil, nil
-			}
-			return m, nil
-		},
-	}}})
+	reg.Register(engine.Saga{Name: "big", Steps: []engine.Step{{Name: "s", Action: ok}}, Triggers: []engine.Trigger{engine.Kafka("orders", func(ev *engine.Event) (map[string]any, error) {
+		m, err := ev.JSON()
+		if err != nil {
+			return nil, err
+		}
+		switch m["kind"] {
+		case "small":
+			return nil, engine.ErrIgnore
+		case "none":
+			return nil, nil
+		}
+		return m, nil
+	})}})
 	h := start(t, reg, "")
 	for _, kind := range []string{"small", "none"} {
 		if out := h.fire(engine.SourceKafka, "orders", `{"kind":"`+kind+`"}`); len(out) != 0 {
@@ -81,20 +76,16 @@ func TestOneSagaTwoSourcesGetsEachSourcesFields(t *testing.T) {
 	reg.Register(engine.Saga{
 		Name:  "refund",
 		Steps: []engine.Step{{Name: "s", Action: ok}},
-		Triggers: []engine.Trigger{
-			{Source: engine.SourceKafka, Topic: "refunds", Transform: func(ev *engine.Event) (map[string]any, error) {
-				m, err := ev.JSON()
-				return map[string]any{"via": "kafka", "id": m["refund_id"]}, err
-			}},
-			{Source: engine.SourceWebhook, Webhook: "stripe", Transform: func(ev *engine.Event) (map[string]any, error) {
-				m, err := ev.JSON()
-				return map[string]any{"via": "webhook", "id": m["data"].(map[string]any)["id"]}, err
-			}},
-			{Source: engine.SourceManual, EventType: "refund_requested", Transform: func(ev *engine.Event) (map[string]any, error) {
-				m, err := ev.JSON()
-				return map[string]any{"via": "manual", "id": m["ticket"]}, err
-			}},
-		},
+		Triggers: []engine.Trigger{engine.Kafka("refunds", func(ev *engine.Event) (map[string]any, error) {
+			m, err := ev.JSON()
+			return map[string]any{"via": "kafka", "id": m["refund_id"]}, err
+		}), engine.Webhook("stripe", func(ev *engine.Event) (map[string]any, error) {
+			m, err := ev.JSON()
+			return map[string]any{"via": "webhook", "id": m["data"].(map[string]any)["id"]}, err
+		}), engine.Manual("refund_requested", func(ev *engine.Event) (map[string]any, error) {
+			m, err := ev.JSON()
+			return map[string]any{"via": "manual", "id": m["ticket"]}, err
+		})},
 	})
 	h := start(t, reg, "")
 	cases := []struct {
@@ -219,7 +210,7 @@ func TestMaxConcurrentQueuesWithoutDropping(t *testing.T) {
 	}
 	reg := engine.NewRegistry()
 	reg.Register(engine.Saga{Name: "slow", Steps: []engine.Step{{Name: "a", Action: step}, {Name: "b", Action: step}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: "orders", Transform: jsonContext, MaxConcurrent: 2}}})
+		Triggers: []engine.Trigger{engine.Kafka("orders", engine.PassThrough, engine.WithMaxConcurrent(2))}})
 	h := start(t, reg, "")
 	for i := range 20 {
 		h.fire(engine.SourceKafka, "orders", fmt.Sprintf(`{"i":%d}`, i))
@@ -286,7 +277,7 @@ func TestRetriesFollowPolicy(t *testing.T) {
 	}}))
 	reg.Register(engine.Saga{Name: "hopeless", Steps: []engine.Step{{Name: "s", Retry: pol, Action: func(context.Context, *engine.Run) error {
 		return errors.New("down")
-	}}}, Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "x", Transform: jsonContext}}})
+	}}}, Triggers: []engine.Trigger{engine.Manual("x", engine.PassThrough)}})
 	h := start(t, reg, "", withClock(clock))
 
 	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"o"}`)[0].ID
@@ -360,11 +351,11 @@ func TestPanicsAreFailuresNotCrashes(t *testing.T) {
 		engine.Step{Name: "b", Action: func(context.Context, *engine.Run) error { panic("boom") }, Retry: engine.RetryPolicy{MaxAttempts: 1}},
 	))
 	reg.Register(engine.Saga{Name: "bad-transformer", Steps: []engine.Step{{Name: "s", Action: ok}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: "orders", Transform: func(*engine.Event) (map[string]any, error) {
+		Triggers: []engine.Trigger{engine.Kafka("orders", func(*engine.Event) (map[string]any, error) {
 			var m map[string]any
 			m["x"] = 1 // nil map write
 			return m, nil
-		}}}})
+		})}})
 	h := start(t, reg, "")
 	out, err := h.eng.Fire(context.Background(), engine.SourceKafka, engine.Event{Topic: "orders", Value: []byte(`{"order_id":"o"}`)})
 	var pe *engine.PanicError
@@ -424,7 +415,7 @@ func TestRateLimitDelaysStartsWithoutDropping(t *testing.T) {
 	var started atomic.Int32
 	reg := engine.NewRegistry()
 	reg.Register(engine.Saga{Name: "limited", Steps: []engine.Step{{Name: "s", Action: func(context.Context, *engine.Run) error { started.Add(1); return nil }}},
-		Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: jsonContext, RateLimit: engine.RateLimit{PerSecond: 10, Burst: 1}}}})
+		Triggers: []engine.Trigger{engine.Manual("go", engine.PassThrough, engine.WithRateLimit(10, 1))}})
 	h := start(t, reg, "", withClock(clock))
 	for range 5 {
 		h.fire(engine.SourceManual, "go", `{}`)
@@ -457,14 +448,14 @@ func TestBadInputReachesTransformerAsRawBytes(t *testing.T) {
 	var errs []error
 	reg := engine.NewRegistry()
 	reg.Register(engine.Saga{Name: "raw", Steps: []engine.Step{{Name: "s", Action: ok}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: "in", Transform: func(ev *engine.Event) (map[string]any, error) {
+		Triggers: []engine.Trigger{engine.Kafka("in", func(ev *engine.Event) (map[string]any, error) {
 			seen = append(seen, ev.Value)
 			_, err := ev.JSON()
 			errs = append(errs, err)
 			return map[string]any{"raw": string(ev.Value)}, nil
-		}}}})
+		})}})
 	reg.Register(engine.Saga{Name: "strict", Steps: []engine.Step{{Name: "s", Action: ok}},
-		Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: "in", Transform: jsonContext}}})
+		Triggers: []engine.Trigger{engine.Kafka("in", engine.PassThrough)}})
 	h := start(t, reg, "")
 	for _, v := range []string{"", "not json", "[1,2]", "null", `{"a":1} trailing`} {
 		out, err := h.eng.Fire(context.Background(), engine.SourceKafka, engine.Event{Topic: "in", Value: []byte(v)})
@@ -490,24 +481,25 @@ func TestRegistryReportsEveryProblem(t *testing.T) {
 	good := orderSaga("order")
 	reg.Register(good)
 	reg.Register(good)
-	reg.Register(engine.Saga{Name: "no-topic", Steps: good.Steps, Triggers: []engine.Trigger{{Source: engine.SourceKafka, Transform: jsonContext}}})
-	reg.Register(engine.Saga{Name: "no-transformer", Steps: good.Steps, Triggers: []engine.Trigger{{Source: engine.SourceKafka, Topic: "t"}}})
-	reg.Register(engine.Saga{Name: "bad-cron", Steps: good.Steps, Triggers: []engine.Trigger{{Source: engine.SourceCron, Schedule: "61 * * * *", Transform: jsonContext}}})
+	reg.Register(engine.Saga{Name: "no-topic", Steps: good.Steps, Triggers: []engine.Trigger{engine.Kafka("", engine.PassThrough)}})
+	reg.Register(engine.Saga{Name: "no-transformer", Steps: good.Steps, Triggers: []engine.Trigger{engine.Kafka("t", nil)}})
+	reg.Register(engine.Saga{Name: "bad-cron", Steps: good.Steps, Triggers: []engine.Trigger{engine.Cron("61 * * * *", engine.WithTransform(engine.PassThrough))}})
 	reg.Register(engine.Saga{Name: "bad name!", Steps: good.Steps, Triggers: good.Triggers})
 	reg.Register(engine.Saga{Name: "no-steps", Triggers: good.Triggers})
+	reg.Register(engine.Saga{Name: "zero-trigger", Steps: good.Steps, Triggers: []engine.Trigger{{}}})
 	_, err := reg.Routes()
 	if !errors.Is(err, engine.ErrInvalidSaga) {
 		t.Fatalf("Routes() = %v", err)
 	}
 	for _, want := range []string{`saga "order": registered twice`, `"no-topic"`, "empty topic", `"no-transformer"`, "no transformer",
-		`"bad-cron"`, `"61 * * * *"`, `"bad name!"`, `"no-steps": has no steps`} {
+		`"bad-cron"`, `"61 * * * *"`, `"bad name!"`, `"no-steps": has no steps`, `"zero-trigger": trigger 0: not built with engine.Kafka`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
 	}
 	good2 := engine.NewRegistry()
 	for _, spec := range []string{"*/5 * * * *", "0 */5 * * * *", "@daily", "@every 30s", "CRON_TZ=Europe/Berlin 0 2 * * *"} {
-		good2.Register(engine.Saga{Name: "c" + fmt.Sprint(len(spec)), Steps: good.Steps, Triggers: []engine.Trigger{{Source: engine.SourceCron, Schedule: spec, Transform: jsonContext}}})
+		good2.Register(engine.Saga{Name: "c" + fmt.Sprint(len(spec)), Steps: good.Steps, Triggers: []engine.Trigger{engine.Cron(spec, engine.WithTransform(engine.PassThrough))}})
 	}
 	if _, err := good2.Routes(); err != nil {
 		t.Fatalf("valid schedules rejected: %v", err)
@@ -652,7 +644,7 @@ func TestLongQueueKeepsReferencesOnly(t *testing.T) {
 		seen[r.String("i")] = true
 		r.Set("done", true)
 		return nil
-	}}}, Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: jsonContext, MaxConcurrent: 1}}})
+	}}}, Triggers: []engine.Trigger{engine.Manual("go", engine.PassThrough, engine.WithMaxConcurrent(1))}})
 	h := start(t, reg, "")
 	var ids []string
 	for i := range 20 {
@@ -674,14 +666,14 @@ func TestLongQueueKeepsReferencesOnly(t *testing.T) {
 func TestPassthroughContextKeepsEventBytes(t *testing.T) {
 	reg := engine.NewRegistry()
 	reg.Register(engine.Saga{Name: "pass", Steps: []engine.Step{{Name: "s", Action: ok}},
-		Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: jsonContext}}})
+		Triggers: []engine.Trigger{engine.Manual("go", engine.PassThrough)}})
 	reg.Register(engine.Saga{Name: "own", Steps: []engine.Step{{Name: "s", Action: ok}},
-		Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: func(ev *engine.Event) (map[string]any, error) {
+		Triggers: []engine.Trigger{engine.Manual("go", func(ev *engine.Event) (map[string]any, error) {
 			m, err := ev.JSON()
 			c := maps.Clone(m)
 			c["extra"] = 1
 			return c, err
-		}}}})
+		})}})
 	h := start(t, reg, "")
 	body := `{"b": 2, "a": 1.50}`
 	out := h.fire(engine.SourceManual, "go", body)

@@ -27,11 +27,7 @@ func ExampleEngine_Fire() {
 			r.Set("greeting", "hello, "+r.String("name"))
 			return nil
 		}}},
-		Triggers: []engine.Trigger{{
-			Source: engine.SourceManual, EventType: "user_signed_up",
-			Transform:      func(ev *engine.Event) (map[string]any, error) { return ev.JSON() },
-			IdempotencyKey: engine.KeyField("name"),
-		}},
+		Triggers: []engine.Trigger{engine.Manual("user_signed_up", engine.PassThrough, engine.WithKey(engine.KeyField("name")))},
 	})
 	e, err := engine.New(engine.Config{Store: store, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

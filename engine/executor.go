@@ -90,9 +90,9 @@ func (e *Engine) laneFor(id string, t *Trigger) *lane {
 	}
 	l := &lane{id: id}
 	if t != nil {
-		l.limit = t.MaxConcurrent
-		if t.RateLimit.PerSecond > 0 {
-			l.rate = rate.NewLimiter(rate.Limit(t.RateLimit.PerSecond), max(t.RateLimit.Burst, 1))
+		l.limit = t.maxConc
+		if t.rate.PerSecond > 0 {
+			l.rate = rate.NewLimiter(rate.Limit(t.rate.PerSecond), max(t.rate.Burst, 1))
 		}
 	}
 	e.lanes[id] = l

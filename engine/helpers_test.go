@@ -198,5 +198,3 @@ func (h *harness) count(q storage.Query) int {
 }
 
 func ok(context.Context, *engine.Run) error { return nil }
-
-func jsonContext(ev *engine.Event) (map[string]any, error) { return ev.JSON() }

@@ -24,7 +24,7 @@ func TestCancelPendingAndRunningSagas(t *testing.T) {
 			return nil
 		}, Compensate: func(context.Context, *engine.Run) error { undone.Add(1); return nil }},
 		{Name: "b", Action: func(context.Context, *engine.Run) error { bRan.Add(1); return nil }},
-	}, Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "go", Transform: jsonContext, MaxConcurrent: 1}}})
+	}, Triggers: []engine.Trigger{engine.Manual("go", engine.PassThrough, engine.WithMaxConcurrent(1))}})
 	h := start(t, reg, "")
 	running := h.fire(engine.SourceManual, "go", `{"block":"yes"}`)[0].ID
 	<-entered

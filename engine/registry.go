@@ -94,60 +94,56 @@ func validateSaga(s *Saga) []error {
 	seen := map[string]bool{}
 	for i := range s.Triggers {
 		t := &s.Triggers[i]
+		if t.source == SourceCron && t.target == "" {
+			t.target = s.Name
+		}
 		what := fmt.Sprintf("trigger %d (%s)", i, t.ID())
-		switch t.Source {
+		switch t.source {
 		case SourceKafka:
-			if err := validTopic(t.Topic); err != nil {
+			if err := validTopic(t.target); err != nil {
 				bad("%s: %v", what, err)
 			}
 		case SourceCron:
-			if t.Name == "" {
-				t.Name = s.Name
-				what = fmt.Sprintf("trigger %d (%s)", i, t.ID())
+			if !storage.ValidName(t.target) {
+				bad("%s: invalid schedule name %q: use 1-200 characters of [A-Za-z0-9._-]", what, t.target)
 			}
-			if !storage.ValidName(t.Name) {
-				bad("%s: invalid schedule name %q: use 1-200 characters of [A-Za-z0-9._-]", what, t.Name)
-			}
-			if t.Schedule == "" {
+			if t.schedule == "" {
 				bad("%s: empty schedule", what)
-			} else if _, err := CronParser.Parse(t.Schedule); err != nil {
-				bad("%s: invalid schedule %q: %v", what, t.Schedule, err)
+			} else if _, err := CronParser.Parse(t.schedule); err != nil {
+				bad("%s: invalid schedule %q: %v", what, t.schedule, err)
 			}
-			if !t.IdempotencyKey.IsZero() {
-				bad("%s: cron ticks are keyed by schedule and scheduled time: declare no IdempotencyKey", what)
-			}
-			switch t.Cron.CatchUp {
+			switch t.cron.CatchUp {
 			case "", CatchUpSkip, CatchUpLatest, CatchUpAll:
 			default:
-				bad("%s: catch-up policy %q: want skip, latest or all", what, t.Cron.CatchUp)
+				bad("%s: catch-up policy %q: want skip, latest or all", what, t.cron.CatchUp)
 			}
-			switch t.Cron.Overlap {
+			switch t.cron.Overlap {
 			case "", OverlapAllowAll, OverlapSkip, OverlapBufferOne:
 			default:
-				bad("%s: overlap policy %q: want allow_all, skip or buffer_one", what, t.Cron.Overlap)
+				bad("%s: overlap policy %q: want allow_all, skip or buffer_one", what, t.cron.Overlap)
 			}
-			if t.Cron.CatchUpWindow < 0 || t.Cron.Jitter < 0 {
+			if t.cron.CatchUpWindow < 0 || t.cron.Jitter < 0 {
 				bad("%s: negative catch-up window or jitter", what)
 			}
 		case SourceWebhook:
-			if !storage.ValidName(t.Webhook) {
-				bad("%s: invalid webhook name %q: use 1-200 characters of [A-Za-z0-9._-]", what, t.Webhook)
+			if !storage.ValidName(t.target) {
+				bad("%s: invalid webhook name %q: use 1-200 characters of [A-Za-z0-9._-]", what, t.target)
 			}
 		case SourceManual:
-			if t.EventType == "" {
+			if t.target == "" {
 				bad("%s: empty event type", what)
 			}
 		default:
-			bad("trigger %d: unknown source %q (want kafka, cron, webhook or manual)", i, t.Source)
+			bad("trigger %d: not built with engine.Kafka, Cron, Webhook or Manual", i)
 			continue
 		}
-		if t.Transform == nil {
+		if t.transform == nil {
 			bad("%s: no transformer", what)
 		}
-		if t.MaxConcurrent < 0 {
+		if t.maxConc < 0 {
 			bad("%s: negative MaxConcurrent", what)
 		}
-		if t.RateLimit.PerSecond < 0 || t.RateLimit.Burst < 0 {
+		if t.rate.PerSecond < 0 || t.rate.Burst < 0 {
 			bad("%s: negative rate limit", what)
 		}
 		if seen[t.ID()] {
@@ -179,7 +175,7 @@ func validTopic(t string) error {
 
 // ScheduleID identifies a cron trigger's schedule across the binary:
 // "<saga>:<name>". Ticks carry it, and its ticks are tracked under it.
-func ScheduleID(r *Route) string { return r.Saga.Name + ":" + r.Trigger.Name }
+func ScheduleID(r *Route) string { return r.Saga.Name + ":" + r.Trigger.target }
 
 // Route is one (saga, trigger) pair.
 type Route struct {
@@ -213,13 +209,13 @@ func (r *Registry) Routes() (*Routes, error) {
 			rt := &Route{Saga: s, Trigger: &s.Triggers[i]}
 			rs.all = append(rs.all, rt)
 			rs.byID[rt.ID()] = rt
-			m := rs.match[rt.Trigger.Source]
+			m := rs.match[rt.Trigger.source]
 			if m == nil {
 				m = map[string][]*Route{}
-				rs.match[rt.Trigger.Source] = m
+				rs.match[rt.Trigger.source] = m
 			}
-			key := rt.Trigger.name()
-			if rt.Trigger.Source == SourceCron { // schedules are global: "<saga>:<name>"
+			key := rt.Trigger.target
+			if rt.Trigger.source == SourceCron { // schedules are global: "<saga>:<name>"
 				key = ScheduleID(rt)
 			}
 			m[key] = append(m[key], rt)
@@ -267,14 +263,14 @@ type TableRow struct {
 func (rs *Routes) Table() []TableRow {
 	var rows []TableRow
 	for _, r := range rs.all {
-		name := r.Trigger.name()
-		if r.Trigger.Source == SourceCron {
+		name := r.Trigger.target
+		if r.Trigger.source == SourceCron {
 			name = ScheduleID(r)
 		}
 		rows = append(rows, TableRow{
-			Source: r.Trigger.Source, Name: name, Schedule: r.Trigger.Schedule, Saga: r.Saga.Name,
-			IdempotencyKey: r.Trigger.IdempotencyKey.String(), MaxConcurrent: r.Trigger.MaxConcurrent,
-			RatePerSecond: r.Trigger.RateLimit.PerSecond, Steps: len(r.Saga.Steps),
+			Source: r.Trigger.source, Name: name, Schedule: r.Trigger.schedule, Saga: r.Saga.Name,
+			IdempotencyKey: r.Trigger.key.String(), MaxConcurrent: r.Trigger.maxConc,
+			RatePerSecond: r.Trigger.rate.PerSecond, Steps: len(r.Saga.Steps),
 		})
 	}
 	sort.SliceStable(rows, func(i, j int) bool {

@@ -344,10 +344,10 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 	// otherwise). The record is keyed by it (or else by the Idempotency-Key
 	// header), so events with equal keys share a partition and de-duplicate.
 	for _, rt := range routes {
-		if rt.Trigger.IdempotencyKey.IsZero() {
+		if rt.Trigger.Key().IsZero() {
 			continue
 		}
-		k, err := rt.Trigger.IdempotencyKey.Value(rt.Saga.Name, &engine.Event{Source: src, Name: name, Value: body})
+		k, err := rt.Trigger.Key().Value(rt.Saga.Name, &engine.Event{Source: src, Name: name, Value: body})
 		var de *engine.DecodeError
 		switch {
 		case errors.As(err, &de):

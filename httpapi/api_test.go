@@ -34,15 +34,13 @@ func noop(context.Context, *engine.Run) error { return nil }
 
 func testRegistry() *engine.Registry {
 	reg := engine.NewRegistry()
-	passthrough := func(ev *engine.Event) (map[string]any, error) { return ev.JSON() }
 	reg.Register(engine.Saga{Name: "payment", Steps: []engine.Step{{Name: "mark", Action: noop}},
-		Triggers: []engine.Trigger{{Source: engine.SourceWebhook, Webhook: "payments", Transform: passthrough, IdempotencyKey: engine.KeyField("payment_id")}}})
+		Triggers: []engine.Trigger{engine.Webhook("payments", engine.PassThrough, engine.WithKey(engine.KeyField("payment_id")))}})
 	reg.Register(engine.Saga{Name: "signup", Steps: []engine.Step{{Name: "greet", Action: noop}},
-		Triggers: []engine.Trigger{{Source: engine.SourceWebhook, Webhook: "signups", Transform: passthrough},
-			{Source: engine.SourceManual, EventType: "user.invited", Transform: passthrough}}})
+		Triggers: []engine.Trigger{engine.Webhook("signups", engine.PassThrough), engine.Manual("user.invited", engine.PassThrough)}})
 	reg.Register(engine.Saga{Name: "refund", Steps: []engine.Step{{Name: "refund", Action: func(context.Context, *engine.Run) error {
 		return engine.Permanent(fmt.Errorf("refunds are closed"))
-	}}}, Triggers: []engine.Trigger{{Source: engine.SourceManual, EventType: "refund.requested", Transform: passthrough}}})
+	}}}, Triggers: []engine.Trigger{engine.Manual("refund.requested", engine.PassThrough)}})
 	return reg
 }
 

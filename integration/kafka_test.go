@@ -27,8 +27,8 @@ import (
 // (each test gets its own topic on the shared broker).
 func orderOn(topic string) *engine.Registry {
 	s := sagas.Order
-	s.Triggers = []engine.Trigger{sagas.Order.Triggers[0]}
-	s.Triggers[0].Topic = topic
+	orders := sagas.Order.Triggers[0]
+	s.Triggers = []engine.Trigger{engine.Kafka(topic, orders.Transform(), engine.WithKey(orders.Key()), engine.WithMaxConcurrent(orders.MaxConcurrent()))}
 	reg := engine.NewRegistry()
 	reg.Register(s)
 	return reg

@@ -9,11 +9,9 @@
 //		engine.Register(engine.Saga{
 //			Name:  "refund",
 //			Steps: []engine.Step{{Name: "refund", Action: refund}},
-//			Triggers: []engine.Trigger{{
-//				Source: engine.SourceKafka, Topic: "refunds.requested",
-//				Transform: func(ev *engine.Event) (map[string]any, error) { return ev.JSON() },
-//				IdempotencyKey: engine.KeyField("refund_id"),
-//			}},
+//			Triggers: []engine.Trigger{
+//				engine.Kafka("refunds.requested", engine.PassThrough, engine.WithKey(engine.KeyField("refund_id"))),
+//			},
 //		})
 //	}
 package sagas

@@ -30,20 +30,11 @@ var Order = engine.Saga{
 		{Name: "charge", Action: demoStep("charge", "payment_id"), Compensate: demoStep("refund", ""), Timeout: time.Minute},
 		{Name: "ship", Action: demoStep("ship", "shipment_id"), Timeout: time.Minute},
 	},
-	Triggers: []engine.Trigger{{
-		Source:         engine.SourceKafka,
-		Topic:          OrderTopic,
-		Transform:      orderContext,
-		IdempotencyKey: engine.KeyField("order_id"),
-		MaxConcurrent:  64,
-	}, {
+	Triggers: []engine.Trigger{
+		engine.Kafka(OrderTopic, orderContext, engine.WithKey(engine.KeyField("order_id")), engine.WithMaxConcurrent(64)),
 		// The same saga fired by hand: sagaz fire order.requested '{"order_id":"o-9"}'
-		Source:         engine.SourceManual,
-		EventType:      "order.requested",
-		Transform:      orderContext,
-		IdempotencyKey: engine.KeyField("order_id"),
-		MaxConcurrent:  64,
-	}},
+		engine.Manual("order.requested", orderContext, engine.WithKey(engine.KeyField("order_id")), engine.WithMaxConcurrent(64)),
+	},
 }
 
 func orderContext(ev *engine.Event) (map[string]any, error) {

@@ -18,19 +18,18 @@ var PaymentConfirmed = engine.Saga{
 		{Name: "mark-paid", Action: func(context.Context, *engine.Run) error { return nil }},
 		{Name: "notify", Action: func(context.Context, *engine.Run) error { return nil }},
 	},
-	Triggers: []engine.Trigger{{
-		Source:  engine.SourceWebhook,
-		Webhook: "payments",
-		Transform: func(ev *engine.Event) (map[string]any, error) {
-			m, err := ev.JSON()
-			if err != nil {
-				return nil, err
-			}
-			if m["status"] != "succeeded" {
-				return nil, engine.ErrIgnore
-			}
-			return map[string]any{"payment_id": m["payment_id"], "order_id": m["order_id"]}, nil
-		},
-		IdempotencyKey: engine.KeyField("payment_id"),
-	}},
+	Triggers: []engine.Trigger{
+		engine.Webhook("payments", paymentContext, engine.WithKey(engine.KeyField("payment_id"))),
+	},
+}
+
+func paymentContext(ev *engine.Event) (map[string]any, error) {
+	m, err := ev.JSON()
+	if err != nil {
+		return nil, err
+	}
+	if m["status"] != "succeeded" {
+		return nil, engine.ErrIgnore
+	}
+	return map[string]any{"payment_id": m["payment_id"], "order_id": m["order_id"]}, nil
 }

@@ -17,17 +17,19 @@ var NightlyReport = engine.Saga{
 		{Name: "collect", Action: func(context.Context, *engine.Run) error { return nil }},
 		{Name: "publish", Action: func(context.Context, *engine.Run) error { return nil }},
 	},
-	Triggers: []engine.Trigger{{
-		Source:   engine.SourceCron,
-		Schedule: "CRON_TZ=Europe/Berlin 0 2 * * *",
-		// The tick's event: {"schedule", "saga", "scheduled_at", "scheduled_at_local", "published_at"}.
-		Transform: func(ev *engine.Event) (map[string]any, error) {
-			m, err := ev.JSON()
-			if err != nil {
-				return nil, err
-			}
-			return map[string]any{"scheduled_at": m["scheduled_at"], "local": m["scheduled_at_local"]}, nil
-		},
-		Cron: engine.CronPolicy{CatchUp: engine.CatchUpLatest, Overlap: engine.OverlapSkip},
-	}},
+	Triggers: []engine.Trigger{
+		engine.Cron("CRON_TZ=Europe/Berlin 0 2 * * *",
+			engine.WithCronPolicy(engine.CronPolicy{CatchUp: engine.CatchUpLatest, Overlap: engine.OverlapSkip}),
+			engine.WithTransform(reportContext)),
+	},
+}
+
+// reportContext keeps the tick's times. A tick's event is {"schedule",
+// "saga", "scheduled_at", "scheduled_at_local", "published_at"}.
+func reportContext(ev *engine.Event) (map[string]any, error) {
+	m, err := ev.JSON()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"scheduled_at": m["scheduled_at"], "local": m["scheduled_at_local"]}, nil
 }

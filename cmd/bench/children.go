@@ -48,14 +48,9 @@ func runBroker(ctx context.Context, args []string) error {
 func benchSaga(topic string, maxConcurrent int) engine.Saga {
 	noop := func(context.Context, *engine.Run) error { return nil }
 	return engine.Saga{
-		Name:  "bench",
-		Steps: []engine.Step{{Name: "a", Action: noop}, {Name: "b", Action: noop}, {Name: "c", Action: noop}},
-		Triggers: []engine.Trigger{{
-			Source: engine.SourceKafka, Topic: topic,
-			Transform:      func(ev *engine.Event) (map[string]any, error) { return ev.JSON() },
-			IdempotencyKey: engine.KeyField("id"),
-			MaxConcurrent:  maxConcurrent,
-		}},
+		Name:     "bench",
+		Steps:    []engine.Step{{Name: "a", Action: noop}, {Name: "b", Action: noop}, {Name: "c", Action: noop}},
+		Triggers: []engine.Trigger{engine.Kafka(topic, engine.PassThrough, engine.WithKey(engine.KeyField("id")), engine.WithMaxConcurrent(maxConcurrent))},
 	}
 }
 

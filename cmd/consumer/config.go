@@ -242,11 +242,11 @@ func webhookSecrets(getenv func(string) string) map[string]string {
 		return out
 	}
 	for _, r := range routes.All() {
-		if r.Trigger.Source != engine.SourceWebhook {
+		if r.Trigger.Source() != engine.SourceWebhook {
 			continue
 		}
-		if v := getenv(WebhookSecretEnv(r.Trigger.Webhook)); v != "" {
-			out[r.Trigger.Webhook] = v
+		if v := getenv(WebhookSecretEnv(r.Trigger.Webhook())); v != "" {
+			out[r.Trigger.Webhook()] = v
 		}
 	}
 	return out

@@ -214,7 +214,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 
 func hasCron(routes *engine.Routes) bool {
 	for _, r := range routes.All() {
-		if r.Trigger.Source == engine.SourceCron {
+		if r.Trigger.Source() == engine.SourceCron {
 			return true
 		}
 	}
