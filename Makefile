@@ -42,7 +42,7 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-# The performance harness (DESIGN §8): kfake in its own process, the Sagaz
+# The performance harness (docs/benchmarks.md): kfake in its own process, the Sagaz
 # member in another, the baseline measured in the same run; prints a table.
 bench:
 	$(GO) build -o bin/bench ./cmd/bench

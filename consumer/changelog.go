@@ -20,8 +20,10 @@ import (
 func ChangelogTopic(group, topic string) string { return group + "-changelog-" + topic }
 
 // Changelog mirrors every state change of the owned partitions to their
-// changelog partitions (DESIGN §4.7): saga records keyed by saga, the next
-// offset, and tombstones for expired sagas.
+// changelog partitions (the record format is storage's, see
+// storage/changelog.go): saga records keyed by saga, the next offset, meta
+// records, and tombstones for expired sagas. It implements
+// engine.Changelog.
 //
 // Appends are coalesced: a key's latest value replaces an unwritten older
 // one, and the pending values are produced every FlushInterval (the
@@ -52,9 +54,9 @@ type clPart struct {
 // FlushInterval is how often coalesced changelog appends are produced.
 const FlushInterval = 10 * time.Millisecond
 
-// NewChangelog returns the changelog writer of a group. Wire its Append
-// into engine.Config.OnRecorded and pass it in Config.Changelog; close it
-// after the consumer has stopped.
+// NewChangelog returns the changelog writer of a group: pass it as
+// engine.Config.Changelog (New takes it from the engine), and close it after
+// the consumer and the engine have stopped (the member package does both).
 func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*Changelog, error) {
 	if log == nil {
 		log = slog.Default()
@@ -176,7 +178,7 @@ func (c *Changelog) produceOne(p storage.Partition, r *kgo.Record) {
 	c.m.ChangelogRecords.Inc()
 }
 
-// Append mirrors a saga's recorded state (engine.Config.OnRecorded).
+// Append mirrors a saga's recorded state (engine.Changelog).
 func (c *Changelog) Append(s *storage.Saga) {
 	c.add(s.Source.TopicPartition(), storage.ChangeKey(s), storage.EncodeSaga(nil, s))
 }

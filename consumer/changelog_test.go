@@ -56,7 +56,7 @@ func TestLostDataDirRestoredFromChangelog(t *testing.T) {
 
 // terminalOrders counts the sagas whose newest version across the members'
 // stores is terminal.
-func terminalOrders(t *testing.T, ms ...*member) int {
+func terminalOrders(t *testing.T, ms ...*testMember) int {
 	newest := map[string]*storage.Saga{}
 	for _, m := range ms {
 		for _, s := range sagasIn(t, m.Store) {
@@ -161,7 +161,7 @@ func TestSagasFollowTheirPartitionWithoutOverlap(t *testing.T) {
 	b.WaitIdle(30 * time.Second)
 	cm.WaitIdle(30 * time.Second)
 	var all []*storage.Saga
-	for _, m := range []*member{b, cm} {
+	for _, m := range []*testMember{b, cm} {
 		all = append(all, sagasIn(t, m.Store)...)
 	}
 	checkOneSagaPerOrder(t, want, all)

@@ -18,17 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
-	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
-	"github.com/sagaz-go/sagaz/metrics"
+	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -80,50 +77,21 @@ func chaosMember(name string) error {
 		Triggers: []engine.Trigger{engine.Kafka(topic, engine.PassThrough, engine.WithKey(engine.KeyField("order_id")))}}
 	reg := engine.NewRegistry()
 	reg.Register(saga)
-	log := sagaztest.Logger()
-	st, err := storage.OpenBolt(filepath.Join(os.Getenv("SAGAZ_CHAOS_DIR"), "sagaz.db"), storage.BoltOptions{})
+	m, err := member.New(ctx, member.Config{
+		DataDir: os.Getenv("SAGAZ_CHAOS_DIR"), Registry: reg, Logger: sagaztest.Logger(), ShutdownTimeout: 5 * time.Second,
+		HTTPAddr: os.Getenv("SAGAZ_CHAOS_HTTP"),
+		Consumer: consumer.Config{Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(os.Getenv("SAGAZ_CHAOS_BROKERS"), ",")...)},
+			Group: group, CreateTopics: true, MaxPollRecords: 2000,
+			// Static membership: a killed member that restarts gets its
+			// partitions back at once. The session timeout leaves room for a
+			// loaded machine: a member whose heartbeats lapse loses its
+			// partitions while it may still run a step (steps are at-least-once).
+			SessionTimeout: 10 * time.Second, RebalanceTimeout: 20 * time.Second, InstanceID: name},
+	})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	preg := prometheus.NewRegistry()
-	cm := consumer.NewMetrics(preg)
-	kopts := []kgo.Opt{kgo.SeedBrokers(strings.Split(os.Getenv("SAGAZ_CHAOS_BROKERS"), ",")...)}
-	cl, err := consumer.NewChangelog(group, kopts, log, cm)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	var eng *engine.Engine
-	em := metrics.NewEngine(preg, func() (int, int) { return eng.Stats() })
-	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, Partitioned: true, OnRecorded: cl.Append, OnFinish: em.OnFinish,
-		ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		return err
-	}
-	cons, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true, Changelog: cl, Logger: log, Metrics: cm,
-		// Static membership: a killed member that restarts gets its
-		// partitions back at once. The session timeout leaves room for a
-		// loaded machine: a member whose heartbeats lapse loses its
-		// partitions while it may still run a step (steps are at-least-once).
-		SessionTimeout: 10 * time.Second, RebalanceTimeout: 20 * time.Second, MaxPollRecords: 2000, InstanceID: name})
-	if err != nil {
-		return err
-	}
-	srv, err := httpapi.New(httpapi.Config{Addr: os.Getenv("SAGAZ_CHAOS_HTTP"), Gatherer: preg, Logger: log, Ready: func() error {
-		if !cons.Ready() {
-			return errors.New("not ready")
-		}
-		return nil
-	}})
-	if err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return eng.Run(gctx) })
-	g.Go(func() error { return cons.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
-	return g.Wait()
+	return m.Run(ctx)
 }
 
 type chaosProc struct {

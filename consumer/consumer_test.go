@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
+	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/sagas"
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -30,9 +32,9 @@ const (
 	dlq   = "sagaz.dlq"
 )
 
-type member = sagaztest.Member
+type testMember = sagaztest.Member
 
-func startMember(t testing.TB, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *member {
+func startMember(t testing.TB, seeds []string, dir string, reg *engine.Registry, mut func(*consumer.Config)) *testMember {
 	t.Helper()
 	return sagaztest.Start(t, seeds, group, dir, reg, mut)
 }
@@ -335,7 +337,7 @@ func TestMembersLeavingAndJoiningLoseNothing(t *testing.T) {
 	a2 := startMember(t, seeds, a.Dir, reg, nil)
 	kafkatest.WaitFor(t, 60*time.Second, "every saga to finish", func() bool { return terminalOrders(t, b, cm, a2) == n })
 	var all []*storage.Saga
-	for _, m := range []*member{b, cm, a2} {
+	for _, m := range []*testMember{b, cm, a2} {
 		all = append(all, sagasIn(t, m.Store)...)
 	}
 	want := map[string]storage.Status{}
@@ -401,25 +403,47 @@ func TestResumesFromStoredOffsetAfterCommitsFail(t *testing.T) {
 
 func TestMissingTopicsFailStartWhenCreationIsOff(t *testing.T) {
 	c := kafkatest.NewCluster(t)
-	reg := newRegistry()
-	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	eng, err := engine.New(engine.Config{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Partitioned: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := consumer.New(eng, st, consumer.Config{Client: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Logger: slog.New(slog.DiscardHandler)})
+	m, err := member.New(context.Background(), member.Config{DataDir: t.TempDir(), Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Consumer: consumer.Config{Client: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = cs.Run(ctx)
+	err = m.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "orders.created") || !strings.Contains(err.Error(), "sagaz.dlq") {
 		t.Fatalf("Run = %v, want an error naming the missing topics", err)
+	}
+}
+
+// A consumer cannot be built over an engine that does not mirror into a
+// changelog of its group: its offsets would be committed before the state
+// of its sagas could follow the partition.
+func TestConsumerRefusesAnEngineWithoutChangelog(t *testing.T) {
+	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	kopts := []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}
+	plain, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consumer.New(plain, st, consumer.Config{Client: kopts}); !errors.Is(err, consumer.ErrConfig) {
+		t.Fatalf("consumer over an engine without changelog: %v, want ErrConfig", err)
+	}
+	cl, err := consumer.NewChangelog("other-group", kopts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	mirrored, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consumer.New(mirrored, st, consumer.Config{Client: kopts, Group: "sagaz"}); !errors.Is(err, consumer.ErrConfig) {
+		t.Fatalf("consumer of group sagaz over the changelog of another group: %v, want ErrConfig", err)
 	}
 }
 

@@ -27,7 +27,7 @@ const (
 	HeaderOrigTimestamp   = "sagaz.original.timestamp" // Unix milliseconds
 	HeaderValueDropped    = "sagaz.dlq.value_dropped"  // "true" when the value was too large for the dead-letter topic
 	ReasonOversized       = "oversized"
-	ReasonNoRoute         = "no_route" // an events-topic record names no trigger of this binary
+	ReasonNoRoute         = string(engine.ReasonNoRoute) // an events-topic record names no trigger of this binary
 	maxDeadLetterErrorLen = 4096
 )
 
@@ -45,8 +45,12 @@ type recordReject struct {
 func (c *Consumer) deadLetter(ctx context.Context, rejects []engine.Reject, bad []recordReject) error {
 	recs := make([]*kgo.Record, 0, len(rejects)+len(bad))
 	for _, r := range rejects {
+		saga, trigger := "", ""
+		if r.Route != nil { // nil: the event reached no trigger (no_route)
+			saga, trigger = r.Route.Saga.Name, r.Route.Trigger.ID()
+		}
 		recs = append(recs, c.dlqRecord(r.Event.Key, r.Event.Value, r.Event.Headers, r.Event.Topic, r.Event.Partition, r.Event.Offset,
-			r.Event.Timestamp, string(r.Reason), r.Err.Error(), r.Route.Saga.Name, r.Route.Trigger.ID()))
+			r.Event.Timestamp, string(r.Reason), r.Err.Error(), saga, trigger))
 	}
 	for _, b := range bad {
 		r := b.r

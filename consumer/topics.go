@@ -45,9 +45,6 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 			return err
 		}
 	}
-	if c.cfg.Changelog == nil {
-		return nil
-	}
 	// One compacted changelog topic per source topic, with its partition
 	// count: the state of partition N lives in changelog partition N.
 	compact := "compact"
@@ -115,7 +112,7 @@ func createTopics(ctx context.Context, adm *kadm.Client, log *slog.Logger, topic
 
 // EnsureTopic returns the partition count of topic, creating it first (with
 // partitions and replication) when it is missing and create is set.
-func EnsureTopic(ctx context.Context, opts []kgo.Opt, topic string, partitions int32, replication int16, create bool) (int32, error) {
+func EnsureTopic(ctx context.Context, opts []kgo.Opt, log *slog.Logger, topic string, partitions int32, replication int16, create bool) (int32, error) {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return 0, err
@@ -133,7 +130,7 @@ func EnsureTopic(ctx context.Context, opts []kgo.Opt, topic string, partitions i
 		return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
 	}
 	counts := map[string]int32{}
-	if err := createTopics(ctx, adm, slog.Default(), []string{topic}, partitions, replication, nil, counts); err != nil {
+	if err := createTopics(ctx, adm, log, []string{topic}, partitions, replication, nil, counts); err != nil {
 		return 0, err
 	}
 	if counts[topic] == 0 {

@@ -1,5 +1,5 @@
 // Package cron turns schedules into ticks published to Kafka: each tick is a
-// synthetic event on the cron topic (DESIGN §2), so it reaches its saga
+// synthetic event on the cron topic, so it reaches its saga
 // through the consumer like any record, de-duplicated by schedule and
 // scheduled time. Only the member that owns a schedule's partition of the
 // cron topic publishes it.

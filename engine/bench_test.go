@@ -30,7 +30,6 @@ func BenchmarkSagaCompletion(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	<-e.Ready()
-	route := e.Routes().Match(engine.SourceKafka, "orders")
 	const batch = 1000
 	var off int64
 	b.ResetTimer()
@@ -38,10 +37,11 @@ func BenchmarkSagaCompletion(b *testing.B) {
 		var bt engine.Batch
 		for range batch {
 			ev := &engine.Event{Source: engine.SourceKafka, Topic: "orders", Offset: off, Value: []byte(fmt.Sprintf(`{"order_id":"o-%d"}`, off))}
-			e.Prepare(&bt, ev, route)
+			e.Prepare(&bt, ev, false)
 			off++
 		}
-		if _, err := e.Start(ctx, storage.StartBatch{Sagas: bt.Sagas, Offsets: []storage.Offset{{Topic: "orders", Next: off}}}); err != nil {
+		bt.Offsets = append(bt.Offsets, storage.Offset{Topic: "orders", Next: off})
+		if _, err := e.Record(ctx, &bt); err != nil {
 			b.Fatal(err)
 		}
 		// Keep a bounded backlog, as the consumer's backpressure would.

@@ -11,12 +11,9 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,16 +44,25 @@ type Config struct {
 	// OnStep, if set, is called after every attempt of a step's action or
 	// compensation with its duration and error (metrics).
 	OnStep func(saga, step string, compensation bool, took time.Duration, err error)
-	// Partitioned: sagas of Kafka partitions run only while their partition
-	// is owned (Acquire / Release, driven by the consumer group); Run then
-	// recovers only the local partitions of Fire. Without it every stored
-	// saga runs (single-process library use).
-	Partitioned bool
-	// OnRecorded, if set, is called synchronously after each durable write of
-	// a saga of a Kafka partition (its start and every transition), e.g. to
-	// append it to a changelog. It must not block nor keep the saga (encode
-	// it instead).
-	OnRecorded func(*storage.Saga)
+	// Changelog makes the engine a member of a consumer group: every durable
+	// write of a Kafka partition's saga is mirrored into it, and sagas of
+	// Kafka partitions run only while their partition is owned (Acquire /
+	// Release, driven by the group); Run then recovers only the local
+	// partitions of Fire. Without it every stored saga runs (single-process
+	// library use). The consumer package's Changelog is the implementation.
+	Changelog Changelog
+}
+
+// Changelog mirrors the state of a group member's partitions so that it
+// follows a partition to its next owner (consumer.Changelog implements it).
+type Changelog interface {
+	// Append mirrors a saga's durable state. It is called synchronously
+	// after each durable write of a Kafka partition's saga (its start and
+	// every transition); it must not block nor keep s.
+	Append(s *storage.Saga)
+	// Next returns the changelog offset after the last acknowledged record
+	// of partition p: every change below it is reflected in the store.
+	Next(p storage.Partition) int64
 }
 
 // Engine routes events to triggers, records sagas and executes them.
@@ -68,7 +74,7 @@ type Engine struct {
 	maxIn    int
 	shutdown time.Duration
 	onFinish func(*storage.Saga)
-	onRec    func(*storage.Saga)
+	mirror   Changelog // nil: not a group member
 	onStep   func(saga, step string, compensation bool, took time.Duration, err error)
 	parted   bool
 
@@ -87,7 +93,7 @@ type Engine struct {
 	parts   map[storage.Partition]*partState
 	leaving map[storage.Partition]*partState // being released: their last writes still count
 	active  map[string]*atomic.Bool          // executing sagas by ID -> cancel requested
-	always  *partState                       // local partitions, and every partition when not Partitioned
+	always  *partState                       // local partitions, and every partition when not partitioned
 	wg      sync.WaitGroup
 
 	ready    chan struct{}
@@ -141,7 +147,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
-		onRec: cfg.OnRecorded, onStep: cfg.OnStep, parted: cfg.Partitioned, active: map[string]*atomic.Bool{},
+		mirror: cfg.Changelog, onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 	}
@@ -169,8 +175,12 @@ func New(cfg Config) (*Engine, error) {
 }
 
 // Partitioned reports whether sagas of Kafka partitions run only while
-// their partition is owned (Config.Partitioned).
+// their partition is owned: the engine is a group member (Config.Changelog).
 func (e *Engine) Partitioned() bool { return e.parted }
+
+// Changelog returns the changelog the engine mirrors into (nil when it is
+// not a group member).
+func (e *Engine) Changelog() Changelog { return e.mirror }
 
 // Routes returns the routing table.
 func (e *Engine) Routes() *Routes { return e.routes }
@@ -276,140 +286,6 @@ func (e *Engine) WaitIdle(ctx context.Context) error {
 	}
 }
 
-// Reason classifies why an event could not start a saga; it becomes the
-// dead-letter header.
-type Reason string
-
-// Reasons for rejecting an event.
-const (
-	ReasonDecode     Reason = "decode"          // value is not a JSON object
-	ReasonTransform  Reason = "transform_error" // transformer returned an error
-	ReasonPanic      Reason = "transform_panic" // transformer panicked
-	ReasonMissingKey Reason = "missing_key"     // no idempotency key
-	ReasonContext    Reason = "bad_context"     // transformer output is not JSON-encodable
-)
-
-// Reject is an event one trigger could not turn into a saga.
-type Reject struct {
-	Event  *Event
-	Route  *Route
-	Reason Reason
-	Err    error
-}
-
-// Batch collects the sagas and rejects of a batch of events.
-type Batch struct {
-	Sagas   []*storage.Saga
-	Rejects []Reject
-	Ignored int
-}
-
-// Reset empties the batch for reuse.
-func (b *Batch) Reset() {
-	clear(b.Sagas)
-	clear(b.Rejects)
-	b.Sagas, b.Rejects, b.Ignored = b.Sagas[:0], b.Rejects[:0], 0
-}
-
-// Prepare runs the given routes' transformers on ev and adds the sagas to
-// start, or the rejects, to b. One trigger's failure never stops another's
-// saga. Prepare is pure: nothing is recorded until Start.
-func (e *Engine) Prepare(b *Batch, ev *Event, routes []*Route) {
-	for _, rt := range routes {
-		s, reason, err := e.prepareOne(ev, rt)
-		switch {
-		case err != nil:
-			b.Rejects = append(b.Rejects, Reject{Event: ev, Route: rt, Reason: reason, Err: err})
-		case s == nil:
-			b.Ignored++
-		default:
-			b.Sagas = append(b.Sagas, s)
-		}
-	}
-}
-
-func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error) {
-	data, err := transform(rt, ev)
-	var de *DecodeError
-	var pe *PanicError
-	switch {
-	case errors.Is(err, ErrIgnore) || err == nil && data == nil:
-		return nil, "", nil
-	case errors.As(err, &de):
-		return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
-	case errors.As(err, &pe):
-		return nil, ReasonPanic, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
-	case err != nil:
-		return nil, ReasonTransform, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
-	}
-	var key string
-	if !rt.Trigger.key.IsZero() {
-		if key, err = rt.Trigger.key.value(rt.Saga.Name, ev); err != nil {
-			if errors.As(err, &de) {
-				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
-			}
-			return nil, ReasonMissingKey, err
-		}
-	} else if h, ok := ev.Header(HeaderIdempotencyKey); ok && len(h) > 0 {
-		key = string(h) // the caller's Idempotency-Key (webhooks, manual events)
-	}
-	raw, err := contextBytes(ev, data)
-	if err != nil {
-		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
-	}
-	// No step records yet: a pending saga's steps are all pending, and the
-	// executor fills them in from the declaration (a smaller insert on the
-	// hot path).
-	return &storage.Saga{
-		Name:           rt.Saga.Name,
-		Trigger:        rt.Trigger.ID(),
-		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
-		EventTime:      ev.Timestamp,
-		IdempotencyKey: key,
-		Context:        raw,
-	}, "", nil
-}
-
-// contextBytes encodes the saga's initial context. A transformer that
-// passes the event through (returns ev.JSON()'s own map) gets the event's
-// bytes stored as they are, without a decode-encode round trip.
-func contextBytes(ev *Event, data map[string]any) ([]byte, error) {
-	if ev.fields != nil && len(data) == ev.fieldCount &&
-		reflect.ValueOf(data).UnsafePointer() == reflect.ValueOf(ev.fields).UnsafePointer() {
-		return ev.Value, nil
-	}
-	return json.Marshal(data)
-}
-
-func transform(rt *Route, ev *Event) (data map[string]any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			data, err = nil, &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return rt.Trigger.transform(ev)
-}
-
-// Start records a batch — new sagas, the partitions' next offsets — in one
-// durable transaction, then queues the new sagas for execution. Sagas that
-// match an existing one (re-delivery, same idempotency key) start nothing.
-func (e *Engine) Start(ctx context.Context, b storage.StartBatch) ([]storage.StartResult, error) {
-	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Changelog) == 0 {
-		return nil, nil
-	}
-	res, err := e.store.Start(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range res {
-		if r.Created {
-			e.recorded(r.Saga)
-			e.enqueue(r.Saga)
-		}
-	}
-	return res, nil
-}
-
 // Outcome is what Fire did for one trigger.
 type Outcome struct {
 	Saga    string
@@ -427,18 +303,18 @@ func localTopic(src Source) string { return "~" + string(src) }
 // isLocal reports whether topic is a local partition of Fire (not Kafka).
 func isLocal(topic string) bool { return strings.HasPrefix(topic, "~") }
 
-// recorded passes a durable write of a Kafka partition's saga to OnRecorded
+// recorded mirrors a durable write of a Kafka partition's saga to the changelog
 // — unless the partition was given up meanwhile (a step that outlived its
 // release): the next owner's state must not be overwritten by it.
 func (e *Engine) recorded(s *storage.Saga) {
-	if e.onRec == nil || isLocal(s.Source.Topic) {
+	if e.mirror == nil || isLocal(s.Source.Topic) {
 		return
 	}
 	e.mu.Lock()
 	owned := e.partOf(s.Source) != nil || e.leaving[s.Source.TopicPartition()] != nil
 	e.mu.Unlock()
 	if owned {
-		e.onRec(s)
+		e.mirror.Append(s)
 	}
 }
 
@@ -544,19 +420,18 @@ func (e *Engine) Fire(ctx context.Context, src Source, ev Event) ([]Outcome, err
 	if src == SourceKafka {
 		name = ev.Topic
 	}
-	routes := e.routes.Match(src, name)
-	if len(routes) == 0 {
-		return nil, fmt.Errorf("%w: %s %q", ErrNoRoute, src, name)
+	ev.Source, ev.Name = src, name
+	if _, err := e.routes.Resolve(&ev, false); err != nil {
+		return nil, err
 	}
-	ev.Source = src
 	ev.Topic, ev.Partition = localTopic(src), 0
 	ev.Offset = e.local[src].Add(1) - 1
 	if ev.Timestamp.IsZero() {
 		ev.Timestamp = e.clock.Now().UTC()
 	}
-	var b Batch
-	e.Prepare(&b, &ev, routes)
-	res, err := e.Start(ctx, storage.StartBatch{Sagas: b.Sagas, Offsets: []storage.Offset{{Topic: ev.Topic, Next: ev.Offset + 1}}})
+	b := Batch{Offsets: []storage.Offset{{Topic: ev.Topic, Next: ev.Offset + 1}}}
+	e.Prepare(&b, &ev, false)
+	res, err := e.Record(ctx, &b)
 	if err != nil {
 		return nil, err
 	}

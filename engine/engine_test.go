@@ -685,3 +685,47 @@ func TestPassthroughContextKeepsEventBytes(t *testing.T) {
 		t.Errorf("own map stored %s", got)
 	}
 }
+
+// Routes.Resolve is the one routing function: plain records route by
+// topic, records of a synthetic topic by the source and name in their
+// headers (never to kafka triggers), in-process events by source and name.
+func TestResolveRoutesEverySource(t *testing.T) {
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "s", Steps: []engine.Step{{Name: "a", Action: ok}}, Triggers: []engine.Trigger{
+		engine.Kafka("orders", engine.PassThrough), engine.Webhook("hook", engine.PassThrough),
+		engine.Manual("go", engine.PassThrough), engine.Cron("@hourly", engine.WithName("tick")),
+	}})
+	rs, err := reg.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := func(src, name string) []engine.Header {
+		return []engine.Header{{Key: engine.HeaderSource, Value: []byte(src)}, {Key: engine.HeaderName, Value: []byte(name)}}
+	}
+	cases := []struct {
+		ev        engine.Event
+		synthetic bool
+		want      string // trigger id, or "" for no route
+	}{
+		{engine.Event{Source: engine.SourceKafka, Topic: "orders"}, false, "kafka:orders"},
+		{engine.Event{Source: engine.SourceKafka, Topic: "other"}, false, ""},
+		{engine.Event{Source: engine.SourceKafka, Topic: "sagaz.events", Headers: hdr("webhook", "hook")}, true, "webhook:hook"},
+		{engine.Event{Source: engine.SourceKafka, Topic: "sagaz.events", Headers: hdr("manual", "go")}, true, "manual:go"},
+		{engine.Event{Source: engine.SourceKafka, Topic: "sagaz.cron", Headers: hdr("cron", "s:tick")}, true, "cron:tick"},
+		{engine.Event{Source: engine.SourceKafka, Topic: "sagaz.events", Headers: hdr("kafka", "orders")}, true, ""}, // forged
+		{engine.Event{Source: engine.SourceKafka, Topic: "sagaz.events", Headers: hdr("webhook", "nope")}, true, ""},
+		{engine.Event{Source: engine.SourceKafka, Topic: "sagaz.events"}, true, ""},
+		{engine.Event{Source: engine.SourceManual, Name: "go"}, false, "manual:go"},
+		// a plain record's headers are data, not routing
+		{engine.Event{Source: engine.SourceKafka, Topic: "orders", Headers: hdr("webhook", "hook")}, false, "kafka:orders"},
+	}
+	for i, c := range cases {
+		routes, err := rs.Resolve(&c.ev, c.synthetic)
+		switch {
+		case c.want == "" && !errors.Is(err, engine.ErrNoRoute):
+			t.Errorf("case %d: routes %v, err %v; want ErrNoRoute", i, routes, err)
+		case c.want != "" && (err != nil || len(routes) != 1 || routes[0].Trigger.ID() != c.want):
+			t.Errorf("case %d: routes %v, err %v; want %s", i, routes, err, c.want)
+		}
+	}
+}

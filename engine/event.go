@@ -28,7 +28,7 @@ func (s Source) Valid() bool {
 
 // Headers of synthetic events: webhook calls and manual events are produced
 // to Kafka (the events topic) carrying their source and name, and reach the
-// triggers through the consumer like any record (DESIGN §2).
+// triggers through the consumer like any record (docs/architecture.md).
 const (
 	HeaderSource         = "sagaz.source"          // webhook, manual or cron
 	HeaderName           = "sagaz.name"            // webhook name, event type or schedule

@@ -12,7 +12,17 @@ import (
 	"github.com/sagaz-go/sagaz/storage"
 )
 
-func withPartitions(c *engine.Config) { c.Partitioned = true }
+// changelog records what the engine mirrors, as consumer.Changelog would.
+type changelog struct{ appended atomic.Int32 }
+
+func (c *changelog) Append(*storage.Saga)         { c.appended.Add(1) }
+func (c *changelog) Next(storage.Partition) int64 { return 0 }
+
+func withPartitions(c *engine.Config) {
+	if c.Changelog == nil {
+		c.Changelog = new(changelog)
+	}
+}
 
 func kafkaEvent(p int32, off int64, id string) *engine.Event {
 	return &engine.Event{Source: engine.SourceKafka, Topic: "orders", Partition: p, Offset: off, Value: []byte(`{"order_id":"` + id + `"}`)}
@@ -23,9 +33,9 @@ func startBatch(t *testing.T, h *harness, evs ...*engine.Event) []storage.StartR
 	t.Helper()
 	var b engine.Batch
 	for _, ev := range evs {
-		h.eng.Prepare(&b, ev, h.eng.Routes().Match(engine.SourceKafka, "orders"))
+		h.eng.Prepare(&b, ev, false)
 	}
-	res, err := h.eng.Start(context.Background(), storage.StartBatch{Sagas: b.Sagas})
+	res, err := h.eng.Record(context.Background(), &b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +65,8 @@ func TestPartitionOwnership(t *testing.T) {
 	}
 	reg := engine.NewRegistry()
 	reg.Register(orderSaga("order", engine.Step{Name: "a", Action: step("a")}, engine.Step{Name: "b", Action: step("b")}))
-	var recorded atomic.Int32
-	h := start(t, reg, "", withPartitions, func(c *engine.Config) {
-		c.OnRecorded = func(*storage.Saga) { recorded.Add(1) }
-	})
+	mirror := new(changelog)
+	h := start(t, reg, "", func(c *engine.Config) { c.Changelog = mirror })
 	p0 := storage.Partition{Topic: "orders", Partition: 0}
 	p1 := storage.Partition{Topic: "orders", Partition: 1}
 	if _, err := h.eng.Acquire(context.Background(), p0); err != nil {
@@ -104,7 +112,7 @@ func TestPartitionOwnership(t *testing.T) {
 	// The start of slow (the start of elsewhere was recorded while p1 was not
 	// owned: not mirrored), slow's step a (finished during the release: still
 	// mirrored), and a and b of both sagas after they were acquired.
-	if got := recorded.Load(); got != 5 {
-		t.Errorf("OnRecorded called %d times, want 5", got)
+	if got := mirror.appended.Load(); got != 5 {
+		t.Errorf("Changelog.Append called %d times, want 5", got)
 	}
 }

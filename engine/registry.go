@@ -228,6 +228,36 @@ func (r *Registry) Routes() (*Routes, error) {
 // schedule, webhook name or event type for the others.
 func (rs *Routes) Match(src Source, name string) []*Route { return rs.match[src][name] }
 
+// Resolve is the one routing function of every source: it returns the
+// routes ev reaches. A record of a synthetic topic (the events topic of
+// webhooks and manual events, the cron topic of ticks) names its source and
+// trigger in headers (HeaderSource, HeaderName): Resolve reads them into
+// ev.Source and ev.Name first. Otherwise ev.Source and ev.Name say it, the
+// record's topic standing in for the name of a plain Kafka record. It
+// returns an error wrapping ErrNoRoute when no trigger matches.
+func (rs *Routes) Resolve(ev *Event, synthetic bool) ([]*Route, error) {
+	if synthetic {
+		src, _ := ev.Header(HeaderSource)
+		name, _ := ev.Header(HeaderName)
+		ev.Source, ev.Name = Source(src), string(name)
+		if ev.Source == SourceKafka { // never from a synthetic topic
+			ev.Source = ""
+		}
+	}
+	name := ev.Name
+	if ev.Source == SourceKafka && name == "" {
+		name = ev.Topic
+	}
+	routes := rs.match[ev.Source][name]
+	if len(routes) == 0 {
+		if !ev.Source.Valid() {
+			return nil, fmt.Errorf("%w: unknown source %q", ErrNoRoute, ev.Source)
+		}
+		return nil, fmt.Errorf("%w: no %s trigger named %q in this binary", ErrNoRoute, ev.Source, name)
+	}
+	return routes, nil
+}
+
 // All returns every route in registration order.
 func (rs *Routes) All() []*Route { return rs.all }
 

@@ -57,7 +57,7 @@ func newEnv(t *testing.T) *env {
 	m := sagaztest.Start(t, seeds, "api-test", "", testRegistry(), nil)
 	producer := kafkatest.Client(t, seeds)
 	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Logger: sagaztest.Logger(), ReadHeaderTimeout: 300 * time.Millisecond,
-		API: &httpapi.API{Engine: m.Engine, Store: m.Store, Producer: producer, EventsTopic: m.Consumer.EventsTopic(), AdminToken: token,
+		API: &httpapi.API{Engine: m.Engine, Store: m.Store, Producer: producer, EventsTopic: m.Consumer.Config().EventsTopic, AdminToken: token,
 			WebhookSecrets: map[string]string{"signups": "hook-secret"}, MaxBodyBytes: 2048, ProduceTimeout: 2 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func FuzzWebhook(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer st.Close()
-	eng, err := engine.New(engine.Config{Store: st, Registry: testRegistry(), Logger: sagaztest.Logger(), Partitioned: true})
+	eng, err := engine.New(engine.Config{Store: st, Registry: testRegistry(), Logger: sagaztest.Logger()})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -74,6 +74,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Close stops listening (for a server that never ran; Run shuts down by
+// itself).
+func (s *Server) Close() error { return s.ln.Close() }
+
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 

@@ -1,4 +1,4 @@
-// Package integration runs the DESIGN §4 promises against real Apache
+// Package integration runs the invariants of docs/architecture.md against real Apache
 // Kafka, with kcat (a client nobody here wrote) producing and reading.
 //
 // The broker comes from SAGAZ_KAFKA_BROKERS (make test-integration starts

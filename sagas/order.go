@@ -9,7 +9,7 @@ import (
 	"github.com/sagaz-go/sagaz/engine"
 )
 
-// The demo saga of DESIGN §6: an order reserves stock, charges the
+// The demo saga: an order reserves stock, charges the
 // customer and ships. Events on orders.created look like
 //
 //	{"order_id": "o-1", "amount": 42.5, "fail_at": "charge", "sleep_ms": 200}

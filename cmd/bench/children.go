@@ -8,23 +8,18 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
-	"github.com/sagaz-go/sagaz/httpapi"
-	"github.com/sagaz-go/sagaz/metrics"
-	"github.com/sagaz-go/sagaz/storage"
+	"github.com/sagaz-go/sagaz/member"
 )
 
 // runBroker runs kfake until killed, printing its address.
@@ -44,7 +39,7 @@ func runBroker(ctx context.Context, args []string) error {
 	return nil
 }
 
-// benchSaga is DESIGN §8's "3-step saga with no-op steps".
+// benchSaga is the benchmark's 3-step saga with no-op steps.
 func benchSaga(topic string, maxConcurrent int) engine.Saga {
 	noop := func(context.Context, *engine.Run) error { return nil }
 	return engine.Saga{
@@ -54,8 +49,8 @@ func benchSaga(topic string, maxConcurrent int) engine.Saga {
 	}
 }
 
-// runMember runs one Sagaz group member: the real store, engine and
-// consumer, with the bench saga, and the HTTP server for metrics.
+// runMember runs one Sagaz group member (the member package, as the
+// binary assembles it) with the bench saga, and the HTTP server for metrics.
 func runMember(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("member", flag.ContinueOnError)
 	brokers := fs.String("brokers", "", "seed brokers")
@@ -104,53 +99,19 @@ func runMember(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := engine.NewRegistry()
 	reg.Register(benchSaga(*topic, *maxConc))
-	st, err := storage.OpenBolt(filepath.Join(*dir, "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	preg := prometheus.NewRegistry()
-	cm := consumer.NewMetrics(preg)
-	kopts := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}
-	changelog, err := consumer.NewChangelog(*group, kopts, log, cm)
-	if err != nil {
-		return err
-	}
-	defer changelog.Close()
-	var eng *engine.Engine
-	em := metrics.NewEngine(preg, func() (int, int) { return eng.Stats() })
-	eng, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, OnFinish: em.OnFinish, MaxInFlight: *maxInFlight,
-		Partitioned: true, OnRecorded: changelog.Append})
-	if err != nil {
-		return err
-	}
-	cons, err := consumer.New(eng, st, consumer.Config{
-		Client: kopts, Group: *group, CreateTopics: true, Changelog: changelog,
-		HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), Logger: log, Metrics: cm, SessionTimeout: 10 * time.Second,
+	m, err := member.New(ctx, member.Config{
+		DataDir: *dir, Registry: reg, Logger: log, MaxInFlight: *maxInFlight, HTTPAddr: *addr,
+		Consumer: consumer.Config{
+			Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}, Group: *group, CreateTopics: true,
+			HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart),
+			SessionTimeout: 10 * time.Second,
+		},
 	})
 	if err != nil {
 		return err
 	}
-	srv, err := httpapi.New(httpapi.Config{Addr: *addr, Gatherer: preg, Logger: log, Ready: func() error {
-		select {
-		case <-eng.Ready():
-		default:
-			return fmt.Errorf("recovering")
-		}
-		if !cons.Ready() {
-			return fmt.Errorf("joining")
-		}
-		return nil
-	}})
-	if err != nil {
-		return err
-	}
-	fmt.Println(srv.Addr())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return eng.Run(gctx) })
-	g.Go(func() error { return cons.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
-	return g.Wait()
+	fmt.Println(m.HTTP.Addr())
+	return m.Run(ctx)
 }
 
 // parseBytes reads sizes like 150MiB, 1GiB or 2000000.

@@ -1,6 +1,6 @@
 // Command bench is the performance harness behind `make bench`: one run
 // measures the baseline (a plain franz-go group consumer) and Sagaz's
-// figures of DESIGN §8 against a kfake broker running in its own process,
+// figures (docs/benchmarks.md) against a kfake broker running in its own process,
 // with the Sagaz member in a third process, and prints one markdown table.
 //
 //	bench [-full] [-json out.json] [-data dir]    run the benchmarks

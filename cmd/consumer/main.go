@@ -29,17 +29,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kprom"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaz-go/sagaz/consumer"
-	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/devkafka"
-	"github.com/sagaz-go/sagaz/metrics"
+	"github.com/sagaz-go/sagaz/member"
 	_ "github.com/sagaz-go/sagaz/sagas" // the sagas compiled into the binary
-	"github.com/sagaz-go/sagaz/storage"
 )
 
 func main() {
@@ -81,9 +77,10 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 	}
 }
 
-// serve runs the service until ctx ends, then shuts down in order: stop
-// fetching and leave the group, let running steps finish (bounded), close
-// the store, stop the embedded broker.
+// serve runs the service until ctx ends, then shuts down in order (the
+// member package owns the ordering): stop fetching and leave the group, let
+// running steps finish (bounded), close the changelog and the store, then
+// stop the embedded broker.
 func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	log := cfg.logger()
 	routes, err := engine.DefaultRegistry().Routes()
@@ -108,117 +105,39 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	store, err := storage.OpenBolt(cfg.StorePath(), storage.BoltOptions{})
-	if err != nil {
-		return err
+	var api *httpapi.API
+	if cfg.HTTPAddr != "" {
+		api = &httpapi.API{AdminToken: cfg.AdminToken, WebhookSecrets: cfg.WebhookSecrets,
+			MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxConcurrentWebhooks: cfg.MaxConcurrentWebhooks}
 	}
-	defer store.Close()
-	cm := consumer.NewMetrics(reg)
-	changelog, err := consumer.NewChangelog(cfg.Group, kopts, log, cm)
-	if err != nil {
-		return err
-	}
-	defer changelog.Close()
-	var eng *engine.Engine
-	em := metrics.NewEngine(reg, func() (int, int) { return eng.Stats() })
-	eng, err = engine.New(engine.Config{Store: store, Logger: log, MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
-		OnFinish: em.OnFinish, OnStep: em.OnStep, Partitioned: true, OnRecorded: changelog.Append})
-	if err != nil {
-		return err
-	}
-	cons, err := consumer.New(eng, store, consumer.Config{
-		Changelog: changelog, Retention: cfg.Retention, EventsTopic: cfg.EventsTopic, CronTopic: cfg.CronTopic,
-		// franz-go's own metrics (kprom) for the group member's client.
-		GroupClientOpts: []kgo.Opt{kgo.WithHooks(kprom.NewMetrics("sagaz_kafka", kprom.Registerer(reg)))},
-		Client:          kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
-		FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
-		DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
-		HighWater: cfg.PendingHighWater, LowWater: cfg.PendingLowWater,
-		CreateTopics: cfg.CreateTopics, TopicPartitions: int32(cfg.TopicPartitions), TopicReplication: int16(cfg.TopicReplication),
-		Logger: log, Metrics: cm,
+	m, err := member.New(ctx, member.Config{
+		DataDir: cfg.DataDir, Logger: log, Metrics: reg, KafkaMetrics: true,
+		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
+		HTTPAddr: cfg.HTTPAddr, API: api,
+		Consumer: consumer.Config{
+			Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
+			FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
+			DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
+			HighWater: cfg.PendingHighWater, LowWater: cfg.PendingLowWater,
+			CreateTopics: cfg.CreateTopics, TopicPartitions: int32(cfg.TopicPartitions), TopicReplication: int16(cfg.TopicReplication),
+			Retention: cfg.Retention, EventsTopic: cfg.EventsTopic, CronTopic: cfg.CronTopic,
+		},
 	})
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(cons.LagCollector())
-
-	// Schedules: ticks published to the cron topic by the owner of each
-	// schedule's partition.
-	var sched *cron.Scheduler
-	if hasCron(routes) {
-		parts, err := consumer.EnsureTopic(ctx, kopts, cfg.CronTopic, int32(cfg.TopicPartitions), int16(cfg.TopicReplication), cfg.CreateTopics)
-		if err != nil {
-			return err
-		}
-		cronProducer, err := kgo.NewClient(append(append([]kgo.Opt(nil), kopts...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
-		if err != nil {
-			return err
-		}
-		defer cronProducer.Close()
-		sched, err = cron.New(cron.Config{Routes: routes, Topic: cfg.CronTopic, Partitions: parts, Producer: cronProducer, Store: store,
-			Owns: func(p storage.Partition) bool {
-				return eng.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
-			}, Mirror: changelog.AppendMeta, Logger: log})
-		if err != nil {
-			return err
-		}
-	}
-	var srv *httpapi.Server
-	if cfg.HTTPAddr != "" {
-		producer, err := kgo.NewClient(kopts...) // acks=all, idempotent: a 202 means durable in Kafka
-		if err != nil {
-			return err
-		}
-		defer producer.Close()
-		api := &httpapi.API{Engine: eng, Store: store, Producer: producer, EventsTopic: cfg.EventsTopic, AdminToken: cfg.AdminToken,
-			WebhookSecrets: cfg.WebhookSecrets, MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxConcurrentWebhooks: cfg.MaxConcurrentWebhooks, Owner: cons.Owner,
-			Schedules: sched, CronTopic: cfg.CronTopic}
-		srv, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Logger: log, API: api, Ready: func() error {
-			select {
-			case <-eng.Ready():
-			default:
-				return errors.New("recovering unfinished sagas")
-			}
-			if !cons.Ready() {
-				return errors.New("joining the consumer group")
-			}
-			return nil
-		}})
-		if err != nil {
-			return fmt.Errorf("http server: %w", err)
-		}
-	}
 
 	fmt.Fprintln(stdout, "Sagaz — triggers compiled into this binary:")
 	if err := routes.WriteTable(stdout); err != nil {
+		m.Close()
 		return err
 	}
 	if dev {
-		banner(stdout, cfg, srv)
+		banner(stdout, cfg, m.HTTP)
 	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return eng.Run(gctx) })
-	g.Go(func() error { return cons.Run(gctx) })
-	if srv != nil {
-		g.Go(func() error { return srv.Run(gctx) })
-	}
-	if sched != nil {
-		g.Go(func() error { return sched.Run(gctx) })
-	}
-	err = g.Wait()
+	err = m.Run(ctx)
 	log.Info("stopped")
 	return err
-}
-
-func hasCron(routes *engine.Routes) bool {
-	for _, r := range routes.All() {
-		if r.Trigger.Source() == engine.SourceCron {
-			return true
-		}
-	}
-	return false
 }
 
 func banner(w io.Writer, cfg *Config, srv *httpapi.Server) {

@@ -1,14 +1,12 @@
-// Package sagaztest runs consumer-group members in-process for tests: a
-// bbolt store, an engine and a consumer, started together and stopped
-// together.
+// Package sagaztest runs consumer-group members in-process for tests (the
+// member package's members, started with test settings and stopped at the
+// end of the test) and the built binary as a process.
 package sagaztest
 
 import (
 	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,23 +15,22 @@ import (
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
-// Member is one consumer-group member.
+// Member is one consumer-group member (a member.Member, stopped at the
+// end of the test).
 type Member struct {
-	t        testing.TB
-	Dir      string
-	Store    *storage.Bolt
-	Engine   *engine.Engine
-	Consumer *consumer.Consumer
-	Metrics  *consumer.Metrics
+	*member.Member
+	t   testing.TB
+	Dir string
+	// Metrics are the member's consumer metrics.
+	Metrics *consumer.Metrics
 	// Finished counts sagas that reached a terminal status.
-	Finished  atomic.Int64
-	Changelog *consumer.Changelog
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	runErr    [2]error
+	Finished atomic.Int64
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 // Logger discards logs unless SAGAZ_TEST_LOG=1.
@@ -45,46 +42,43 @@ func Logger() *slog.Logger {
 }
 
 // Start starts a member of group on seeds with its store in dir (a new
-// temporary directory when empty). mut adjusts the consumer config. The
-// member stops at the end of the test.
+// temporary directory when empty). mut adjusts the member's config (its
+// Consumer field holds the consumer settings). The member stops at the end
+// of the test.
 func Start(t testing.TB, seeds []string, group, dir string, reg *engine.Registry, mut func(*consumer.Config)) *Member {
+	t.Helper()
+	return StartWith(t, seeds, group, dir, reg, func(c *member.Config) {
+		if mut != nil {
+			mut(&c.Consumer)
+		}
+	})
+}
+
+// StartWith is Start with access to the whole member config.
+func StartWith(t testing.TB, seeds []string, group, dir string, reg *engine.Registry, mut func(*member.Config)) *Member {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &Member{t: t, Dir: dir, Store: st}
-	log := Logger()
-	m.Metrics = consumer.NewMetrics(nil)
-	cfg := consumer.Config{
-		Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Group: group, CreateTopics: true, Logger: log, Metrics: m.Metrics,
-		SessionTimeout: 10 * time.Second,
+	m := &Member{t: t, Dir: dir}
+	cfg := member.Config{
+		DataDir: dir, Registry: reg, Logger: Logger(), ShutdownTimeout: 5 * time.Second,
+		OnFinish: func(*storage.Saga) { m.Finished.Add(1) },
+		Consumer: consumer.Config{
+			Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Group: group, CreateTopics: true, SessionTimeout: 10 * time.Second,
+		},
 	}
 	if mut != nil {
 		mut(&cfg)
 	}
-	m.Changelog, err = consumer.NewChangelog(cfg.Group, cfg.Client, log, m.Metrics)
-	if err != nil {
+	var err error
+	if m.Member, err = member.New(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Changelog = m.Changelog
-	m.Engine, err = engine.New(engine.Config{Store: st, Registry: reg, Logger: log, ShutdownTimeout: 5 * time.Second,
-		OnFinish: func(*storage.Saga) { m.Finished.Add(1) }, Partitioned: true, OnRecorded: m.Changelog.Append})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Consumer, err = consumer.New(m.Engine, st, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m.Metrics = m.ConsumerMetrics
 	ctx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	m.wg.Add(2)
-	go func() { defer m.wg.Done(); m.runErr[0] = m.Engine.Run(ctx) }()
-	go func() { defer m.wg.Done(); m.runErr[1] = m.Consumer.Run(ctx) }()
+	m.cancel, m.done = cancel, make(chan error, 1)
+	go func() { m.done <- m.Run(ctx) }()
 	t.Cleanup(m.Stop)
 	return m
 }
@@ -95,16 +89,9 @@ func (m *Member) Stop() {
 		return
 	}
 	m.cancel()
-	m.wg.Wait()
-	m.Changelog.Close()
 	m.cancel = nil
-	for _, err := range m.runErr {
-		if err != nil {
-			m.t.Errorf("member stopped with: %v", err)
-		}
-	}
-	if err := m.Store.Close(); err != nil {
-		m.t.Error(err)
+	if err := <-m.done; err != nil {
+		m.t.Errorf("member stopped with: %v", err)
 	}
 }
 

@@ -1,0 +1,145 @@
+package consumer
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// mirror puts a recorded batch into the changelog and waits for the acks:
+// the new sagas (appended by the engine as it recorded them) and each
+// partition's next offset. Only then may the batch's offsets be committed.
+func (c *Consumer) mirror(ctx context.Context, b *batch) error {
+	cl := c.changelog
+	parts := make([]storage.Partition, 0, len(b.work.Offsets))
+	for _, o := range b.work.Offsets {
+		p := o.TopicPartition()
+		parts = append(parts, p)
+		if c.reappend[p] { // an earlier write failed: what it held may be missing
+			for j, r := range b.res {
+				if !r.Created && b.work.Sagas[j].Source.TopicPartition() == p {
+					if s, err := c.store.Get(ctx, r.ID); err == nil {
+						cl.Append(s)
+					}
+				}
+			}
+		}
+		cl.AppendNext(p, o.Next)
+	}
+	if err := cl.Flush(ctx, parts...); err != nil {
+		for _, p := range parts {
+			c.reappend[p] = true
+		}
+		return err
+	}
+	for _, p := range parts {
+		delete(c.reappend, p)
+	}
+	return nil
+}
+
+// observeRecorded measures event time → saga durably recorded (before the
+// changelog and the offset commit, which the saga does not wait for).
+func (c *Consumer) observeRecorded(b *batch) {
+	now := time.Now()
+	for j, r := range b.res {
+		if s := b.work.Sagas[j]; r.Created && !s.EventTime.IsZero() {
+			c.m.RecordLatency.Observe(now.Sub(s.EventTime).Seconds())
+		}
+	}
+}
+
+// recorded marks a durable batch's offsets for commit and counts it.
+func (c *Consumer) recorded(b *batch) {
+	for j, r := range b.res {
+		s := b.work.Sagas[j]
+		if r.Created {
+			c.m.SagasStarted.WithLabelValues(s.Name).Inc()
+		} else {
+			c.m.Deduplicated.WithLabelValues(s.Name).Inc()
+		}
+	}
+	c.m.Ignored.Add(float64(b.work.Ignored))
+	c.mu.Lock()
+	for _, mk := range b.marks {
+		if c.owned[mk.topic][mk.partition] { // never commit what we no longer own
+			if c.uncommitted[mk.topic] == nil {
+				c.uncommitted[mk.topic] = map[int32]kgo.EpochOffset{}
+			}
+			c.uncommitted[mk.topic][mk.partition] = mk.at
+		}
+	}
+	c.mu.Unlock()
+}
+
+// rewind sets the fetch position of every partition in the given batches
+// back to its earliest unrecorded record, so they are fetched again.
+func (c *Consumer) rewind(bs ...*batch) {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	for _, b := range bs {
+		b.fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			if to[p.Topic] == nil {
+				to[p.Topic] = map[int32]kgo.EpochOffset{}
+			}
+			first := p.Records[0].Offset
+			if cur, ok := to[p.Topic][p.Partition]; !ok || first < cur.Offset {
+				to[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: first}
+			}
+		})
+	}
+	c.cl.SetOffsets(to)
+}
+
+// commit commits the offsets recorded durably since the last commit. A
+// failed partition stays for the next commit.
+func (c *Consumer) commit(ctx context.Context) {
+	c.mu.Lock()
+	if len(c.uncommitted) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	toCommit := make(map[string]map[int32]kgo.EpochOffset, len(c.uncommitted))
+	for t, ps := range c.uncommitted {
+		toCommit[t] = maps.Clone(ps)
+	}
+	c.mu.Unlock()
+	c.commitOffsets(ctx, c.cl, toCommit)
+}
+
+func (c *Consumer) commitOffsets(ctx context.Context, cl *kgo.Client, toCommit map[string]map[int32]kgo.EpochOffset) {
+	start := time.Now()
+	cl.CommitOffsetsSync(ctx, toCommit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			c.m.CommitErrors.Inc()
+			c.log.Warn("offset commit failed; retried with the next commit", "err", err)
+			return
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					c.m.CommitErrors.Inc()
+					c.log.Warn("offset commit failed for a partition; retried with the next commit", "topic", t.Topic, "partition", p.Partition, "err", err)
+					continue
+				}
+				if cur, ok := c.uncommitted[t.Topic][p.Partition]; ok && cur.Offset == toCommit[t.Topic][p.Partition].Offset {
+					delete(c.uncommitted[t.Topic], p.Partition)
+					if len(c.uncommitted[t.Topic]) == 0 {
+						delete(c.uncommitted, t.Topic)
+					}
+				}
+			}
+		}
+	})
+	c.m.CommitLatency.Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,273 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// batch is one poll's worth of work between "polled" and "committed".
+type batch struct {
+	fetches kgo.Fetches
+	events  []engine.Event // backing store of work's events
+	work    engine.Batch   // the sagas, rejects and next offsets the engine records
+	marks   []mark         // the offsets to commit once work is durable
+	// Set by Consumer.record; read by the pipeline only after done is closed.
+	done chan struct{}
+	res  []storage.StartResult
+	err  error
+}
+
+type mark struct {
+	topic     string
+	partition int32
+	at        kgo.EpochOffset
+}
+
+// pipeline is the state of the poll loop, owned by Run's goroutine: two
+// batch slots used in turn, the one being recorded (inflight), and the
+// back-off after a failed batch.
+type pipeline struct {
+	c        *Consumer
+	ctx      context.Context
+	slots    [2]batch
+	cur      int
+	inflight *batch
+	backoff  time.Duration
+}
+
+// loop polls and records batches as a two-stage pipeline: while batch N is
+// being recorded (the storage transaction, its fsync and the changelog
+// acks), batch N+1 is polled, routed, transformed and dead-lettered. Offsets
+// of N are committed once N is durable. Rebalances are allowed only with
+// nothing in flight: between batches when idle, and at once when a
+// rebalance is waiting.
+func (c *Consumer) loop(ctx context.Context) {
+	p := &pipeline{c: c, ctx: ctx, backoff: 100 * time.Millisecond}
+	for ctx.Err() == nil {
+		if q, _ := c.eng.Stats(); q >= c.cfg.HighWater {
+			if !p.settleOrFail() {
+				continue
+			}
+			p.allow()
+			if err := c.backpressure(ctx); err != nil {
+				break
+			}
+		}
+		fetches := p.poll()
+		if fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err)
+			}
+		})
+		if fetches.NumRecords() == 0 {
+			if !p.settleOrFail() {
+				continue
+			}
+			c.commit(ctx)
+			p.allow()
+			continue
+		}
+		// The batch in hand is finished even when shutdown begins; only the
+		// dead-letter retries stop on ctx.
+		next := &p.slots[p.cur]
+		p.cur ^= 1
+		prepErr := c.prepare(ctx, next, fetches)
+		if failed := p.settle(); failed != nil {
+			p.fail(failed.err, failed, next) // next was fetched past a batch that is not recorded
+			continue
+		}
+		if prepErr != nil {
+			p.fail(prepErr, next)
+			continue
+		}
+		p.backoff = 100 * time.Millisecond
+		p.inflight = next
+		go c.record(ctx, next)
+		if c.rebalance.Load() {
+			if !p.settleOrFail() {
+				continue
+			}
+			p.allow()
+		}
+	}
+	if failed := p.settle(); failed != nil {
+		c.rewind(failed) // not committed; the next owner fetches it again
+	}
+}
+
+// poll fetches the next records. The poll is bounded (1s), so failed
+// commits are retried even when idle; it also returns as soon as the
+// in-flight batch is durable, so that batch is committed without waiting
+// for new records.
+func (p *pipeline) poll() kgo.Fetches {
+	pctx, cancel := context.WithTimeout(p.ctx, time.Second)
+	defer cancel()
+	if p.inflight != nil {
+		done := p.inflight.done
+		go func() {
+			select {
+			case <-done:
+				cancel()
+			case <-pctx.Done():
+			}
+		}()
+	}
+	return p.c.cl.PollRecords(pctx, p.c.cfg.MaxPollRecords)
+}
+
+// settle waits for the in-flight batch and commits it; on failure it
+// returns the batch so the caller rewinds it.
+func (p *pipeline) settle() *batch {
+	b := p.inflight
+	if b == nil {
+		return nil
+	}
+	p.inflight = nil
+	<-b.done
+	if b.err != nil {
+		return b
+	}
+	p.c.recorded(b)
+	p.c.commit(p.ctx)
+	return nil
+}
+
+// settleOrFail settles the in-flight batch and reports whether it was
+// recorded; if not, it rewinds it (fail) and the loop starts over.
+func (p *pipeline) settleOrFail() bool {
+	if failed := p.settle(); failed != nil {
+		p.fail(failed.err, failed)
+		return false
+	}
+	return true
+}
+
+// allow lets a waiting rebalance proceed (nothing is in flight).
+func (p *pipeline) allow() {
+	p.c.rebalance.Store(false)
+	p.c.cl.AllowRebalance()
+}
+
+// fail rewinds the given batches so they are fetched again, allows a
+// waiting rebalance, and backs off.
+func (p *pipeline) fail(err error, bs ...*batch) {
+	c := p.c
+	c.m.BatchErrors.Inc()
+	c.rewind(bs...)
+	c.log.Error("batch not recorded; rewound to retry it", "err", err, "retry_in", p.backoff)
+	p.allow()
+	t := time.NewTimer(p.backoff)
+	select {
+	case <-p.ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	p.backoff = min(p.backoff*2, 5*time.Second)
+}
+
+// prepare turns one poll into a batch: every record is routed and
+// transformed (engine.Prepare), rejects and oversized records go to the
+// dead-letter topic (awaited).
+func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) error {
+	n := fetches.NumRecords()
+	if cap(b.events) < n {
+		b.events = make([]engine.Event, n)
+	}
+	b.events = b.events[:n]
+	b.work.Reset()
+	b.fetches, b.marks = fetches, b.marks[:0]
+	b.done, b.res, b.err = make(chan struct{}), nil, nil
+	var (
+		i   int
+		bad []recordReject
+	)
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		synthetic := c.synthetic[p.Topic]
+		for _, r := range p.Records {
+			if len(r.Value) > c.cfg.MaxEventBytes {
+				bad = append(bad, recordReject{r, ReasonOversized, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(r.Value), c.cfg.MaxEventBytes)})
+				continue
+			}
+			ev := &b.events[i]
+			i++
+			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
+			c.eng.Prepare(&b.work, ev, synthetic)
+		}
+		last := p.Records[len(p.Records)-1]
+		b.work.Offsets = append(b.work.Offsets, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: last.Offset + 1})
+		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
+		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
+	})
+	if len(b.work.Rejects) > 0 || len(bad) > 0 {
+		return c.deadLetter(ctx, b.work.Rejects, bad)
+	}
+	return nil
+}
+
+// record is the batch goroutine (one at a time; the pipeline waits for
+// done before it starts the next): steps 3 and 4 of the commit protocol —
+// the engine records the batch in one durable transaction, then the
+// changelog takes the batch's sagas and next offsets (acks awaited).
+func (c *Consumer) record(ctx context.Context, b *batch) {
+	defer close(b.done)
+	start := time.Now()
+	if b.res, b.err = c.eng.Record(context.WithoutCancel(ctx), &b.work); b.err != nil {
+		return
+	}
+	c.m.StoreLatency.Observe(time.Since(start).Seconds())
+	c.observeRecorded(b)
+	b.err = c.mirror(ctx, b)
+}
+
+// backpressure pauses fetching while too many sagas are pending.
+func (c *Consumer) backpressure(ctx context.Context) error {
+	if q, _ := c.eng.Stats(); q < c.cfg.HighWater {
+		return nil
+	}
+	c.cl.PauseFetchTopics(c.topics...)
+	c.m.Paused.Set(1)
+	q, _ := c.eng.Stats()
+	c.log.Info("pausing fetches: too many pending sagas", "pending", q, "high_water", c.cfg.HighWater, "resume_at", c.cfg.LowWater)
+	defer func() {
+		c.cl.ResumeFetchTopics(c.topics...)
+		c.m.Paused.Set(0)
+	}()
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if q, _ := c.eng.Stats(); q <= c.cfg.LowWater {
+				c.log.Info("resuming fetches", "pending", q)
+				return nil
+			}
+		}
+	}
+}
+
+func headers(hs []kgo.RecordHeader) []engine.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]engine.Header, len(hs))
+	for i, h := range hs {
+		out[i] = engine.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}

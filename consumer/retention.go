@@ -1,0 +1,40 @@
+package consumer
+
+import (
+	"context"
+	"time"
+)
+
+// expireLoop deletes terminal sagas past the retention from the owned
+// partitions, with tombstones in their changelog.
+func (c *Consumer) expireLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.RetentionCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.expire(ctx, time.Now().Add(-c.cfg.Retention))
+	}
+}
+
+func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
+	for _, p := range c.eng.Owned() {
+		for ctx.Err() == nil {
+			gone, err := c.store.Expire(ctx, p, cutoff, 5000)
+			if err != nil {
+				c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
+				break
+			}
+			for _, s := range gone {
+				c.changelog.AppendTombstone(s)
+			}
+			c.m.Expired.Add(float64(len(gone)))
+			if len(gone) < 5000 {
+				break
+			}
+		}
+	}
+}

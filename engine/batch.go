@@ -1,0 +1,173 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// Reason classifies why an event could not start a saga; it becomes the
+// dead-letter header.
+type Reason string
+
+// Reasons for rejecting an event.
+const (
+	ReasonDecode     Reason = "decode"          // value is not a JSON object
+	ReasonTransform  Reason = "transform_error" // transformer returned an error
+	ReasonPanic      Reason = "transform_panic" // transformer panicked
+	ReasonMissingKey Reason = "missing_key"     // no idempotency key
+	ReasonContext    Reason = "bad_context"     // transformer output is not JSON-encodable
+	ReasonNoRoute    Reason = "no_route"        // the event names no trigger of this binary
+)
+
+// Reject is an event one trigger could not turn into a saga (Route is nil
+// when the event reached no trigger at all: ReasonNoRoute).
+type Reject struct {
+	Event  *Event
+	Route  *Route
+	Reason Reason
+	Err    error
+}
+
+// Batch is the engine's unit of recording: the sagas and rejects of a batch
+// of events (one Kafka poll), and the next offset of each partition they
+// came from. Prepare fills it; Record records it in one durable
+// transaction.
+type Batch struct {
+	Sagas   []*storage.Saga
+	Rejects []Reject
+	Ignored int
+	// Offsets records, per partition, the offset after the batch's last
+	// event: Record stores it with the sagas, so a restarted member resumes
+	// after the events it recorded.
+	Offsets []storage.Offset
+}
+
+// Reset empties the batch for reuse.
+func (b *Batch) Reset() {
+	clear(b.Sagas)
+	clear(b.Rejects)
+	b.Sagas, b.Rejects, b.Ignored, b.Offsets = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0]
+}
+
+// Prepare routes ev to its triggers (Routes.Resolve: synthetic says ev is a
+// record of the events or cron topic, whose headers name its source and
+// trigger), runs their transformers and adds the sagas to start, or the
+// rejects, to b. An event no trigger matches is a ReasonNoRoute reject. One
+// trigger's failure never stops another's saga. Prepare is pure: nothing is
+// recorded until Record.
+func (e *Engine) Prepare(b *Batch, ev *Event, synthetic bool) {
+	routes, err := e.routes.Resolve(ev, synthetic)
+	if err != nil {
+		b.Rejects = append(b.Rejects, Reject{Event: ev, Reason: ReasonNoRoute, Err: err})
+		return
+	}
+	for _, rt := range routes {
+		s, reason, err := e.prepareOne(ev, rt)
+		switch {
+		case err != nil:
+			b.Rejects = append(b.Rejects, Reject{Event: ev, Route: rt, Reason: reason, Err: err})
+		case s == nil:
+			b.Ignored++
+		default:
+			b.Sagas = append(b.Sagas, s)
+		}
+	}
+}
+
+func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error) {
+	data, err := transform(rt, ev)
+	var de *DecodeError
+	var pe *PanicError
+	switch {
+	case errors.Is(err, ErrIgnore) || err == nil && data == nil:
+		return nil, "", nil
+	case errors.As(err, &de):
+		return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
+	case errors.As(err, &pe):
+		return nil, ReasonPanic, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
+	case err != nil:
+		return nil, ReasonTransform, fmt.Errorf("saga %q: transformer: %w", rt.Saga.Name, err)
+	}
+	var key string
+	if !rt.Trigger.key.IsZero() {
+		if key, err = rt.Trigger.key.value(rt.Saga.Name, ev); err != nil {
+			if errors.As(err, &de) {
+				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
+			}
+			return nil, ReasonMissingKey, err
+		}
+	} else if h, ok := ev.Header(HeaderIdempotencyKey); ok && len(h) > 0 {
+		key = string(h) // the caller's Idempotency-Key (webhooks, manual events)
+	}
+	raw, err := contextBytes(ev, data)
+	if err != nil {
+		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
+	}
+	// No step records yet: a pending saga's steps are all pending, and the
+	// executor fills them in from the declaration (a smaller insert on the
+	// hot path).
+	return &storage.Saga{
+		Name:           rt.Saga.Name,
+		Trigger:        rt.Trigger.ID(),
+		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
+		EventTime:      ev.Timestamp,
+		IdempotencyKey: key,
+		Context:        raw,
+	}, "", nil
+}
+
+// contextBytes encodes the saga's initial context. A transformer that
+// passes the event through (returns ev.JSON()'s own map) gets the event's
+// bytes stored as they are, without a decode-encode round trip.
+func contextBytes(ev *Event, data map[string]any) ([]byte, error) {
+	if ev.fields != nil && len(data) == ev.fieldCount &&
+		reflect.ValueOf(data).UnsafePointer() == reflect.ValueOf(ev.fields).UnsafePointer() {
+		return ev.Value, nil
+	}
+	return json.Marshal(data)
+}
+
+func transform(rt *Route, ev *Event) (data map[string]any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			data, err = nil, &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return rt.Trigger.transform(ev)
+}
+
+// Record records a prepared batch — its new sagas and the partitions' next
+// offsets, and for a group member the changelog offset each partition's
+// store now reflects — in one durable transaction, then queues the new
+// sagas for execution. Sagas that match an existing one (re-delivery, same
+// idempotency key) start nothing. Results are in the order of b.Sagas.
+func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, error) {
+	if len(b.Sagas) == 0 && len(b.Offsets) == 0 {
+		return nil, nil
+	}
+	sb := storage.StartBatch{Sagas: b.Sagas, Offsets: b.Offsets}
+	if e.mirror != nil {
+		for _, o := range b.Offsets {
+			if p := o.TopicPartition(); !isLocal(p.Topic) {
+				sb.Changelog = append(sb.Changelog, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: e.mirror.Next(p)})
+			}
+		}
+	}
+	res, err := e.store.Start(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		if r.Created {
+			e.recorded(r.Saga)
+			e.enqueue(r.Saga)
+		}
+	}
+	return res, nil
+}

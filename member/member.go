@@ -1,0 +1,276 @@
+// Package member assembles one member of a Sagaz consumer group from a
+// Config: the bbolt store, the changelog, the engine, the Kafka consumer,
+// the cron scheduler and the HTTP server. New builds them wired to each
+// other; Run runs them and, when its context ends, stops and closes them in
+// the order the commit protocol needs. The binary, the benchmark harness
+// and the tests all build their members here, so the ordering rules live in
+// one place:
+//
+//   - the engine mirrors every durable write into the changelog (the engine
+//     is built with it, and the consumer takes it from the engine: a member
+//     that would skip the changelog cannot be built);
+//   - the changelog is closed after the consumer and the engine have
+//     stopped (their last writes and the consumer's final commit are
+//     mirrored first);
+//   - the store is closed last.
+package member
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/cron"
+	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/httpapi"
+	"github.com/sagaz-go/sagaz/metrics"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// Config configures a member. Zero values take the documented defaults.
+type Config struct {
+	// DataDir holds the member's store (sagaz.db). Required. One data
+	// directory belongs to one process at a time.
+	DataDir string
+	// Store tunes the bbolt store.
+	Store storage.BoltOptions
+	// Registry holds the sagas (default engine.DefaultRegistry()).
+	Registry *engine.Registry
+	// Consumer configures the group member: Client (the Kafka connection
+	// options: seed brokers, TLS, SASL) is required; Group defaults to
+	// "sagaz". New sets its Logger and Metrics.
+	Consumer consumer.Config
+	// MaxInFlight bounds the sagas executing at once (default 1024).
+	MaxInFlight int
+	// ShutdownTimeout is how long running steps get to finish when Run's
+	// context ends (default 10s).
+	ShutdownTimeout time.Duration
+	// OnFinish, if set, is called after a saga reaches a terminal status and
+	// that status is recorded (besides the metrics).
+	OnFinish func(*storage.Saga)
+	// HTTPAddr is the HTTP server's address ("" disables it): /healthz,
+	// /readyz, /metrics, and the API when API is set.
+	HTTPAddr string
+	// API, if set, serves the admin API, webhooks and manual firing. New
+	// fills in what it assembles (Engine, Store, Producer, Owner, Schedules,
+	// EventsTopic, CronTopic); the caller sets the rest (tokens, secrets,
+	// limits).
+	API *httpapi.API
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics receives the member's Prometheus metrics (default: a new
+	// registry, served at /metrics).
+	Metrics *prometheus.Registry
+	// KafkaMetrics adds franz-go's client metrics (sagaz_kafka_*) of the
+	// group member's client to Metrics.
+	KafkaMetrics bool
+}
+
+// Member is one assembled group member. Its parts are exposed for
+// inspection (tests, benchmarks); Run owns their lifecycle.
+type Member struct {
+	Store     *storage.Bolt
+	Changelog *consumer.Changelog
+	Engine    *engine.Engine
+	Consumer  *consumer.Consumer
+	Scheduler *cron.Scheduler // nil without cron triggers
+	HTTP      *httpapi.Server // nil without HTTPAddr
+	// Metrics is the registry the member's metrics are registered on;
+	// ConsumerMetrics the consumer's own.
+	Metrics         *prometheus.Registry
+	ConsumerMetrics *consumer.Metrics
+
+	cfg     Config
+	log     *slog.Logger
+	closers []func() // in reverse order of creation; run once by Close
+	closed  bool
+	ran     bool
+}
+
+// StorePath is where a member with this data directory keeps its store.
+func StorePath(dataDir string) string { return filepath.Join(dataDir, "sagaz.db") }
+
+// New assembles a member: it opens the store, creates the changelog
+// writer, the engine (mirroring into the changelog), the consumer, the cron
+// scheduler when a saga has cron triggers (ensuring the cron topic exists),
+// and the HTTP server (listening already, so a busy port is reported here).
+// Nothing runs until Run. On error everything opened is closed again.
+func New(ctx context.Context, cfg Config) (m *Member, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("member: Config.DataDir is required")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = engine.DefaultRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	if cfg.Consumer.Group == "" {
+		cfg.Consumer.Group = "sagaz"
+	}
+	routes, err := cfg.Registry.Routes()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	m = &Member{cfg: cfg, log: log, Metrics: cfg.Metrics}
+	defer func() {
+		if err != nil {
+			m.Close()
+			m = nil
+		}
+	}()
+	kopts := cfg.Consumer.Client
+
+	if m.Store, err = storage.OpenBolt(StorePath(cfg.DataDir), cfg.Store); err != nil {
+		return m, err
+	}
+	m.onClose(func() {
+		if err := m.Store.Close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	})
+	m.ConsumerMetrics = consumer.NewMetrics(cfg.Metrics)
+	if m.Changelog, err = consumer.NewChangelog(cfg.Consumer.Group, kopts, log, m.ConsumerMetrics); err != nil {
+		return m, err
+	}
+	m.onClose(m.Changelog.Close)
+
+	em := metrics.NewEngine(cfg.Metrics, func() (int, int) { return m.Engine.Stats() })
+	onFinish := em.OnFinish
+	if f := cfg.OnFinish; f != nil {
+		onFinish = func(s *storage.Saga) { em.OnFinish(s); f(s) }
+	}
+	if m.Engine, err = engine.New(engine.Config{Store: m.Store, Registry: cfg.Registry, Logger: log,
+		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
+		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog}); err != nil {
+		return m, err
+	}
+
+	ccfg := cfg.Consumer
+	ccfg.Logger, ccfg.Metrics = log, m.ConsumerMetrics
+	if cfg.KafkaMetrics {
+		ccfg.GroupClientOpts = append(append([]kgo.Opt(nil), ccfg.GroupClientOpts...),
+			kgo.WithHooks(kprom.NewMetrics("sagaz_kafka", kprom.Registerer(cfg.Metrics))))
+	}
+	if m.Consumer, err = consumer.New(m.Engine, m.Store, ccfg); err != nil {
+		return m, err
+	}
+	cfg.Metrics.MustRegister(m.Consumer.LagCollector())
+
+	// Schedules: ticks published to the cron topic by the owner of each
+	// schedule's partition.
+	if hasCron(routes) {
+		cc := m.Consumer.Config()
+		parts, err := consumer.EnsureTopic(ctx, kopts, log, cc.CronTopic, cc.TopicPartitions, cc.TopicReplication, cc.CreateTopics)
+		if err != nil {
+			return m, err
+		}
+		producer, err := kgo.NewClient(append(append([]kgo.Opt(nil), kopts...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+		if err != nil {
+			return m, err
+		}
+		m.onClose(producer.Close)
+		if m.Scheduler, err = cron.New(cron.Config{Routes: routes, Topic: cc.CronTopic, Partitions: parts, Producer: producer, Store: m.Store,
+			Owns: func(p storage.Partition) bool {
+				return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+			}, Mirror: m.Changelog.AppendMeta, Logger: log}); err != nil {
+			return m, err
+		}
+	}
+
+	if cfg.HTTPAddr != "" {
+		api := cfg.API
+		if api != nil {
+			producer, err := kgo.NewClient(kopts...) // acks=all, idempotent: a 202 means durable in Kafka
+			if err != nil {
+				return m, err
+			}
+			m.onClose(producer.Close)
+			api.Engine, api.Store, api.Producer, api.Owner = m.Engine, m.Store, producer, m.Consumer.Owner
+			cc := m.Consumer.Config()
+			api.EventsTopic, api.CronTopic, api.Schedules = cc.EventsTopic, cc.CronTopic, m.Scheduler
+		}
+		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: cfg.Metrics, Logger: log, API: api, Ready: m.Ready}); err != nil {
+			return m, fmt.Errorf("http server: %w", err)
+		}
+		m.onClose(func() { _ = m.HTTP.Close() })
+	}
+	return m, nil
+}
+
+func (m *Member) onClose(f func()) { m.closers = append(m.closers, f) }
+
+func hasCron(routes *engine.Routes) bool {
+	for _, r := range routes.All() {
+		if r.Trigger.Source() == engine.SourceCron {
+			return true
+		}
+	}
+	return false
+}
+
+// Ready returns nil once the member is ready — unfinished local sagas
+// recovered, the group joined, every assigned partition restored — or why
+// it is not.
+func (m *Member) Ready() error {
+	select {
+	case <-m.Engine.Ready():
+	default:
+		return errors.New("recovering unfinished sagas")
+	}
+	if !m.Consumer.Ready() {
+		return errors.New("joining the consumer group or restoring partitions")
+	}
+	return nil
+}
+
+// Run runs the member until ctx ends or a part fails: the engine, the
+// consumer, the scheduler and the HTTP server. Then it stops them — the
+// consumer finishes and commits the batch in hand and leaves the group,
+// running steps get ShutdownTimeout — and closes the changelog, the
+// producers and the store, in that order. Run may be called once; the
+// member is closed when it returns.
+func (m *Member) Run(ctx context.Context) error {
+	if m.ran || m.closed {
+		return errors.New("member: Run called twice or after Close")
+	}
+	m.ran = true
+	defer m.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.Engine.Run(gctx) })
+	g.Go(func() error { return m.Consumer.Run(gctx) })
+	if m.HTTP != nil {
+		g.Go(func() error { return m.HTTP.Run(gctx) })
+	}
+	if m.Scheduler != nil {
+		g.Go(func() error { return m.Scheduler.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// Close releases what New opened: the changelog (its pending records are
+// written, bounded), the producers, then the store. Run calls it when it
+// returns; call it yourself only for a member that never ran. It is
+// idempotent.
+func (m *Member) Close() {
+	if m.closed {
+		return
+	}
+	m.closed = true
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		m.closers[i]()
+	}
+}
