@@ -15,8 +15,12 @@ var (
 	// ErrInvalidSaga: a saga handed to the store is missing a field or has a
 	// bad name, topic or status.
 	ErrInvalidSaga = errors.New("storage: invalid saga")
-	// ErrCorrupt: a stored record cannot be decoded.
+	// ErrCorrupt: a stored record cannot be decoded, or its checksum does
+	// not match its bytes (it was damaged after it was written).
 	ErrCorrupt = errors.New("storage: corrupt record")
+	// ErrNewerRecord: a record was written by a newer release in a format
+	// this release does not read (see docs/upgrading.md).
+	ErrNewerRecord = errors.New("storage: record written by a newer release")
 	// ErrInvalidCursor: a list cursor was not produced by this store.
 	ErrInvalidCursor = errors.New("storage: invalid cursor")
 )

@@ -3,13 +3,14 @@ package storage
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"time"
 )
 
-// Record encoding (version 1). Compact and allocation-light because every
+// Record encoding (version 2). Compact and allocation-light because every
 // step transition rewrites the record:
 //
-//	byte    version (1)
+//	byte    version (2)
 //	byte    status
 //	uvarint record version (bumped by every write; orders changelog replays)
 //	str     name, trigger, topic
@@ -20,14 +21,29 @@ import (
 //	uvarint step count, then per step:
 //	        str name, byte status, uvarint attempts, varint started, ended,
 //	        str error, uvarint comp attempts, str comp error, varint comp ended
+//	uvarint extension count, then per extension: uvarint tag, bytes value
+//	4 bytes CRC-32C (Castagnoli) of every byte before it, big-endian
 //
 // str and bytes are a uvarint length followed by the bytes.
-const recordVersion = 1
+//
+// Compatibility: version 1 records (the same fields, no extensions, no
+// checksum) are still read. Extensions carry fields added after version 2
+// without a new version: a reader keeps the tags it does not know
+// (Saga.Extensions) and writes them back unchanged, so a record passes
+// through an older member without losing what a newer one wrote. A record
+// of a version above 2 is refused with ErrNewerRecord. A checksum mismatch
+// is ErrCorrupt: the bytes were damaged after they were written.
+const (
+	recordVersion1 = 1
+	recordVersion  = 2
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // statusOfRecord returns the status byte of an encoded record without
-// decoding it (0 when the record is too short or of another version).
+// decoding it (0 when the record is too short or of an unknown version).
 func statusOfRecord(b []byte) Status {
-	if len(b) < 2 || b[0] != recordVersion {
+	if len(b) < 2 || (b[0] != recordVersion && b[0] != recordVersion1) {
 		return 0
 	}
 	return Status(b[1])
@@ -35,6 +51,7 @@ func statusOfRecord(b []byte) Status {
 
 // EncodeSaga appends the binary encoding of s to dst.
 func EncodeSaga(dst []byte, s *Saga) []byte {
+	start := len(dst)
 	dst = append(dst, recordVersion, byte(s.Status))
 	dst = binary.AppendUvarint(dst, s.Version)
 	dst = appendStr(dst, s.Name)
@@ -62,16 +79,38 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = appendStr(dst, st.CompError)
 		dst = appendTime(dst, st.CompEndedAt)
 	}
-	return dst
+	dst = binary.AppendUvarint(dst, uint64(len(s.Extensions)))
+	for _, x := range s.Extensions {
+		dst = binary.AppendUvarint(dst, x.Tag)
+		dst = binary.AppendUvarint(dst, uint64(len(x.Value)))
+		dst = append(dst, x.Value...)
+	}
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
 }
 
 // DecodeSaga decodes a record written by EncodeSaga. It never panics: any
 // malformed input yields an error wrapping ErrCorrupt.
 func DecodeSaga(b []byte) (*Saga, error) {
-	d := decoder{b: b}
-	if v := d.byte(); v != recordVersion {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty record", ErrCorrupt)
+	}
+	v := b[0]
+	switch {
+	case v == recordVersion:
+		if len(b) < 6 {
+			return nil, fmt.Errorf("%w: short record", ErrCorrupt)
+		}
+		body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+		if crc32.Checksum(body, crcTable) != sum {
+			return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+		}
+		b = body
+	case v > recordVersion:
+		return nil, fmt.Errorf("%w: record version %d (this release reads up to %d)", ErrNewerRecord, v, recordVersion)
+	case v != recordVersion1:
 		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
 	}
+	d := decoder{b: b[1:]}
 	s := &Saga{Status: Status(d.byte())}
 	s.Version = d.uvarint()
 	s.Name = d.str()
@@ -108,6 +147,17 @@ func DecodeSaga(b []byte) (*Saga, error) {
 			st.CompAttempts = d.uint32()
 			st.CompError = d.str()
 			st.CompEndedAt = d.time()
+		}
+	}
+	if v == recordVersion {
+		n := d.uvarint()
+		if n > uint64(len(d.b)) { // each extension takes at least two bytes
+			d.fail("extension count")
+		}
+		for i := uint64(0); d.err == nil && i < n; i++ {
+			tag := d.uvarint()
+			val := d.bytes()
+			s.Extensions = append(s.Extensions, Extension{Tag: tag, Value: append([]byte(nil), val...)})
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -208,7 +258,7 @@ func (d *decoder) time() time.Time {
 
 // versionOfRecord reads a record's version without decoding it.
 func versionOfRecord(b []byte) uint64 {
-	if len(b) < 3 || b[0] != recordVersion {
+	if len(b) < 3 || (b[0] != recordVersion && b[0] != recordVersion1) {
 		return 0
 	}
 	v, n := binary.Uvarint(b[2:])

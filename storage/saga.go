@@ -166,6 +166,15 @@ type Saga struct {
 	// Version counts the writes of this saga (1 when started); the store
 	// sets it. A changelog replay applies a record only over an older one.
 	Version uint64 `json:"version"`
+	// Extensions are fields of the record this release does not know (a
+	// newer release wrote them); they are kept and written back unchanged.
+	Extensions []Extension `json:"-"`
+}
+
+// Extension is a tagged field of a saga record (see record.go).
+type Extension struct {
+	Tag   uint64
+	Value []byte
 }
 
 // ID returns the saga's identifier: "<topic>:<partition>:<offset>:<saga>".
@@ -178,6 +187,7 @@ func (s *Saga) Clone() *Saga {
 	c := *s
 	c.Context = append([]byte(nil), s.Context...)
 	c.Steps = append([]Step(nil), s.Steps...)
+	c.Extensions = append([]Extension(nil), s.Extensions...)
 	return &c
 }
 
