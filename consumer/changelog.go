@@ -200,6 +200,8 @@ func (c *Changelog) AppendTombstone(s *storage.Saga) {
 
 // Flush waits until everything appended so far for the given partitions is
 // acknowledged (acks=all), and reports a failed write since the last flush.
+// The error is a *FlushError naming each partition that failed or was not
+// acknowledged before ctx ended.
 func (c *Changelog) Flush(ctx context.Context, ps ...storage.Partition) error {
 	c.mu.Lock()
 	targets := make(map[storage.Partition]uint64, len(ps))
@@ -214,21 +216,44 @@ func (c *Changelog) Flush(ctx context.Context, ps ...storage.Partition) error {
 	defer stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var errs []error
+	var fe *FlushError
+	fail := func(p storage.Partition, err error) {
+		if fe == nil {
+			fe = &FlushError{Partitions: map[storage.Partition]error{}}
+		}
+		fe.Partitions[p] = err
+	}
 	for p, target := range targets {
 		cp := c.part(p)
 		for cp.acked < target && ctx.Err() == nil {
 			c.cond.Wait()
 		}
-		if cp.acked < target {
-			return fmt.Errorf("changelog flush of %s: %w", p, ctx.Err())
-		}
-		if cp.err != nil {
-			errs = append(errs, fmt.Errorf("changelog of %s: %w", p, cp.err))
+		switch {
+		case cp.acked < target:
+			fail(p, fmt.Errorf("changelog flush of %s: not acknowledged: %w", p, ctx.Err()))
+		case cp.err != nil:
+			fail(p, fmt.Errorf("changelog of %s: %w", p, cp.err))
 			cp.err = nil
 		}
 	}
-	return errors.Join(errs...)
+	if fe == nil {
+		return nil
+	}
+	return fe
+}
+
+// FlushError names the partitions whose changelog records were not all
+// acknowledged: the others' records are.
+type FlushError struct {
+	Partitions map[storage.Partition]error
+}
+
+func (e *FlushError) Error() string {
+	errs := make([]error, 0, len(e.Partitions))
+	for _, err := range e.Partitions {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...).Error()
 }
 
 // Next returns the changelog offset after the last acknowledged record of

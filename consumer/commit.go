@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"time"
 
@@ -12,10 +13,13 @@ import (
 	"github.com/sagaz-go/sagaz/storage"
 )
 
-// mirror puts a recorded batch into the changelog and waits for the acks:
-// the new sagas (appended by the engine as it recorded them) and each
-// partition's next offset. Only then may the batch's offsets be committed.
-func (c *Consumer) mirror(ctx context.Context, b *batch) error {
+// mirror puts a recorded batch into the changelog and waits for the acks
+// (bounded by ChangelogFlushTimeout): the new sagas (appended by the engine
+// as it recorded them) and each partition's next offset. Only then may the
+// batch's offsets be committed. It returns the partitions whose records
+// were not acknowledged: they are not committed and are fetched again (the
+// store de-duplicates them and they are appended again); the others go on.
+func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]error {
 	cl := c.changelog
 	parts := make([]storage.Partition, 0, len(b.work.Offsets))
 	for _, o := range b.work.Offsets {
@@ -32,16 +36,27 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) error {
 		}
 		cl.AppendNext(p, o.Next)
 	}
-	if err := cl.Flush(ctx, parts...); err != nil {
-		for _, p := range parts {
-			c.reappend[p] = true
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.ChangelogFlushTimeout)
+	defer cancel()
+	var failed map[storage.Partition]error
+	if err := cl.Flush(fctx, parts...); err != nil {
+		var fe *FlushError
+		if !errors.As(err, &fe) {
+			fe = &FlushError{Partitions: map[storage.Partition]error{}}
+			for _, p := range parts {
+				fe.Partitions[p] = err
+			}
 		}
-		return err
+		failed = fe.Partitions
 	}
 	for _, p := range parts {
-		delete(c.reappend, p)
+		if _, bad := failed[p]; bad {
+			c.reappend[p] = true
+		} else {
+			delete(c.reappend, p)
+		}
 	}
-	return nil
+	return failed
 }
 
 // observeRecorded measures event time → saga durably recorded (before the
@@ -68,6 +83,7 @@ func (c *Consumer) recorded(b *batch) {
 	c.m.Ignored.Add(float64(b.work.Ignored))
 	c.mu.Lock()
 	for _, mk := range b.marks {
+		c.forgetDeadLetters(storage.Partition{Topic: mk.topic, Partition: mk.partition}, mk.at.Offset)
 		if c.owned[mk.topic][mk.partition] { // never commit what we no longer own
 			if c.uncommitted[mk.topic] == nil {
 				c.uncommitted[mk.topic] = map[int32]kgo.EpochOffset{}

@@ -39,6 +39,15 @@ type Config struct {
 	// CronTopic carries schedule ticks (default "sagaz.cron"); it is
 	// consumed when a cron trigger exists.
 	CronTopic string
+	// DeadLetterMaxBytes bounds a dead letter's size (default 1,000,000,
+	// under the producer's and Kafka's default limit of about 1 MB): a
+	// larger one is trimmed — value, then key, then original headers — and
+	// headers say what was left out.
+	DeadLetterMaxBytes int
+	// ChangelogFlushTimeout bounds how long a batch waits for its changelog
+	// acknowledgements (default 15s); partitions not acknowledged by then
+	// are fetched again, the others go on.
+	ChangelogFlushTimeout time.Duration
 	// DeadLetterAttempts bounds the produce attempts of one batch's dead
 	// letters; after them the batch is rewound and fetched again (default 10).
 	DeadLetterAttempts int
@@ -94,6 +103,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.CronTopic == "" {
 		c.CronTopic = "sagaz.cron"
+	}
+	if c.DeadLetterMaxBytes == 0 {
+		c.DeadLetterMaxBytes = 1_000_000
+	}
+	if c.ChangelogFlushTimeout == 0 {
+		c.ChangelogFlushTimeout = 15 * time.Second
 	}
 	if c.DeadLetterAttempts == 0 {
 		c.DeadLetterAttempts = 10

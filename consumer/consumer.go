@@ -76,6 +76,12 @@ type Consumer struct {
 	// previous one's done channel closed.
 	reappend map[storage.Partition]bool
 
+	// dlqSent remembers the dead letters acknowledged above each partition's
+	// committed offset, so a batch fetched again after a rewind does not
+	// produce (nor count) them twice. Owned by the pipeline goroutine
+	// (prepare and settle run there).
+	dlqSent map[storage.Partition]map[dlKey]struct{}
+
 	joined    atomic.Bool  // set once the group assigned partitions (or nothing is consumed)
 	restoring atomic.Int32 // partitions being restored now
 	rebalance atomic.Bool  // a rebalance waits for the poll in hand
@@ -101,7 +107,7 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	c := &Consumer{
 		cfg: cfg, eng: eng, store: store, changelog: cl, topics: eng.Routes().Topics(), log: cfg.Logger, m: cfg.Metrics,
 		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
-		reappend: map[storage.Partition]bool{}, synthetic: map[string]bool{},
+		reappend: map[storage.Partition]bool{}, synthetic: map[string]bool{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
 	}
 	for _, r := range eng.Routes().All() {
 		topic := cfg.EventsTopic

@@ -2,39 +2,56 @@ package consumer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/storage"
 )
 
 // Dead-letter headers. The record keeps the original key, value and
-// headers; these are added.
+// headers (unless they had to be trimmed to fit the dead-letter topic, which
+// the trim headers say); these are added.
 const (
-	HeaderReason          = "sagaz.dlq.reason"  // engine.Reason, or "oversized"
-	HeaderError           = "sagaz.dlq.error"   // error text
-	HeaderSaga            = "sagaz.dlq.saga"    // saga of the trigger that rejected it ("" for oversized)
-	HeaderTrigger         = "sagaz.dlq.trigger" // trigger id
-	HeaderGroup           = "sagaz.dlq.group"
-	HeaderOrigTopic       = "sagaz.original.topic"
-	HeaderOrigPartition   = "sagaz.original.partition"
-	HeaderOrigOffset      = "sagaz.original.offset"
-	HeaderOrigTimestamp   = "sagaz.original.timestamp" // Unix milliseconds
-	HeaderValueDropped    = "sagaz.dlq.value_dropped"  // "true" when the value was too large for the dead-letter topic
+	HeaderReason        = "sagaz.dlq.reason"  // engine.Reason, or "oversized"
+	HeaderError         = "sagaz.dlq.error"   // error text (at most 4096 bytes)
+	HeaderSaga          = "sagaz.dlq.saga"    // saga of the trigger that rejected it ("" for oversized and no_route)
+	HeaderTrigger       = "sagaz.dlq.trigger" // trigger id
+	HeaderGroup         = "sagaz.dlq.group"
+	HeaderOrigTopic     = "sagaz.original.topic"
+	HeaderOrigPartition = "sagaz.original.partition"
+	HeaderOrigOffset    = "sagaz.original.offset"
+	HeaderOrigTimestamp = "sagaz.original.timestamp" // Unix milliseconds
+	// Trim headers: what was left out so the dead letter fits the topic.
+	HeaderValueDropped   = "sagaz.dlq.value_dropped"   // "true": the value is not included
+	HeaderValueBytes     = "sagaz.dlq.value_bytes"     // the dropped value's length
+	HeaderValueSHA256    = "sagaz.dlq.value_sha256"    // hex SHA-256 of the dropped value
+	HeaderKeyHashed      = "sagaz.dlq.key_hashed"      // "true": the key is the hex SHA-256 of the original key
+	HeaderKeyBytes       = "sagaz.dlq.key_bytes"       // the original key's length
+	HeaderHeadersDropped = "sagaz.dlq.headers_dropped" // how many original headers were left out
+
 	ReasonOversized       = "oversized"
 	ReasonNoRoute         = string(engine.ReasonNoRoute) // an events-topic record names no trigger of this binary
 	maxDeadLetterErrorLen = 4096
+	// tooLargeForTopic is the size a dead letter is trimmed to after the
+	// broker refused it as too large (a topic with a small max.message.bytes).
+	tooLargeForTopic = 64 << 10
 )
 
-// deadLetter produces one dead-letter record per reject and per oversized
-// record, with acks=all, and waits for all of them. It retries with
-// back-off; it gives up (so the batch is rewound, not skipped) when ctx
-// ends or a rebalance is waiting for this poll.
+// DeadLetterReasons lists every reason a dead letter can carry.
+var DeadLetterReasons = []string{
+	string(engine.ReasonDecode), string(engine.ReasonTransform), string(engine.ReasonPanic), string(engine.ReasonMissingKey),
+	string(engine.ReasonContext), string(engine.ReasonNoRoute), string(engine.ReasonBadKey), ReasonOversized,
+}
+
 // recordReject is a record rejected before any trigger saw it.
 type recordReject struct {
 	r      *kgo.Record
@@ -42,50 +59,91 @@ type recordReject struct {
 	err    string
 }
 
-func (c *Consumer) deadLetter(ctx context.Context, rejects []engine.Reject, bad []recordReject) error {
-	recs := make([]*kgo.Record, 0, len(rejects)+len(bad))
+// deadLetter is one dead letter to produce, with the position it stands
+// for.
+type deadLetter struct {
+	part    storage.Partition
+	offset  int64
+	trigger string
+	rec     *kgo.Record
+}
+
+// dlKey identifies a dead letter: a record's position and the trigger that
+// rejected it ("" when no trigger saw it).
+type dlKey struct {
+	offset  int64
+	trigger string
+}
+
+// deadLetters produces the batch's dead letters with acks=all and waits for
+// them, retrying with back-off. It returns the partitions whose dead
+// letters could not all be produced (after DeadLetterAttempts, or when ctx
+// ends or a rebalance is waiting): the caller takes them out of the batch
+// and fetches them again, so a failure stops only those partitions and
+// never skips a record.
+//
+// A dead letter already acknowledged for the same position and trigger
+// (the batch was fetched again after a rewind) is not produced again, and
+// the metric counts each dead letter once.
+func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad []recordReject) map[storage.Partition]error {
+	dls := make([]deadLetter, 0, len(rejects)+len(bad))
+	add := func(dl deadLetter) {
+		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.trigger}]; !done {
+			dls = append(dls, dl)
+		}
+	}
 	for _, r := range rejects {
 		saga, trigger := "", ""
 		if r.Route != nil { // nil: the event reached no trigger (no_route)
 			saga, trigger = r.Route.Saga.Name, r.Route.Trigger.ID()
 		}
-		recs = append(recs, c.dlqRecord(r.Event.Key, r.Event.Value, r.Event.Headers, r.Event.Topic, r.Event.Partition, r.Event.Offset,
-			r.Event.Timestamp, string(r.Reason), r.Err.Error(), saga, trigger))
+		ev := r.Event
+		add(deadLetter{part: storage.Partition{Topic: ev.Topic, Partition: ev.Partition}, offset: ev.Offset, trigger: trigger,
+			rec: c.dlqRecord(ev.Key, ev.Value, ev.Headers, ev.Topic, ev.Partition, ev.Offset, ev.Timestamp, string(r.Reason), r.Err.Error(), saga, trigger)})
 	}
 	for _, b := range bad {
 		r := b.r
-		recs = append(recs, c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp, b.reason, b.err, "", ""))
+		add(deadLetter{part: storage.Partition{Topic: r.Topic, Partition: r.Partition}, offset: r.Offset,
+			rec: c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp, b.reason, b.err, "", "")})
+	}
+	if len(dls) == 0 {
+		return nil
 	}
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		recs := make([]*kgo.Record, len(dls))
+		for i := range dls {
+			r := dls[i].rec // fresh records: a produced one keeps its (cancelled) context
+			recs[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+		}
 		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		results := c.cl.ProduceSync(pctx, recs...)
 		cancel()
-		var failed []*kgo.Record
+		var failed []deadLetter
 		var firstErr error
-		for _, res := range results {
+		for i, res := range results {
+			dl := dls[i]
 			if res.Err == nil {
+				c.noteDeadLetter(dl)
 				continue
 			}
-			r := res.Record
-			if errors.Is(res.Err, kerr.MessageTooLarge) && len(r.Value) > 0 {
-				// Keep the evidence (headers, key, coordinates) without the value.
-				r.Value = nil
-				r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderValueDropped, Value: []byte("true")})
+			if errors.Is(res.Err, kerr.MessageTooLarge) {
+				trimDeadLetter(dl.rec, tooLargeForTopic) // the topic takes less than we assumed
 			}
-			failed = append(failed, r)
+			failed = append(failed, dl)
 			if firstErr == nil {
 				firstErr = res.Err
 			}
 		}
 		if len(failed) == 0 {
-			for _, r := range recs {
-				c.m.DeadLetters.WithLabelValues(headerValue(r, HeaderReason)).Inc()
-			}
 			return nil
 		}
 		if ctx.Err() != nil || c.rebalance.Load() || attempt >= c.cfg.DeadLetterAttempts {
-			return fmt.Errorf("produce %d record(s) to dead-letter topic %s: %w", len(failed), c.cfg.DeadLetterTopic, firstErr)
+			out := map[storage.Partition]error{}
+			for _, dl := range failed {
+				out[dl.part] = fmt.Errorf("produce %d dead letter(s) to %s: %w", len(failed), c.cfg.DeadLetterTopic, firstErr)
+			}
+			return out
 		}
 		c.log.Warn("dead-letter produce failed; retrying", "records", len(failed), "attempt", attempt, "in", wait, "err", firstErr)
 		t := time.NewTimer(wait)
@@ -95,17 +153,40 @@ func (c *Consumer) deadLetter(ctx context.Context, rejects []engine.Reject, bad 
 		}
 		t.Stop()
 		wait = min(wait*2, 3*time.Second)
-		recs = recs[:0]
-		for _, r := range failed { // fresh records: a produced one keeps its (cancelled) context
-			recs = append(recs, &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers})
+		dls = failed
+	}
+}
+
+// noteDeadLetter remembers an acknowledged dead letter (until its offset is
+// committed) and counts it.
+func (c *Consumer) noteDeadLetter(dl deadLetter) {
+	m := c.dlqSent[dl.part]
+	if m == nil {
+		m = map[dlKey]struct{}{}
+		c.dlqSent[dl.part] = m
+	}
+	m[dlKey{dl.offset, dl.trigger}] = struct{}{}
+	c.m.DeadLetters.WithLabelValues(headerValue(dl.rec, HeaderReason)).Inc()
+}
+
+// forgetDeadLetters drops the memory of dead letters below a committed
+// offset.
+func (c *Consumer) forgetDeadLetters(p storage.Partition, committed int64) {
+	m := c.dlqSent[p]
+	for k := range m {
+		if k.offset < committed {
+			delete(m, k)
 		}
+	}
+	if len(m) == 0 {
+		delete(c.dlqSent, p)
 	}
 }
 
 func (c *Consumer) dlqRecord(key, value []byte, hs []engine.Header, topic string, partition int32, offset int64, ts time.Time,
 	reason, errText, saga, trigger string) *kgo.Record {
 	if len(errText) > maxDeadLetterErrorLen {
-		errText = errText[:maxDeadLetterErrorLen]
+		errText = strings.ToValidUTF8(errText[:maxDeadLetterErrorLen], "")
 	}
 	out := make([]kgo.RecordHeader, 0, len(hs)+9)
 	for _, h := range hs {
@@ -122,14 +203,74 @@ func (c *Consumer) dlqRecord(key, value []byte, hs []engine.Header, topic string
 		kgo.RecordHeader{Key: HeaderOrigOffset, Value: []byte(strconv.FormatInt(offset, 10))},
 		kgo.RecordHeader{Key: HeaderOrigTimestamp, Value: []byte(strconv.FormatInt(ts.UnixMilli(), 10))},
 	)
-	return &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: key, Value: value, Headers: out}
+	r := &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: key, Value: value, Headers: out}
+	trimDeadLetter(r, c.cfg.DeadLetterMaxBytes)
+	return r
+}
+
+// recordSize estimates a record's size as the producer counts it (key,
+// value, headers, and a bound on the framing).
+func recordSize(r *kgo.Record) int {
+	n := 64 + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += 8 + len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// trimDeadLetter makes a dead letter fit limit bytes, keeping the evidence
+// that matters most: first the value is left out (its length and SHA-256
+// kept in headers), then the key is replaced by its SHA-256, then the
+// original headers are left out. Each step is recorded in a header.
+func trimDeadLetter(r *kgo.Record, limit int) {
+	if recordSize(r) <= limit {
+		return
+	}
+	if _, done := findHeader(r, HeaderValueDropped); !done && len(r.Value) > 0 {
+		sum := sha256.Sum256(r.Value)
+		r.Headers = append(r.Headers,
+			kgo.RecordHeader{Key: HeaderValueDropped, Value: []byte("true")},
+			kgo.RecordHeader{Key: HeaderValueBytes, Value: []byte(strconv.Itoa(len(r.Value)))},
+			kgo.RecordHeader{Key: HeaderValueSHA256, Value: []byte(hex.EncodeToString(sum[:]))})
+		r.Value = nil
+		if recordSize(r) <= limit {
+			return
+		}
+	}
+	if _, done := findHeader(r, HeaderKeyHashed); !done && len(r.Key) > 0 {
+		sum := sha256.Sum256(r.Key)
+		r.Headers = append(r.Headers,
+			kgo.RecordHeader{Key: HeaderKeyHashed, Value: []byte("true")},
+			kgo.RecordHeader{Key: HeaderKeyBytes, Value: []byte(strconv.Itoa(len(r.Key)))})
+		r.Key = []byte(hex.EncodeToString(sum[:]))
+		if recordSize(r) <= limit {
+			return
+		}
+	}
+	if _, done := findHeader(r, HeaderHeadersDropped); !done {
+		kept := r.Headers[:0:0]
+		dropped := 0
+		for _, h := range r.Headers {
+			if strings.HasPrefix(h.Key, "sagaz.dlq.") || strings.HasPrefix(h.Key, "sagaz.original.") {
+				kept = append(kept, h)
+			} else {
+				dropped++
+			}
+		}
+		r.Headers = append(kept, kgo.RecordHeader{Key: HeaderHeadersDropped, Value: []byte(strconv.Itoa(dropped))})
+	}
+}
+
+func findHeader(r *kgo.Record, key string) ([]byte, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return h.Value, true
+		}
+	}
+	return nil, false
 }
 
 func headerValue(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	v, _ := findHeader(r, key)
+	return string(v)
 }

@@ -21,7 +21,8 @@ type batch struct {
 	// Set by Consumer.record; read by the pipeline only after done is closed.
 	done chan struct{}
 	res  []storage.StartResult
-	err  error
+	err  error                       // the batch was not recorded (store): all of it is fetched again
+	lag  map[storage.Partition]error // recorded, but these partitions' changelog records were not acknowledged
 }
 
 type mark struct {
@@ -126,7 +127,10 @@ func (p *pipeline) poll() kgo.Fetches {
 }
 
 // settle waits for the in-flight batch and commits it; on failure it
-// returns the batch so the caller rewinds it.
+// returns the batch so the caller rewinds it. Partitions of the batch whose
+// changelog records were not acknowledged are neither committed nor kept:
+// they are fetched again from the batch's first record (and taken out of
+// the next batch, which was fetched past them).
 func (p *pipeline) settle() *batch {
 	b := p.inflight
 	if b == nil {
@@ -136,6 +140,17 @@ func (p *pipeline) settle() *batch {
 	<-b.done
 	if b.err != nil {
 		return b
+	}
+	if len(b.lag) > 0 {
+		for part, err := range b.lag {
+			p.c.log.Error("changelog records not acknowledged; the partition is fetched again", "partition", part.String(), "err", err)
+		}
+		p.c.m.BatchErrors.Inc()
+		next := &p.slots[p.cur^1] // the batch prepared after b, if any
+		if next != b && next.done != nil {
+			p.c.dropPartitions(next, b.lag)
+		}
+		p.c.dropPartitions(b, b.lag) // marks gone; offsets set back to b's first records
 	}
 	p.c.recorded(b)
 	p.c.commit(p.ctx)
@@ -186,7 +201,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	b.events = b.events[:n]
 	b.work.Reset()
 	b.fetches, b.marks = fetches, b.marks[:0]
-	b.done, b.res, b.err = make(chan struct{}), nil, nil
+	b.done, b.res, b.err, b.lag = make(chan struct{}), nil, nil, nil
 	var (
 		i   int
 		bad []recordReject
@@ -212,10 +227,71 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
 		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
-	if len(b.work.Rejects) > 0 || len(bad) > 0 {
-		return c.deadLetter(ctx, b.work.Rejects, bad)
+	if len(b.work.Rejects) == 0 && len(bad) == 0 {
+		return nil
 	}
+	failed := c.deadLetters(ctx, b.work.Rejects, bad)
+	if len(failed) == 0 {
+		return nil
+	}
+	// The dead letters of some partitions could not be produced: those
+	// partitions are taken out of the batch and fetched again; the others
+	// go on.
+	var errs []error
+	for p, err := range failed {
+		c.log.Error("dead letters not produced; the partition is fetched again", "partition", p.String(), "err", err)
+		errs = append(errs, err)
+	}
+	if c.dropPartitions(b, failed) {
+		return errors.Join(errs...) // nothing left: the pipeline rewinds and backs off
+	}
+	c.m.BatchErrors.Inc()
 	return nil
+}
+
+// dropPartitions takes the given partitions out of a prepared batch and
+// sets their fetch positions back to the batch's first record of each, so
+// they are fetched again. It reports whether the batch is left empty.
+func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (empty bool) {
+	keepSagas, keepRes := b.work.Sagas[:0], b.res[:0] // res, once recorded, is in the order of Sagas
+	for j, s := range b.work.Sagas {
+		if _, drop := parts[s.Source.TopicPartition()]; !drop {
+			keepSagas = append(keepSagas, s)
+			if j < len(b.res) {
+				keepRes = append(keepRes, b.res[j])
+			}
+		}
+	}
+	clear(b.work.Sagas[len(keepSagas):])
+	b.work.Sagas = keepSagas
+	if b.res != nil {
+		b.res = keepRes
+	}
+	keepOffsets := b.work.Offsets[:0]
+	for _, o := range b.work.Offsets {
+		if _, drop := parts[o.TopicPartition()]; !drop {
+			keepOffsets = append(keepOffsets, o)
+		}
+	}
+	b.work.Offsets = keepOffsets
+	keepMarks := b.marks[:0]
+	for _, mk := range b.marks {
+		if _, drop := parts[storage.Partition{Topic: mk.topic, Partition: mk.partition}]; !drop {
+			keepMarks = append(keepMarks, mk)
+		}
+	}
+	b.marks = keepMarks
+	to := map[string]map[int32]kgo.EpochOffset{}
+	b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if _, drop := parts[storage.Partition{Topic: fp.Topic, Partition: fp.Partition}]; drop && len(fp.Records) > 0 {
+			if to[fp.Topic] == nil {
+				to[fp.Topic] = map[int32]kgo.EpochOffset{}
+			}
+			to[fp.Topic][fp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: fp.Records[0].Offset}
+		}
+	})
+	c.cl.SetOffsets(to)
+	return len(b.work.Offsets) == 0
 }
 
 // record is the batch goroutine (one at a time; the pipeline waits for
@@ -230,7 +306,7 @@ func (c *Consumer) record(ctx context.Context, b *batch) {
 	}
 	c.m.StoreLatency.Observe(time.Since(start).Seconds())
 	c.observeRecorded(b)
-	b.err = c.mirror(ctx, b)
+	b.lag = c.mirror(ctx, b)
 }
 
 // backpressure pauses fetching while too many sagas are pending.

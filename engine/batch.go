@@ -23,6 +23,22 @@ const (
 	ReasonMissingKey Reason = "missing_key"     // no idempotency key
 	ReasonContext    Reason = "bad_context"     // transformer output is not JSON-encodable
 	ReasonNoRoute    Reason = "no_route"        // the event names no trigger of this binary
+	ReasonBadKey     Reason = "invalid_key"     // the idempotency key is longer than MaxKeyBytes
+)
+
+// Limits that keep one event from failing a whole batch: what the store or
+// the changelog would refuse is refused here, for that event only.
+const (
+	// MaxKeyBytes bounds an idempotency key (declared field, key function or
+	// Idempotency-Key header). A longer key sends the event to the
+	// dead-letter topic with reason invalid_key.
+	MaxKeyBytes = 4096
+	// DefaultMaxContextBytes bounds a saga's context (its JSON data) unless
+	// Config.MaxContextBytes says otherwise: a larger initial context sends
+	// the event to the dead-letter topic (bad_context), and a step that would
+	// grow the context past it fails for good. Every state of a saga must fit
+	// one changelog record, and Kafka's default record limit is about 1 MB.
+	DefaultMaxContextBytes = 900 << 10
 )
 
 // Reject is an event one trigger could not turn into a saga (Route is nil
@@ -105,9 +121,15 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	} else if h, ok := ev.Header(HeaderIdempotencyKey); ok && len(h) > 0 {
 		key = string(h) // the caller's Idempotency-Key (webhooks, manual events)
 	}
+	if len(key) > MaxKeyBytes {
+		return nil, ReasonBadKey, fmt.Errorf("saga %q: idempotency key of %d bytes exceeds the limit of %d", rt.Saga.Name, len(key), MaxKeyBytes)
+	}
 	raw, err := contextBytes(ev, data)
 	if err != nil {
 		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
+	}
+	if len(raw) > e.maxCtx {
+		return nil, ReasonContext, fmt.Errorf("saga %q: context of %d bytes exceeds the limit of %d", rt.Saga.Name, len(raw), e.maxCtx)
 	}
 	// No step records yet: a pending saga's steps are all pending, and the
 	// executor fills them in from the declaration (a smaller insert on the

@@ -44,6 +44,9 @@ type Config struct {
 	// OnStep, if set, is called after every attempt of a step's action or
 	// compensation with its duration and error (metrics).
 	OnStep func(saga, step string, compensation bool, took time.Duration, err error)
+	// MaxContextBytes bounds a saga's context (default
+	// DefaultMaxContextBytes).
+	MaxContextBytes int
 	// Changelog makes the engine a member of a consumer group: every durable
 	// write of a Kafka partition's saga is mirrored into it, and sagas of
 	// Kafka partitions run only while their partition is owned (Acquire /
@@ -75,6 +78,7 @@ type Engine struct {
 	shutdown time.Duration
 	onFinish func(*storage.Saga)
 	mirror   Changelog // nil: not a group member
+	maxCtx   int
 	onStep   func(saga, step string, compensation bool, took time.Duration, err error)
 	parted   bool
 
@@ -137,6 +141,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 1024
 	}
+	if cfg.MaxContextBytes <= 0 {
+		cfg.MaxContextBytes = DefaultMaxContextBytes
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -147,7 +154,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
-		mirror: cfg.Changelog, onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
+		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 	}

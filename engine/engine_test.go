@@ -729,3 +729,52 @@ func TestResolveRoutesEverySource(t *testing.T) {
 		}
 	}
 }
+
+// What the store or the changelog would refuse is refused per event, with
+// a reason: an over-long key, a value that is not UTF-8 (decoding would
+// make different ids equal), a context too large for one changelog record,
+// and a step that grows the context past the limit.
+func TestPoisonEventsAreRejectedOneByOne(t *testing.T) {
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "order", Steps: []engine.Step{{Name: "grow", Action: func(_ context.Context, r *engine.Run) error {
+		if r.String("grow") == "yes" {
+			r.Set("blob", strings.Repeat("x", 6000))
+		}
+		return nil
+	}}}, Triggers: []engine.Trigger{engine.Kafka("orders", engine.PassThrough, engine.WithKey(engine.KeyField("order_id")))}})
+	h := start(t, reg, "", func(c *engine.Config) { c.MaxContextBytes = 5000 })
+	fire := func(v string) ([]engine.Outcome, error) {
+		return h.eng.Fire(context.Background(), engine.SourceKafka, engine.Event{Topic: "orders", Value: []byte(v)})
+	}
+	cases := []struct {
+		value  string
+		reason engine.Reason // "" for a saga
+	}{
+		{`{"order_id":"` + strings.Repeat("k", engine.MaxKeyBytes+1) + `"}`, engine.ReasonBadKey},
+		{`{"order_id":"` + strings.Repeat("k", engine.MaxKeyBytes) + `"}`, ""},
+		{"{\"order_id\":\"x\xff\xfey\"}", engine.ReasonDecode},
+		{"{\"order_id\":\"x\xc0\xc1y\"}", engine.ReasonDecode},
+		{"{\"order_id\":\"x\uFFFD\uFFFDy\"}", ""},
+		{`{"order_id":"big","pad":"` + strings.Repeat("p", 6000) + `"}`, engine.ReasonContext},
+	}
+	for i, c := range cases {
+		out, err := fire(c.value)
+		if len(out) != 1 {
+			t.Fatalf("case %d: outcomes %v, err %v", i, out, err)
+		}
+		if out[0].Reason != c.reason || (c.reason == "") != out[0].Created {
+			t.Errorf("case %d: outcome %+v, want reason %q", i, out[0], c.reason)
+		}
+	}
+	id := func() string {
+		out, err := fire(`{"order_id":"grows","grow":"yes"}`)
+		if err != nil || len(out) != 1 {
+			t.Fatalf("%v %v", out, err)
+		}
+		return out[0].ID
+	}()
+	h.idle()
+	if s := h.get(id); s.Status != storage.StatusRolledBack || !strings.Contains(s.Steps[0].Error, "over the limit") {
+		t.Fatalf("a step that grows the context past the limit: %s %+v", s.Status, s.Steps)
+	}
+}

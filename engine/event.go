@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Source is where an event comes from.
@@ -66,7 +67,9 @@ type Event struct {
 }
 
 // JSON decodes the value as a JSON object (numbers as json.Number, so keys
-// and amounts keep their exact text). The result is cached and belongs to
+// and amounts keep their exact text). A value that is not valid UTF-8 does
+// not decode (JSON text is UTF-8; decoding would replace the bad bytes and
+// make different values equal). The result is cached and belongs to
 // the event: do not modify it (use maps.Clone). A transformer may return it
 // as is; the event's bytes are then stored as the saga's context. A value that is empty or not a JSON object gives a
 // *DecodeError.
@@ -82,6 +85,12 @@ func (e *Event) JSON() (map[string]any, error) {
 func decodeObject(v []byte) (map[string]any, error) {
 	if len(bytes.TrimSpace(v)) == 0 {
 		return nil, &DecodeError{}
+	}
+	// JSON text is UTF-8 (RFC 8259). encoding/json would turn invalid bytes
+	// into U+FFFD, so two different values (two order ids) could become one
+	// key: refuse them instead.
+	if !utf8.Valid(v) {
+		return nil, &DecodeError{Err: errors.New("not valid UTF-8")}
 	}
 	d := json.NewDecoder(bytes.NewReader(v))
 	d.UseNumber()

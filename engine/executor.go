@@ -234,7 +234,7 @@ func (e *Engine) execute(l *lane, q queued, ps *partState) {
 		e.persist(rec)
 		return
 	}
-	run := &Run{ID: rec.ID(), Saga: rec.Name, Source: rec.Source, base: e.log, raw: rec.Context}
+	run := &Run{ID: rec.ID(), Saga: rec.Name, Source: rec.Source, base: e.log, raw: rec.Context, maxCtx: e.maxCtx}
 	cancelled := e.activate(run.ID)
 	defer e.deactivate(run.ID)
 	if rec.Status == storage.StatusPending {

@@ -31,6 +31,7 @@ type Run struct {
 	base   *slog.Logger
 	logger *slog.Logger
 	raw    []byte
+	maxCtx int // the context's size limit (0: none)
 	data   map[string]any
 	dirty  bool
 }
@@ -97,6 +98,9 @@ func (r *Run) commit() ([]byte, error) {
 	b, err := json.Marshal(r.data)
 	if err != nil {
 		return nil, fmt.Errorf("step %q left saga data that is not JSON-encodable: %w", r.Step, err)
+	}
+	if r.maxCtx > 0 && len(b) > r.maxCtx {
+		return nil, fmt.Errorf("step %q left saga data of %d bytes, over the limit of %d", r.Step, len(b), r.maxCtx)
 	}
 	r.raw, r.dirty = b, false
 	return b, nil
