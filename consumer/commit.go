@@ -84,6 +84,7 @@ func (c *Consumer) recorded(b *batch) {
 	c.mu.Lock()
 	for _, mk := range b.marks {
 		c.forgetDeadLetters(storage.Partition{Topic: mk.topic, Partition: mk.partition}, mk.at.Offset)
+		c.progressedLocked(storage.Partition{Topic: mk.topic, Partition: mk.partition})
 		if c.owned[mk.topic][mk.partition] { // never commit what we no longer own
 			if c.uncommitted[mk.topic] == nil {
 				c.uncommitted[mk.topic] = map[int32]kgo.EpochOffset{}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -74,6 +75,15 @@ type Config struct {
 	// RetentionCheck (default 10 minutes). It is also the de-duplication
 	// window: an idempotency key is remembered as long as its saga.
 	Retention, RetentionCheck time.Duration
+	// Health hears of the conditions that keep the member from being ready
+	// (joining, restoring, brokers, topics, store, stalled). Default: kept
+	// privately.
+	Health health.Reporter
+	// StallTimeout: a partition that has made no progress for this long
+	// while it has records to handle makes the member not ready
+	// ("stalled"; default 60s). ProbeInterval is how often the brokers are
+	// asked for the topics' end offsets (default 5s).
+	StallTimeout, ProbeInterval time.Duration
 	// ReleaseTimeout bounds how long a revoked partition waits for its
 	// running steps before it is given up (default 30s).
 	ReleaseTimeout time.Duration
@@ -106,6 +116,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.DeadLetterMaxBytes == 0 {
 		c.DeadLetterMaxBytes = 1_000_000
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 60 * time.Second
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 5 * time.Second
 	}
 	if c.ChangelogFlushTimeout == 0 {
 		c.ChangelogFlushTimeout = 15 * time.Second

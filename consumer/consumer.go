@@ -31,6 +31,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -40,6 +41,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -85,6 +87,18 @@ type Consumer struct {
 	joined    atomic.Bool  // set once the group assigned partitions (or nothing is consumed)
 	restoring atomic.Int32 // partitions being restored now
 	rebalance atomic.Bool  // a rebalance waits for the poll in hand
+
+	// Readiness (watch.go): stuckSince is guarded by mu; inflightSince (Unix
+	// ns, 0: none) is set by the batch goroutine.
+	topicsReady chan struct{} // closed by awaitTopics
+	// partitionCounts of the consumer's topics: written by ensureTopics
+	// before topicsReady is closed, read-only after.
+	partitionCounts map[string]int32
+	health          health.Reporter
+	stuckSince      map[storage.Partition]stuckState
+	inflightSince   atomic.Int64
+	errLog          *health.LogLimiter
+	brokersDown     bool // owned by the watch goroutine
 }
 
 // New returns a consumer for the triggers of eng's routing table. The
@@ -108,6 +122,10 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 		cfg: cfg, eng: eng, store: store, changelog: cl, topics: eng.Routes().Topics(), log: cfg.Logger, m: cfg.Metrics,
 		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
 		reappend: map[storage.Partition]bool{}, synthetic: map[string]bool{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
+		topicsReady: make(chan struct{}), health: cfg.Health, stuckSince: map[storage.Partition]stuckState{}, errLog: health.NewLogLimiter(10 * time.Second),
+	}
+	if c.health == nil {
+		c.health = health.New(nil) // the caller does not look: keep them here
 	}
 	for _, r := range eng.Routes().All() {
 		topic := cfg.EventsTopic
@@ -132,8 +150,67 @@ func (c *Consumer) Config() Config { return c.cfg }
 func (c *Consumer) Topics() []string { return c.topics }
 
 // Ready reports whether the member has joined its group (or has nothing to
-// consume) and restored every assigned partition.
+// consume) and restored every assigned partition. The conditions that keep
+// a member from being ready, with their reasons, are in Config.Health.
 func (c *Consumer) Ready() bool { return c.joined.Load() && c.restoring.Load() == 0 }
+
+// awaitTopics ensures the topics exist, retrying with back-off while the
+// brokers cannot be reached or topics are missing (with creation off): the
+// "brokers" or "topics" condition says which, and a line is logged at a
+// bounded rate. It returns only when ctx ends or the topics are there.
+func (c *Consumer) awaitTopics(ctx context.Context) error {
+	wait := 200 * time.Millisecond
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second) // an unreachable broker must not hold us here
+		err := c.ensureTopics(tctx)
+		cancel()
+		if err == nil {
+			c.health.Clear(health.Brokers)
+			c.health.Clear(health.Topics)
+			close(c.topicsReady)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		cond := health.Brokers
+		if errors.Is(err, ErrMissingTopics) {
+			cond = health.Topics
+		} else {
+			err = fmt.Errorf("waiting for brokers: %w", err)
+		}
+		c.health.Set(cond, err.Error())
+		if ok, quiet := c.errLog.Allow("topics"); ok {
+			c.log.Warn("cannot start consuming yet; retrying", "err", err, "in", wait, "similar_lines_suppressed", quiet)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(wait*2, 10*time.Second)
+	}
+}
+
+// TopicsReady is closed once the consumer's topics exist (created or found).
+func (c *Consumer) TopicsReady() <-chan struct{} { return c.topicsReady }
+
+// PartitionCount waits until the consumer's topics exist (or ctx ends) and
+// returns the partition count of one of them.
+func (c *Consumer) PartitionCount(ctx context.Context, topic string) (int32, error) {
+	select {
+	case <-c.topicsReady:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	n := c.partitionCounts[topic]
+	if n == 0 {
+		return 0, fmt.Errorf("consumer: %s is not one of the consumer's topics", topic)
+	}
+	return n, nil
+}
 
 // Run ensures the topics exist, joins the group and consumes until ctx
 // ends. It then finishes and commits the batch in hand, commits what is
@@ -141,11 +218,13 @@ func (c *Consumer) Ready() bool { return c.joined.Load() && c.restoring.Load() =
 func (c *Consumer) Run(ctx context.Context) error {
 	if len(c.topics) == 0 {
 		c.log.Info("no kafka triggers: nothing to consume")
+		c.health.Clear(health.Joining)
 		c.joined.Store(true)
 		<-ctx.Done()
 		return nil
 	}
-	if err := c.ensureTopics(ctx); err != nil {
+	c.health.Set(health.Joining, "joining consumer group "+c.cfg.Group)
+	if err := c.awaitTopics(ctx); err != nil {
 		return err
 	}
 	opts := append(append([]kgo.Opt(nil), c.cfg.Client...),
@@ -176,8 +255,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.cl = cl
 	c.log.Info("consuming", "group", c.cfg.Group, "topics", c.topics, "dead_letter_topic", c.cfg.DeadLetterTopic)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); c.expireLoop(ctx) }()
+	go func() { defer wg.Done(); c.watch(ctx) }()
 	c.loop(ctx)
 	wg.Wait()
 

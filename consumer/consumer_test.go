@@ -21,7 +21,6 @@ import (
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
-	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/sagas"
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -398,21 +397,6 @@ func TestResumesFromStoredOffsetAfterCommitsFail(t *testing.T) {
 	}
 	if n := len(sagasIn(t, b.Store)); n != 100 {
 		t.Fatalf("%d sagas", n)
-	}
-}
-
-func TestMissingTopicsFailStartWhenCreationIsOff(t *testing.T) {
-	c := kafkatest.NewCluster(t)
-	m, err := member.New(context.Background(), member.Config{DataDir: t.TempDir(), Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler),
-		Consumer: consumer.Config{Client: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = m.Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), "orders.created") || !strings.Contains(err.Error(), "sagaz.dlq") {
-		t.Fatalf("Run = %v, want an error naming the missing topics", err)
 	}
 }
 

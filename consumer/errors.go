@@ -9,3 +9,6 @@ var (
 	// ErrConfig: the configuration is invalid.
 	ErrConfig = errors.New("consumer: invalid configuration")
 )
+
+// errStore marks a batch the store did not record.
+var errStore = errors.New("recording the batch in the store failed")

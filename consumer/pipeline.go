@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -67,7 +68,10 @@ func (c *Consumer) loop(ctx context.Context) {
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err)
+				c.stuck(storage.Partition{Topic: t, Partition: p}, "fetch: "+err.Error())
+				if ok, quiet := c.errLog.Allow("fetch"); ok {
+					c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err, "similar_lines_suppressed", quiet)
+				}
 			}
 		})
 		if fetches.NumRecords() == 0 {
@@ -179,7 +183,19 @@ func (p *pipeline) fail(err error, bs ...*batch) {
 	c := p.c
 	c.m.BatchErrors.Inc()
 	c.rewind(bs...)
-	c.log.Error("batch not recorded; rewound to retry it", "err", err, "retry_in", p.backoff)
+	for _, b := range bs {
+		b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) > 0 {
+				c.stuck(storage.Partition{Topic: fp.Topic, Partition: fp.Partition}, err.Error())
+			}
+		})
+	}
+	if errors.Is(err, errStore) {
+		c.health.Set(health.Store, err.Error())
+	}
+	if ok, quiet := c.errLog.Allow("batch"); ok {
+		c.log.Error("batch not recorded; rewound to retry it", "err", err, "retry_in", p.backoff, "similar_lines_suppressed", quiet)
+	}
 	p.allow()
 	t := time.NewTimer(p.backoff)
 	select {
@@ -281,6 +297,9 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 		}
 	}
 	b.marks = keepMarks
+	for p, err := range parts {
+		c.stuck(p, err.Error())
+	}
 	to := map[string]map[int32]kgo.EpochOffset{}
 	b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if _, drop := parts[storage.Partition{Topic: fp.Topic, Partition: fp.Partition}]; drop && len(fp.Records) > 0 {
@@ -301,9 +320,13 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 func (c *Consumer) record(ctx context.Context, b *batch) {
 	defer close(b.done)
 	start := time.Now()
+	c.inflightSince.Store(start.UnixNano())
+	defer c.inflightSince.Store(0)
 	if b.res, b.err = c.eng.Record(context.WithoutCancel(ctx), &b.work); b.err != nil {
+		b.err = fmt.Errorf("%w: %w", errStore, b.err)
 		return
 	}
+	c.health.Clear(health.Store)
 	c.m.StoreLatency.Observe(time.Since(start).Seconds())
 	c.observeRecorded(b)
 	b.lag = c.mirror(ctx, b)

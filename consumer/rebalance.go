@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -16,6 +17,9 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 	// resume its sagas; fetching starts only after this callback.
 	c.restoring.Add(int32(countParts(assigned)))
 	c.m.Restoring.Set(float64(c.restoring.Load()))
+	if len(assigned) > 0 {
+		c.health.Set(health.Restoring, "restoring assigned partitions from their changelog: "+fmtParts(assigned))
+	}
 	for t, ps := range assigned {
 		for _, pn := range ps {
 			p := storage.Partition{Topic: t, Partition: pn}
@@ -44,6 +48,10 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 	c.m.Partitions.Set(float64(countOwned(c.owned)))
 	c.mu.Unlock()
 	c.m.Rebalances.WithLabelValues("assigned").Inc()
+	if c.restoring.Load() == 0 {
+		c.health.Clear(health.Restoring)
+	}
+	c.health.Clear(health.Joining)
 	c.joined.Store(true)
 	c.log.Info("partitions assigned", "partitions", fmtParts(assigned), "count", n)
 }
@@ -134,6 +142,7 @@ func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 
 // lost: the group moved on without us; commits would fail, so just forget.
 func (c *Consumer) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	c.health.Set(health.Joining, "partitions lost (the group moved on without this member): rejoining "+c.cfg.Group)
 	c.release(ctx, lost, false)
 	c.forget(lost)
 	c.m.Rebalances.WithLabelValues("lost").Inc()
@@ -147,6 +156,7 @@ func (c *Consumer) forget(parts map[string][]int32) {
 		for _, p := range ps {
 			delete(c.owned[t], p)
 			delete(c.uncommitted[t], p)
+			c.progressedLocked(storage.Partition{Topic: t, Partition: p}) // not ours to watch
 		}
 		if len(c.uncommitted[t]) == 0 {
 			delete(c.uncommitted, t)

@@ -34,6 +34,7 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 			partitions[t] = int32(len(d.Partitions))
 		}
 	}
+	c.partitionCounts = partitions
 	var missing []string
 	for _, t := range append(append([]string(nil), c.topics...), c.cfg.DeadLetterTopic) {
 		if partitions[t] == 0 {

@@ -53,6 +53,9 @@ func (s *Scheduler) owned(ctx context.Context, id string) (*sched, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSchedule, id)
 	}
+	if sc.part.Partition < 0 {
+		return nil, fmt.Errorf("%w: %s is not placed yet (waiting for topic %s)", ErrNotOwner, id, sc.part.Topic)
+	}
 	if !s.cfg.Owns(sc.part) {
 		sc.owned = false
 		return nil, fmt.Errorf("%w: %s is in partition %d of %s", ErrNotOwner, id, sc.part.Partition, sc.part.Topic)

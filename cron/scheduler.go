@@ -36,6 +36,11 @@ type Config struct {
 	// partition count: a schedule lives in partition hash(id) mod Partitions.
 	Topic      string
 	Partitions int32
+	// AwaitPartitions, used when Partitions is 0, waits for the cron topic
+	// and returns its partition count (e.g. once the consumer has created
+	// or found its topics). Until then no schedule is placed: nothing is
+	// published and operations answer ErrNotOwner.
+	AwaitPartitions func(ctx context.Context) (int32, error)
 	// Producer publishes ticks (acks=all), with a manual partitioner: the
 	// record's Partition is used as given.
 	Producer Producer
@@ -96,8 +101,8 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.MaxBackfill <= 0 {
 		cfg.MaxBackfill = 10000
 	}
-	if cfg.Partitions <= 0 {
-		return nil, errors.New("cron: Config.Partitions must be the cron topic's partition count")
+	if cfg.Partitions <= 0 && cfg.AwaitPartitions == nil {
+		return nil, errors.New("cron: Config.Partitions must be the cron topic's partition count (or set AwaitPartitions)")
 	}
 	s := &Scheduler{cfg: cfg, log: cfg.Logger, sched: map[string]*sched{}}
 	for _, r := range cfg.Routes.All() {
@@ -119,7 +124,11 @@ func New(cfg Config) (*Scheduler, error) {
 			pol.CatchUpWindow = 24 * time.Hour
 		}
 		id := engine.ScheduleID(r)
-		s.sched[id] = &sched{id: id, route: r, spec: spec, policy: pol, part: storage.Partition{Topic: cfg.Topic, Partition: PartitionOf(id, cfg.Partitions)}}
+		part := int32(-1) // not placed yet
+		if cfg.Partitions > 0 {
+			part = PartitionOf(id, cfg.Partitions)
+		}
+		s.sched[id] = &sched{id: id, route: r, spec: spec, policy: pol, part: storage.Partition{Topic: cfg.Topic, Partition: part}}
 		s.order = append(s.order, id)
 	}
 	sort.Strings(s.order)
@@ -139,6 +148,20 @@ func (s *Scheduler) Len() int { return len(s.sched) }
 // Run evaluates the schedules until ctx ends: at each fire time, and at
 // least every second (ownership changes with rebalances).
 func (s *Scheduler) Run(ctx context.Context) error {
+	if s.cfg.Partitions <= 0 {
+		n, err := s.cfg.AwaitPartitions(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("cron: partitions of %s: %w", s.cfg.Topic, err)
+		}
+		s.mu.Lock()
+		for id, sc := range s.sched {
+			sc.part.Partition = PartitionOf(id, n)
+		}
+		s.mu.Unlock()
+	}
 	for ctx.Err() == nil {
 		now := s.cfg.Clock.Now()
 		s.Tick(ctx, now)

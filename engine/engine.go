@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	// MaxContextBytes bounds a saga's context (default
 	// DefaultMaxContextBytes).
 	MaxContextBytes int
+	// Health, if set, hears of store faults: the "store" condition is set
+	// while recording a saga's state fails, and cleared when it works again.
+	Health health.Reporter
 	// Changelog makes the engine a member of a consumer group: every durable
 	// write of a Kafka partition's saga is mirrored into it, and sagas of
 	// Kafka partitions run only while their partition is owned (Acquire /
@@ -79,6 +83,9 @@ type Engine struct {
 	onFinish func(*storage.Saga)
 	mirror   Changelog // nil: not a group member
 	maxCtx   int
+	health   health.Reporter
+	storeBad atomic.Bool        // a write of a saga's state is failing
+	errLog   *health.LogLimiter // repeated store errors are logged at a bounded rate
 	onStep   func(saga, step string, compensation bool, took time.Duration, err error)
 	parted   bool
 
@@ -154,7 +161,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
-		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
+		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, health: cfg.Health, errLog: health.NewLogLimiter(5 * time.Second), onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -776,5 +777,44 @@ func TestPoisonEventsAreRejectedOneByOne(t *testing.T) {
 	h.idle()
 	if s := h.get(id); s.Status != storage.StatusRolledBack || !strings.Contains(s.Steps[0].Error, "over the limit") {
 		t.Fatalf("a step that grows the context past the limit: %s %+v", s.Status, s.Steps)
+	}
+}
+
+// flakyStore fails the first n Updates, as a full disk would.
+type flakyStore struct {
+	storage.Store
+	fail atomic.Int32
+}
+
+func (f *flakyStore) Update(ctx context.Context, s ...*storage.Saga) error {
+	if f.fail.Add(-1) >= 0 {
+		return errors.New("no space left on device")
+	}
+	return f.Store.Update(ctx, s...)
+}
+
+// A store that cannot be written makes the member not ready ("store")
+// while it lasts; the saga goes on from where it was once writes work.
+func TestStoreFaultIsReportedWhileItLasts(t *testing.T) {
+	conds := health.New(nil)
+	flaky := &flakyStore{}
+	reg := engine.NewRegistry()
+	reg.Register(orderSaga("order"))
+	h := start(t, reg, "", func(c *engine.Config) {
+		flaky.Store = c.Store
+		c.Store, c.Health = flaky, conds
+	})
+	flaky.fail.Store(5) // about 1.5 s of back-off
+	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"o-1"}`)[0].ID
+	waitFor(t, func() bool { return conds.Holds(health.Store) })
+	if err := conds.Err(); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("readiness: %v", err)
+	}
+	h.idle()
+	if s := h.get(id); s.Status != storage.StatusCompleted {
+		t.Fatalf("saga: %s", s.Status)
+	}
+	if conds.Err() != nil {
+		t.Fatalf("still not ready after the store recovered: %v", conds.Err())
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -469,6 +470,10 @@ func (e *Engine) persist(rec *storage.Saga) bool {
 	for {
 		err := e.store.Update(context.Background(), rec)
 		if err == nil {
+			if e.storeBad.CompareAndSwap(true, false) && e.health != nil {
+				e.health.Clear(health.Store)
+				e.log.Info("recording saga state works again")
+			}
 			e.recorded(rec)
 			if rec.Status.Terminal() && e.onFinish != nil {
 				e.onFinish(rec)
@@ -479,7 +484,13 @@ func (e *Engine) persist(rec *storage.Saga) bool {
 			e.log.Error("cannot record saga state", "saga_id", rec.ID(), "status", rec.Status, "err", err)
 			return false
 		}
-		e.log.Error("recording saga state failed; retrying", "saga_id", rec.ID(), "status", rec.Status, "in", wait, "err", err)
+		e.storeBad.Store(true)
+		if e.health != nil {
+			e.health.Set(health.Store, "recording saga state fails: "+err.Error())
+		}
+		if ok, quiet := e.errLog.Allow("persist"); ok {
+			e.log.Error("recording saga state failed; retrying", "saga_id", rec.ID(), "status", rec.Status, "in", wait, "err", err, "similar_lines_suppressed", quiet)
+		}
 		if e.clock.Sleep(e.runCtx, wait) != nil {
 			return false
 		}

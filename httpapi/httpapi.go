@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sagaz-go/sagaz/health"
 )
 
 // Config configures the server.
@@ -99,10 +100,18 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// readyz answers 200 {"status":"ready"}, or 503 with the reasons: the
+// error contract's "error" and "detail", and, from a member, "conditions"
+// (each with its condition, reason and since).
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
-			WriteError(w, http.StatusServiceUnavailable, "not ready", err.Error())
+			body := map[string]any{"error": "not ready", "detail": err.Error()}
+			var nr *health.NotReady
+			if errors.As(err, &nr) {
+				body["conditions"] = nr.Conditions
+			}
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 	}

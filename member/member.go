@@ -31,6 +31,7 @@ import (
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/metrics"
 	"github.com/sagaz-go/sagaz/storage"
@@ -88,6 +89,9 @@ type Member struct {
 	// ConsumerMetrics the consumer's own.
 	Metrics         *prometheus.Registry
 	ConsumerMetrics *consumer.Metrics
+	// Health holds the conditions that keep the member from being ready
+	// (/readyz, sagaz_not_ready{condition}).
+	Health *health.Conditions
 
 	cfg     Config
 	log     *slog.Logger
@@ -142,6 +146,8 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			log.Error("closing the store", "err", err)
 		}
 	})
+	m.Health = health.New(cfg.Metrics)
+	m.Health.Set(health.Recovering, "queueing the unfinished sagas found in the store")
 	m.ConsumerMetrics = consumer.NewMetrics(cfg.Metrics)
 	if m.Changelog, err = consumer.NewChangelog(cfg.Consumer.Group, kopts, log, m.ConsumerMetrics); err != nil {
 		return m, err
@@ -154,13 +160,13 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 		onFinish = func(s *storage.Saga) { em.OnFinish(s); f(s) }
 	}
 	if m.Engine, err = engine.New(engine.Config{Store: m.Store, Registry: cfg.Registry, Logger: log,
-		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, Health: m.Health,
 		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog}); err != nil {
 		return m, err
 	}
 
 	ccfg := cfg.Consumer
-	ccfg.Logger, ccfg.Metrics = log, m.ConsumerMetrics
+	ccfg.Logger, ccfg.Metrics, ccfg.Health = log, m.ConsumerMetrics, m.Health
 	if cfg.KafkaMetrics {
 		ccfg.GroupClientOpts = append(append([]kgo.Opt(nil), ccfg.GroupClientOpts...),
 			kgo.WithHooks(kprom.NewMetrics("sagaz_kafka", kprom.Registerer(cfg.Metrics))))
@@ -171,19 +177,17 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	cfg.Metrics.MustRegister(m.Consumer.LagCollector())
 
 	// Schedules: ticks published to the cron topic by the owner of each
-	// schedule's partition.
+	// schedule's partition (placed once the consumer has found or created
+	// the cron topic).
 	if hasCron(routes) {
 		cc := m.Consumer.Config()
-		parts, err := consumer.EnsureTopic(ctx, kopts, log, cc.CronTopic, cc.TopicPartitions, cc.TopicReplication, cc.CreateTopics)
-		if err != nil {
-			return m, err
-		}
 		producer, err := kgo.NewClient(append(append([]kgo.Opt(nil), kopts...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 		if err != nil {
 			return m, err
 		}
 		m.onClose(producer.Close)
-		if m.Scheduler, err = cron.New(cron.Config{Routes: routes, Topic: cc.CronTopic, Partitions: parts, Producer: producer, Store: m.Store,
+		if m.Scheduler, err = cron.New(cron.Config{Routes: routes, Topic: cc.CronTopic, Producer: producer, Store: m.Store,
+			AwaitPartitions: func(ctx context.Context) (int32, error) { return m.Consumer.PartitionCount(ctx, cc.CronTopic) },
 			Owns: func(p storage.Partition) bool {
 				return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
 			}, Mirror: m.Changelog.AppendMeta, Logger: log}); err != nil {
@@ -222,20 +226,12 @@ func hasCron(routes *engine.Routes) bool {
 	return false
 }
 
-// Ready returns nil once the member is ready — unfinished local sagas
-// recovered, the group joined, every assigned partition restored — or why
-// it is not.
-func (m *Member) Ready() error {
-	select {
-	case <-m.Engine.Ready():
-	default:
-		return errors.New("recovering unfinished sagas")
-	}
-	if !m.Consumer.Ready() {
-		return errors.New("joining the consumer group or restoring partitions")
-	}
-	return nil
-}
+// Ready returns nil once the member is ready, or a *health.NotReady naming
+// every condition that keeps it from being ready: recovering unfinished
+// sagas, waiting for brokers or topics, joining the group, restoring
+// partitions, a store that cannot be written, a partition that makes no
+// progress, a damaged store.
+func (m *Member) Ready() error { return m.Health.Err() }
 
 // Run runs the member until ctx ends or a part fails: the engine, the
 // consumer, the scheduler and the HTTP server. Then it stops them — the
@@ -250,6 +246,14 @@ func (m *Member) Run(ctx context.Context) error {
 	m.ran = true
 	defer m.Close()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		select {
+		case <-m.Engine.Ready():
+			m.Health.Clear(health.Recovering)
+		case <-gctx.Done():
+		}
+		return nil
+	})
 	g.Go(func() error { return m.Engine.Run(gctx) })
 	g.Go(func() error { return m.Consumer.Run(gctx) })
 	if m.HTTP != nil {
