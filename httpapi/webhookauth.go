@@ -47,12 +47,20 @@ var Schemes = []Scheme{SchemeStandard, SchemeGitHub, SchemeStripe, SchemeHMACSHA
 
 // ParseScheme parses a scheme name (case-insensitive).
 func ParseScheme(s string) (Scheme, error) {
+	sc, err := parseScheme(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return sc, nil
+}
+
+func parseScheme(s string) (Scheme, error) {
 	for _, sc := range Schemes {
 		if strings.EqualFold(s, string(sc)) {
 			return sc, nil
 		}
 	}
-	return "", fmt.Errorf("%w: signature scheme %q: want standard, github, stripe or hmac-sha256", ErrInvalidConfig, s)
+	return "", fmt.Errorf("signature scheme %q: want standard, github, stripe or hmac-sha256", s)
 }
 
 // DefaultTolerance is how far a signed timestamp may be from the server's
@@ -133,7 +141,7 @@ func (a WebhookAuth) Verifier() (Verifier, error) {
 		errs = append(errs, fmt.Errorf("tolerance %s: want a positive duration", a.Tolerance))
 	}
 	if a.Scheme != "" {
-		if _, err := ParseScheme(string(a.Scheme)); err != nil {
+		if _, err := parseScheme(string(a.Scheme)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -144,7 +152,7 @@ func (a WebhookAuth) Verifier() (Verifier, error) {
 	for i, s := range a.Secrets {
 		keys[i] = []byte(s)
 	}
-	switch sc, _ := ParseScheme(string(a.Resolved())); sc {
+	switch sc, _ := parseScheme(string(a.Resolved())); sc {
 	case SchemeStandard:
 		for i, s := range a.Secrets {
 			k, err := standardKey(s)
