@@ -205,8 +205,8 @@ func TestFireAndAdminAPI(t *testing.T) {
 
 	e.expect(401, "POST", "/api/sagas/"+invited+"/cancel", "", "Authorization", "")
 	e.expect(401, "GET", "/api/sagas/"+invited, "", "Authorization", "") // reads need the token too
-	e.expect(409, "POST", "/api/sagas/"+invited+"/cancel", "", auth...) // finished
-	e.expect(409, "POST", "/api/sagas/"+invited+"/retry", "", auth...)  // not failed
+	e.expect(409, "POST", "/api/sagas/"+invited+"/cancel", "", auth...)  // finished
+	e.expect(409, "POST", "/api/sagas/"+invited+"/retry", "", auth...)   // not failed
 	e.expect(404, "POST", "/api/sagas/sagaz.events:0:999999:signup/retry", "", auth...)
 	e.expect(400, "POST", "/api/sagas/bad/retry", "", auth...)
 }

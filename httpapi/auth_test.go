@@ -25,8 +25,8 @@ const (
 	metricsTok = "metrics-token-01234567"
 )
 
-// quickServer serves an API without Kafka (the producer accepts every
-// record) and returns its base URL.
+// quickServer serves an API without Kafka (unless api names a producer,
+// one that accepts every record) and returns its base URL.
 func quickServer(t *testing.T, reg *engine.Registry, auth httpapi.Auth, api httpapi.API) string {
 	t.Helper()
 	st, err := storage.OpenBolt(t.TempDir()+"/sagaz.db", storage.BoltOptions{})
@@ -44,7 +44,10 @@ func quickServer(t *testing.T, reg *engine.Registry, auth httpapi.Auth, api http
 	if err != nil {
 		t.Fatal(err)
 	}
-	api.Engine, api.Store, api.Producer, api.EventsTopic, api.Schedules, api.CronTopic = eng, st, fakeProducer{}, "sagaz.events", sched, "sagaz.cron"
+	api.Engine, api.Store, api.EventsTopic, api.Schedules, api.CronTopic = eng, st, "sagaz.events", sched, "sagaz.cron"
+	if api.Producer == nil {
+		api.Producer = fakeProducer{}
+	}
 	preg := prometheus.NewRegistry()
 	preg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_auth_test_total", Help: "t"}))
 	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Logger: sagaztest.Logger(), Gatherer: preg, Auth: auth, API: &api})

@@ -76,7 +76,7 @@ func TestVerifierConformance(t *testing.T) {
 		swTS     = int64(1614265330)
 		swSig    = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=" // published with them
 		newSW    = "whsec_" + "bmV3LXN0YW5kYXJkLXdlYmhvb2tzLWtleQ==" // "new-standard-webhooks-key"
-		ghSecret = "It's a Secret to Everybody" // GitHub's documented test values
+		ghSecret = "It's a Secret to Everybody"                      // GitHub's documented test values
 		ghBody   = "Hello, World!"
 		ghSig    = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 		stSecret = "whsec_stripe_endpoint_secret"
@@ -90,7 +90,7 @@ func TestVerifierConformance(t *testing.T) {
 	gh := httpapi.WebhookAuth{Scheme: httpapi.SchemeGitHub, Secrets: []string{ghSecret}}
 	st := httpapi.WebhookAuth{Scheme: httpapi.SchemeStripe, Secrets: []string{stSecret}}
 	stB64 := httpapi.WebhookAuth{Scheme: httpapi.SchemeStripe, Secrets: []string{"whsec_c3RyaXBl"}} // base64 of "stripe"
-	hm := httpapi.WebhookAuth{Secrets: []string{"plain-secret"}} // scheme implied: hmac-sha256
+	hm := httpapi.WebhookAuth{Secrets: []string{"plain-secret"}}                                    // scheme implied: hmac-sha256
 	stripeHeader := func(parts ...string) http.Header { return hdr("Stripe-Signature", strings.Join(parts, ",")) }
 	v1 := stripeV1(stSecret, stTS, stBody)
 	noID := `{"object":"event"}`
