@@ -226,8 +226,8 @@ func (c *Config) Validate() error {
 	if _, err := c.advertisedHost(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.WebhookTolerance <= 0 {
-		errs = append(errs, fmt.Errorf("--webhook-tolerance %s: want a positive duration", c.WebhookTolerance))
+	if c.WebhookTolerance <= 0 || c.WebhookTolerance > c.Retention {
+		errs = append(errs, fmt.Errorf("--webhook-tolerance %s: want a positive duration no longer than --retention %s (a delivery id is remembered only as long as its saga)", c.WebhookTolerance, c.Retention))
 	}
 	if c.Retention < time.Minute {
 		errs = append(errs, fmt.Errorf("--retention %s: want at least 1m", c.Retention))

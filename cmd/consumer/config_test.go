@@ -96,6 +96,7 @@ func TestLoadConfig(t *testing.T) {
 				return len(a.AdminTokens) == 2 && a.AdminTokens[1] == "old-admin-token-0002" && len(a.ReadTokens) == 1 && len(a.MetricsTokens) == 1 &&
 					len(a.AllowedHosts) == 2 && a.AllowedHosts[0] == "sagaz.example.com" && a.AllowedHosts[1] == "127.0.0.1" && a.Validate() == nil
 			}},
+		{name: "webhook tolerance longer than the retention", args: []string{"--webhook-tolerance", "2h", "--retention", "1h"}, wantErr: []string{"--webhook-tolerance 2h0m0s", "--retention 1h0m0s"}},
 		{name: "bad advertise URL", args: []string{"--advertise-url", "sagaz.example.com:8080"}, wantErr: []string{"--advertise-url", "want http(s)://host[:port]"}},
 		{name: "advertise URL with a path", args: []string{"--advertise-url", "http://h/x?y"}, wantErr: []string{"--advertise-url"}},
 	}

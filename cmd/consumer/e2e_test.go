@@ -206,10 +206,9 @@ func TestAcceptedEventSurvivesSIGKILL(t *testing.T) {
 	c := kafkatest.NewCluster(t, kfake.NumBrokers(1))
 	seeds := c.ListenAddrs()
 	dir := t.TempDir()
-	// The demo webhook must be signed against a real cluster (the child
-	// process inherits the environment).
-	key := []byte("e2e webhook key")
-	t.Setenv("SAGAZ_WEBHOOK_SECRET_PAYMENTS", "whsec_"+base64.StdEncoding.EncodeToString(key))
+	// The demo webhook must be signed against a real cluster: StartBinary
+	// gives the binary DemoWebhookKey.
+	key := sagaztest.DemoWebhookKey
 	args := []string{"--brokers", strings.Join(seeds, ","), "--data-dir", dir, "--group", "e2e-hook", "--group-instance-id", "hook-1", "--session-timeout", "6s"}
 	ready := func(p *sagaztest.Proc) {
 		kafkatest.WaitFor(t, 30*time.Second, "ready", func() bool {
