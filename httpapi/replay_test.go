@@ -22,6 +22,7 @@ import (
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
+	sagazmember "github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -36,30 +37,21 @@ func replayRegistry() *engine.Registry {
 	return reg
 }
 
-// member is a group member with its HTTP API.
+// member is a group member (as the binary assembles one) with its HTTP
+// API.
 type member struct {
 	*sagaztest.Member
 	base string
-	stop func()
 }
 
 func startMember(t *testing.T, seeds []string, dir string) *member {
 	t.Helper()
-	m := sagaztest.Start(t, seeds, "replay", dir, replayRegistry(), nil)
-	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Logger: sagaztest.Logger(), Auth: httpapi.Auth{AdminTokens: []string{adminTok}},
-		API: &httpapi.API{Engine: m.Engine, Store: m.Store, Producer: kafkatest.Client(t, seeds), EventsTopic: m.Consumer.EventsTopic(),
-			Webhooks: map[string]httpapi.WebhookAuth{"invites": {Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(replayKey)}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done; m.Stop() }) }
-	t.Cleanup(stop)
+	m := sagaztest.StartWith(t, seeds, "replay", dir, replayRegistry(), func(c *sagazmember.Config) {
+		c.HTTPAddr, c.Auth = "127.0.0.1:0", httpapi.Auth{AdminTokens: []string{adminTok}}
+		c.API = &httpapi.API{Webhooks: map[string]httpapi.WebhookAuth{"invites": {Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(replayKey)}}}}
+	})
 	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", m.Consumer.Ready)
-	return &member{Member: m, base: "http://" + srv.Addr(), stop: stop}
+	return &member{Member: m, base: "http://" + m.HTTP.Addr()}
 }
 
 // deliver posts a Standard Webhooks call signed at ts.
@@ -146,7 +138,7 @@ func TestSignedDeliveryIsNotReplayable(t *testing.T) {
 		t.Fatalf("a replay outside the tolerance: %d %s, want 401", code, raw)
 	}
 	// After a restart of the first member (same data directory).
-	a.stop()
+	a.Stop()
 	a = startMember(t, seeds, dirA)
 	kafkatest.WaitFor(t, 30*time.Second, "both members ready after the restart", func() bool { return a.Consumer.Ready() && b.Consumer.Ready() })
 	code, again, raw = deliver(t, a.base, "msg_1", sent, body)
