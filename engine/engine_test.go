@@ -488,12 +488,15 @@ func TestRegistryReportsEveryProblem(t *testing.T) {
 	reg.Register(engine.Saga{Name: "bad name!", Steps: good.Steps, Triggers: good.Triggers})
 	reg.Register(engine.Saga{Name: "no-steps", Triggers: good.Triggers})
 	reg.Register(engine.Saga{Name: "zero-trigger", Steps: good.Steps, Triggers: []engine.Trigger{{}}})
+	reg.Register(engine.Saga{Name: "signed-kafka", Steps: good.Steps, Triggers: []engine.Trigger{engine.Kafka("t", engine.PassThrough, engine.Signed())}})
+	reg.Register(engine.Saga{Name: "signed-manual", Steps: good.Steps, Triggers: []engine.Trigger{engine.Manual("e", engine.PassThrough, engine.Signed())}})
 	_, err := reg.Routes()
 	if !errors.Is(err, engine.ErrInvalidSaga) {
 		t.Fatalf("Routes() = %v", err)
 	}
 	for _, want := range []string{`saga "order": registered twice`, `"no-topic"`, "empty topic", `"no-transformer"`, "no transformer",
-		`"bad-cron"`, `"61 * * * *"`, `"bad name!"`, `"no-steps": has no steps`, `"zero-trigger": trigger 0: not built with engine.Kafka`} {
+		`"bad-cron"`, `"61 * * * *"`, `"bad name!"`, `"no-steps": has no steps`, `"zero-trigger": trigger 0: not built with engine.Kafka`,
+		`"signed-kafka": trigger 0 (kafka:t): engine.Signed() applies to webhook triggers only`, `"signed-manual": trigger 0 (manual:e): engine.Signed()`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
@@ -504,6 +507,21 @@ func TestRegistryReportsEveryProblem(t *testing.T) {
 	}
 	if _, err := good2.Routes(); err != nil {
 		t.Fatalf("valid schedules rejected: %v", err)
+	}
+	signed := engine.NewRegistry()
+	signed.Register(engine.Saga{Name: "hook", Steps: good.Steps, Triggers: []engine.Trigger{
+		engine.Webhook("a", engine.PassThrough, engine.Signed()), engine.Webhook("b", engine.PassThrough)}})
+	routes, err := signed.Routes()
+	if err != nil {
+		t.Fatalf("a signed webhook rejected: %v", err)
+	}
+	for _, r := range routes.All() {
+		if want := r.Trigger.Webhook() == "a"; r.Trigger.SignatureRequired() != want {
+			t.Errorf("webhook %s: SignatureRequired() = %v, want %v", r.Trigger.Webhook(), !want, want)
+		}
+	}
+	if rows := routes.Table(); !rows[0].Signed || rows[1].Signed {
+		t.Errorf("trigger table: %+v", rows)
 	}
 }
 

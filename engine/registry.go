@@ -140,6 +140,9 @@ func validateSaga(s *Saga) []error {
 		if t.transform == nil {
 			bad("%s: no transformer", what)
 		}
+		if t.signed && t.source != SourceWebhook {
+			bad("%s: engine.Signed() applies to webhook triggers only", what)
+		}
 		if t.maxConc < 0 {
 			bad("%s: negative MaxConcurrent", what)
 		}
@@ -287,6 +290,8 @@ type TableRow struct {
 	MaxConcurrent  int     `json:"max_concurrent"`
 	RatePerSecond  float64 `json:"rate_per_second,omitempty"`
 	Steps          int     `json:"steps"`
+	// Signed: a webhook declared with engine.Signed (calls must be signed).
+	Signed bool `json:"signed,omitempty"`
 }
 
 // Table returns the routing table, sorted by source and name.
@@ -300,7 +305,7 @@ func (rs *Routes) Table() []TableRow {
 		rows = append(rows, TableRow{
 			Source: r.Trigger.source, Name: name, Schedule: r.Trigger.schedule, Saga: r.Saga.Name,
 			IdempotencyKey: r.Trigger.key.String(), MaxConcurrent: r.Trigger.maxConc,
-			RatePerSecond: r.Trigger.rate.PerSecond, Steps: len(r.Saga.Steps),
+			RatePerSecond: r.Trigger.rate.PerSecond, Steps: len(r.Saga.Steps), Signed: r.Trigger.signed,
 		})
 	}
 	sort.SliceStable(rows, func(i, j int) bool {

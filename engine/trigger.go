@@ -98,6 +98,7 @@ type Trigger struct {
 	maxConc   int
 	rate      RateLimit
 	cron      CronPolicy
+	signed    bool
 }
 
 // Kafka starts the saga for records on topic, turned into its context by
@@ -178,6 +179,12 @@ func (f anyOpt) applyCron(t *Trigger)  { f(t) }
 // record are de-duplicated. (Cron ticks are keyed by schedule and time.)
 func WithKey(k Key) Option { return eventOpt(func(t *Trigger) { t.key = k }) }
 
+// Signed declares that calls to a webhook trigger must be signed: the
+// service refuses to start when the webhook has no secret configured
+// (SAGAZ_WEBHOOK_SECRET_<NAME>), except in dev mode. Valid on webhook
+// triggers only; the registry reports it on any other source.
+func Signed() Option { return eventOpt(func(t *Trigger) { t.signed = true }) }
+
 // WithMaxConcurrent bounds how many sagas started by this trigger execute
 // at once; the rest wait durably as pending. 0: no bound.
 func WithMaxConcurrent(n int) LimitOption { return anyOpt(func(t *Trigger) { t.maxConc = n }) }
@@ -238,6 +245,10 @@ func (t *Trigger) MaxConcurrent() int { return t.maxConc }
 
 // RateLimit is the trigger's start rate (zero: none).
 func (t *Trigger) RateLimit() RateLimit { return t.rate }
+
+// SignatureRequired reports whether the trigger was declared with Signed:
+// its webhook must have a secret, and unsigned calls are refused.
+func (t *Trigger) SignatureRequired() bool { return t.signed }
 
 func (t *Trigger) only(src Source) string {
 	if t.source != src {

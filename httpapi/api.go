@@ -2,18 +2,16 @@ package httpapi
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -37,13 +35,14 @@ type API struct {
 	Store       storage.Store
 	Producer    Producer
 	EventsTopic string
-	// AdminToken guards the mutating endpoints (fire, retry, cancel) as
-	// "Authorization: Bearer <token>". Empty: no check (loopback only; the
-	// service refuses to listen elsewhere without a token).
-	AdminToken string
-	// WebhookSecrets enables HMAC-SHA256 verification per webhook name
-	// ("X-Sagaz-Signature: sha256=<hex of HMAC(secret, raw body)>").
-	WebhookSecrets map[string]string
+	// Webhooks says how each webhook's calls are verified, by webhook name.
+	// A webhook without an entry accepts unsigned calls — unless its
+	// trigger is declared engine.Signed, in which case New fails (see
+	// AllowUnsignedWebhooks).
+	Webhooks map[string]WebhookAuth
+	// AllowUnsignedWebhooks lets webhooks declared engine.Signed accept
+	// unsigned calls when they have no entry in Webhooks (dev mode only).
+	AllowUnsignedWebhooks bool
 	// MaxBodyBytes bounds webhook and fire bodies (default 1 MiB; 413 past it).
 	MaxBodyBytes int64
 	// MaxConcurrentWebhooks bounds webhook and fire requests in progress
@@ -57,6 +56,9 @@ type API struct {
 	// Schedules, if set, serves /api/schedules and its operations.
 	Schedules *cron.Scheduler
 	CronTopic string
+
+	guard  *guard
+	verify map[string]Verifier
 }
 
 func (a *API) defaults() {
@@ -71,8 +73,12 @@ func (a *API) defaults() {
 	}
 }
 
-func (a *API) register(mux *http.ServeMux) {
+func (a *API) register(mux *http.ServeMux, g *guard) error {
 	a.defaults()
+	a.guard = g
+	if err := a.verifiers(); err != nil {
+		return err
+	}
 	slots := make(chan struct{}, a.MaxConcurrentWebhooks)
 	limited := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -88,30 +94,45 @@ func (a *API) register(mux *http.ServeMux) {
 			}
 		}
 	}
+	// Every /api route is guarded in front of the mux (Auth).
 	mux.HandleFunc("GET /api/triggers", a.triggers)
 	mux.HandleFunc("GET /api/sagas", a.listSagas)
 	mux.HandleFunc("GET /api/sagas/{id}", a.getSaga)
-	mux.HandleFunc("POST /api/sagas/{id}/retry", a.admin(a.operate(a.Engine.Retry)))
-	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.admin(a.operate(a.Engine.Cancel)))
-	mux.HandleFunc("POST /api/fire", a.admin(limited(a.fire)))
+	mux.HandleFunc("POST /api/sagas/{id}/retry", a.operate(a.Engine.Retry))
+	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.operate(a.Engine.Cancel))
+	mux.HandleFunc("POST /api/fire", limited(a.fire))
 	mux.HandleFunc("POST /webhooks/{name}", limited(a.webhook))
 	if a.Schedules != nil {
 		a.registerSchedules(mux)
 	}
+	return nil
 }
 
-// admin requires the admin token when one is configured.
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if a.AdminToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.AdminToken)) != 1 {
-				WriteError(w, http.StatusUnauthorized, "unauthorized", "this endpoint needs Authorization: Bearer <admin token>")
-				return
-			}
-		}
-		h(w, r)
+// verifiers builds each webhook's verifier and checks that every webhook
+// declared engine.Signed has one.
+func (a *API) verifiers() error {
+	a.verify = map[string]Verifier{}
+	var errs []error
+	names := make([]string, 0, len(a.Webhooks))
+	for name := range a.Webhooks {
+		names = append(names, name)
 	}
+	sort.Strings(names)
+	for _, name := range names {
+		v, err := a.Webhooks[name].Verifier()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("webhook %q: %w", name, err))
+			continue
+		}
+		a.verify[name] = v
+	}
+	for _, rt := range a.Engine.Routes().All() {
+		name := rt.Trigger.Webhook()
+		if rt.Trigger.Source() == engine.SourceWebhook && rt.Trigger.SignatureRequired() && a.verify[name] == nil && !a.AllowUnsignedWebhooks {
+			errs = append(errs, fmt.Errorf("%w: webhook %q (saga %q) is declared engine.Signed but has no secret", ErrInvalidConfig, name, rt.Saga.Name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (a *API) triggers(w http.ResponseWriter, _ *http.Request) {
@@ -261,33 +282,42 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "unknown webhook", name)
 		return
 	}
+	v := a.verify[name]
+	// An unsigned webhook served without tokens (loopback) gets the checks
+	// that keep web pages in the operator's browser out.
+	if v == nil && !a.guard.tokensRequired() && !a.guard.browser(w, r) {
+		return
+	}
 	body, ok := a.readBody(w, r)
 	if !ok {
 		return
 	}
-	if secret, ok := a.WebhookSecrets[name]; ok && secret != "" {
-		if !validSignature(secret, body, r.Header.Get("X-Sagaz-Signature")) {
-			WriteError(w, http.StatusUnauthorized, "bad signature", "X-Sagaz-Signature must be sha256=<hex HMAC-SHA256 of the raw body>")
+	delivery := ""
+	if v != nil {
+		d, err := v.Verify(r.Header, body, time.Now())
+		if err != nil {
+			WriteError(w, http.StatusUnauthorized, "bad signature", err.Error())
 			return
 		}
+		if len(d) > MaxDeliveryIDBytes {
+			WriteError(w, http.StatusBadRequest, "delivery id too long", fmt.Sprintf("the delivery id has %d bytes; at most %d are accepted", len(d), MaxDeliveryIDBytes))
+			return
+		}
+		delivery = d
 	}
-	a.publish(w, r, engine.SourceWebhook, name, body, routes)
+	a.publish(w, r, engine.SourceWebhook, name, body, routes, delivery)
 }
 
-// validSignature checks "sha256=<hex>" against HMAC-SHA256(secret, body) in
-// constant time.
-func validSignature(secret string, body []byte, header string) bool {
-	got, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
-		return false
-	}
-	sig, err := hex.DecodeString(got)
-	if err != nil {
-		return false
-	}
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	return hmac.Equal(sig, mac.Sum(nil))
+// DeliveryKey is the idempotency key of a signed webhook delivery, for
+// triggers that declare none: a replay of the delivery finds the saga the
+// first call started.
+func DeliveryKey(webhook, delivery string) string { return "webhook:" + webhook + ":" + delivery }
+
+// DeliveryEventID is the event_id answered for a signed webhook delivery:
+// the same for every replay of it.
+func DeliveryEventID(webhook, delivery string) string {
+	sum := sha256.Sum256([]byte("webhook\x00" + webhook + "\x00" + delivery))
+	return hex.EncodeToString(sum[:16])
 }
 
 func (a *API) fire(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +341,7 @@ func (a *API) fire(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "unknown event type", ev.EventType)
 		return
 	}
-	a.publish(w, r, engine.SourceManual, ev.EventType, body, routes)
+	a.publish(w, r, engine.SourceManual, ev.EventType, body, routes, "")
 }
 
 // EventAccepted is the 202 answer to a webhook call or a fired event.
@@ -327,22 +357,29 @@ type EventAccepted struct {
 }
 
 // publish produces the event to the events topic (acks=all) and answers
-// 202 once it is durable in Kafka, or 503.
-func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source, name string, body []byte, routes []*engine.Route) {
+// 202 once it is durable in Kafka, or 503. A signed webhook's delivery id
+// (when its scheme has one) gives the event_id and, for triggers without a
+// declared key, the idempotency key — in place of the Idempotency-Key
+// header, which no scheme signs.
+func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source, name string, body []byte, routes []*engine.Route, delivery string) {
 	id := newEventID()
-	header := r.Header.Get("Idempotency-Key")
+	idem := r.Header.Get("Idempotency-Key")
+	if delivery != "" {
+		id, idem = DeliveryEventID(name, delivery), DeliveryKey(name, delivery)
+	}
 	key := ""
 	headers := []kgo.RecordHeader{
 		{Key: engine.HeaderSource, Value: []byte(src)},
 		{Key: engine.HeaderName, Value: []byte(name)},
 		{Key: engine.HeaderEventID, Value: []byte(id)},
 	}
-	if header != "" {
-		headers = append(headers, kgo.RecordHeader{Key: engine.HeaderIdempotencyKey, Value: []byte(header)})
+	if idem != "" {
+		headers = append(headers, kgo.RecordHeader{Key: engine.HeaderIdempotencyKey, Value: []byte(idem)})
 	}
 	// A declared key must be in the body (the saga would reject the event
-	// otherwise). The record is keyed by it (or else by the Idempotency-Key
-	// header), so events with equal keys share a partition and de-duplicate.
+	// otherwise). The record is keyed by it (or else by the delivery's key
+	// or the Idempotency-Key header), so events with equal keys share a
+	// partition and de-duplicate.
 	for _, rt := range routes {
 		if rt.Trigger.Key().IsZero() {
 			continue
@@ -362,7 +399,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 		}
 	}
 	if key == "" {
-		key = header
+		key = idem
 	}
 	if key == "" {
 		key = id

@@ -1,6 +1,7 @@
-// Package httpapi serves Sagaz's HTTP endpoints: health, readiness and
-// Prometheus metrics (the admin API, webhooks and manual firing join them).
-// Errors are JSON: {"error": ..., "detail": ...}.
+// Package httpapi serves Sagaz's HTTP endpoints: health, readiness,
+// Prometheus metrics, the admin API, webhooks and manual firing. Errors are
+// JSON: {"error": ..., "detail": ...}. Auth says who may call what; webhook
+// calls are verified by their signature (WebhookAuth, Verifier).
 package httpapi
 
 import (
@@ -26,6 +27,8 @@ type Config struct {
 	Logger   *slog.Logger
 	// API, if set, adds the admin API, manual firing and webhooks.
 	API *API
+	// Auth guards the /api routes and /metrics (see Auth).
+	Auth Auth
 	// ReadHeaderTimeout cuts off clients that do not finish their headers
 	// (default 5s).
 	ReadHeaderTimeout time.Duration
@@ -46,12 +49,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReadHeaderTimeout <= 0 {
 		cfg.ReadHeaderTimeout = 5 * time.Second
 	}
+	if err := cfg.Auth.Validate(); err != nil {
+		return nil, err
+	}
+	g := newGuard(cfg.Auth)
+	mux := http.NewServeMux()
+	if cfg.API != nil {
+		if err := cfg.API.register(mux, g); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, ln: ln}
-	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -59,14 +71,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
-	if cfg.API != nil {
-		cfg.API.register(mux)
-	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not found", r.Method+" "+r.URL.Path)
 	})
 	s.srv = &http.Server{
-		Handler:           logRequests(cfg.Logger, mux),
+		Handler:           logRequests(cfg.Logger, g.wrap(mux)),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -17,18 +17,18 @@ func (a *API) registerSchedules(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]any{"schedules": a.Schedules.Table(time.Now())})
 	})
 	op := func(do func(ctx context.Context, id string) error) http.HandlerFunc {
-		return a.admin(func(w http.ResponseWriter, r *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) {
 			id := r.PathValue("id")
 			if err := do(r.Context(), id); err != nil {
 				a.scheduleError(w, r, id, err)
 				return
 			}
 			writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "accepted"})
-		})
+		}
 	}
 	mux.HandleFunc("POST /api/schedules/{id}/pause", op(a.Schedules.Pause))
 	mux.HandleFunc("POST /api/schedules/{id}/resume", op(a.Schedules.Resume))
-	mux.HandleFunc("POST /api/schedules/{id}/trigger", a.admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /api/schedules/{id}/trigger", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		key, err := a.Schedules.TriggerNow(r.Context(), id)
 		if err != nil {
@@ -36,8 +36,8 @@ func (a *API) registerSchedules(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "tick": key})
-	}))
-	mux.HandleFunc("POST /api/schedules/{id}/backfill", a.admin(func(w http.ResponseWriter, r *http.Request) {
+	})
+	mux.HandleFunc("POST /api/schedules/{id}/backfill", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		body, ok := a.readBody(w, r)
 		if !ok {
@@ -54,7 +54,7 @@ func (a *API) registerSchedules(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "ticks_published": n})
-	}))
+	})
 }
 
 func (a *API) scheduleError(w http.ResponseWriter, r *http.Request, id string, err error) {

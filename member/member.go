@@ -66,6 +66,9 @@ type Config struct {
 	// EventsTopic, CronTopic); the caller sets the rest (tokens, secrets,
 	// limits).
 	API *httpapi.API
+	// Auth guards the HTTP server's /api routes and /metrics (tokens, or
+	// the loopback checks).
+	Auth httpapi.Auth
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives the member's Prometheus metrics (default: a new
@@ -207,7 +210,7 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			cc := m.Consumer.Config()
 			api.EventsTopic, api.CronTopic, api.Schedules = cc.EventsTopic, cc.CronTopic, m.Scheduler
 		}
-		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: cfg.Metrics, Logger: log, API: api, Ready: m.Ready}); err != nil {
+		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: cfg.Metrics, Logger: log, API: api, Auth: cfg.Auth, Ready: m.Ready}); err != nil {
 			return m, fmt.Errorf("http server: %w", err)
 		}
 		m.onClose(func() { _ = m.HTTP.Close() })

@@ -8,7 +8,10 @@ import (
 
 // A webhook-triggered demo: a payment provider calls POST /webhooks/payments
 // with {"payment_id": ..., "order_id": ..., "status": "succeeded"}; other
-// statuses are ignored.
+// statuses are ignored. The webhook must be signed (engine.Signed): against
+// a real cluster the service does not start without
+// SAGAZ_WEBHOOK_SECRET_PAYMENTS; in dev mode it accepts unsigned calls when
+// no secret is set.
 func init() { engine.Register(PaymentConfirmed) }
 
 // PaymentConfirmed is the webhook demo saga.
@@ -19,7 +22,7 @@ var PaymentConfirmed = engine.Saga{
 		{Name: "notify", Action: func(context.Context, *engine.Run) error { return nil }},
 	},
 	Triggers: []engine.Trigger{
-		engine.Webhook("payments", paymentContext, engine.WithKey(engine.KeyField("payment_id"))),
+		engine.Webhook("payments", paymentContext, engine.WithKey(engine.KeyField("payment_id")), engine.Signed()),
 	},
 }
 

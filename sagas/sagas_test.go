@@ -29,6 +29,10 @@ func TestDemoSagasRegisterCleanly(t *testing.T) {
 			t.Errorf("%s %s: routes %v", src.s, src.name, r)
 		}
 	}
+	// The payment provider's webhook must be signed outside dev mode.
+	if r := rs.Match(engine.SourceWebhook, "payments"); len(r) != 1 || !r[0].Trigger.SignatureRequired() {
+		t.Error("the payments webhook is not declared engine.Signed")
+	}
 }
 
 func TestOrderSagaOutcomes(t *testing.T) {

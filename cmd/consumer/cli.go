@@ -32,14 +32,31 @@ func newAPIClient(fs *flag.FlagSet, args []string, getenv func(string) string) (
 		base = "http://127.0.0.1:8080"
 	}
 	c := &apiClient{hc: &http.Client{Timeout: 30 * time.Second}}
+	token := getenv("SAGAZ_ADMIN_TOKEN")
+	if strings.TrimSpace(token) == "" {
+		token = getenv("SAGAZ_READ_TOKEN")
+	}
 	fs.StringVar(&c.base, "api", base, "base URL of the service's HTTP API (env SAGAZ_API)")
-	fs.StringVar(&c.token, "token", getenv("SAGAZ_ADMIN_TOKEN"), "admin token (env SAGAZ_ADMIN_TOKEN)")
+	fs.StringVar(&c.token, "token", token, "API token, sent on every request (env SAGAZ_ADMIN_TOKEN, else SAGAZ_READ_TOKEN; of a list, the first)")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
 	c.base = strings.TrimRight(c.base, "/")
+	if toks := strings.Fields(c.token); len(toks) > 0 {
+		c.token = toks[0] // a rotation list: the newest comes first
+	} else {
+		c.token = ""
+	}
 	return c, fs.Args(), nil
 }
+
+// apiError is an error answer of the API (the service was reached).
+type apiError struct {
+	Code        int
+	Msg, Detail string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%s (%d): %s", e.Msg, e.Code, e.Detail) }
 
 // do sends a request and decodes a 2xx JSON answer into out; an error
 // answer becomes an error with the API's message.
@@ -51,7 +68,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	if body != nil {
+	if method != http.MethodGet {
+		// Also for empty bodies: without a token the service takes only
+		// JSON requests (a web page cannot send them cross-origin).
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
@@ -66,9 +85,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	if resp.StatusCode >= 300 {
 		var e struct{ Error, Detail string }
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (%d): %s", e.Error, resp.StatusCode, e.Detail)
+			return &apiError{Code: resp.StatusCode, Msg: e.Error, Detail: e.Detail}
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return &apiError{Code: resp.StatusCode, Msg: method + " " + path, Detail: resp.Status}
 	}
 	if out == nil {
 		return nil
@@ -91,6 +110,9 @@ func triggersCmd(ctx context.Context, args []string, w io.Writer, getenv func(st
 	}
 	var out struct{ Triggers []engine.TableRow }
 	if err := c.do(ctx, http.MethodGet, "/api/triggers", nil, &out); err != nil {
+		if _, answered := errors.AsType[*apiError](err); answered {
+			return err // e.g. 401: the service is there, the token is not
+		}
 		routes, rerr := engine.DefaultRegistry().Routes()
 		if rerr != nil {
 			return rerr

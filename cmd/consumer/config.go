@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/httpapi"
 )
 
 // Config is the service's configuration. Every field has a flag and a
@@ -56,16 +58,23 @@ type Config struct {
 	DevBrokerPort          int
 	Retention              time.Duration
 
-	// HTTP API.
+	// HTTP API. The tokens are whitespace-separated lists (rotation).
 	AdminToken            string
+	ReadToken             string
+	MetricsToken          string
+	AdvertiseURL          string
 	AllowInsecureHTTP     bool
 	EventsTopic           string
 	CronTopic             string
 	MaxBodyBytes          int
 	MaxConcurrentWebhooks int
-	// WebhookSecrets come from SAGAZ_WEBHOOK_SECRET_<NAME> (the webhook name
-	// upper-cased, other characters than letters and digits as "_").
-	WebhookSecrets map[string]string
+	// WebhookTolerance bounds signed webhook timestamps (standard, stripe).
+	WebhookTolerance time.Duration
+	// Webhooks: how each compiled-in webhook's calls are verified, from
+	// SAGAZ_WEBHOOK_SECRET_<NAME> (or SAGAZ_WEBHOOK_SECRET_FILE_<NAME>) and
+	// SAGAZ_WEBHOOK_SCHEME_<NAME> (the webhook name upper-cased, other
+	// characters than letters and digits as "_").
+	Webhooks map[string]httpapi.WebhookAuth
 }
 
 // Load parses args (without the program name) and the environment.
@@ -141,8 +150,12 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	boolean(&c.CreateTopics, "create-topics", true, "create missing trigger and dead-letter topics")
 	integer(&c.TopicPartitions, "topic-partitions", 6, "partitions of topics sagaz creates")
 	integer(&c.TopicReplication, "topic-replication", -1, "replication factor of topics sagaz creates (-1: broker default)")
-	str(&c.AdminToken, "admin-token", "", "bearer token for the mutating API endpoints (prefer the environment variable)")
+	str(&c.AdminToken, "admin-token", "", "bearer token(s) of every /api route, whitespace-separated for rotation; at least 16 characters each (prefer the environment variable)")
+	str(&c.ReadToken, "read-token", "", "read-only bearer token(s): GET /api routes only (needs --admin-token)")
+	str(&c.MetricsToken, "metrics-token", "", "bearer token(s) of /metrics (default: /metrics is open)")
+	str(&c.AdvertiseURL, "advertise-url", "", "URL other members and clients reach this member's HTTP server at (e.g. http://10.0.0.5:8080); its host is accepted in the Host header without a token")
 	boolean(&c.AllowInsecureHTTP, "allow-insecure-http", false, "listen on a non-loopback address without an admin token")
+	dur(&c.WebhookTolerance, "webhook-tolerance", httpapi.DefaultTolerance, "how far a signed webhook's timestamp may be from this clock (standard, stripe); also the replay window")
 	str(&c.EventsTopic, "events-topic", "sagaz.events", "topic for webhook calls and manual events")
 	str(&c.CronTopic, "cron-topic", "sagaz.cron", "topic for schedule ticks")
 	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest webhook or fire request body (413 past it)")
@@ -152,7 +165,10 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	c.WebhookSecrets = webhookSecrets(getenv)
+	var werrs []error
+	c.Webhooks, werrs = webhookAuth(getenv, c.WebhookTolerance)
+	errs = append(errs, werrs...)
+	errs = append(errs, c.signedWebhooks())
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
 	}
@@ -203,8 +219,15 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 1 || c.MaxConcurrentWebhooks < 1 {
 		errs = append(errs, errors.New("--max-body-bytes and --max-concurrent-webhooks must be positive"))
 	}
-	if c.HTTPAddr != "" && c.AdminToken == "" && !c.AllowInsecureHTTP && !loopback(c.HTTPAddr) {
+	if c.HTTPAddr != "" && len(c.AdminTokens()) == 0 && !c.AllowInsecureHTTP && !loopback(c.HTTPAddr) {
 		errs = append(errs, fmt.Errorf("--http-addr %s is not a loopback address: set --admin-token (SAGAZ_ADMIN_TOKEN), or --allow-insecure-http to serve the API unauthenticated", c.HTTPAddr))
+	}
+	errs = append(errs, c.validateTokens()...)
+	if _, err := c.advertisedHost(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.WebhookTolerance <= 0 || c.WebhookTolerance > c.Retention {
+		errs = append(errs, fmt.Errorf("--webhook-tolerance %s: want a positive duration no longer than --retention %s (a delivery id is remembered only as long as its saga)", c.WebhookTolerance, c.Retention))
 	}
 	if c.Retention < time.Minute {
 		errs = append(errs, fmt.Errorf("--retention %s: want at least 1m", c.Retention))
@@ -233,35 +256,204 @@ func loopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// webhookSecrets reads SAGAZ_WEBHOOK_SECRET_<NAME> for every webhook
-// trigger compiled in.
-func webhookSecrets(getenv func(string) string) map[string]string {
-	out := map[string]string{}
+// Tokens are whitespace-separated lists: several are accepted while one is
+// rotated.
+func tokens(s string) []string { return strings.Fields(s) }
+
+// AdminTokens, ReadTokens and MetricsTokens are the configured token lists.
+func (c *Config) AdminTokens() []string   { return tokens(c.AdminToken) }
+func (c *Config) ReadTokens() []string    { return tokens(c.ReadToken) }
+func (c *Config) MetricsTokens() []string { return tokens(c.MetricsToken) }
+
+// validateTokens reports blank, short and misplaced tokens, never their
+// values.
+func (c *Config) validateTokens() []error {
+	var errs []error
+	for _, t := range []struct{ flag, value string }{{"admin-token", c.AdminToken}, {"read-token", c.ReadToken}, {"metrics-token", c.MetricsToken}} {
+		what := fmt.Sprintf("--%s (%s)", t.flag, envName(t.flag))
+		list := tokens(t.value)
+		if t.value != "" && len(list) == 0 {
+			errs = append(errs, fmt.Errorf("%s is set but blank: give a token of at least %d characters, or unset it", what, httpapi.MinTokenLength))
+		}
+		for i, tok := range list {
+			if len(tok) < httpapi.MinTokenLength {
+				errs = append(errs, fmt.Errorf("%s: token %d of %d has %d characters: want at least %d (e.g. openssl rand -hex 16)", what, i+1, len(list), len(tok), httpapi.MinTokenLength))
+			}
+		}
+	}
+	if len(c.ReadTokens()) > 0 && len(c.AdminTokens()) == 0 {
+		errs = append(errs, errors.New("--read-token (SAGAZ_READ_TOKEN) needs --admin-token (SAGAZ_ADMIN_TOKEN) as well"))
+	}
+	return errs
+}
+
+// advertisedHost parses --advertise-url and returns its host name ("" when
+// unset).
+func (c *Config) advertisedHost() (string, error) {
+	if c.AdvertiseURL == "" {
+		return "", nil
+	}
+	u, err := url.Parse(c.AdvertiseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return "", fmt.Errorf("--advertise-url %q: want http(s)://host[:port], e.g. http://10.0.0.5:8080", c.AdvertiseURL)
+	}
+	return u.Hostname(), nil
+}
+
+// Auth is the HTTP server's token and Host configuration.
+func (c *Config) Auth() httpapi.Auth {
+	a := httpapi.Auth{AdminTokens: c.AdminTokens(), ReadTokens: c.ReadTokens(), MetricsTokens: c.MetricsTokens()}
+	if h, _ := c.advertisedHost(); h != "" {
+		a.AllowedHosts = append(a.AllowedHosts, h)
+	}
+	// A listener on one specific address is reached by that address.
+	if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			a.AllowedHosts = append(a.AllowedHosts, host)
+		}
+	}
+	return a
+}
+
+// Dev reports dev mode: no --brokers, an embedded broker.
+func (c *Config) Dev() bool { return len(c.BrokerList()) == 0 }
+
+// webhookAuth reads every compiled-in webhook's secrets and scheme from
+// the environment: SAGAZ_WEBHOOK_SECRET_<NAME> (whitespace-separated
+// secrets, for rotation) or SAGAZ_WEBHOOK_SECRET_FILE_<NAME> (a file of
+// them), and SAGAZ_WEBHOOK_SCHEME_<NAME>. Errors name the variables, never
+// a secret.
+func webhookAuth(getenv func(string) string, tolerance time.Duration) (map[string]httpapi.WebhookAuth, []error) {
+	out := map[string]httpapi.WebhookAuth{}
 	routes, err := engine.DefaultRegistry().Routes()
 	if err != nil {
-		return out
+		return out, nil // reported at start-up, with every registration error
 	}
+	var errs []error
+	owner := map[string]string{} // environment variable -> webhook
 	for _, r := range routes.All() {
+		name := r.Trigger.Webhook()
 		if r.Trigger.Source() != engine.SourceWebhook {
 			continue
 		}
-		if v := getenv(WebhookSecretEnv(r.Trigger.Webhook())); v != "" {
-			out[r.Trigger.Webhook()] = v
+		for _, env := range []string{WebhookSecretEnv(name), WebhookSecretFileEnv(name), WebhookSchemeEnv(name)} {
+			if o, ok := owner[env]; ok && o != name {
+				errs = append(errs, fmt.Errorf("webhooks %q and %q share the environment variable %s: rename one", o, name, env))
+			}
+			owner[env] = name
+		}
+	}
+	for _, r := range routes.All() {
+		name := r.Trigger.Webhook()
+		if r.Trigger.Source() != engine.SourceWebhook {
+			continue
+		}
+		if _, done := out[name]; done {
+			continue
+		}
+		secretEnv, fileEnv, schemeEnv := WebhookSecretEnv(name), WebhookSecretFileEnv(name), WebhookSchemeEnv(name)
+		raw, file, scheme := getenv(secretEnv), getenv(fileEnv), getenv(schemeEnv)
+		switch {
+		case raw != "" && file != "":
+			errs = append(errs, fmt.Errorf("webhook %q: both %s and %s are set: keep one", name, secretEnv, fileEnv))
+			continue
+		case file != "":
+			b, err := os.ReadFile(file)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("webhook %q: %s: %w", name, fileEnv, err))
+				continue
+			}
+			raw = string(b)
+			if len(tokens(raw)) == 0 {
+				errs = append(errs, fmt.Errorf("webhook %q: %s: the file %s holds no secret", name, fileEnv, file))
+				continue
+			}
+		case raw == "" && scheme == "":
+			continue
+		}
+		a := httpapi.WebhookAuth{Secrets: tokens(raw), Tolerance: tolerance}
+		if scheme != "" {
+			sc, err := httpapi.ParseScheme(scheme)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("webhook %q: %s: %w", name, schemeEnv, err))
+				continue
+			}
+			a.Scheme = sc
+		}
+		if len(a.Secrets) == 0 {
+			errs = append(errs, fmt.Errorf("webhook %q: %s is set but no secret: set %s or %s", name, schemeEnv, secretEnv, fileEnv))
+			continue
+		}
+		if _, err := a.Verifier(); err != nil {
+			errs = append(errs, fmt.Errorf("webhook %q (%s): %w", name, secretEnv, err))
+			continue
+		}
+		out[name] = a
+	}
+	return out, errs
+}
+
+// signedWebhooks reports webhooks declared engine.Signed that have no
+// secret, except in dev mode.
+func (c *Config) signedWebhooks() error {
+	if c.Dev() {
+		return nil
+	}
+	routes, err := engine.DefaultRegistry().Routes()
+	if err != nil {
+		return nil
+	}
+	var errs []error
+	for _, r := range routes.All() {
+		name := r.Trigger.Webhook()
+		if r.Trigger.Source() != engine.SourceWebhook || !r.Trigger.SignatureRequired() {
+			continue
+		}
+		if _, ok := c.Webhooks[name]; !ok {
+			errs = append(errs, fmt.Errorf("webhook %q (saga %q) must be signed (engine.Signed) but has no secret: set %s (or %s)",
+				name, r.Saga.Name, WebhookSecretEnv(name), WebhookSecretFileEnv(name)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// UnsignedRequired lists the webhooks declared engine.Signed that run
+// without a secret (dev mode).
+func (c *Config) UnsignedRequired(routes *engine.Routes) []string {
+	var out []string
+	for _, r := range routes.All() {
+		if r.Trigger.Source() == engine.SourceWebhook && r.Trigger.SignatureRequired() {
+			if _, ok := c.Webhooks[r.Trigger.Webhook()]; !ok {
+				out = append(out, r.Trigger.Webhook())
+			}
 		}
 	}
 	return out
 }
 
-// WebhookSecretEnv is the environment variable holding a webhook's secret.
-func WebhookSecretEnv(name string) string {
+func webhookEnvSuffix(name string) string {
 	b := []byte(strings.ToUpper(name))
 	for i, c := range b {
 		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
 			b[i] = '_'
 		}
 	}
-	return "SAGAZ_WEBHOOK_SECRET_" + string(b)
+	return string(b)
 }
+
+// WebhookSecretEnv is the environment variable holding a webhook's
+// secrets (whitespace-separated).
+func WebhookSecretEnv(name string) string { return "SAGAZ_WEBHOOK_SECRET_" + webhookEnvSuffix(name) }
+
+// WebhookSecretFileEnv is the environment variable naming a file of a
+// webhook's secrets.
+func WebhookSecretFileEnv(name string) string {
+	return "SAGAZ_WEBHOOK_SECRET_FILE_" + webhookEnvSuffix(name)
+}
+
+// WebhookSchemeEnv is the environment variable naming a webhook's
+// signature scheme.
+func WebhookSchemeEnv(name string) string { return "SAGAZ_WEBHOOK_SCHEME_" + webhookEnvSuffix(name) }
 
 // BrokerList splits --brokers.
 func (c *Config) BrokerList() []string {

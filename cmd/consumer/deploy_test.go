@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sagaz-go/sagaz/engine"
 )
 
 // The compose file and Dockerfile cannot run here (no Docker engine), so
@@ -47,6 +49,15 @@ func TestComposeFile(t *testing.T) {
 	}
 	known := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	routes, err := engine.DefaultRegistry().Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes.All() {
+		if w := r.Trigger.Webhook(); w != "" {
+			known[WebhookSecretEnv(w)], known[WebhookSecretFileEnv(w)], known[WebhookSchemeEnv(w)] = true, true, true
+		}
+	}
 	volumes, ids := map[string]bool{}, map[string]bool{}
 	for _, name := range []string{"sagaz-1", "sagaz-2"} {
 		s, ok := c.Services[name]
@@ -60,6 +71,10 @@ func TestComposeFile(t *testing.T) {
 			if strings.HasPrefix(k, "SAGAZ_") && !known[k] {
 				t.Errorf("%s sets %s, which is no sagaz setting", name, k)
 			}
+		}
+		// The demo's signed webhook needs its secret against a real cluster.
+		if s.Environment["SAGAZ_WEBHOOK_SECRET_PAYMENTS"] == "" {
+			t.Errorf("%s does not set SAGAZ_WEBHOOK_SECRET_PAYMENTS: the service would not start", name)
 		}
 		ids[s.Environment["SAGAZ_GROUP_INSTANCE_ID"]] = true
 		if len(s.Volumes) != 1 || !strings.HasSuffix(s.Volumes[0], ":/data") {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -203,6 +206,9 @@ func TestAcceptedEventSurvivesSIGKILL(t *testing.T) {
 	c := kafkatest.NewCluster(t, kfake.NumBrokers(1))
 	seeds := c.ListenAddrs()
 	dir := t.TempDir()
+	// The demo webhook must be signed against a real cluster: StartBinary
+	// gives the binary DemoWebhookKey.
+	key := sagaztest.DemoWebhookKey
 	args := []string{"--brokers", strings.Join(seeds, ","), "--data-dir", dir, "--group", "e2e-hook", "--group-instance-id", "hook-1", "--session-timeout", "6s"}
 	ready := func(p *sagaztest.Proc) {
 		kafkatest.WaitFor(t, 30*time.Second, "ready", func() bool {
@@ -219,7 +225,15 @@ func TestAcceptedEventSurvivesSIGKILL(t *testing.T) {
 		p := sagaztest.StartBinary(t, bin, dir, args...)
 		ready(p)
 		body := fmt.Sprintf(`{"payment_id":"pay-%d","order_id":"o-%d","status":"succeeded"}`, i, i)
-		resp, err := http.Post("http://"+p.HTTP+"/webhooks/payments", "application/json", strings.NewReader(body))
+		req, _ := http.NewRequest("POST", "http://"+p.HTTP+"/webhooks/payments", strings.NewReader(body))
+		id, ts := fmt.Sprintf("delivery-%d", i), strconv.FormatInt(time.Now().Unix(), 10)
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(id + "." + ts + "." + body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("webhook-id", id)
+		req.Header.Set("webhook-timestamp", ts)
+		req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -107,13 +107,18 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var api *httpapi.API
 	if cfg.HTTPAddr != "" {
-		api = &httpapi.API{AdminToken: cfg.AdminToken, WebhookSecrets: cfg.WebhookSecrets,
+		api = &httpapi.API{Webhooks: cfg.Webhooks, AllowUnsignedWebhooks: dev,
 			MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxConcurrentWebhooks: cfg.MaxConcurrentWebhooks}
+		if dev {
+			for _, name := range cfg.UnsignedRequired(routes) {
+				log.Warn("dev mode: webhook must be signed but has no secret; accepting unsigned calls", "webhook", name, "env", WebhookSecretEnv(name))
+			}
+		}
 	}
 	m, err := member.New(ctx, member.Config{
 		DataDir: cfg.DataDir, Logger: log, Metrics: reg, KafkaMetrics: true,
 		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
-		HTTPAddr: cfg.HTTPAddr, API: api,
+		HTTPAddr: cfg.HTTPAddr, API: api, Auth: cfg.Auth(),
 		Consumer: consumer.Config{
 			Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
 			FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),

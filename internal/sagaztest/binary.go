@@ -2,6 +2,7 @@ package sagaztest
 
 import (
 	"bufio"
+	"encoding/base64"
 	"net"
 	"net/http"
 	"os"
@@ -45,9 +46,16 @@ type Proc struct {
 	exitErr error
 }
 
+// DemoWebhookKey is the HMAC key of the demo `payments` webhook in the
+// binaries StartBinary runs (unless the environment sets
+// SAGAZ_WEBHOOK_SECRET_PAYMENTS): the webhook must be signed against a real
+// cluster. Its Standard Webhooks secret is "whsec_" + base64(DemoWebhookKey).
+var DemoWebhookKey = []byte("sagaz test webhook key")
+
 // StartBinary runs `bin run --http-addr <free> args...` with output to a
-// log file in logDir. The process is killed at the end of the test, and
-// the tail of its log printed if the test failed.
+// log file in logDir, with the demo webhook's secret (DemoWebhookKey) in
+// its environment. The process is killed at the end of the test, and the
+// tail of its log printed if the test failed.
 func StartBinary(t testing.TB, bin, logDir string, args ...string) *Proc {
 	t.Helper()
 	f, err := os.CreateTemp(logDir, "sagaz-*.log")
@@ -57,6 +65,9 @@ func StartBinary(t testing.TB, bin, logDir string, args ...string) *Proc {
 	p := &Proc{HTTP: FreeAddr(t), Log: f.Name(), done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, append([]string{"run", "--http-addr", p.HTTP}, args...)...)
 	p.Cmd.Stdout, p.Cmd.Stderr = f, f
+	if os.Getenv("SAGAZ_WEBHOOK_SECRET_PAYMENTS") == "" {
+		p.Cmd.Env = append(os.Environ(), "SAGAZ_WEBHOOK_SECRET_PAYMENTS=whsec_"+base64.StdEncoding.EncodeToString(DemoWebhookKey))
+	}
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
