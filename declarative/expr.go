@@ -110,16 +110,16 @@ func (e *envs) compile(sc scope, src string, wantBool bool) (*expr, int, error) 
 		if strings.Contains(msg, "undeclared reference") {
 			msg += " (variables here: " + sc.vars() + ")"
 		}
-		return nil, first.Location.Column(), fmt.Errorf("expression %q: %s", src, msg)
+		return nil, first.Location.Column(), fmt.Errorf("expression %q: %s", strings.TrimSpace(src), msg)
 	}
 	if wantBool && !ast.OutputType().IsExactType(cel.BoolType) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, 0, fmt.Errorf("expression %q gives %s, want a condition (a bool)", src, ast.OutputType())
+		return nil, 0, fmt.Errorf("expression %q gives %s, want a condition (a bool)", strings.TrimSpace(src), ast.OutputType())
 	}
 	prg, err := e[sc].Program(ast, cel.CostLimit(costLimit), cel.InterruptCheckFrequency(100))
 	if err != nil {
 		return nil, 0, fmt.Errorf("expression %q: %v", src, err)
 	}
-	return &expr{src: src, prg: prg}, 0, nil
+	return &expr{src: strings.TrimSpace(src), prg: prg}, 0, nil
 }
 
 func (x *expr) eval(ctx context.Context, vars map[string]any) (any, error) {

@@ -91,12 +91,15 @@ func Load(path string) ([]*Definition, error) {
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w: %v", ErrInvalid, err))
+			errs = append(errs, fmt.Errorf("%w: %w", ErrInvalid, err))
 			continue
 		}
 		p := &parser{file: f, envs: ev, clients: clients}
 		ds := p.file1(src, vars)
 		for _, d := range ds {
+			if d.Name == "" {
+				continue
+			}
 			if prev, dup := byName[d.Name]; dup {
 				p.errAt(d.Line, d.Column, "name", nil, "saga %q is already defined at %s:%d:%d (saga names must be unique)", d.Name, prev.File, prev.Line, prev.Column)
 				continue
@@ -104,6 +107,10 @@ func Load(path string) ([]*Definition, error) {
 			byName[d.Name] = d
 		}
 		if len(p.errs) > 0 {
+			sort.SliceStable(p.errs, func(i, j int) bool {
+				a, b := p.errs[i].(*Error), p.errs[j].(*Error)
+				return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
+			})
 			errs = append(errs, p.errs...)
 			continue
 		}
@@ -148,14 +155,14 @@ func Register(reg *engine.Registry, path string) error {
 func sagaFiles(path string) ([]string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if !fi.IsDir() {
 		return []string{path}, nil
 	}
 	ents, err := os.ReadDir(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	var out []string
 	for _, e := range ents {
@@ -201,7 +208,7 @@ func (p *parser) file1(src []byte, vars map[string]string) []*Definition {
 			continue // an empty document
 		}
 		if d := p.saga(doc.Content[0], vars); d != nil {
-			out = append(out, d)
+			out = append(out, d) // also an invalid one, for the duplicate name check
 		}
 	}
 }
@@ -290,20 +297,20 @@ func (p *parser) saga(n *yaml.Node, vars map[string]string) *Definition {
 		seen := map[string]int{}
 		for i, it := range items {
 			st, info, ok := p.step(it, index("steps", i), &defaults, vars)
-			if !ok {
-				continue
-			}
-			if line, dup := seen[st.Name]; dup {
+			if line, dup := seen[st.Name]; dup && st.Name != "" {
 				p.errorf(it, index("steps", i)+".name", "step %q is declared twice (first at line %d)", st.Name, line)
 				continue
 			}
 			seen[st.Name] = it.Line
+			if !ok {
+				continue
+			}
 			steps = append(steps, st)
 			d.Steps = append(d.Steps, info)
 		}
 	}
 	if len(p.errs) > nerr {
-		return nil
+		return d // invalid: only its name and position count (errors are recorded)
 	}
 	d.saga = engine.Saga{Name: d.Name, Steps: steps, Triggers: triggers}
 	d.Fingerprint = Fingerprint(&d.saga)
@@ -317,7 +324,6 @@ func (p *parser) saga(n *yaml.Node, vars map[string]string) *Definition {
 			at = nn
 		}
 		p.errorf(at, "name", "the engine rejects this saga: %v", err)
-		return nil
 	}
 	return d
 }
@@ -339,8 +345,8 @@ func (p *parser) trigger(n *yaml.Node, path string, sagaCtx template, vars map[s
 		return engine.Trigger{}, "", false
 	}
 	var src string
-	for _, k := range []string{"kafka", "cron", "webhook", "manual"} {
-		if _, present := f.keys[k]; !present {
+	for _, k := range f.order {
+		if !slices.Contains([]string{"kafka", "cron", "webhook", "manual"}, k) {
 			continue
 		}
 		if src != "" {
@@ -396,6 +402,14 @@ func (p *parser) trigger(n *yaml.Node, path string, sagaCtx template, vars map[s
 	}
 	var limits []engine.LimitOption
 	desc := []string{src + " " + target}
+	var key engine.Key
+	if k, ok := f.str("idempotency_key", "a field path such as order_id or customer.id"); ok {
+		if !validFieldPath(k) {
+			p.errorf(f.get("idempotency_key"), f.sub("idempotency_key"), "%q is not a field path: want names separated by dots, such as order_id or customer.id", k)
+		}
+		key = engine.KeyField(k)
+		desc = append(desc, "idempotency_key="+k)
+	}
 	if mc, ok := f.integer("max_concurrent", 1, 1_000_000); ok {
 		limits = append(limits, engine.WithMaxConcurrent(int(mc)))
 		desc = append(desc, fmt.Sprintf("max_concurrent=%d", mc))
@@ -415,14 +429,6 @@ func (p *parser) trigger(n *yaml.Node, path string, sagaCtx template, vars map[s
 				desc = append(desc, fmt.Sprintf("rate_limit=%g/s burst %d", ps, burst))
 			}
 		}
-	}
-	var key engine.Key
-	if k, ok := f.str("idempotency_key", "a field path such as order_id or customer.id"); ok {
-		if !validFieldPath(k) {
-			p.errorf(f.get("idempotency_key"), f.sub("idempotency_key"), "%q is not a field path: want names separated by dots, such as order_id or customer.id", k)
-		}
-		key = engine.KeyField(k)
-		desc = append(desc, "idempotency_key="+k)
 	}
 	if when != nil {
 		desc = append(desc, "when "+when.src)

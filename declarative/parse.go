@@ -125,7 +125,7 @@ func (f *fields) add(k, v *yaml.Node, allowed []string, later notYet, explicit b
 		return
 	}
 	if why, ok := later[name]; ok {
-		f.p.errAt(k.Line, k.Column, join(f.path, name), ErrNotSupported, "%s are %s: %s", name, ErrNotSupported, why)
+		f.p.errAt(k.Line, k.Column, join(f.path, name), ErrNotSupported, "%s steps are %s: %s", name, ErrNotSupported, why)
 		f.vals[name], f.keys[name] = nil, k // known, but unusable
 		return
 	}
