@@ -116,8 +116,8 @@ func (p *parser) httpCall(n *yaml.Node, path string, defaults *httpSettings, var
 	if mn := f.required("method", strings.Join(methods, ", ")); mn != nil {
 		if m, ok := f.str("method", "an HTTP method"); ok {
 			c.method = strings.ToUpper(m)
-			if !slices.Contains(methods, c.method) {
-				p.errorf(mn, f.sub("method"), "%q: want one of %s", m, strings.Join(methods, ", "))
+			if !slices.Contains(methods, c.method) || (m != c.method && m != strings.ToLower(m)) {
+				p.errorf(mn, f.sub("method"), "%q: want one of %s (upper or lower case)", m, strings.Join(methods, ", "))
 			}
 		}
 	}
