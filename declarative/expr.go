@@ -267,12 +267,14 @@ type template interface {
 type constT struct{ v any }
 
 func (c constT) eval(context.Context, map[string]any) (any, error) { return c.v, nil }
-func (c constT) constant() bool                                   { return true }
+func (c constT) constant() bool                                    { return true }
 
 type exprT struct{ x *expr }
 
-func (t exprT) eval(ctx context.Context, vars map[string]any) (any, error) { return t.x.eval(ctx, vars) }
-func (t exprT) constant() bool                                            { return false }
+func (t exprT) eval(ctx context.Context, vars map[string]any) (any, error) {
+	return t.x.eval(ctx, vars)
+}
+func (t exprT) constant() bool { return false }
 
 // concatT is a string with text and expressions.
 type concatT struct {
