@@ -127,28 +127,37 @@ func Load(path string) ([]*Definition, error) {
 
 // Register loads the sagas at path (see Load) and registers them into
 // reg, next to the sagas already there. A name that reg already holds is
-// an error located at the saga's document.
+// an error located at the saga's document (see CheckNames).
 func Register(reg *engine.Registry, path string) error {
 	defs, err := Load(path)
 	if err != nil {
 		return err
 	}
-	if routes, rerr := reg.Routes(); rerr == nil {
-		var errs []error
-		for _, d := range defs {
-			if routes.Saga(d.Name) != nil {
-				errs = append(errs, &Error{File: d.File, Line: d.Line, Column: d.Column, Path: "name",
-					Msg: fmt.Sprintf("saga %q is already declared (compiled into the binary); choose another name", d.Name)})
-			}
-		}
-		if len(errs) > 0 {
-			return errors.Join(errs...)
-		}
+	if err := CheckNames(reg, defs); err != nil {
+		return err
 	}
 	for _, d := range defs {
 		reg.Register(d.saga)
 	}
 	return nil
+}
+
+// CheckNames reports, located at their documents, the definitions whose
+// name reg already holds (a compiled saga, say). It changes nothing, so
+// `sagaz validate` can check against the binary's sagas.
+func CheckNames(reg *engine.Registry, defs []*Definition) error {
+	routes, err := reg.Routes()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range defs {
+		if routes.Saga(d.Name) != nil {
+			errs = append(errs, &Error{File: d.File, Line: d.Line, Column: d.Column, Path: "name",
+				Msg: fmt.Sprintf("saga %q is already declared (compiled into the binary); choose another name", d.Name)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sagaFiles lists the files to read.

@@ -127,9 +127,10 @@ func (p *parser) httpCall(n *yaml.Node, path string, defaults *httpSettings, var
 	pol, _ := newHostPolicy(s.allow) // entries were checked by httpSettings
 	c.policy, c.maxResponse, c.follow, c.headers = pol, s.maxResponse, s.follow, s.headers
 	if un := f.required("url", "the URL to call, e.g. https://payments.internal/charges (${{ expressions }} allowed)"); un != nil {
+		before := len(p.errs)
 		c.url = p.stringTemplate(un, f.sub("url"), scopeStep)
 		c.urlSrc = un.Value
-		if c.url != nil && c.url.constant() {
+		if len(p.errs) == before && c.url.constant() {
 			u, err := url.Parse(un.Value)
 			switch {
 			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/declarative"
 	"github.com/sagaz-go/sagaz/engine"
 )
 
@@ -63,6 +64,9 @@ type Config struct {
 	CronTopic             string
 	MaxBodyBytes          int
 	MaxConcurrentWebhooks int
+	// Sagas is a YAML file or directory of sagas registered next to the
+	// compiled ones (package declarative).
+	Sagas string
 	// WebhookSecrets come from SAGAZ_WEBHOOK_SECRET_<NAME> (the webhook name
 	// upper-cased, other characters than letters and digits as "_").
 	WebhookSecrets map[string]string
@@ -149,8 +153,14 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	integer(&c.MaxConcurrentWebhooks, "max-concurrent-webhooks", 64, "webhook and fire requests in progress at once (503 past it)")
 	dur(&c.Retention, "retention", 7*24*time.Hour, "how long finished sagas (and their idempotency keys) are kept: the de-duplication window")
 	integer(&c.DevBrokerPort, "dev-broker-port", 9092, "port of the embedded broker (dev mode, when --brokers is empty)")
+	str(&c.Sagas, "sagas", "", "YAML file or directory of sagas to run next to the compiled ones (see docs/declarative.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if c.Sagas != "" { // before the webhook secrets: YAML sagas may declare webhooks
+		if err := declarative.Register(engine.DefaultRegistry(), c.Sagas); err != nil {
+			errs = append(errs, fmt.Errorf("--sagas %s:\n%w", c.Sagas, err))
+		}
 	}
 	c.WebhookSecrets = webhookSecrets(getenv)
 	if fs.NArg() > 0 {
