@@ -15,7 +15,9 @@ import (
 // list them, or every problem with its file:line:column.
 func validateCmd(args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("sagaz validate", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: sagaz validate PATH (a YAML file or a directory of *.yaml / *.yml)") }
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: sagaz validate PATH (a YAML file or a directory of *.yaml / *.yml)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
