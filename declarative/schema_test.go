@@ -101,3 +101,24 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeExampleLoads: the YAML saga in README.md passes the schema and
+// the loader.
+func TestReadmeExampleLoads(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := bytes.Cut(readme, []byte("```yaml\nname: refund\n"))
+	block, _, ok2 := bytes.Cut(rest, []byte("```"))
+	if !ok || !ok2 {
+		t.Fatal("README.md has no ```yaml block starting with name: refund")
+	}
+	path := write(t, t.TempDir(), "refund.yaml", "name: refund\n"+string(block))
+	if err := validateFile(t, schema(t), path); err != nil {
+		t.Errorf("schema: %v", err)
+	}
+	if _, err := declarative.Load(path); err != nil {
+		t.Errorf("loader: %v", err)
+	}
+}
