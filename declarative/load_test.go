@@ -338,3 +338,33 @@ func TestFingerprint(t *testing.T) {
 		t.Error("an added compensation kept the fingerprint")
 	}
 }
+
+// TestLoadAnchorsAndMerges: YAML anchors, aliases and merge keys work in
+// the structure; explicit keys win over merged ones.
+func TestLoadAnchorsAndMerges(t *testing.T) {
+	doc := `name: merged
+triggers: [{manual: go}]
+steps:
+  - name: a
+    action:
+      http: &call
+        method: POST
+        url: http://127.0.0.1:1/a
+        expect: 201
+      retry: &retry {max_attempts: 7}
+  - name: b
+    action:
+      http:
+        <<: *call
+        method: PUT
+      retry: *retry
+`
+	defs, err := declarative.Load(write(t, t.TempDir(), "m.yaml", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := defs[0].Steps[1].Action
+	if b.Method != "PUT" || b.URL != "http://127.0.0.1:1/a" || len(b.Expect) != 1 || b.Expect[0] != 201 || b.Retry.MaxAttempts != 7 {
+		t.Errorf("merged call: %+v", b)
+	}
+}
