@@ -131,10 +131,11 @@ func triggersCmd(ctx context.Context, args []string, w io.Writer, getenv func(st
 // sagasCmd: sagas list|show|retry|cancel.
 func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		return errors.New("usage: sagaz sagas list [--status S] [--saga NAME] [--limit N] [--cursor C] | show ID | retry ID | cancel ID")
+		return errors.New("usage: sagaz sagas list [--status S] [--saga NAME] [--limit N] [--cursor C] | show ID | show NAME [--sagas PATH] | retry ID | cancel ID")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sagaz sagas "+sub, flag.ContinueOnError)
+	sagasPath := fs.String("sagas", getenv("SAGAZ_SAGAS"), "show NAME: YAML file or directory of sagas (env SAGAZ_SAGAS)")
 	status := fs.String("status", "", "filter: pending, executing, completed, compensating, rolled_back, failed")
 	saga := fs.String("saga", "", "filter: saga name")
 	limit := fs.Int("limit", 50, "sagas per page (1-1000)")
@@ -142,6 +143,12 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 	c, rest, err := newAPIClient(fs, args, getenv)
 	if err != nil {
 		return err
+	}
+	if len(rest) > 1 { // flags after the ID or name: sagaz sagas show NAME --sagas PATH
+		if err := fs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		rest = append(rest[:1], fs.Args()...)
 	}
 	needID := func() (string, error) {
 		if len(rest) != 1 {
@@ -181,6 +188,9 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 		id, err := needID()
 		if err != nil {
 			return err
+		}
+		if !strings.Contains(rest[0], ":") { // saga IDs have ':', names cannot
+			return showDefinition(w, rest[0], *sagasPath)
 		}
 		var out httpapi.SagaView
 		if err := c.do(ctx, http.MethodGet, "/api/sagas/"+id, nil, &out); err != nil {

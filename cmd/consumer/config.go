@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/declarative"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 )
@@ -70,10 +71,14 @@ type Config struct {
 	MaxConcurrentWebhooks int
 	// WebhookTolerance bounds signed webhook timestamps (standard, stripe).
 	WebhookTolerance time.Duration
-	// Webhooks: how each compiled-in webhook's calls are verified, from
-	// SAGAZ_WEBHOOK_SECRET_<NAME> (or SAGAZ_WEBHOOK_SECRET_FILE_<NAME>) and
-	// SAGAZ_WEBHOOK_SCHEME_<NAME> (the webhook name upper-cased, other
-	// characters than letters and digits as "_").
+	// Sagas is a YAML file or directory of sagas registered next to the
+	// compiled ones (package declarative).
+	Sagas string
+	// Webhooks: how each webhook's calls are verified (compiled-in and YAML
+	// sagas alike), from SAGAZ_WEBHOOK_SECRET_<NAME> (or
+	// SAGAZ_WEBHOOK_SECRET_FILE_<NAME>) and SAGAZ_WEBHOOK_SCHEME_<NAME> (the
+	// webhook name upper-cased, other characters than letters and digits as
+	// "_").
 	Webhooks map[string]httpapi.WebhookAuth
 }
 
@@ -162,8 +167,14 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	integer(&c.MaxConcurrentWebhooks, "max-concurrent-webhooks", 64, "webhook and fire requests in progress at once (503 past it)")
 	dur(&c.Retention, "retention", 7*24*time.Hour, "how long finished sagas (and their idempotency keys) are kept: the de-duplication window")
 	integer(&c.DevBrokerPort, "dev-broker-port", 9092, "port of the embedded broker (dev mode, when --brokers is empty)")
+	str(&c.Sagas, "sagas", "", "YAML file or directory of sagas to run next to the compiled ones (see docs/declarative.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if c.Sagas != "" { // before the webhook secrets: YAML sagas may declare webhooks
+		if err := declarative.Register(engine.DefaultRegistry(), c.Sagas); err != nil {
+			errs = append(errs, fmt.Errorf("--sagas %s:\n%w", c.Sagas, err))
+		}
 	}
 	var werrs []error
 	c.Webhooks, werrs = webhookAuth(getenv, c.WebhookTolerance)

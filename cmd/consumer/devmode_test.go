@@ -164,7 +164,11 @@ func TestCLIOverTheAPI(t *testing.T) {
 	if err := run(ctx, []string{"sagas", "cancel", id}, &out, env); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Fatalf("cancelling a finished saga: %v", err)
 	}
-	if err := run(ctx, []string{"sagas", "show", "nope"}, &out, env); err == nil || !strings.Contains(err.Error(), "400") {
+	if err := run(ctx, []string{"sagas", "show", "no:pe"}, &out, env); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("show with a bad id: %v", err)
+	}
+	// without a ':' the argument is a saga name: its definition, not an instance
+	if err := run(ctx, []string{"sagas", "show", "nope"}, &out, env); err == nil || !strings.Contains(err.Error(), `no saga named "nope"`) {
+		t.Fatalf("show with an unknown name: %v", err)
 	}
 }

@@ -4,6 +4,8 @@
 //	sagaz [run] [flags]                     run the service (the default)
 //	sagaz triggers                          the trigger table (of the service, or of this binary)
 //	sagaz sagas list|show|retry|cancel ...  look at and steer sagas through the HTTP API
+//	sagaz sagas show NAME [--sagas PATH]    a saga's definition: triggers, steps, compensations
+//	sagaz validate PATH                     check YAML saga files (exit 0 when valid)
 //	sagaz fire EVENT_TYPE [JSON]            fire a manual event through the HTTP API
 //	sagaz schedules list|pause|resume|trigger|backfill ...  operate cron schedules
 //	sagaz demo [flags]                      produce sample order events (some with fail_at)
@@ -72,8 +74,10 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 		return schedulesCmd(ctx, args, stdout, getenv)
 	case "demo":
 		return demo(ctx, args, stdout, getenv)
+	case "validate":
+		return validateCmd(args, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (want run, triggers, sagas, fire, schedules or demo)", cmd)
+		return fmt.Errorf("unknown command %q (want run, validate, triggers, sagas, fire, schedules or demo)", cmd)
 	}
 }
 

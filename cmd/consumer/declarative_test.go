@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/internal/sagaztest"
+)
+
+func noEnv(string) string { return "" }
+
+// TestValidateCommand: exit 0 (nil) with the sagas listed when valid; an
+// error with every located problem otherwise, also for a name a compiled
+// saga has.
+func TestValidateCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"validate", "../../examples/sagas"}, &out, noEnv); err != nil {
+		t.Fatalf("examples: %v", err)
+	}
+	if !strings.Contains(out.String(), "ok  order-http  (../../examples/sagas/order-http.yaml:") || !strings.Contains(out.String(), "3 steps, sha256:") {
+		t.Errorf("validate output:\n%s", out.String())
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("name: order\ntriggers: [{manual: x}]\nsteps:\n  - name: a\n    action: {http: {method: GET, url: 'http://127.0.0.1/'}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"validate", bad}, &out, noEnv)
+	if err == nil || !strings.Contains(err.Error(), bad+`:1:1: name: saga "order" is already declared (compiled into the binary)`) {
+		t.Fatalf("a compiled saga's name: %v", err)
+	}
+	if err := os.WriteFile(bad, []byte("name: x\ntriggers: [{manual: x}]\nsteps:\n  - name: a\n    action:\n      await: {topic: t}\n  - name: b\n    action: {http: {method: GET, url: '${{ context.u + }}'}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"validate", bad}, &out, noEnv)
+	if err != nil && strings.Count(err.Error(), "\n") != 2 {
+		t.Errorf("want exactly two problems:\n%v", err)
+	}
+	for _, w := range []string{bad + ":6:7: steps[0].action.await: await steps are not supported yet", bad + ":8:56: steps[1].action.http.url: expression \"context.u +\": Syntax error"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("want %q in %v", w, err)
+		}
+	}
+	if err := run(context.Background(), []string{"validate"}, &out, noEnv); err == nil || !strings.Contains(err.Error(), "usage: sagaz validate PATH") {
+		t.Errorf("no path: %v", err)
+	}
+}
+
+// TestSagasShowDefinition: a name (no ':') shows a definition, of a YAML
+// saga or a compiled one.
+func TestSagasShowDefinition(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"sagas", "show", "order-http", "--sagas", "../../examples/sagas"}, &out, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"saga:         order-http", "manual order.http  idempotency_key=order_id", "1. reserve",
+		"compensation:  DELETE ${{ context.participant }}/inventory/reservations/", "3. ship", "compensation:  none"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("show order-http lacks %q:\n%s", w, out.String())
+		}
+	}
+	out.Reset()
+	env := func(k string) string {
+		if k == "SAGAZ_SAGAS" {
+			return "../../examples/sagas"
+		}
+		return ""
+	}
+	if err := run(context.Background(), []string{"sagas", "show", "order"}, &out, env); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "compiled into this binary") || !strings.Contains(out.String(), "kafka orders.created") {
+		t.Errorf("show order:\n%s", out.String())
+	}
+	err := run(context.Background(), []string{"sagas", "show", "nope"}, &out, env)
+	if err == nil || !strings.Contains(err.Error(), `no saga named "nope"`) || !strings.Contains(err.Error(), "[order-http]") {
+		t.Errorf("unknown name: %v", err)
+	}
+}
+
+// TestBinaryRunsYAMLSaga: the built binary, in dev mode, runs a saga from
+// --sagas next to the compiled ones: fired through the API, its HTTP steps
+// reach the participant with their Idempotency-Keys, and it completes. A
+// YAML webhook gets its secret from SAGAZ_WEBHOOK_SECRET_<NAME>.
+func TestBinaryRunsYAMLSaga(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	var mu sync.Mutex
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.URL.Path+" "+r.Header.Get("Idempotency-Key"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ref":"r-1"}`)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	yaml := filepath.Join(dir, "yaml-order.yaml")
+	if err := os.WriteFile(yaml, []byte(`name: yaml-order
+triggers:
+  - manual: yaml.go
+    idempotency_key: id
+  - webhook: yaml-hook
+steps:
+  - name: one
+    action:
+      http:
+        method: POST
+        url: `+srv.URL+`/one
+        body: {id: "${{ context.id }}"}
+        save: {ref: "${{ response.body.ref }}"}
+  - name: two
+    action:
+      http: {method: POST, url: "`+srv.URL+`/two/${{ context.ref }}"}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := sagaztest.BuildBinary(t, ".")
+	_, port, _ := net.SplitHostPort(sagaztest.FreeAddr(t))
+	t.Setenv("SAGAZ_WEBHOOK_SECRET_YAML_HOOK", "s3cret")
+	p := sagaztest.StartBinary(t, bin, dir, "--sagas", yaml, "--data-dir", filepath.Join(dir, "data"), "--dev-broker-port", port)
+	base := "http://" + p.HTTP
+	kafkatest.WaitFor(t, 60*time.Second, "/readyz", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	resp, err := http.Post(base+"/webhooks/yaml-hook", "application/json", strings.NewReader(`{"id":"w"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned call of the YAML webhook: %d, want 401 (its secret is set)", resp.StatusCode)
+	}
+	resp, err = http.Post(base+"/api/fire", "application/json", strings.NewReader(`{"event_type":"yaml.go","id":"o-1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acc struct {
+		SagaIDs []string `json:"saga_ids"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&acc)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || len(acc.SagaIDs) != 1 {
+		t.Fatalf("fire: %d %+v", resp.StatusCode, acc)
+	}
+	id := acc.SagaIDs[0]
+	kafkatest.WaitFor(t, 60*time.Second, "the YAML saga to complete", func() bool {
+		resp, err := http.Get(base + "/api/sagas/" + id)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var v struct{ Status string }
+		return json.NewDecoder(resp.Body).Decode(&v) == nil && v.Status == "completed"
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"/one " + id + "/one", "/two/r-1 " + id + "/two"}
+	if strings.Join(keys, "|") != strings.Join(want, "|") {
+		t.Errorf("participant calls %q, want %q", keys, want)
+	}
+}
