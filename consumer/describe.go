@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -96,4 +95,3 @@ func (c *Consumer) Describe(ctx context.Context) (GroupInfo, error) {
 	}
 	return out, nil
 }
-

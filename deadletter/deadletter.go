@@ -45,10 +45,6 @@ type Config struct {
 	// PreviewBytes bounds the value preview of a listed dead letter
 	// (default 1024); keys and header values get a quarter of it.
 	PreviewBytes int
-	// Mask, if set, rewrites a dead letter's value before its preview is
-	// cut: the HTTP API masks the fields its saga marks sensitive. Replay
-	// always produces the value as stored.
-	Mask func(saga string, value []byte) []byte
 }
 
 // Validate reports every problem of the configuration.
@@ -186,7 +182,7 @@ func preview(b []byte, n int) (string, bool) {
 	return strings.ToValidUTF8(string(b), "\uFFFD"), cut
 }
 
-func (r *Reader) letter(rec *kgo.Record) Letter {
+func (r *Reader) letter(rec *kgo.Record, mask func(saga string, value []byte) []byte) Letter {
 	l := Letter{Partition: rec.Partition, Offset: rec.Offset, Timestamp: rec.Timestamp.UTC(),
 		Reason: header(rec, consumer.HeaderReason), Error: header(rec, consumer.HeaderError), Saga: header(rec, consumer.HeaderSaga),
 		Trigger: header(rec, consumer.HeaderTrigger), Group: header(rec, consumer.HeaderGroup),
@@ -204,8 +200,8 @@ func (r *Reader) letter(rec *kgo.Record) Letter {
 	small := max(r.cfg.PreviewBytes/4, 16)
 	l.Key, _ = preview(rec.Key, small)
 	value := rec.Value
-	if r.cfg.Mask != nil && len(value) > 0 {
-		value = r.cfg.Mask(l.Saga, value)
+	if mask != nil && len(value) > 0 {
+		value = mask(l.Saga, value)
 	}
 	l.Value, l.ValueTruncated = preview(value, r.cfg.PreviewBytes)
 	for _, h := range rec.Headers {

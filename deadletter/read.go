@@ -24,6 +24,10 @@ type Query struct {
 	Limit int
 	// Cursor continues a listing (Page.Next).
 	Cursor string
+	// Mask, if set, rewrites a dead letter's value before its preview is
+	// cut: the HTTP API masks the fields its saga marks sensitive. Replay
+	// always produces the value as stored.
+	Mask func(saga string, value []byte) []byte
 }
 
 // Page is one page of dead letters, newest first.
@@ -106,7 +110,7 @@ func (r *Reader) List(ctx context.Context, q Query) (Page, error) {
 		}
 		byPart := map[int32][]Letter{}
 		n, err := r.read(ctx, wins, func(rec *kgo.Record) {
-			l := r.letter(rec)
+			l := r.letter(rec, q.Mask)
 			if (q.Reason == "" || l.Reason == q.Reason) && (q.Topic == "" || l.Original.Topic == q.Topic) {
 				byPart[rec.Partition] = append(byPart[rec.Partition], l)
 			}

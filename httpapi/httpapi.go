@@ -25,6 +25,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// API, if set, adds the admin API, manual firing and webhooks.
 	API *API
+	// UI, if set, serves the operator console under /ui/ (console.Handler);
+	// / and /ui redirect to it.
+	UI http.Handler
 	// ReadHeaderTimeout cuts off clients that do not finish their headers
 	// (default 5s).
 	ReadHeaderTimeout time.Duration
@@ -59,7 +62,13 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	if cfg.API != nil {
+		cfg.API.ready = cfg.Ready
 		cfg.API.register(mux)
+	}
+	if cfg.UI != nil {
+		mux.Handle("GET /ui/", cfg.UI)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not found", r.Method+" "+r.URL.Path)
