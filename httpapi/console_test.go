@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -180,6 +181,10 @@ func TestOverview(t *testing.T) {
 	kafkatest.WaitFor(t, 30*time.Second, "the fragile saga to roll back", func() bool {
 		_, out := e.call("GET", "/api/sagas?saga=fragile&status=rolled_back", "")
 		return len(out["sagas"].([]any)) == 1
+	})
+	kafkatest.WaitFor(t, 10*time.Second, "sagaz_sagas_started_total to count both sagas", func() bool {
+		return testutil.ToFloat64(e.m.Metrics.SagasStarted.WithLabelValues("card")) == 1 &&
+			testutil.ToFloat64(e.m.Metrics.SagasStarted.WithLabelValues("fragile")) == 1
 	})
 	ov := e.expect(200, "GET", "/api/overview", "")
 	by := ov["by_status"].(map[string]any)
