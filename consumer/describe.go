@@ -61,7 +61,9 @@ func (c *Consumer) Describe(ctx context.Context) (GroupInfo, error) {
 		return GroupInfo{}, fmt.Errorf("describe group %s: %w", c.cfg.Group, err)
 	}
 	self := ""
-	if c.running.Load() { // c.cl is set before running
+	// c.cl is set before the first assignment sets joined (and never
+	// without topics to consume).
+	if c.joined.Load() && c.cl != nil {
 		self, _ = c.cl.GroupMetadata()
 	}
 	out := GroupInfo{Group: gl.Group, State: gl.State, Members: []MemberInfo{}, Lag: []PartitionLag{}}
