@@ -60,6 +60,7 @@ function toast(msg, bad) {
   const box = document.getElementById("toast");
   const d = h("div", { class: bad ? "bad" : "" }, msg);
   box.append(d);
+  while (box.children.length > 3) box.firstElementChild.remove();
   setTimeout(() => d.remove(), bad ? 9000 : 5000);
 }
 
@@ -166,6 +167,7 @@ function pageLogin(params) {
       await loadSession();
       location.hash = params.get("next") || "#/";
     } catch (e) {
+      input.value = "";
       toast(e.status === 401 ? "Wrong token" : `Log in failed: ${e.message}`, true);
     }
   });
@@ -181,7 +183,7 @@ function lineChart(label, series, unit) {
   const W = 480, H = 160, L = 40, B = 18, T = 8;
   const pts = series.flatMap((s) => s.points);
   const fig = h("figure", {}, h("figcaption", {}, label));
-  if (pts.length < 2) {
+  if (new Set(pts.map((p) => p[0])).size < 2) {
     fig.append(h("p", { class: "note" }, "Collecting samples… (one per refresh while a console is open)"));
     return fig;
   }
@@ -423,7 +425,7 @@ function pageSchedules() {
         const st = s.state || {};
         return h("tr", { "data-id": s.id },
           h("td", { class: "id" }, s.id), h("td", {}, s.spec), h("td", {}, s.owned_here ? "here" : `partition ${s.partition}, another member`),
-          h("td", { "data-paused": s.paused }, s.paused ? "paused" : "active"), h("td", {}, s.paused ? "—" : fmtTime(s.next_fire)),
+          h("td", { "data-paused": String(s.paused) }, s.paused ? "paused" : "active"), h("td", {}, s.paused ? "—" : fmtTime(s.next_fire)),
           h("td", {}, fmtTime(st.last_tick)), h("td", { class: "num" }, st.fired || 0),
           h("td", { class: "num" }, st.skipped || 0, st.recent_skipped && st.recent_skipped.length ? h("details", {}, h("summary", {}, "recent"),
             h("ul", {}, st.recent_skipped.map((x) => h("li", {}, fmtTime(x))))) : null),
