@@ -58,3 +58,27 @@ func TestCountsAndFindKey(t *testing.T) {
 		t.Fatalf("FindKey of another saga's key: %v", found)
 	}
 }
+
+// BenchmarkCounts measures the overview's count over 100,000 stored sagas
+// in 6 partitions (the console computes it at most once per interval).
+func BenchmarkCounts(b *testing.B) {
+	s := openBolt(b, b.TempDir())
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		batch := storage.StartBatch{}
+		for j := 0; j < 1000; j++ {
+			n := i*1000 + j
+			batch.Sagas = append(batch.Sagas, storagetest.NewSaga("order", "orders", int32(n%6), int64(n), ""))
+		}
+		if _, err := s.Start(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		counts, err := s.Counts(ctx)
+		if err != nil || len(counts) != 6 {
+			b.Fatalf("%v %v", counts, err)
+		}
+	}
+}
