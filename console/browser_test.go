@@ -114,7 +114,9 @@ func startUIMember(t *testing.T) *uiMember {
 	u.producer = kafkatest.Client(t, seeds)
 	cronProducer := kafkatest.Client(t, seeds, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	sched, err := cron.New(cron.Config{Routes: u.m.Engine.Routes(), Topic: "sagaz.cron", Partitions: 1, Producer: cronProducer, Store: u.m.Store,
-		Owns:   func(p storage.Partition) bool { return u.m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition}) },
+		Owns: func(p storage.Partition) bool {
+			return u.m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+		},
 		Mirror: u.m.Changelog.AppendMeta, Logger: sagaztest.Logger()})
 	if err != nil {
 		t.Fatal(err)

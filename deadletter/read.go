@@ -105,7 +105,7 @@ func (r *Reader) List(ctx context.Context, q Query) (Page, error) {
 		per := max(budget/int64(len(active)), 1)
 		wins := map[int32]window{}
 		for _, ps := range active {
-			size := min(per, max(int64(2*(q.Limit-len(ps.matches))), 100), ps.scanned-ps.start)
+			size := min(per, max(int64(2*(q.Limit-len(ps.matches))), 500), ps.scanned-ps.start)
 			wins[ps.p] = window{ps.scanned - size, ps.scanned}
 		}
 		byPart := map[int32][]Letter{}

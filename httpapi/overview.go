@@ -75,7 +75,8 @@ func (a *API) getOverview(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur == nil || time.Since(c.cur.At) >= a.OverviewInterval {
-		ov := a.computeOverview(r.Context())
+		// Not tied to this caller: the others wait for the same computation.
+		ov := a.computeOverview(context.WithoutCancel(r.Context()))
 		c.history = append(c.history, Sample{At: ov.At, ByStatus: ov.ByStatus, BySaga: sagaTotals(ov.BySaga), Counters: ov.Counters})
 		if len(c.history) > historySize {
 			c.history = append(c.history[:0], c.history[len(c.history)-historySize:]...)
