@@ -26,18 +26,16 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sagaz-go/sagaz/console"
 	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/deadletter"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
-	"github.com/sagaz-go/sagaz/storage"
+	"github.com/sagaz-go/sagaz/member"
 )
 
 const uiToken = "ui-admin-token"
@@ -68,7 +66,7 @@ type uiMember struct {
 }
 
 func startUIMember(t *testing.T) *uiMember {
-	c := kafkatest.NewCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "slow"), kfake.SeedTopics(1, "sagaz.cron"))
+	c := kafkatest.NewCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "slow"))
 	seeds := c.ListenAddrs()
 	u := &uiMember{release: make(chan struct{})}
 	reg := engine.NewRegistry()
@@ -109,43 +107,17 @@ func startUIMember(t *testing.T) *uiMember {
 	reg.Register(engine.Saga{Name: "report", Steps: []engine.Step{{Name: "write", Action: func(context.Context, *engine.Run) error { return nil }}},
 		Triggers: []engine.Trigger{engine.Cron("0 3 1 1 *", engine.WithName("yearly"), engine.WithCronPolicy(engine.CronPolicy{CatchUp: engine.CatchUpSkip}))}})
 
-	u.m = sagaztest.Start(t, seeds, "ui-test", "", reg, nil)
+	// The member as the binary assembles it: its HTTP server serves the
+	// API and the console, its scheduler the schedule.
+	u.m = sagaztest.StartWith(t, seeds, "ui-test", "", reg, func(c *member.Config) {
+		c.HTTPAddr = "127.0.0.1:0"
+		c.API = &httpapi.API{AdminToken: uiToken, OverviewInterval: time.Second}
+		c.Consumer.TopicPartitions = 1
+	})
 	t.Cleanup(func() { u.closeOnce.Do(func() { close(u.release) }) }) // before the member stops
 	u.producer = kafkatest.Client(t, seeds)
-	cronProducer := kafkatest.Client(t, seeds, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	sched, err := cron.New(cron.Config{Routes: u.m.Engine.Routes(), Topic: "sagaz.cron", Partitions: 1, Producer: cronProducer, Store: u.m.Store,
-		Owns: func(p storage.Partition) bool {
-			return u.m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
-		},
-		Mirror: u.m.Changelog.AppendMeta, Logger: sagaztest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := deadletter.New(deadletter.Config{Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Topic: "sagaz.dlq"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &httpapi.API{Engine: u.m.Engine, Store: u.m.Store, Producer: u.producer, EventsTopic: u.m.Consumer.EventsTopic(), AdminToken: uiToken,
-		Owner: u.m.Consumer.Owner, Schedules: sched, CronTopic: "sagaz.cron", Group: u.m.Consumer.Describe, DeadLetters: dl,
-		Counters: map[string]prometheus.Collector{"started": u.m.Metrics.SagasStarted}, OverviewInterval: time.Second}
-	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Logger: sagaztest.Logger(), API: api, UI: console.Handler(),
-		Ready: func() error {
-			if !u.m.Consumer.Ready() {
-				return errors.New("joining the consumer group")
-			}
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = srv.Run(ctx) }()
-	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	u.base = "http://" + srv.Addr()
-	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", u.m.Consumer.Ready)
+	u.base = "http://" + u.m.HTTP.Addr()
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return u.m.Ready() == nil })
 	return u
 }
 

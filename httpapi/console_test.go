@@ -11,16 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sagaz-go/sagaz/deadletter"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
+	"github.com/sagaz-go/sagaz/member"
 )
 
 // consoleEnv is a member with the console's endpoints: a kafka-triggered
@@ -31,7 +30,6 @@ type consoleEnv struct {
 	seeds    []string
 	producer *kgo.Client
 	reject   *atomic.Bool
-	server   *httpapi.Server
 }
 
 func newConsoleEnv(t *testing.T, token string) *consoleEnv {
@@ -50,26 +48,15 @@ func newConsoleEnv(t *testing.T, token string) *consoleEnv {
 	reg.Register(engine.Saga{Name: "fragile", Steps: []engine.Step{{Name: "break", Action: func(context.Context, *engine.Run) error {
 		return engine.Permanent(errors.New("broken"))
 	}}}, Triggers: []engine.Trigger{engine.Manual("fragile.go", engine.PassThrough)}})
-	m := sagaztest.Start(t, seeds, "console-test", "", reg, nil)
+	// The member's own server, as the binary assembles it (console sources
+	// included).
+	m := sagaztest.StartWith(t, seeds, "console-test", "", reg, func(c *member.Config) {
+		c.HTTPAddr = "127.0.0.1:0"
+		c.API = &httpapi.API{AdminToken: token, OverviewInterval: time.Hour, ProduceTimeout: 5 * time.Second}
+	})
 	producer := kafkatest.Client(t, seeds)
-	dl, err := deadletter.New(deadletter.Config{Client: []kgo.Opt{kgo.SeedBrokers(seeds...)}, Topic: "sagaz.dlq"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &httpapi.API{Engine: m.Engine, Store: m.Store, Producer: producer, EventsTopic: m.Consumer.EventsTopic(), AdminToken: token,
-		Group: m.Consumer.Describe, DeadLetters: dl, OverviewInterval: time.Hour, ProduceTimeout: 5 * time.Second}
-	api.Counters = map[string]prometheus.Collector{"started": m.Metrics.SagasStarted}
-	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Logger: sagaztest.Logger(), API: api,
-		UI: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "console") })})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", m.Consumer.Ready)
-	return &consoleEnv{env: &env{t: t, base: "http://" + srv.Addr(), m: m}, seeds: seeds, producer: producer, reject: reject, server: srv}
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
+	return &consoleEnv{env: &env{t: t, base: "http://" + m.HTTP.Addr(), m: m}, seeds: seeds, producer: producer, reject: reject}
 }
 
 func (e *consoleEnv) produce(key, value string) {
@@ -182,9 +169,10 @@ func TestOverview(t *testing.T) {
 		_, out := e.call("GET", "/api/sagas?saga=fragile&status=rolled_back", "")
 		return len(out["sagas"].([]any)) == 1
 	})
-	kafkatest.WaitFor(t, 10*time.Second, "sagaz_sagas_started_total to count both sagas", func() bool {
+	kafkatest.WaitFor(t, 10*time.Second, "the started and finished counters to count both sagas", func() bool {
 		return testutil.ToFloat64(e.m.Metrics.SagasStarted.WithLabelValues("card")) == 1 &&
-			testutil.ToFloat64(e.m.Metrics.SagasStarted.WithLabelValues("fragile")) == 1
+			testutil.ToFloat64(e.m.Metrics.SagasStarted.WithLabelValues("fragile")) == 1 &&
+			e.m.Finished.Load() == 2 // counted after sagaz_sagas_finished_total
 	})
 	ov := e.expect(200, "GET", "/api/overview", "")
 	by := ov["by_status"].(map[string]any)
@@ -192,7 +180,8 @@ func TestOverview(t *testing.T) {
 	if by["completed"] != float64(1) || by["rolled_back"] != float64(1) || by["failed"] != float64(0) || card["completed"] != float64(1) {
 		t.Fatalf("counts: %v", ov)
 	}
-	if ov["ready"] != true || ov["counters"].(map[string]any)["started"] != float64(2) || len(ov["owned_partitions"].([]any)) == 0 {
+	counters := ov["counters"].(map[string]any)
+	if ov["ready"] != true || counters["started"] != float64(2) || counters["finished"] != float64(2) || len(ov["owned_partitions"].([]any)) == 0 {
 		t.Fatalf("overview: %v", ov)
 	}
 	g, _ := ov["group"].(map[string]any)
