@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/sagaz
 ARGS    ?=
 
-.PHONY: build run demo test test-integration kafka-start kafka-stop test-short lint fmt bench bench-full bench-go clean
+.PHONY: build run demo test test-integration test-ui kafka-start kafka-stop test-short lint fmt bench bench-full bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/consumer
@@ -25,6 +25,11 @@ test:
 test-integration:
 	./scripts/integration.sh
 
+# The console in a real headless browser (Debian's chromium, installed when
+# missing and root) against a member on kfake; screenshots in bin/ui-screenshots.
+test-ui:
+	./scripts/test-ui.sh
+
 # A local Apache Kafka broker for manual runs (prints its address).
 kafka-start:
 	./scripts/kafka-local.sh start
@@ -37,6 +42,7 @@ test-short:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags uitest ./console/
 	cd integration && $(GO) vet ./...
 
 fmt:

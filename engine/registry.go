@@ -49,6 +49,7 @@ func (r *Registry) Register(s Saga) {
 	sg := s
 	sg.Steps = append([]Step(nil), s.Steps...)
 	sg.Triggers = append([]Trigger(nil), s.Triggers...)
+	sg.Sensitive = append([]string(nil), s.Sensitive...)
 	if errs := validateSaga(&sg); len(errs) > 0 {
 		r.errs = append(r.errs, errs...)
 		return
@@ -86,6 +87,11 @@ func validateSaga(s *Saga) []error {
 		}
 		if st.Timeout < 0 {
 			bad("step %q has a negative timeout", st.Name)
+		}
+	}
+	for _, p := range s.Sensitive {
+		if !validSensitivePath(p) {
+			bad("sensitive field %q: want a dotted path such as \"card.number\"", p)
 		}
 	}
 	if len(s.Triggers) == 0 {

@@ -17,6 +17,12 @@ type Saga struct {
 	Name     string
 	Steps    []Step
 	Triggers []Trigger
+	// Sensitive lists fields of the saga's context (dotted paths, e.g.
+	// "card.number"; arrays are entered element by element) that the HTTP
+	// API and the console show masked as "***". The store and the changelog
+	// keep them as they are. An idempotency key taken from a sensitive field
+	// is masked too.
+	Sensitive []string
 }
 
 // StepFunc is a step's action or compensation. It must honour ctx (the step

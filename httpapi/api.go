@@ -14,9 +14,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/cron"
+	"github.com/sagaz-go/sagaz/deadletter"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -57,8 +60,30 @@ type API struct {
 	Schedules *cron.Scheduler
 	CronTopic string
 
-	guard  *guard
-	verify map[string]Verifier
+	// The console's endpoints (console.go, overview.go, deadletters.go,
+	// session.go).
+
+	// Group, if set, describes the consumer group for GET /api/overview
+	// (consumer.Consumer.Describe).
+	Group func(ctx context.Context) (consumer.GroupInfo, error)
+	// DeadLetters, if set, serves GET /api/deadletters and
+	// POST /api/deadletters/replay.
+	DeadLetters *deadletter.Reader
+	// Counters are summed into the overview's throughput, by name (e.g.
+	// "started": sagaz_sagas_started_total, "finished":
+	// sagaz_sagas_finished_total).
+	Counters map[string]prometheus.Collector
+	// OverviewInterval is how long one computed overview is served to every
+	// caller (default 5s): the member's cost of any number of open consoles.
+	OverviewInterval time.Duration
+	// SessionTTL is how long a console login lasts (default 12h).
+	SessionTTL time.Duration
+
+	guard    *guard
+	verify   map[string]Verifier
+	sessions *sessions
+	overview *overviewCache
+	ready    func() error
 }
 
 func (a *API) defaults() {
@@ -70,6 +95,12 @@ func (a *API) defaults() {
 	}
 	if a.ProduceTimeout <= 0 {
 		a.ProduceTimeout = 10 * time.Second
+	}
+	if a.OverviewInterval <= 0 {
+		a.OverviewInterval = 5 * time.Second
+	}
+	if a.SessionTTL <= 0 {
+		a.SessionTTL = 12 * time.Hour
 	}
 }
 
@@ -105,6 +136,7 @@ func (a *API) register(mux *http.ServeMux, g *guard) error {
 	if a.Schedules != nil {
 		a.registerSchedules(mux)
 	}
+	a.registerConsole(mux)
 	return nil
 }
 
@@ -164,13 +196,18 @@ func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaV
 	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, EventTime: s.EventTime,
 		IdempotencyKey: s.IdempotencyKey, Steps: s.Steps, Error: s.Error, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Version: s.Version,
 		OwnedHere: a.Engine.Owns(s.Source)}
-	if len(v.Steps) == 0 { // recorded before it ran
-		if decl := a.Engine.Routes().Saga(s.Name); decl != nil {
-			v.Steps = engine.PendingSteps(decl)
-		}
+	decl := a.Engine.Routes().Saga(s.Name)
+	if len(v.Steps) == 0 && decl != nil { // recorded before it ran
+		v.Steps = engine.PendingSteps(decl)
 	}
 	if withContext && json.Valid(s.Context) {
 		v.Context = s.Context
+		if decl != nil {
+			v.Context = decl.MaskContext(s.Context) // fields the saga marks sensitive
+		}
+	}
+	if decl != nil && v.IdempotencyKey != "" && decl.SensitiveKey(s.Trigger) {
+		v.IdempotencyKey = engine.Masked
 	}
 	if !v.OwnedHere && a.Owner != nil {
 		v.Owner = a.Owner(ctx, s.Source.TopicPartition())
@@ -196,7 +233,12 @@ func (a *API) listSagas(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Limit = n
 	}
-	page, err := a.Store.List(r.Context(), q)
+	page, err := a.list(r, q) // and the filters of list.go
+	var fe filterError
+	if errors.As(err, &fe) {
+		WriteError(w, http.StatusBadRequest, "bad filter", fe.Error())
+		return
+	}
 	if errors.Is(err, storage.ErrInvalidCursor) {
 		WriteError(w, http.StatusBadRequest, "bad cursor", "the cursor does not come from this member's listing")
 		return

@@ -78,6 +78,9 @@ func (e *env) call(method, path, body string, headers ...string) (int, map[strin
 	e.t.Helper()
 	req, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
+	if method != http.MethodGet && method != http.MethodHead {
+		req.Header.Set("Content-Type", "application/json") // what the loopback mode asks of a POST
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 		if headers[i+1] == "" {

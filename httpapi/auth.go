@@ -79,6 +79,29 @@ type guard struct {
 	admin, read, metrics [][32]byte // SHA-256 of the tokens: equal-length constant-time compares
 	hosts                map[string]bool
 	cop                  *http.CrossOriginProtection
+	// sessions, if set (the API serves the console), are logins that stand
+	// for the token they were opened with.
+	sessions *sessions
+}
+
+// role is what a token (or a session opened with it) may do.
+type role int
+
+const (
+	roleNone  role = iota
+	roleRead       // GET and HEAD on /api
+	roleAdmin      // everything
+)
+
+// role returns what tok may do.
+func (g *guard) role(tok string) role {
+	switch {
+	case match(g.admin, tok):
+		return roleAdmin
+	case match(g.read, tok):
+		return roleRead
+	}
+	return roleNone
 }
 
 func newGuard(a Auth) *guard {
@@ -126,17 +149,26 @@ func (g *guard) api(w http.ResponseWriter, r *http.Request) bool {
 		return g.browser(w, r)
 	}
 	tok, ok := bearer(r)
+	rl := g.role(tok)
+	if !ok && g.sessions != nil {
+		if path.Clean("/"+r.URL.Path) == "/api/session" {
+			return true // the login itself: it checks the token it is given
+		}
+		if srl, ok := g.sessions.sessionRole(r); ok {
+			rl = srl
+		}
+	}
 	switch {
-	case !ok:
-		unauthorized(w, "the API needs Authorization: Bearer <token>")
-		return false
-	case match(g.admin, tok):
+	case rl == roleAdmin:
 		return true
-	case match(g.read, tok):
+	case rl == roleRead:
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			return true
 		}
 		WriteError(w, http.StatusForbidden, "read-only token", r.Method+" needs an admin token; this token may only read")
+		return false
+	case !ok:
+		unauthorized(w, "the API needs Authorization: Bearer <token> (or a console login)")
 		return false
 	default:
 		unauthorized(w, "the token is not accepted")

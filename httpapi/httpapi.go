@@ -29,6 +29,9 @@ type Config struct {
 	API *API
 	// Auth guards the /api routes and /metrics (see Auth).
 	Auth Auth
+	// UI, if set, serves the operator console under /ui/ (console.Handler);
+	// / and /ui redirect to it.
+	UI http.Handler
 	// ReadHeaderTimeout cuts off clients that do not finish their headers
 	// (default 5s).
 	ReadHeaderTimeout time.Duration
@@ -55,9 +58,15 @@ func New(cfg Config) (*Server, error) {
 	g := newGuard(cfg.Auth)
 	mux := http.NewServeMux()
 	if cfg.API != nil {
+		cfg.API.ready = cfg.Ready
 		if err := cfg.API.register(mux, g); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.UI != nil {
+		mux.Handle("GET /ui/", cfg.UI)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -28,8 +29,10 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sagaz-go/sagaz/console"
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/cron"
+	"github.com/sagaz-go/sagaz/deadletter"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/httpapi"
@@ -61,10 +64,11 @@ type Config struct {
 	// HTTPAddr is the HTTP server's address ("" disables it): /healthz,
 	// /readyz, /metrics, and the API when API is set.
 	HTTPAddr string
-	// API, if set, serves the admin API, webhooks and manual firing. New
-	// fills in what it assembles (Engine, Store, Producer, Owner, Schedules,
-	// EventsTopic, CronTopic); the caller sets the rest (tokens, secrets,
-	// limits).
+	// API, if set, serves the admin API, webhooks and manual firing, and
+	// the operator console at /ui/. New fills in what it assembles (Engine,
+	// Store, Producer, Owner, Schedules, EventsTopic, CronTopic, and the
+	// console's Group, DeadLetters and Counters); the caller sets the rest
+	// (tokens, secrets, limits).
 	API *httpapi.API
 	// Auth guards the HTTP server's /api routes and /metrics (tokens, or
 	// the loopback checks).
@@ -209,8 +213,18 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			api.Engine, api.Store, api.Producer, api.Owner = m.Engine, m.Store, producer, m.Consumer.Owner
 			cc := m.Consumer.Config()
 			api.EventsTopic, api.CronTopic, api.Schedules = cc.EventsTopic, cc.CronTopic, m.Scheduler
+			// The console's sources: the group, the dead letters, throughput.
+			api.Group = m.Consumer.Describe
+			if api.DeadLetters, err = deadletter.New(deadletter.Config{Client: kopts, Topic: cc.DeadLetterTopic}); err != nil {
+				return m, err
+			}
+			api.Counters = map[string]prometheus.Collector{"started": m.ConsumerMetrics.SagasStarted, "finished": em.Finished}
 		}
-		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: cfg.Metrics, Logger: log, API: api, Auth: cfg.Auth, Ready: m.Ready}); err != nil {
+		var ui http.Handler
+		if api != nil {
+			ui = console.Handler()
+		}
+		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: cfg.Metrics, Logger: log, API: api, Auth: cfg.Auth, UI: ui, Ready: m.Ready}); err != nil {
 			return m, fmt.Errorf("http server: %w", err)
 		}
 		m.onClose(func() { _ = m.HTTP.Close() })

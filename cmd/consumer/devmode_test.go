@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
@@ -170,5 +174,51 @@ func TestCLIOverTheAPI(t *testing.T) {
 	// without a ':' the argument is a saga name: its definition, not an instance
 	if err := run(ctx, []string{"sagas", "show", "nope"}, &out, env); err == nil || !strings.Contains(err.Error(), `no saga named "nope"`) {
 		t.Fatalf("show with an unknown name: %v", err)
+	}
+
+	// Dead letters: a record that is not JSON, listed and replayed (it is
+	// dead-lettered again, carrying sagaz.replay.of).
+	prod := kafkatest.Client(t, []string{"127.0.0.1:" + port})
+	kafkatest.Produce(t, prod, &kgo.Record{Topic: "orders.created", Key: []byte("poison"), Value: []byte("not json")})
+	var coord string
+	kafkatest.WaitFor(t, 30*time.Second, "the poison record in the dead-letter topic", func() bool {
+		var page dlqPage
+		out.Reset()
+		if run(ctx, []string{"dlq", "list", "--reason", "decode", "--json"}, &out, env) != nil || json.Unmarshal(out.Bytes(), &page) != nil {
+			return false
+		}
+		for _, l := range page.DeadLetters {
+			if l.Key == "poison" && l.Original.Topic == "orders.created" {
+				coord = fmt.Sprintf("%d/%d", l.Partition, l.Offset)
+				return true
+			}
+		}
+		return false
+	})
+	if out := cli("dlq", "list", "--topic", "orders.created"); !strings.Contains(out, coord) || !strings.Contains(out, "decode") {
+		t.Fatalf("dlq list:\n%s", out)
+	}
+	if out := cli("dlq", "replay", coord); !strings.Contains(out, "replayed to orders.created") {
+		t.Fatalf("dlq replay:\n%s", out)
+	}
+	kafkatest.WaitFor(t, 30*time.Second, "the replayed poison record dead-lettered again", func() bool {
+		out.Reset()
+		return run(ctx, []string{"dlq", "list", "--json"}, &out, env) == nil && strings.Contains(out.String(), `"sagaz.replay.of"`)
+	})
+	if err := run(ctx, []string{"dlq", "replay", "0/999999"}, &out, env); err == nil || !strings.Contains(err.Error(), "not replayed") {
+		t.Fatalf("replaying a missing dead letter: %v", err)
+	}
+	if err := run(ctx, []string{"dlq", "replay", "zero"}, &out, env); err == nil || !strings.Contains(err.Error(), "<partition>/<offset>") {
+		t.Fatalf("replaying a bad coordinate: %v", err)
+	}
+	// The console is served by the binary.
+	resp, err := http.Get("http://" + httpAddr + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Sagaz console") {
+		t.Fatalf("GET /ui/: %d %s", resp.StatusCode, body)
 	}
 }

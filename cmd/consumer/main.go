@@ -8,6 +8,7 @@
 //	sagaz validate PATH                     check YAML saga files (exit 0 when valid)
 //	sagaz fire EVENT_TYPE [JSON]            fire a manual event through the HTTP API
 //	sagaz schedules list|pause|resume|trigger|backfill ...  operate cron schedules
+//	sagaz dlq list|replay ...               list the dead-letter topic, replay dead letters
 //	sagaz demo [flags]                      produce sample order events (some with fail_at)
 //
 // Run "sagaz run -h" for the flags; each has a SAGAZ_* environment variable.
@@ -72,12 +73,14 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 		return fireCmd(ctx, args, stdout, getenv)
 	case "schedules":
 		return schedulesCmd(ctx, args, stdout, getenv)
+	case "dlq":
+		return dlqCmd(ctx, args, stdout, getenv)
 	case "demo":
 		return demo(ctx, args, stdout, getenv)
 	case "validate":
 		return validateCmd(args, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (want run, validate, triggers, sagas, fire, schedules or demo)", cmd)
+		return fmt.Errorf("unknown command %q (want run, validate, triggers, sagas, fire, schedules, dlq or demo)", cmd)
 	}
 }
 
@@ -152,7 +155,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 func banner(w io.Writer, cfg *Config, srv *httpapi.Server) {
 	httpLine := "HTTP server disabled (--http-addr is empty)"
 	if srv != nil {
-		httpLine = "HTTP:   http://" + srv.Addr() + "  (/healthz /readyz /metrics)"
+		httpLine = "HTTP:   http://" + srv.Addr() + "  (/healthz /readyz /metrics)\n  Console: http://" + srv.Addr() + "/ui/"
 	}
 	fmt.Fprintf(w, `
 Dev mode: embedded Kafka-compatible broker on %[1]s (data in %[2]s).

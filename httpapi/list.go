@@ -1,0 +1,122 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// keyFinder finds sagas by idempotency key (storage.Bolt).
+type keyFinder interface {
+	FindKey(ctx context.Context, names []string, key string) ([]*storage.Saga, error)
+}
+
+// maxListScan bounds the sagas one filtered listing reads before it
+// answers with what it found and a cursor to go on from.
+const maxListScan = 5000
+
+type filterError string
+
+func (e filterError) Error() string { return string(e) }
+
+// list answers GET /api/sagas: the store's listing, narrowed by the
+// optional filters key (an idempotency key: an index lookup, one page),
+// since and until (RFC 3339 times, on created_at: since inclusive, until
+// exclusive). With a time filter the listing reads store pages until it has
+// the page, reaches sagas older than since, or has read maxListScan sagas;
+// a page may then hold fewer sagas than asked and still have a next cursor.
+func (a *API) list(r *http.Request, q storage.Query) (storage.Page, error) {
+	ctx := r.Context()
+	var since, until time.Time
+	for name, t := range map[string]*time.Time{"since": &since, "until": &until} {
+		v := r.URL.Query().Get(name)
+		if v == "" {
+			continue
+		}
+		var err error
+		if *t, err = time.Parse(time.RFC3339, v); err != nil {
+			return storage.Page{}, filterError(fmt.Sprintf("%s=%q: want an RFC 3339 time such as 2026-01-02T15:04:05Z", name, v))
+		}
+	}
+	keep := func(s *storage.Saga) bool {
+		return (q.Status == 0 || s.Status == q.Status) && (q.Name == "" || s.Name == q.Name) &&
+			(since.IsZero() || !s.CreatedAt.Before(since)) && (until.IsZero() || s.CreatedAt.Before(until))
+	}
+	if key := r.URL.Query().Get("key"); key != "" {
+		kf, ok := a.Store.(keyFinder)
+		if !ok {
+			return storage.Page{}, filterError("this store cannot look sagas up by idempotency key")
+		}
+		names := []string{q.Name}
+		if q.Name == "" {
+			names = names[:0]
+			for _, rt := range a.Engine.Routes().All() {
+				names = append(names, rt.Saga.Name)
+			}
+		}
+		found, err := kf.FindKey(ctx, dedupe(names), key)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		page := storage.Page{}
+		for _, s := range found {
+			if keep(s) {
+				page.Sagas = append(page.Sagas, s)
+			}
+		}
+		sort.Slice(page.Sagas, func(i, j int) bool { return page.Sagas[i].CreatedAt.After(page.Sagas[j].CreatedAt) })
+		return page, nil
+	}
+	if since.IsZero() && until.IsZero() {
+		return a.Store.List(ctx, q)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	out := storage.Page{}
+	scanned := 0
+	for {
+		q.Limit = limit - len(out.Sagas) // a page never holds more than the slots left, so its cursor is exact
+		page, err := a.Store.List(ctx, q)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		older := 0
+		for _, s := range page.Sagas {
+			if keep(s) {
+				out.Sagas = append(out.Sagas, s)
+			}
+			if !since.IsZero() && s.CreatedAt.Before(since) {
+				older++
+			}
+		}
+		scanned += len(page.Sagas)
+		out.Next = page.Next
+		// Within a partition sagas are listed newest first, so once a page
+		// is all older than since, so is everything after it.
+		if len(page.Sagas) > 0 && older == len(page.Sagas) {
+			out.Next = ""
+		}
+		if out.Next == "" || len(out.Sagas) >= limit || scanned >= maxListScan {
+			return out, nil
+		}
+		q.Cursor = out.Next
+	}
+}
+
+func dedupe(names []string) []string {
+	seen := map[string]bool{}
+	out := names[:0]
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
