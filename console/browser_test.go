@@ -126,10 +126,12 @@ func (u *uiMember) produce(t *testing.T, topic, key, value string) {
 	kafkatest.Produce(t, u.producer, &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(value)})
 }
 
-// get reads the API (as a client without a session).
+// get reads the API as a script would (with the admin token, no session).
 func (u *uiMember) get(t *testing.T, path string, out any) int {
 	t.Helper()
-	resp, err := http.Get(u.base + path)
+	req, _ := http.NewRequest("GET", u.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+uiToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
