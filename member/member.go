@@ -102,6 +102,7 @@ type Member struct {
 
 	cfg     Config
 	log     *slog.Logger
+	damaged chan error // the store found damage while running
 	closers []func() // in reverse order of creation; run once by Close
 	closed  bool
 	ran     bool
@@ -145,8 +146,29 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	}()
 	kopts := cfg.Consumer.Client
 
-	if m.Store, err = storage.OpenBolt(StorePath(cfg.DataDir), cfg.Store); err != nil {
+	// A damaged store is moved aside (kept for inspection) and replaced by
+	// an empty one: the partitions this member gets are restored from their
+	// changelog like those of a new member. Damage found while running
+	// stops the member (Run returns it) so that the next start does this.
+	m.damaged = make(chan error, 1)
+	damage := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_store_damage_total",
+		Help: "Damage found in the saga store: when=open (the file was moved aside and replaced) or running (the member stopped)."}, []string{"when"})
+	damage.WithLabelValues("open")
+	damage.WithLabelValues("running")
+	cfg.Metrics.MustRegister(damage)
+	sopts := cfg.Store
+	sopts.OnDamage = func(err error) {
+		damage.WithLabelValues("running").Inc()
+		m.damaged <- err
+	}
+	var rec *storage.Recovery
+	if m.Store, rec, err = storage.OpenOrRecover(StorePath(cfg.DataDir), sopts); err != nil {
 		return m, err
+	}
+	if rec != nil {
+		damage.WithLabelValues("open").Inc()
+		log.Error("the saga store was damaged: moved aside, kept for inspection, and replaced by an empty store; assigned partitions are restored from their changelog",
+			"moved_to", rec.MovedTo, "cause", rec.Cause)
 	}
 	m.onClose(func() {
 		if err := m.Store.Close(); err != nil {
@@ -270,6 +292,15 @@ func (m *Member) Run(ctx context.Context) error {
 		case <-gctx.Done():
 		}
 		return nil
+	})
+	g.Go(func() error {
+		select {
+		case err := <-m.damaged:
+			m.Health.Set(health.Damaged, err.Error())
+			return fmt.Errorf("member: stopping: %w (the next start moves the store aside and restores its partitions from the changelog)", err)
+		case <-gctx.Done():
+			return nil
+		}
 	})
 	g.Go(func() error { return m.Engine.Run(gctx) })
 	g.Go(func() error { return m.Consumer.Run(gctx) })

@@ -24,6 +24,11 @@ type BoltOptions struct {
 	LockTimeout time.Duration
 	// Now is the clock for CreatedAt/UpdatedAt set by Start. Default time.Now.
 	Now func() time.Time
+	// OnDamage, if set, is called once when the open store finds damage
+	// (a bbolt panic, a record whose checksum does not match). From then on
+	// every call answers ErrDamaged; restart the process and open the store
+	// with OpenOrRecover, which moves the damaged file aside.
+	OnDamage func(error)
 	// ReleaseInterval: how often the process drops its mappings of database
 	// pages (Linux), so resident memory tracks the working set instead of
 	// growing with the file. Default 500ms; negative disables.
@@ -43,6 +48,7 @@ type Bolt struct {
 	done   chan struct{}
 	stop   chan struct{} // ends the release loop
 	wg     sync.WaitGroup
+	dmg    *damageState
 }
 
 type writeOp struct {
@@ -87,7 +93,7 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("storage: create data dir: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	db, err := openChecked(path, &bolt.Options{
 		Timeout:      opts.LockTimeout,
 		FreelistType: bolt.FreelistMapType,
 	})
@@ -116,7 +122,8 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	b := &Bolt{db: db, opts: opts, ops: make(chan *writeOp, 1024), done: make(chan struct{}), stop: make(chan struct{})}
+	b := &Bolt{db: db, opts: opts, ops: make(chan *writeOp, 1024), done: make(chan struct{}), stop: make(chan struct{}),
+		dmg: &damageState{path: path, hook: opts.OnDamage}}
 	go b.writer()
 	if opts.ReleaseInterval > 0 {
 		b.wg.Add(1)
@@ -160,6 +167,9 @@ func (b *Bolt) DB() *bolt.DB { return b.db }
 
 // submit queues a write and waits until it is durable.
 func (b *Bolt) submit(ctx context.Context, apply func(w *wtx) error) error {
+	if err := b.dmg.damaged(); err != nil {
+		return err
+	}
 	op := &writeOp{apply: apply, done: make(chan error, 1)}
 	b.mu.RLock()
 	if b.closed {
@@ -207,7 +217,7 @@ func (b *Bolt) writer() {
 func (b *Bolt) commit(ops []*writeOp) {
 	for len(ops) > 0 {
 		failed := -1
-		err := b.db.Update(func(tx *bolt.Tx) error {
+		err := b.update(func(tx *bolt.Tx) error {
 			w := &wtx{tx: tx, parts: map[Partition]*partBuckets{}}
 			for i, op := range ops {
 				if err := op.apply(w); err != nil {
@@ -223,7 +233,7 @@ func (b *Bolt) commit(ops []*writeOp) {
 			}
 			return
 		}
-		if failed < 0 { // the commit itself failed (I/O): nobody's write is durable
+		if failed < 0 || errors.Is(err, ErrDamaged) { // the commit itself failed (I/O, damage): nobody's write is durable
 			for _, op := range ops {
 				op.done <- err
 			}
@@ -234,12 +244,22 @@ func (b *Bolt) commit(ops []*writeOp) {
 	}
 }
 
-func (b *Bolt) view(fn func(tx *bolt.Tx) error) error {
+func (b *Bolt) view(fn func(tx *bolt.Tx) error) (err error) {
 	b.mu.RLock()
 	closed := b.closed
 	b.mu.RUnlock()
 	if closed {
 		return ErrClosed
 	}
+	if err := b.dmg.damaged(); err != nil {
+		return err
+	}
+	defer b.guardPanic(&err)
 	return b.db.View(fn)
+}
+
+// update runs a write transaction, a panic inside bbolt turned into damage.
+func (b *Bolt) update(fn func(tx *bolt.Tx) error) (err error) {
+	defer b.guardPanic(&err)
+	return b.db.Update(fn)
 }

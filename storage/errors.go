@@ -21,6 +21,10 @@ var (
 	// ErrNewerRecord: a record was written by a newer release in a format
 	// this release does not read (see docs/upgrading.md).
 	ErrNewerRecord = errors.New("storage: record written by a newer release")
+	// ErrDamaged: the store's file is damaged (bbolt's page checks failed,
+	// bbolt panicked, or a stored record's checksum does not match). The
+	// store stops serving; OpenOrRecover moves the file aside.
+	ErrDamaged = errors.New("storage: store damaged")
 	// ErrInvalidCursor: a list cursor was not produced by this store.
 	ErrInvalidCursor = errors.New("storage: invalid cursor")
 )

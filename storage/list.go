@@ -217,7 +217,7 @@ func (b *Bolt) List(ctx context.Context, q Query) (Page, error) {
 				if !ok {
 					return nil
 				}
-				s, err := DecodeSaga(pb.sagas.Get(sagaKey(p.off, p.name)))
+				s, err := b.decodeStored(pb.sagas.Get(sagaKey(p.off, p.name)))
 				if err != nil {
 					return fmt.Errorf("partition %s offset %d: %w", name, p.off, err)
 				}

@@ -27,7 +27,7 @@ func (b *Bolt) Get(ctx context.Context, id string) (*Saga, error) {
 		if v == nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		s, err = DecodeSaga(v)
+		s, err = b.decodeStored(v)
 		return err
 	})
 	return s, err
@@ -60,7 +60,7 @@ func (b *Bolt) Scan(ctx context.Context, statuses []Status, fn func(*Saga) error
 			if err != nil {
 				return err
 			}
-			if err := scanPart(ctx, pb, statuses, fn); err != nil {
+			if err := b.scanPart(ctx, pb, statuses, fn); err != nil {
 				return fmt.Errorf("partition %s: %w", name, err)
 			}
 			return nil
@@ -108,11 +108,11 @@ func (b *Bolt) ScanPartition(ctx context.Context, p Partition, statuses []Status
 		if err != nil || pb == nil {
 			return err
 		}
-		return scanPart(ctx, pb, statuses, fn)
+		return b.scanPart(ctx, pb, statuses, fn)
 	})
 }
 
-func scanPart(ctx context.Context, pb *partBuckets, statuses []Status, fn func(*Saga) error) error {
+func (b *Bolt) scanPart(ctx context.Context, pb *partBuckets, statuses []Status, fn func(*Saga) error) error {
 	m := &merged{its: iters(pb, statuses, "", false)}
 	m.seekAfter(nil)
 	for {
@@ -123,7 +123,7 @@ func scanPart(ctx context.Context, pb *partBuckets, statuses []Status, fn func(*
 		if !ok {
 			return nil
 		}
-		s, err := DecodeSaga(pb.sagas.Get(sagaKey(at.off, at.name)))
+		s, err := b.decodeStored(pb.sagas.Get(sagaKey(at.off, at.name)))
 		if err != nil {
 			return fmt.Errorf("offset %d: %w", at.off, err)
 		}

@@ -75,7 +75,7 @@ func (b *Bolt) FindKey(ctx context.Context, names []string, key string) ([]*Saga
 				if rec == nil {
 					continue
 				}
-				s, err := DecodeSaga(rec)
+				s, err := b.decodeStored(rec)
 				if err != nil {
 					return fmt.Errorf("partition %s offset %d: %w", name, off, err)
 				}

@@ -218,7 +218,7 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 				if old == nil {
 					continue
 				}
-				os, err := DecodeSaga(old)
+				os, err := b.decodeStored(old)
 				if err != nil {
 					return err
 				}
@@ -298,7 +298,7 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 			it.seekAfter(nil)
 			for ; it.k != nil && len(victims) < limit; it.next() {
 				at := it.cur()
-				s, err := DecodeSaga(pb.sagas.Get(sagaKey(at.off, at.name)))
+				s, err := b.decodeStored(pb.sagas.Get(sagaKey(at.off, at.name)))
 				if err != nil {
 					return err
 				}
