@@ -103,7 +103,7 @@ type Member struct {
 	cfg     Config
 	log     *slog.Logger
 	damaged chan error // the store found damage while running
-	closers []func() // in reverse order of creation; run once by Close
+	closers []func()   // in reverse order of creation; run once by Close
 	closed  bool
 	ran     bool
 }
