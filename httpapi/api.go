@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -48,6 +49,15 @@ type API struct {
 	AllowUnsignedWebhooks bool
 	// MaxBodyBytes bounds webhook and fire bodies (default 1 MiB; 413 past it).
 	MaxBodyBytes int64
+	// MaxConcurrentWebhooks bounds webhook calls being verified and
+	// produced at once, MaxConcurrentFires manual events (POST /api/fire,
+	// default 16), MaxConcurrentListings the listings served at once (GET
+	// /api/sagas, /api/deadletters, /api/overview; default 8): each has its
+	// own slots, so a flood of one cannot starve another (503 when a slot
+	// does not free within a second). BodyReadTimeout cuts off a client
+	// that does not send its body in time (default 10s, 408).
+	MaxConcurrentFires, MaxConcurrentListings int
+	BodyReadTimeout                           time.Duration
 	// MaxConcurrentWebhooks bounds webhook and fire requests in progress
 	// (default 64; 503 when a slot does not free within a second).
 	MaxConcurrentWebhooks int
@@ -79,6 +89,8 @@ type API struct {
 	// SessionTTL is how long a console login lasts (default 12h).
 	SessionTTL time.Duration
 
+	webhooks, fires, listings, readers *pool
+
 	guard    *guard
 	verify   map[string]Verifier
 	sessions *sessions
@@ -89,6 +101,15 @@ type API struct {
 func (a *API) defaults() {
 	if a.MaxBodyBytes <= 0 {
 		a.MaxBodyBytes = 1 << 20
+	}
+	if a.MaxConcurrentFires <= 0 {
+		a.MaxConcurrentFires = 16
+	}
+	if a.MaxConcurrentListings <= 0 {
+		a.MaxConcurrentListings = 8
+	}
+	if a.BodyReadTimeout <= 0 {
+		a.BodyReadTimeout = 10 * time.Second
 	}
 	if a.MaxConcurrentWebhooks <= 0 {
 		a.MaxConcurrentWebhooks = 64
@@ -110,29 +131,20 @@ func (a *API) register(mux *http.ServeMux, g *guard) error {
 	if err := a.verifiers(); err != nil {
 		return err
 	}
-	slots := make(chan struct{}, a.MaxConcurrentWebhooks)
-	limited := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			t := time.NewTimer(time.Second)
-			defer t.Stop()
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-				h(w, r)
-			case <-t.C:
-				WriteError(w, http.StatusServiceUnavailable, "busy", "too many event requests in progress; retry later")
-			case <-r.Context().Done():
-			}
-		}
-	}
+	a.webhooks = newPool(a.MaxConcurrentWebhooks, time.Second, "webhook calls")
+	a.fires = newPool(a.MaxConcurrentFires, time.Second, "fired events")
+	a.listings = newPool(a.MaxConcurrentListings, time.Second, "listings")
+	// Body readers: a slow body holds a reader (memory up to MaxBodyBytes)
+	// for at most BodyReadTimeout, but no webhook or fire slot.
+	a.readers = newPool(2*(a.MaxConcurrentWebhooks+a.MaxConcurrentFires), time.Second, "request bodies being read")
 	// Every /api route is guarded in front of the mux (Auth).
 	mux.HandleFunc("GET /api/triggers", a.triggers)
-	mux.HandleFunc("GET /api/sagas", a.listSagas)
+	mux.HandleFunc("GET /api/sagas", a.listings.limit(a.listSagas))
 	mux.HandleFunc("GET /api/sagas/{id}", a.getSaga)
 	mux.HandleFunc("POST /api/sagas/{id}/retry", a.operate(a.Engine.Retry))
 	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.operate(a.Engine.Cancel))
-	mux.HandleFunc("POST /api/fire", limited(a.fire))
-	mux.HandleFunc("POST /webhooks/{name}", limited(a.webhook))
+	mux.HandleFunc("POST /api/fire", a.fire)
+	mux.HandleFunc("POST /webhooks/{name}", a.webhook)
 	if a.Schedules != nil {
 		a.registerSchedules(mux)
 	}
@@ -302,13 +314,26 @@ func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
 	}
 }
 
-// readBody reads at most MaxBodyBytes, answering 413 past it.
+// readBody reads at most MaxBodyBytes within BodyReadTimeout, answering
+// 413 past the size and 408 past the time.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if a.readers != nil {
+		release, ok := a.readers.acquire(w, r)
+		if !ok {
+			return nil, false
+		}
+		defer release()
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(a.BodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBodyBytes))
 	var mbe *http.MaxBytesError
+	var nerr net.Error
 	switch {
 	case errors.As(err, &mbe):
 		WriteError(w, http.StatusRequestEntityTooLarge, "body too large", fmt.Sprintf("the limit is %d bytes", a.MaxBodyBytes))
+		return nil, false
+	case errors.As(err, &nerr) && nerr.Timeout():
+		WriteError(w, http.StatusRequestTimeout, "body too slow", fmt.Sprintf("the body must arrive within %s", a.BodyReadTimeout))
 		return nil, false
 	case err != nil:
 		WriteError(w, http.StatusBadRequest, "cannot read body", err.Error())
@@ -334,6 +359,11 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	release, ok := a.webhooks.acquire(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	delivery := ""
 	if v != nil {
 		d, err := v.Verify(r.Header, body, time.Now())
@@ -383,6 +413,11 @@ func (a *API) fire(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "unknown event type", ev.EventType)
 		return
 	}
+	release, ok := a.fires.acquire(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	a.publish(w, r, engine.SourceManual, ev.EventType, body, routes, "")
 }
 
@@ -406,6 +441,10 @@ type EventAccepted struct {
 func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source, name string, body []byte, routes []*engine.Route, delivery string) {
 	id := newEventID()
 	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > engine.MaxKeyBytes {
+		WriteError(w, http.StatusBadRequest, "idempotency key too long", fmt.Sprintf("the Idempotency-Key header has %d bytes; at most %d are accepted", len(idem), engine.MaxKeyBytes))
+		return
+	}
 	if delivery != "" {
 		id, idem = DeliveryEventID(name, delivery), DeliveryKey(name, delivery)
 	}

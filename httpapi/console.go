@@ -10,7 +10,7 @@ func (a *API) registerConsole(mux *http.ServeMux) {
 	a.guard.sessions = a.sessions
 	a.overview = &overviewCache{}
 	a.registerSessions(mux)
-	mux.HandleFunc("GET /api/overview", a.getOverview)
+	mux.HandleFunc("GET /api/overview", a.listings.limit(a.getOverview))
 	if a.DeadLetters != nil {
 		a.registerDeadLetters(mux)
 	}

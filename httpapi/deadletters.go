@@ -10,7 +10,7 @@ import (
 )
 
 func (a *API) registerDeadLetters(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/deadletters", a.listDeadLetters)
+	mux.HandleFunc("GET /api/deadletters", a.listings.limit(a.listDeadLetters))
 	mux.HandleFunc("POST /api/deadletters/replay", a.replayDeadLetters)
 }
 

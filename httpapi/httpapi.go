@@ -161,6 +161,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection (read
+// deadlines, flushing).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // WriteError writes the JSON error body of the HTTP contract.
 func WriteError(w http.ResponseWriter, code int, msg, detail string) {
 	writeJSON(w, code, map[string]string{"error": msg, "detail": detail})
