@@ -103,4 +103,3 @@ func TestSlowBodiesStarveNothing(t *testing.T) {
 		}
 	}
 }
-
