@@ -25,6 +25,8 @@ if [ -z "${SAGAZ_KAFKA_BROKERS:-}" ]; then
   echo "integration: Apache Kafka up on $SAGAZ_KAFKA_BROKERS after $((SECONDS - t0))s (fetch included)" >&2
   export SAGAZ_KAFKA_BROKERS
   export SAGAZ_KAFKA_RESTART_CMD="$ROOT/scripts/kafka-local.sh restart $DIR"
+  export SAGAZ_KAFKA_STOP_CMD="$ROOT/scripts/kafka-local.sh stop $DIR"
+  export SAGAZ_KAFKA_RESUME_CMD="$ROOT/scripts/kafka-local.sh resume $DIR"
 fi
 
 cd integration

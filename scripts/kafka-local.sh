@@ -6,6 +6,7 @@
 #   scripts/kafka-local.sh start [DIR]    format + start; prints the bootstrap address
 #   scripts/kafka-local.sh stop  [DIR]    stop it (SIGTERM, then SIGKILL)
 #   scripts/kafka-local.sh restart [DIR]  stop and start on the same port and data
+#   scripts/kafka-local.sh resume  [DIR]  start a stopped broker on the same port and data
 #   scripts/kafka-local.sh addr  [DIR]    print the bootstrap address
 #
 # DIR holds the broker's config, data, log and pid (default: .cache/kafka-local
@@ -147,6 +148,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) restart ;;
+  resume) launch "$(addr)"; log "broker resumed on $(addr)" ;;
   addr) addr ;;
-  *) echo "usage: $0 fetch|start|stop|restart|addr [DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch|start|stop|restart|resume|addr [DIR]" >&2; exit 2 ;;
 esac
