@@ -527,6 +527,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.goTo(u, "#/schedules")
 	b.wait("the schedule, pause disabled", `document.querySelector('#schedules-table tr[data-id="report:yearly"] button[data-act="pause"]')?.disabled === true &&
 		document.querySelector("#readonly-note") !== null`)
+	// "Log in as admin" opens the login form and comes back to the page.
+	b.click("log in as admin", "#readonly-note a")
+	b.wait("the login form with its way back", `location.hash === "#/login?next=%23%2Fschedules" && document.querySelector("#login-form") !== null`)
+	b.login(uiReadToken) // the same read-only token again: a new session
+	b.wait("the schedules again", `location.hash === "#/schedules" && document.querySelector("#schedules-table") !== null`)
+	readSession = httpapi.SessionCookie + "=" + b.sessionCookie(u).Value
 	b.goTo(u, "#/deadletters")
 	b.wait("two dead letters, replay disabled", `document.querySelectorAll("#dl-table tbody tr").length === 2 &&
 		[...document.querySelectorAll('#dl-table button[data-act="replay"], #replay-selected')].every((x) => x.disabled)`)

@@ -157,13 +157,21 @@ function actionButton(attrs, label) {
     "aria-describedby": ro ? "readonly-note" : undefined }, label);
 }
 
+// loginAsAdmin is a link to the login form that comes back to the page
+// shown when it is followed.
+function loginAsAdmin(id) {
+  return h("a", { href: "#/login", id, onclick: (ev) => {
+    ev.preventDefault();
+    location.hash = "#/login?" + new URLSearchParams({ next: location.hash || "#/" });
+  } }, "Log in as admin");
+}
+
 // readOnlyNote says, on a page with actions, why they are disabled.
 function readOnlyNote() {
   if (!readOnly()) return null;
-  const next = new URLSearchParams({ next: location.hash || "#/" });
   return h("p", { class: "banner note-ro", id: "readonly-note" },
     "Read-only login: you can see everything, but the actions (retry, cancel, pause, resume, trigger now, replay) need an admin token. ",
-    h("a", { href: "#/login?" + next }, "Log in as admin"));
+    loginAsAdmin());
 }
 
 // act runs an action and reports it. A 401 brings the login form back (the
@@ -199,7 +207,7 @@ function renderSession() {
   } else if (session.authenticated) {
     const exp = session.expires ? `session until ${fmtTime(session.expires)}` : undefined;
     box.append(...kids(h("span", { id: "session-state", title: exp }, session.read_only ? "Logged in (read-only)" : "Logged in (admin)"),
-      session.read_only ? h("a", { href: "#/login?" + new URLSearchParams({ next: location.hash || "#/" }), id: "login-admin" }, "Log in as admin") : null,
+      session.read_only ? loginAsAdmin("login-admin") : null,
       h("button", { type: "button", id: "logout", onclick: logout }, "Log out")));
   } else {
     box.append(h("span", { id: "session-state" }, "Not logged in"));
@@ -238,7 +246,11 @@ const SECTION_NAMES = { overview: "the overview", sagas: "sagas", schedules: "tr
 function pageLogin(params, explicit, section) {
   main.replaceChildren();
   const title = h("h1", { id: "login-title" }, "Log in");
-  if (!session || !session.token_required) {
+  if (!session) {
+    main.append(title, h("p", { class: "banner bad" }, "Could not read the login state from the member (GET /api/session): reload the page."));
+    return;
+  }
+  if (!session.token_required) {
     main.append(title, h("p", { id: "login-open" }, "This member has no admin token: everything is open without logging in (it listens on loopback only)."));
     return;
   }
