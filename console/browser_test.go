@@ -1,10 +1,11 @@
 //go:build uitest
 
 // The console in a real headless browser (Debian's chromium driven with
-// chromedp) against a member on kfake. Run with `make test-ui`, or
-// `go test -tags uitest ./console/`. Screenshots go to $SAGAZ_UI_SCREENSHOTS
-// when set, else to the test's artifact directory (kept with
-// `go test -artifacts`).
+// chromedp) against a member on kfake: with an admin and a read-only token
+// (every page needs a login), and in loopback mode without a token. Run with
+// `make test-ui`, or `go test -tags uitest ./console/`. Screenshots go to
+// $SAGAZ_UI_SCREENSHOTS when set, else to the test's artifact directory
+// (kept with `go test -artifacts`).
 
 package console_test
 
@@ -25,7 +26,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -38,7 +41,10 @@ import (
 	"github.com/sagaz-go/sagaz/member"
 )
 
-const uiToken = "ui-admin-token-0123"
+const (
+	uiToken     = "ui-admin-token-0123"
+	uiReadToken = "ui-read-only-token-4567"
+)
 
 // browserPath finds a Chromium or Chrome binary.
 func browserPath(t *testing.T) string {
@@ -58,6 +64,7 @@ func browserPath(t *testing.T) string {
 type uiMember struct {
 	m         *sagaztest.Member
 	base      string
+	token     string // sent by get as a script would; "" without one
 	producer  *kgo.Client
 	compFail  atomic.Bool // the order saga's compensation gives up while set
 	reject    atomic.Bool // the order trigger rejects orders with "reject" while set
@@ -65,10 +72,14 @@ type uiMember struct {
 	closeOnce sync.Once
 }
 
-func startUIMember(t *testing.T) *uiMember {
+// startUIMember starts the member with auth (no AdminTokens: loopback mode).
+func startUIMember(t *testing.T, auth httpapi.Auth) *uiMember {
 	c := kafkatest.NewCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "slow"))
 	seeds := c.ListenAddrs()
 	u := &uiMember{release: make(chan struct{})}
+	if len(auth.AdminTokens) > 0 {
+		u.token = auth.AdminTokens[0]
+	}
 	reg := engine.NewRegistry()
 	step := func(name string) engine.Step {
 		return engine.Step{Name: name, Retry: engine.RetryPolicy{MaxAttempts: 1}, Action: func(_ context.Context, r *engine.Run) error {
@@ -112,7 +123,7 @@ func startUIMember(t *testing.T) *uiMember {
 	u.m = sagaztest.StartWith(t, seeds, "ui-test", "", reg, func(c *member.Config) {
 		c.HTTPAddr = "127.0.0.1:0"
 		c.API = &httpapi.API{OverviewInterval: time.Second}
-		c.Auth = httpapi.Auth{AdminTokens: []string{uiToken}}
+		c.Auth = auth
 		c.Consumer.TopicPartitions = 1
 	})
 	t.Cleanup(func() { u.closeOnce.Do(func() { close(u.release) }) }) // before the member stops
@@ -126,11 +137,29 @@ func (u *uiMember) produce(t *testing.T, topic, key, value string) {
 	kafkatest.Produce(t, u.producer, &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(value)})
 }
 
-// get reads the API as a script would (with the admin token, no session).
+// get reads the API as a script would (with the admin token if there is
+// one, no session).
 func (u *uiMember) get(t *testing.T, path string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", u.base+path, nil)
-	req.Header.Set("Authorization", "Bearer "+uiToken)
+	hdr := []string{}
+	if u.token != "" {
+		hdr = append(hdr, "Authorization", "Bearer "+u.token)
+	}
+	return u.call(t, "GET", path, out, hdr...)
+}
+
+// call sends a request with the given header pairs (and Content-Type:
+// application/json for other methods than GET) and returns the status,
+// decoding a 200 answer into out.
+func (u *uiMember) call(t *testing.T, method, path string, out any, hdr ...string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, u.base+path, nil)
+	if method != "GET" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -139,10 +168,30 @@ func (u *uiMember) get(t *testing.T, path string, out any) int {
 	b, _ := io.ReadAll(resp.Body)
 	if out != nil && resp.StatusCode == 200 {
 		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("GET %s: %v: %s", path, err, b)
+			t.Fatalf("%s %s: %v: %s", method, path, err, b)
 		}
 	}
 	return resp.StatusCode
+}
+
+// sagaStatus is the saga's status read through the API.
+func (u *uiMember) sagaStatus(t *testing.T, id string) string {
+	t.Helper()
+	var s struct{ Status string }
+	if code := u.get(t, "/api/sagas/"+url.PathEscape(id), &s); code != 200 {
+		t.Fatalf("GET saga %s: %d", id, code)
+	}
+	return s.Status
+}
+
+// schedulePaused reads the yearly schedule's state through the API.
+func (u *uiMember) schedulePaused(t *testing.T) bool {
+	t.Helper()
+	var out struct{ Schedules []cron.Row }
+	if code := u.get(t, "/api/schedules", &out); code != 200 || len(out.Schedules) != 1 {
+		t.Fatalf("GET /api/schedules: %d %+v", code, out)
+	}
+	return out.Schedules[0].Paused
 }
 
 type sagaRow struct {
@@ -247,12 +296,13 @@ func (b *browser) wait(what, expr string) {
 	}
 }
 
-// eval returns the value of a JavaScript expression.
+// eval returns the value of a JavaScript expression (a promise's value
+// when it is one).
 func eval[T any](b *browser, expr string) T {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
 		b.t.Fatalf("evaluate %s: %v", expr, err)
 	}
@@ -281,9 +331,24 @@ func (b *browser) goTo(u *uiMember, hash string) {
 	b.do("open "+hash, chromedp.Navigate(u.base+"/ui/"+hash))
 }
 
+// strayText finds text nodes that read "null" or "undefined": an absent
+// value rendered as text.
+const strayText = `(() => {
+	const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT), bad = [];
+	while (w.nextNode()) {
+		const t = w.currentNode.textContent.trim();
+		if (t === "null" || t === "undefined") bad.push(w.currentNode.parentElement.id || w.currentNode.parentElement.tagName);
+	}
+	return bad.join(", ");
+})()`
+
+// shot saves a screenshot, and checks the page shows no stray "null".
 func (b *browser) shot(name string) {
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
+	if bad, err := chromedp.Run(ctx, chromedp.Evaluate[string](strayText)); err == nil && bad != "" {
+		b.t.Errorf("%s: the page shows \"null\" or \"undefined\" as text in: %s", name, bad)
+	}
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
@@ -297,11 +362,48 @@ func (b *browser) shot(name string) {
 	b.t.Logf("screenshot: %s", p)
 }
 
-func TestConsoleInBrowser(t *testing.T) {
-	u := startUIMember(t)
+// login types the token into the login form and submits it with the
+// keyboard (Enter).
+func (b *browser) login(token string) {
+	b.t.Helper()
+	b.wait("the focused token field", `document.activeElement?.id === "login-token"`)
+	b.do("type a token and press Enter", chromedp.SendKeys(chromedp.CSS("#login-token"), token+kb.Enter))
+}
+
+// sessionCookie returns the browser's session cookie for the member, read
+// through the DevTools protocol (scripts in the page cannot read it).
+func (b *browser) sessionCookie(u *uiMember) *network.Cookie {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{u.base + "/ui/"}})
+	if err != nil {
+		b.t.Fatalf("read the cookies: %v", err)
+	}
+	for _, c := range res.Cookies {
+		if c.Name == httpapi.SessionCookie {
+			return c
+		}
+	}
+	b.t.Fatalf("no %s cookie in the browser", httpapi.SessionCookie)
+	return nil
+}
+
+// pageFetch sends a request from the page (its origin, its cookies) and
+// returns the status.
+func (b *browser) pageFetch(method, path string) int {
+	b.t.Helper()
+	m, _ := json.Marshal(method)
+	p, _ := json.Marshal(path)
+	return eval[int](b, fmt.Sprintf(`fetch(%s, {method: %s, headers: {"Content-Type": "application/json"}}).then((r) => r.status)`, p, m))
+}
+
+// seed produces sagas in every status and two dead letters, and waits for
+// them; it returns the ids of the failed and the completed order.
+func (u *uiMember) seed(t *testing.T) (failedID, okID string) {
+	t.Helper()
 	u.compFail.Store(true)
 	u.reject.Store(true)
-	// Sagas in every status, dead letters and a schedule.
 	u.produce(t, "orders", "o-ok", `{"order_id":"o-ok","amount":10,"card":{"number":"4111 1111 1111 1111","brand":"visa"}}`)
 	u.produce(t, "orders", "o-rb", `{"order_id":"o-rb","amount":20,"fail_at":"ship"}`)
 	u.produce(t, "orders", "o-fail", `{"order_id":"o-fail","amount":30,"fail_at":"charge","comp_fail":true}`)
@@ -309,9 +411,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	u.produce(t, "orders", "o-junk", `this is not json`)
 	u.produce(t, "slow", "s", `{"n":1}`)
 	u.produce(t, "slow", "s", `{"n":2}`)
-	u.waitStatus(t, "key=o-ok", "completed")
+	okID = u.waitStatus(t, "key=o-ok", "completed")
 	u.waitStatus(t, "key=o-rb", "rolled_back")
-	failedID := u.waitStatus(t, "key=o-fail", "failed")
+	failedID = u.waitStatus(t, "key=o-fail", "failed")
 	u.waitStatus(t, "saga=slow", "executing")
 	u.waitStatus(t, "saga=slow", "pending")
 	kafkatest.WaitFor(t, 30*time.Second, "two dead letters", func() bool {
@@ -321,8 +423,93 @@ func TestConsoleInBrowser(t *testing.T) {
 		u.get(t, "/api/deadletters", &out)
 		return len(out.DeadLetters) == 2
 	})
+	return failedID, okID
+}
 
+// TestConsoleInBrowser: a member with an admin and a read-only token. Every
+// page needs a login; a read-only login sees everything and cannot act; an
+// admin login acts; an ended session brings the login back on the same page.
+func TestConsoleInBrowser(t *testing.T) {
+	u := startUIMember(t, httpapi.Auth{AdminTokens: []string{uiToken}, ReadTokens: []string{uiReadToken}})
+	failedID, okID := u.seed(t)
+	failedPath := "/api/sagas/" + url.PathEscape(failedID)
 	b := newBrowser(t)
+
+	// Before login: every page shows the login form, its field focused,
+	// instead of empty pages or "unauthorized" errors.
+	for _, hash := range []string{"#/", "#/sagas?status=failed", "#/schedules", "#/deadletters", "#/saga/" + url.PathEscape(failedID)} {
+		b.goTo(u, hash)
+		b.wait("the login form on "+hash, `document.querySelector("#login-form") !== null && document.activeElement?.id === "login-token"`)
+		if n := eval[int](b, `document.querySelectorAll("#overview, #sagas, #saga, #schedules, #deadletters, button[data-act], #act-retry, #replay-selected").length`); n != 0 {
+			t.Fatalf("%s before login: %d elements of the page or its actions are shown", hash, n)
+		}
+		if live := eval[string](b, `document.querySelector("#live").textContent`); strings.Contains(live, "Could not refresh") {
+			t.Fatalf("%s before login: %q", hash, live)
+		}
+		if state := eval[string](b, `document.querySelector("#session-state").textContent`); state != "Not logged in" {
+			t.Fatalf("%s before login: session state %q", hash, state)
+		}
+	}
+	if label := eval[string](b, `document.querySelector('label[for="login-token"]').textContent`); !strings.Contains(label, "Token") {
+		t.Fatalf("the token field's label: %q", label)
+	}
+	b.shot("login")
+	// Actions are refused without a session, from the page and from a script.
+	if code := b.pageFetch("POST", failedPath+"/retry"); code != http.StatusUnauthorized {
+		t.Fatalf("a retry from the page without login: %d, want 401", code)
+	}
+	if code := u.call(t, "POST", failedPath+"/retry", nil); code != http.StatusUnauthorized {
+		t.Fatalf("a retry without a token: %d, want 401", code)
+	}
+	if code := b.pageFetch("GET", "/api/sagas"); code != http.StatusUnauthorized {
+		t.Fatalf("a read from the page without login: %d, want 401", code)
+	}
+
+	// A wrong token is refused and the field is focused again.
+	b.login("not-a-token-of-this-member")
+	b.wait("the wrong-token message", `document.querySelector("#login-error")?.textContent.includes("Wrong token") && document.activeElement?.id === "login-token"`)
+	b.shot("login-wrong-token")
+
+	// A read-only login: the page asked for (the failed saga) shows, with
+	// its timeline; its actions are disabled and say why.
+	b.login(uiReadToken)
+	b.wait("the saga page after login", `document.querySelector("#saga-status")?.dataset.status === "failed"`)
+	if hash := eval[string](b, `location.hash`); hash != "#/saga/"+url.PathEscape(failedID) {
+		t.Fatalf("after login the page is %q, want the saga asked for", hash)
+	}
+	b.wait("the read-only state", `document.querySelector("#session-state")?.textContent === "Logged in (read-only)"`)
+	b.wait("the timeline", `document.querySelectorAll("#timeline li").length === 3 && document.querySelector('#timeline li[data-step="reserve"]').textContent.includes("warehouse unreachable")`)
+	b.wait("retry disabled with the read-only note", `document.querySelector("#act-retry").disabled && document.querySelector("#act-cancel").disabled &&
+		document.querySelector("#readonly-note")?.textContent.includes("Read-only login")`)
+	b.shot("saga-read-only")
+	if cookie := eval[string](b, `document.cookie`); strings.Contains(cookie, httpapi.SessionCookie) {
+		t.Fatalf("the session cookie is readable by scripts: %q", cookie)
+	}
+	// Through the API with the read-only session: reads pass, actions 403.
+	readCookie := b.sessionCookie(u)
+	if !readCookie.HTTPOnly {
+		t.Fatalf("the session cookie is not HttpOnly: %+v", readCookie)
+	}
+	readSession := httpapi.SessionCookie + "=" + readCookie.Value
+	if code := u.call(t, "GET", "/api/sagas", nil, "Cookie", readSession); code != http.StatusOK {
+		t.Fatalf("a read with the read-only session: %d, want 200", code)
+	}
+	if code := u.call(t, "POST", failedPath+"/retry", nil, "Cookie", readSession, "Origin", u.base, "Sec-Fetch-Site", "same-origin"); code != http.StatusForbidden {
+		t.Fatalf("a retry with the read-only session: %d, want 403", code)
+	}
+	if code := b.pageFetch("POST", failedPath+"/retry"); code != http.StatusForbidden {
+		t.Fatalf("a retry from the page with the read-only session: %d, want 403", code)
+	}
+	if st := u.sagaStatus(t, failedID); st != "failed" {
+		t.Fatalf("a read-only retry changed the saga: %s", st)
+	}
+
+	// The masked context.
+	b.goTo(u, "#/saga/"+url.PathEscape(okID))
+	b.wait("the context", `document.querySelector("#saga-context")?.textContent.includes('"brand": "visa"')`)
+	if ctx := eval[string](b, `document.querySelector("#saga-context").textContent`); strings.Contains(ctx, "4111") || !strings.Contains(ctx, `"number": "***"`) {
+		t.Fatalf("the card number is not masked:\n%s", ctx)
+	}
 
 	// Overview: counts, readiness, group, lag, charts.
 	b.goTo(u, "#/")
@@ -336,17 +523,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("a second sample for the charts", `document.querySelectorAll("svg.chart polyline").length === 8`)
 	b.shot("overview")
 
+	// Schedules and dead letters, read-only: shown, actions disabled.
+	b.goTo(u, "#/schedules")
+	b.wait("the schedule, pause disabled", `document.querySelector('#schedules-table tr[data-id="report:yearly"] button[data-act="pause"]')?.disabled === true &&
+		document.querySelector("#readonly-note") !== null`)
+	// "Log in as admin" opens the login form and comes back to the page.
+	b.click("log in as admin", "#readonly-note a")
+	b.wait("the login form with its way back", `location.hash === "#/login?next=%23%2Fschedules" && document.querySelector("#login-form") !== null`)
+	b.login(uiReadToken) // the same read-only token again: a new session
+	b.wait("the schedules again", `location.hash === "#/schedules" && document.querySelector("#schedules-table") !== null`)
+	readSession = httpapi.SessionCookie + "=" + b.sessionCookie(u).Value
+	b.goTo(u, "#/deadletters")
+	b.wait("two dead letters, replay disabled", `document.querySelectorAll("#dl-table tbody tr").length === 2 &&
+		[...document.querySelectorAll('#dl-table button[data-act="replay"], #replay-selected')].every((x) => x.disabled)`)
+	b.set("#f-reason", "decode")
+	b.click("apply", `#dl-filters button[type=submit]`)
+	b.wait("the decode dead letter", `(() => { const r = [...document.querySelectorAll("#dl-table tbody tr")]; return r.length === 1 && r[0].dataset.reason === "decode" })()`)
+	b.shot("dead-letters-read-only")
+
 	// Sagas: the listing, labelled as this member's, narrowed by filters.
 	b.goTo(u, "#/sagas")
 	b.wait("five sagas", `document.querySelectorAll("#sagas-table tbody tr").length === 5`)
 	if h1 := eval[string](b, `document.querySelector("h1").textContent`); !strings.Contains(h1, "this member's sagas") {
 		t.Fatalf("the sagas page must say whose sagas it lists: %q", h1)
 	}
-	b.set("#f-status", "failed")
-	b.click("apply", `#saga-filters button[type=submit]`)
-	b.wait("only the failed saga", `(() => { const r = [...document.querySelectorAll("#sagas-table tbody tr")]; return r.length === 1 && r[0].dataset.status === "failed" })()`)
-	b.shot("sagas-failed")
-	b.set("#f-status", "")
 	b.set("#f-saga", "slow")
 	b.click("apply", `#saga-filters button[type=submit]`)
 	b.wait("only slow sagas", `(() => { const r = [...document.querySelectorAll("#sagas-table tbody tr")]; return r.length === 2 && r.every((x) => x.children[1].textContent === "slow") })()`)
@@ -354,40 +554,38 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.set("#f-key", "o-rb")
 	b.click("apply", `#saga-filters button[type=submit]`)
 	b.wait("the saga of key o-rb", `(() => { const r = [...document.querySelectorAll("#sagas-table tbody tr")]; return r.length === 1 && r[0].dataset.status === "rolled_back" })()`)
-	b.set("#f-id", failedID)
-	b.click("open by id", `#saga-search button[type=submit]`)
+	b.set("#f-key", "")
+	b.set("#f-status", "failed")
+	b.click("apply", `#saga-filters button[type=submit]`)
+	b.wait("only the failed saga", `(() => { const r = [...document.querySelectorAll("#sagas-table tbody tr")]; return r.length === 1 && r[0].dataset.status === "failed" })()`)
+	b.shot("sagas-failed")
 
-	// The failed saga: timeline, masked context; retry refused without login.
-	b.wait("the saga page", `document.querySelector("#saga-status")?.dataset.status === "failed"`)
-	b.wait("the timeline", `document.querySelectorAll("#timeline li").length === 3 && document.querySelector('#timeline li[data-step="reserve"]').textContent.includes("warehouse unreachable")`)
-	b.click("retry without login", "#act-retry")
-	b.wait("the refusal", `document.querySelector("#toast")?.textContent.includes("Retry: refused")`)
-	b.shot("saga-retry-refused")
-	var s struct{ Status string }
-	u.get(t, "/api/sagas/"+url.PathEscape(failedID), &s)
-	if s.Status != "failed" {
-		t.Fatalf("a retry without login changed the saga: %s", s.Status)
+	// The session ends on the member (as when it expires): the next refresh
+	// answers 401 and the login form comes back on the same page.
+	const filtered = "#/sagas?status=failed"
+	if code := u.call(t, "DELETE", "/api/session", nil, "Cookie", readSession); code != http.StatusOK {
+		t.Fatalf("end the session: %d", code)
 	}
-	okID := u.waitStatus(t, "key=o-ok", "completed")
-	b.goTo(u, "#/saga/"+url.PathEscape(okID))
-	b.wait("the context", `document.querySelector("#saga-context")?.textContent.includes('"brand": "visa"')`)
-	if ctx := eval[string](b, `document.querySelector("#saga-context").textContent`); strings.Contains(ctx, "4111") || !strings.Contains(ctx, `"number": "***"`) {
-		t.Fatalf("the card number is not masked:\n%s", ctx)
+	b.wait("the login form after the session ended", `document.querySelector("#login-reason")?.textContent.includes("session ended") && document.activeElement?.id === "login-token"`)
+	if hash := eval[string](b, `location.hash`); hash != filtered {
+		t.Fatalf("the session's end moved the page to %q, want %q", hash, filtered)
 	}
+	b.shot("session-ended")
 
-	// Log in: a wrong token is refused, the right one gives a session.
-	b.goTo(u, "#/login")
-	b.do("type a wrong token", chromedp.SendKeys(chromedp.CSS("#login-token"), "nope"), chromedp.Click(chromedp.CSS("#login-form button[type=submit]")))
-	b.wait("the wrong-token message", `document.querySelector("#toast")?.textContent.includes("Wrong token")`)
-	b.do("type the token", chromedp.SendKeys(chromedp.CSS("#login-token"), uiToken), chromedp.Click(chromedp.CSS("#login-form button[type=submit]")))
-	b.wait("the session", `document.querySelector("#session-state")?.textContent === "Logged in"`)
-	if cookie := eval[string](b, `document.cookie`); strings.Contains(cookie, httpapi.SessionCookie) {
-		t.Fatalf("the session cookie is readable by scripts: %q", cookie)
+	// An admin login: back on the same filtered page; actions work.
+	b.login(uiToken)
+	b.wait("the filtered page again", `(() => { const r = [...document.querySelectorAll("#sagas-table tbody tr")]; return r.length === 1 && r[0].dataset.status === "failed" })()`)
+	b.wait("the admin state", `document.querySelector("#session-state")?.textContent === "Logged in (admin)"`)
+	if hash := eval[string](b, `location.hash`); hash != filtered {
+		t.Fatalf("after login the page is %q, want %q", hash, filtered)
 	}
+	adminSession := httpapi.SessionCookie + "=" + b.sessionCookie(u).Value
 
-	// Retry the failed saga now that its compensation can succeed.
+	// Retry the failed saga now that its compensation can succeed; the page
+	// follows without a reload.
 	u.compFail.Store(false)
-	b.goTo(u, "#/saga/"+url.PathEscape(failedID))
+	b.click("the failed saga", `#sagas-table tbody tr[data-status="failed"] a`)
+	b.wait("the saga page", `document.querySelector("#saga-status")?.dataset.status === "failed" && document.querySelector("#readonly-note") === null`)
 	b.click("retry", "#act-retry")
 	u.waitStatus(t, "key=o-fail", "rolled_back")
 	b.wait("the page to follow without a reload", `document.querySelector("#saga-status")?.dataset.status === "rolled_back"`)
@@ -395,22 +593,14 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Schedules: pause through the page, seen in the API.
 	b.goTo(u, "#/schedules")
-	b.wait("the schedule", `document.querySelector('#schedules-table tr[data-id="report:yearly"]') !== null`)
 	b.click("pause", `#schedules-table tr[data-id="report:yearly"] button[data-act="pause"]`)
-	kafkatest.WaitFor(t, 10*time.Second, "the schedule to be paused", func() bool {
-		var out struct{ Schedules []cron.Row }
-		u.get(t, "/api/schedules", &out)
-		return len(out.Schedules) == 1 && out.Schedules[0].Paused
-	})
+	kafkatest.WaitFor(t, 10*time.Second, "the schedule to be paused", func() bool { return u.schedulePaused(t) })
 	b.wait("the paused state", `document.querySelector('#schedules-table tr[data-id="report:yearly"] [data-paused="true"]') !== null`)
 	b.shot("schedules")
 
-	// Dead letters: listed, filtered, replayed once the cause is fixed.
+	// Dead letters: filtered, replayed once the cause is fixed.
 	b.goTo(u, "#/deadletters")
 	b.wait("two dead letters", `document.querySelectorAll("#dl-table tbody tr").length === 2`)
-	b.set("#f-reason", "decode")
-	b.click("apply", `#dl-filters button[type=submit]`)
-	b.wait("the decode dead letter", `(() => { const r = [...document.querySelectorAll("#dl-table tbody tr")]; return r.length === 1 && r[0].dataset.reason === "decode" })()`)
 	b.set("#f-reason", "transform_error")
 	b.click("apply", `#dl-filters button[type=submit]`)
 	b.wait("the rejected order", `(() => { const r = [...document.querySelectorAll("#dl-table tbody tr")]; return r.length === 1 && r[0].dataset.reason === "transform_error" })()`)
@@ -422,15 +612,57 @@ func TestConsoleInBrowser(t *testing.T) {
 	u.waitStatus(t, "key=o-poison", "completed")
 	b.shot("dead-letter-replayed")
 
-	// Logged out, actions are refused again.
-	b.click("log out", "#logout")
-	b.wait("read-only", `document.querySelector("#session-state")?.textContent === "Read-only"`)
+	// Log out: the login form replaces the page, the session is gone on the
+	// member too, and nothing can be done with its cookie.
 	b.goTo(u, "#/schedules")
-	b.click("resume without login", `#schedules-table tr[data-id="report:yearly"] button[data-act="resume"]`)
-	b.wait("the refusal", `document.querySelector("#toast")?.textContent.includes("Resume report:yearly: refused")`)
-	var rows struct{ Schedules []cron.Row }
-	u.get(t, "/api/schedules", &rows)
-	if !rows.Schedules[0].Paused {
-		t.Fatal("a resume without login resumed the schedule")
+	b.wait("the schedules", `document.querySelector('#schedules-table tr[data-id="report:yearly"] button[data-act="resume"]') !== null`)
+	b.click("log out", "#logout")
+	b.wait("the login form after logout", `document.querySelector("#login-form") !== null && document.querySelector("#schedules") === null &&
+		document.querySelector("#session-state")?.textContent === "Not logged in" && document.activeElement?.id === "login-token"`)
+	if hash := eval[string](b, `location.hash`); hash != "#/schedules" {
+		t.Fatalf("logging out moved the page to %q", hash)
 	}
+	if code := u.call(t, "POST", "/api/schedules/report:yearly/resume", nil, "Cookie", adminSession, "Origin", u.base, "Sec-Fetch-Site", "same-origin"); code != http.StatusUnauthorized {
+		t.Fatalf("a resume with the logged-out session: %d, want 401", code)
+	}
+	if code := b.pageFetch("POST", "/api/schedules/report:yearly/resume"); code != http.StatusUnauthorized {
+		t.Fatalf("a resume from the page after logout: %d, want 401", code)
+	}
+	if !u.schedulePaused(t) {
+		t.Fatal("a resume after logout resumed the schedule")
+	}
+}
+
+// TestConsoleInBrowserWithoutToken: loopback mode (no admin token): the
+// console reads and acts without a login.
+func TestConsoleInBrowserWithoutToken(t *testing.T) {
+	u := startUIMember(t, httpapi.Auth{})
+	u.compFail.Store(true)
+	u.produce(t, "orders", "o-fail", `{"order_id":"o-fail","amount":30,"fail_at":"charge","comp_fail":true}`)
+	failedID := u.waitStatus(t, "key=o-fail", "failed")
+	b := newBrowser(t)
+
+	b.goTo(u, "#/sagas")
+	b.wait("the sagas without login", `document.querySelectorAll("#sagas-table tbody tr").length === 1`)
+	b.wait("the open state", `document.querySelector("#session-state")?.textContent.includes("No admin token set") && document.querySelector("#logout") === null`)
+	if n := eval[int](b, `document.querySelectorAll("#login-form").length`); n != 0 {
+		t.Fatal("the login form is shown without a token")
+	}
+	b.shot("loopback-sagas")
+
+	// Actions without login: retry (a POST without a body, sent as JSON as
+	// loopback mode requires) and pause.
+	u.compFail.Store(false)
+	b.goTo(u, "#/saga/"+url.PathEscape(failedID))
+	b.click("retry", "#act-retry")
+	b.wait("the retried saga", `document.querySelector("#saga-status")?.dataset.status === "rolled_back"`)
+	if st := u.sagaStatus(t, failedID); st != "rolled_back" {
+		t.Fatalf("the retried saga is %s in the API", st)
+	}
+	b.goTo(u, "#/schedules")
+	b.click("pause", `#schedules-table tr[data-id="report:yearly"] button[data-act="pause"]`)
+	kafkatest.WaitFor(t, 10*time.Second, "the schedule to be paused", func() bool { return u.schedulePaused(t) })
+
+	b.goTo(u, "#/login")
+	b.wait("the open-member note", `document.querySelector("#login-open")?.textContent.includes("no admin token")`)
 }

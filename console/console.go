@@ -2,8 +2,10 @@
 // one JavaScript module, no build step) embedded in the binary and served
 // by the HTTP server under /ui/. It reads the member's JSON API (overview,
 // sagas, triggers, schedules, dead letters) and acts through it (retry,
-// cancel, pause, resume, trigger now, replay) with the admin token's
-// session. Nothing is fetched from elsewhere at run time.
+// cancel, pause, resume, trigger now, replay). When the member has an admin
+// token, every page first asks for a login (an admin token, or a read-only
+// token that disables the actions), exchanged for a session cookie.
+// Nothing is fetched from elsewhere at run time.
 package console
 
 import (

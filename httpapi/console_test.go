@@ -54,7 +54,7 @@ func newConsoleEnv(t *testing.T, token string) *consoleEnv {
 		c.HTTPAddr = "127.0.0.1:0"
 		c.API = &httpapi.API{OverviewInterval: time.Hour, ProduceTimeout: 5 * time.Second}
 		if token != "" {
-			c.Auth = httpapi.Auth{AdminTokens: []string{token}}
+			c.Auth = httpapi.Auth{AdminTokens: []string{token}, ReadTokens: []string{readTok}}
 		}
 	})
 	producer := kafkatest.Client(t, seeds)
@@ -292,6 +292,25 @@ func TestConsoleSession(t *testing.T) {
 	e.expect(401, "POST", "/api/fire", `{"event_type":"fragile.go"}`, cookie, httpapi.SessionCookie+"=forged", "Authorization", "")
 	e.expect(200, "DELETE", "/api/session", "", cookie, session, "Authorization", "")
 	e.expect(401, "POST", "/api/fire", `{"event_type":"fragile.go"}`, cookie, session, "Authorization", "")
+	e.expect(401, "GET", "/api/sagas", "", cookie, session, "Authorization", "")
+
+	// A read-only token opens a read-only session: the console reads with
+	// it (every read needs a token), and every action answers 403.
+	e.expect(401, "GET", "/api/sagas", "", "Authorization", "")
+	r := login(`{"token":"`+readTok+`"}`, "application/json")
+	readSession := httpapi.SessionCookie + "=" + r.Value
+	if info := e.expect(200, "GET", "/api/session", "", cookie, readSession, "Authorization", ""); info["authenticated"] != true || info["read_only"] != true {
+		t.Fatalf("read-only session: %v", info)
+	}
+	for _, p := range []string{"/api/sagas", "/api/overview", "/api/triggers", "/api/deadletters"} {
+		e.expect(200, "GET", p, "", cookie, readSession, "Authorization", "")
+	}
+	if out := e.expect(403, "POST", "/api/fire", `{"event_type":"fragile.go"}`, cookie, readSession, "Origin", e.base, "Sec-Fetch-Site", "same-origin", "Authorization", ""); out["error"] != "read-only token" {
+		t.Fatalf("an action with a read-only session: %v", out)
+	}
+	e.expect(403, "POST", "/api/deadletters/replay", `{"dead_letters":[{"partition":0,"offset":0}]}`, cookie, readSession, "Origin", e.base, "Sec-Fetch-Site", "same-origin", "Authorization", "")
+	e.expect(200, "DELETE", "/api/session", "", cookie, readSession, "Authorization", "")
+	e.expect(401, "GET", "/api/sagas", "", cookie, readSession, "Authorization", "")
 
 	// The console's handler is mounted at /ui/, and / leads to it.
 	resp, err := http.Get(e.base + "/")

@@ -1,13 +1,24 @@
 // Sagaz console: one small module, no dependencies. It renders the member's
 // JSON API (/api/...) and polls the endpoint of the page shown every few
 // seconds while the tab is visible (one request per interval per open tab).
+//
+// Logins: when the member has an admin token, every /api route needs a token,
+// reads included. The console then shows the login form in place of any page
+// until the user logs in (POST /api/session with an admin or a read-only
+// token gives a session cookie), and again when a later request answers 401
+// (the session expired or was ended): the URL is kept, so logging in again
+// shows the same page. A read-only login shows everything with the actions
+// disabled. Without an admin token (loopback only) nothing needs a login.
 
 const INTERVAL = 5000; // ms between refreshes of the page shown
 const STATUSES = ["pending", "executing", "compensating", "completed", "rolled_back", "failed"];
 const REASONS = ["decode", "transform_error", "transform_panic", "missing_key", "bad_context", "oversized", "no_route"];
 
 const main = document.getElementById("main");
-let session = { token_required: false, authenticated: true };
+// session is the answer of GET /api/session: {token_required,
+// authenticated, read_only, expires}; null until it is known.
+let session = null;
+let loginReason = ""; // why the login form is shown again (expired, logged out)
 let page = null; // {refresh, interval}
 let timer = 0;
 let ctl = new AbortController();
@@ -32,6 +43,12 @@ function h(tag, attrs, ...kids) {
   return el;
 }
 
+// kids drops the absent (null, undefined, false) from children passed to
+// append or replaceChildren, which would show them as text.
+function kids(...xs) {
+  return xs.flat().filter((x) => x !== undefined && x !== null && x !== false);
+}
+
 function svg(tag, attrs, ...kids) {
   const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
@@ -39,11 +56,16 @@ function svg(tag, attrs, ...kids) {
   return el;
 }
 
+// api calls the member's JSON API. A 401 on anything but the login itself
+// means this browser has no (more) session: the login form takes the page's
+// place and the error is marked sessionLost.
 async function api(method, path, body) {
   const opts = { method, headers: {}, credentials: "same-origin", signal: ctl.signal };
-  if (body !== undefined) {
+  if (method !== "GET" && method !== "HEAD") {
+    // Every state-changing request is JSON, also without a body: in loopback
+    // mode the member refuses any other Content-Type (415).
     opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
+    if (body !== undefined) opts.body = JSON.stringify(body);
   }
   const r = await fetch(path, opts);
   let data = null;
@@ -51,6 +73,10 @@ async function api(method, path, body) {
   if (!r.ok) {
     const e = new Error(data && data.error ? `${data.error}: ${data.detail}` : `${r.status} ${r.statusText}`);
     e.status = r.status;
+    if (r.status === 401 && path !== "/api/session") {
+      e.sessionLost = true;
+      sessionLost();
+    }
     throw e;
   }
   return data;
@@ -111,11 +137,45 @@ function isoToLocal(iso) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 }
 
-function actionHint() {
-  return session.token_required && !session.authenticated ? " (log in first)" : "";
+// needsLogin: the member wants a token and this browser has no session.
+function needsLogin() {
+  return !!session && session.token_required && !session.authenticated;
 }
 
-// act runs an action and reports it; a refusal (401) says to log in.
+// readOnly: logged in with a read-only token; actions are disabled.
+function readOnly() {
+  return !!session && session.token_required && session.authenticated && !!session.read_only;
+}
+
+const READ_ONLY_TITLE = "read-only login: actions need an admin token";
+
+// actionButton is a button for an action: disabled, with the reason as its
+// title, under a read-only login. attrs.disabled/title give other reasons.
+function actionButton(attrs, label) {
+  const ro = readOnly();
+  return h("button", { type: "button", ...attrs, disabled: ro || attrs.disabled, title: ro ? READ_ONLY_TITLE : attrs.title,
+    "aria-describedby": ro ? "readonly-note" : undefined }, label);
+}
+
+// loginAsAdmin is a link to the login form that comes back to the page
+// shown when it is followed.
+function loginAsAdmin(id) {
+  return h("a", { href: "#/login", id, onclick: (ev) => {
+    ev.preventDefault();
+    location.hash = "#/login?" + new URLSearchParams({ next: location.hash || "#/" });
+  } }, "Log in as admin");
+}
+
+// readOnlyNote says, on a page with actions, why they are disabled.
+function readOnlyNote() {
+  if (!readOnly()) return null;
+  return h("p", { class: "banner note-ro", id: "readonly-note" },
+    "Read-only login: you can see everything, but the actions (retry, cancel, pause, resume, trigger now, replay) need an admin token. ",
+    loginAsAdmin());
+}
+
+// act runs an action and reports it. A 401 brings the login form back (the
+// session ended); a 403 is a read-only login.
 async function act(what, method, path, body) {
   try {
     const out = await api(method, path, body);
@@ -124,7 +184,9 @@ async function act(what, method, path, body) {
     return out;
   } catch (e) {
     if (e.name === "AbortError") return null;
-    toast(e.status === 401 ? `${what}: refused — log in with the admin token to act (401)` : `${what} failed: ${e.message}`, true);
+    if (e.sessionLost) toast(`${what}: not done — the session ended; log in again (401)`, true);
+    else if (e.status === 403 && readOnly()) toast(`${what}: refused — read-only login, log in with an admin token to act (403)`, true);
+    else toast(`${what} failed: ${e.message}`, true);
     return null;
   }
 }
@@ -132,49 +194,109 @@ async function act(what, method, path, body) {
 // ---------- session ----------
 
 async function loadSession() {
-  try { session = await api("GET", "/api/session"); } catch { /* keep the last */ }
+  try { session = await api("GET", "/api/session"); } catch { /* keep the last; pages say what failed */ }
+  renderSession();
+}
+
+function renderSession() {
   const box = document.getElementById("session");
   box.replaceChildren();
+  if (!session) return;
   if (!session.token_required) {
-    box.append(h("span", { id: "session-state" }, "No admin token set: actions are open (loopback only)"));
+    box.append(h("span", { id: "session-state" }, "No admin token set: open without login (loopback only)"));
   } else if (session.authenticated) {
-    box.append(h("span", { id: "session-state" }, "Logged in"),
-      h("button", { type: "button", id: "logout", onclick: logout }, "Log out"));
+    const exp = session.expires ? `session until ${fmtTime(session.expires)}` : undefined;
+    box.append(...kids(h("span", { id: "session-state", title: exp }, session.read_only ? "Logged in (read-only)" : "Logged in (admin)"),
+      session.read_only ? loginAsAdmin("login-admin") : null,
+      h("button", { type: "button", id: "logout", onclick: logout }, "Log out")));
   } else {
-    box.append(h("span", { id: "session-state" }, "Read-only"),
-      h("a", { href: "#/login", id: "login-link" }, "Log in"));
+    box.append(h("span", { id: "session-state" }, "Not logged in"));
   }
 }
 
-async function logout() {
-  try { await api("DELETE", "/api/session"); toast("Logged out"); } catch (e) { toast(`Log out failed: ${e.message}`, true); }
-  await loadSession();
+// sessionLost: a request answered 401, so this browser's session is gone
+// (expired, logged out elsewhere, the member restarted). The login form
+// replaces the page; the URL stays, so logging in shows the same page.
+function sessionLost() {
+  if (needsLogin()) return; // the form is shown already
+  session = { ...(session || {}), token_required: true, authenticated: false, read_only: false };
+  loginReason = "Your session ended (it expired, was logged out, or the member restarted): log in again to go on.";
+  renderSession();
   route();
 }
 
-function pageLogin(params) {
-  const input = h("input", { type: "password", id: "login-token", name: "token", autocomplete: "current-password", required: true });
-  const form = h("form", { class: "login", id: "login-form" },
-    h("label", {}, "Admin token", input),
-    h("button", { class: "primary", type: "submit" }, "Log in"),
-    h("p", { class: "note" }, "The token is exchanged for a session cookie (HttpOnly, SameSite=Strict) and is not kept by the page."));
+async function logout() {
+  try {
+    session = await api("DELETE", "/api/session");
+    loginReason = "Logged out.";
+    toast("Logged out");
+  } catch (e) {
+    toast(`Log out failed: ${e.message}`, true);
+    await loadSession();
+  }
+  renderSession();
+  route();
+}
+
+const SECTION_NAMES = { overview: "the overview", sagas: "sagas", schedules: "triggers and schedules", deadletters: "dead letters" };
+
+// pageLogin shows the login form: in place of the page asked for when a
+// login is needed (explicit false: logging in shows that page), or at
+// #/login (explicit: logging in goes to ?next=, else the overview).
+function pageLogin(params, explicit, section) {
+  main.replaceChildren();
+  const title = h("h1", { id: "login-title" }, "Log in");
+  if (!session) {
+    main.append(title, h("p", { class: "banner bad" }, "Could not read the login state from the member (GET /api/session): reload the page."));
+    return;
+  }
+  if (!session.token_required) {
+    main.append(title, h("p", { id: "login-open" }, "This member has no admin token: everything is open without logging in (it listens on loopback only)."));
+    return;
+  }
+  const input = h("input", { type: "password", id: "login-token", name: "token", autocomplete: "current-password", required: true,
+    spellcheck: "false", autocapitalize: "off", "aria-describedby": "login-help login-error" });
+  const error = h("p", { id: "login-error", class: "err", role: "alert" });
+  const submit = h("button", { class: "primary", type: "submit", id: "login-submit" }, "Log in");
+  const form = h("form", { class: "login", id: "login-form", "aria-labelledby": "login-title" },
+    h("label", { for: "login-token" }, "Token (admin or read-only)"), input, error, submit,
+    h("p", { class: "note", id: "login-help" }, "An admin token can read and act; a read-only token can only read. " +
+      "The token is exchanged for a session cookie (HttpOnly, SameSite=Strict) and not kept by the page."));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    const token = input.value.trim();
+    if (!token) {
+      error.textContent = "Enter a token.";
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    submit.disabled = true;
     try {
-      await api("POST", "/api/session", { token: input.value });
+      session = await api("POST", "/api/session", { token });
       input.value = "";
-      toast("Logged in");
-      await loadSession();
-      location.hash = params.get("next") || "#/";
+      loginReason = "";
+      renderSession();
+      toast(session.read_only ? "Logged in (read-only)" : "Logged in");
+      const next = explicit ? params.get("next") || "#/" : location.hash;
+      if (explicit && next !== location.hash) location.hash = next; // route() follows the hashchange
+      else route();
     } catch (e) {
+      if (e.name === "AbortError") return;
+      submit.disabled = false;
       input.value = "";
-      toast(e.status === 401 ? "Wrong token" : `Log in failed: ${e.message}`, true);
+      input.setAttribute("aria-invalid", "true");
+      error.textContent = e.status === 401 ? "Wrong token: it is neither an admin nor a read-only token of this member." : `Log in failed: ${e.message}`;
+      input.focus();
     }
   });
-  main.replaceChildren(h("h1", {}, "Log in"), session.token_required ? form :
-    h("p", {}, "This member has no admin token: every action is open without logging in."));
+  const why = explicit
+    ? session.authenticated ? `You are logged in${session.read_only ? " with a read-only token" : ""}. Log in with another token to change it.` : ""
+    : `This member needs a token to read its data: log in to see ${SECTION_NAMES[section] || "this page"}.`;
+  main.append(...kids(title,
+    loginReason && !explicit ? h("p", { class: "banner", id: "login-reason" }, loginReason) : null,
+    why ? h("p", { class: "note" }, why) : null, form));
   input.focus();
-  return null;
 }
 
 // ---------- overview ----------
@@ -250,12 +372,12 @@ function pageOverview() {
           h("td", { class: "id" }, m.member_id, m.instance_id ? ` (instance ${m.instance_id})` : "", m.self ? h("strong", {}, " — this member") : ""),
           h("td", {}, m.client_id), h("td", {}, m.host),
           h("td", {}, m.partitions.map((p) => `${p.topic}/${p.partition}`).join(", ")))), { id: "members" }) : null;
-      data.replaceChildren(ready, cards,
+      data.replaceChildren(...kids(ready, cards,
         h("p", { class: "note" }, `In this process: ${ov.pending_in_process} queued, ${ov.executing_in_process} executing.`,
           ov.stale_copies ? ` ${ov.stale_copies} sagas in this store belong to partitions another member runs now (not counted).` : "",
           ov.store_error ? ` Store: ${ov.store_error}` : ""),
         charts, h("h2", {}, "By saga"), bySaga, h("h2", {}, "Consumer group"), members, lag,
-        h("p", { class: "note" }, `Owned partitions: ${ov.owned_partitions.map((p) => `${p.topic}/${p.partition}`).join(", ") || "none"}.`));
+        h("p", { class: "note" }, `Owned partitions: ${ov.owned_partitions.map((p) => `${p.topic}/${p.partition}`).join(", ") || "none"}.`)));
     },
   };
 }
@@ -356,10 +478,10 @@ function pageSaga(id) {
       const path = "/api/sagas/" + encodeURIComponent(id);
       const canRetry = s.status === "failed", canCancel = s.status === "pending" || s.status === "executing";
       const actions = h("div", { class: "actions" },
-        h("button", { type: "button", id: "act-retry", disabled: !canRetry, title: canRetry ? "" : "only failed sagas can be retried",
-          onclick: () => act("Retry", "POST", path + "/retry") }, "Retry" + actionHint()),
-        h("button", { type: "button", id: "act-cancel", class: "danger", disabled: !canCancel, title: canCancel ? "" : "only pending or executing sagas can be cancelled",
-          onclick: () => { if (confirm(`Cancel ${id}? Its completed steps are compensated.`)) act("Cancel", "POST", path + "/cancel"); } }, "Cancel" + actionHint()));
+        actionButton({ id: "act-retry", disabled: !canRetry, title: canRetry ? undefined : "only failed sagas can be retried",
+          onclick: () => act("Retry", "POST", path + "/retry") }, "Retry"),
+        actionButton({ id: "act-cancel", class: "danger", disabled: !canCancel, title: canCancel ? undefined : "only pending or executing sagas can be cancelled",
+          onclick: () => { if (confirm(`Cancel ${id}? Its completed steps are compensated.`)) act("Cancel", "POST", path + "/cancel"); } }, "Cancel"));
       const facts = h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", { id: "saga-status", "data-status": s.status }, badge(s.status)),
         h("dt", {}, "Saga"), h("dd", {}, s.saga),
@@ -400,9 +522,9 @@ function pageSaga(id) {
             st.compensated_at ? h("span", { class: "muted" }, ` — done ${fmtTime(st.compensated_at)}`) : null,
             st.compensation_error ? h("div", { class: "err" }, `Error: ${st.compensation_error}`) : null) : null);
       }));
-      data.replaceChildren(actions, facts, h("h2", {}, "Steps"), timeline, h("h2", {}, "Context"),
+      data.replaceChildren(...kids(readOnlyNote(), actions, facts, h("h2", {}, "Steps"), timeline, h("h2", {}, "Context"),
         h("p", { class: "note" }, "Fields the saga declares sensitive are shown as ***."),
-        h("pre", { id: "saga-context" }, s.context === undefined ? "(none)" : JSON.stringify(s.context, null, 2)));
+        h("pre", { id: "saga-context" }, s.context === undefined ? "(none)" : JSON.stringify(s.context, null, 2))));
     },
   };
 }
@@ -430,15 +552,15 @@ function pageSchedules() {
           h("td", { class: "num" }, st.skipped || 0, st.recent_skipped && st.recent_skipped.length ? h("details", {}, h("summary", {}, "recent"),
             h("ul", {}, st.recent_skipped.map((x) => h("li", {}, fmtTime(x))))) : null),
           h("td", {}, s.owned_here ? h("div", { class: "actions" },
-            s.paused ? h("button", { type: "button", "data-act": "resume", onclick: () => act(`Resume ${s.id}`, "POST", p + "/resume") }, "Resume" + actionHint())
-              : h("button", { type: "button", "data-act": "pause", onclick: () => act(`Pause ${s.id}`, "POST", p + "/pause") }, "Pause" + actionHint()),
-            h("button", { type: "button", "data-act": "trigger", onclick: () => act(`Trigger ${s.id}`, "POST", p + "/trigger") }, "Trigger now" + actionHint()))
+            s.paused ? actionButton({ "data-act": "resume", onclick: () => act(`Resume ${s.id}`, "POST", p + "/resume") }, "Resume")
+              : actionButton({ "data-act": "pause", onclick: () => act(`Pause ${s.id}`, "POST", p + "/pause") }, "Pause"),
+            actionButton({ "data-act": "trigger", onclick: () => act(`Trigger ${s.id}`, "POST", p + "/trigger") }, "Trigger now"))
             : h("span", { class: "muted" }, "act on the member that owns it")));
       }) : [];
-      data.replaceChildren(triggers, h("h2", {}, "Schedules"),
+      data.replaceChildren(...kids(readOnlyNote(), triggers, h("h2", {}, "Schedules"),
         sched ? table("Cron schedules (state is known on the member that owns each one)",
           ["Schedule", "Spec", "Owner", "State", "Next fire", "Last tick", "Fired", "Skipped", "Actions"], rows, { id: "schedules-table" })
-          : h("p", {}, schedErr));
+          : h("p", {}, schedErr)));
     },
   };
 }
@@ -462,23 +584,23 @@ function pageDeadLetters(params) {
   });
   const data = h("div", { id: "deadletters" });
   const results = h("div", { id: "replay-results", "aria-live": "polite" });
-  const replaySelected = h("button", { type: "button", id: "replay-selected", class: "primary", onclick: () => {
+  const replaySelected = actionButton({ id: "replay-selected", class: "primary", onclick: () => {
     const coords = [...data.querySelectorAll("input[name=dl]:checked")].map((c) => {
       const [p, o] = c.value.split("/");
       return { partition: Number(p), offset: Number(o) };
     });
     if (coords.length) replay(coords);
     else toast("Select dead letters to replay first", true);
-  } }, "Replay selected" + actionHint());
+  } }, "Replay selected");
   async function replay(coords) {
     const out = await act(`Replay of ${coords.length} dead letter${coords.length === 1 ? "" : "s"}`, "POST", "/api/deadletters/replay", { dead_letters: coords });
     if (!out) return;
     results.replaceChildren(h("h2", {}, `Replayed ${out.replayed}, failed ${out.failed}`), h("ul", {}, out.results.map((r) =>
       h("li", { class: r.error ? "err" : "" }, `${r.partition}/${r.offset}: `, r.error ? r.error : `produced to ${r.topic} partition ${r.replay_partition} offset ${r.replay_offset}`))));
   }
-  main.replaceChildren(h("h1", {}, "Dead letters"),
+  main.replaceChildren(...kids(h("h1", {}, "Dead letters"),
     h("p", { class: "note" }, "Records that could not start a saga, read from the dead-letter topic (newest first). A replay produces the record again to its original topic and partition with its key, value and headers, plus sagaz.replay.of; the dead letter stays. A trigger with an idempotency key starts at most one saga per key, so replaying twice is harmless there; without a key every replay starts a saga."),
-    form, h("div", { class: "actions" }, replaySelected), results, data);
+    form, readOnlyNote(), h("div", { class: "actions" }, replaySelected), results, data));
   return {
     interval: 15000,
     async refresh(auto) {
@@ -492,14 +614,14 @@ function pageDeadLetters(params) {
         throw e;
       }
       const rows = out.dead_letters.map((l) => h("tr", { "data-coord": `${l.partition}/${l.offset}`, "data-reason": l.reason },
-        h("td", {}, h("input", { type: "checkbox", name: "dl", value: `${l.partition}/${l.offset}`, "aria-label": `select dead letter ${l.partition}/${l.offset}` })),
+        h("td", {}, h("input", { type: "checkbox", name: "dl", value: `${l.partition}/${l.offset}`, disabled: readOnly(), "aria-label": `select dead letter ${l.partition}/${l.offset}` })),
         h("td", {}, fmtTime(l.timestamp)), h("td", {}, h("span", { class: "badge s-failed" }, l.reason)),
         h("td", {}, `${l.original.topic}/${l.original.partition}@${l.original.offset}`), h("td", {}, l.saga || "—"),
         h("td", { class: "err" }, l.error || ""), h("td", { class: "preview" }, l.key),
         h("td", {}, h("details", {}, h("summary", {}, `value (${l.value_bytes} bytes)`),
           h("div", { class: "preview" }, l.value_dropped ? "(the value was too large for the dead-letter topic and was left out)" : l.value, l.value_truncated ? " …" : ""),
           l.headers.length ? h("dl", { class: "facts" }, l.headers.map((x) => [h("dt", {}, x.key), h("dd", {}, x.value)])) : h("p", { class: "muted" }, "no headers of its own"))),
-        h("td", {}, h("button", { type: "button", "data-act": "replay", onclick: () => replay([{ partition: l.partition, offset: l.offset }]) }, "Replay" + actionHint()))));
+        h("td", {}, actionButton({ "data-act": "replay", onclick: () => replay([{ partition: l.partition, offset: l.offset }]) }, "Replay"))));
       const next = new URLSearchParams(params);
       next.set("cursor", out.next_cursor || "");
       const first = new URLSearchParams(params);
@@ -523,11 +645,13 @@ function setLive(text) {
 
 async function refreshNow(auto) {
   if (!page) return;
+  const p = page;
   try {
-    await page.refresh(auto);
-    setLive(`Updated ${new Date().toLocaleTimeString()} · refreshes every ${(page.interval || INTERVAL) / 1000} s while this tab is visible`);
+    await p.refresh(auto);
+    if (p === page) setLive(`Updated ${new Date().toLocaleTimeString()} · refreshes every ${(p.interval || INTERVAL) / 1000} s while this tab is visible`);
   } catch (e) {
-    if (e.name !== "AbortError") setLive(`Could not refresh: ${e.message}`);
+    if (e.name === "AbortError" || e.sessionLost) return; // another page, or the login form, took over
+    if (p === page) setLive(`Could not refresh: ${e.message}`);
   }
 }
 
@@ -551,14 +675,21 @@ function route() {
     if (a.dataset.nav === section) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
+  if (path === "/login" || needsLogin()) {
+    // The login form, in place of the page asked for: no requests, no refresh.
+    page = null;
+    pageLogin(params, path === "/login", section);
+    document.title = "Log in · Sagaz";
+    setLive(session && session.token_required ? "Log in to read this member's data" : "");
+    return;
+  }
   if (path.startsWith("/saga/")) page = pageSaga(decodeURIComponent(path.slice(6)));
   else if (path === "/sagas") page = pageSagas(params);
   else if (path === "/schedules") page = pageSchedules();
   else if (path === "/deadletters") page = pageDeadLetters(params);
-  else if (path === "/login") page = pageLogin(params);
   else page = pageOverview();
   document.title = `${main.querySelector("h1") ? main.querySelector("h1").textContent : "Console"} · Sagaz`;
-  if (path !== "/login") main.focus({ preventScroll: true });
+  main.focus({ preventScroll: true });
   refreshNow().then(schedule);
 }
 
