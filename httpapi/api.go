@@ -474,6 +474,9 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 		case err != nil:
 			WriteError(w, http.StatusBadRequest, "missing idempotency key", err.Error())
 			return
+		case len(k) > engine.MaxKeyBytes:
+			WriteError(w, http.StatusBadRequest, "idempotency key too long", fmt.Sprintf("saga %q: the key %s has %d bytes; at most %d are accepted", rt.Saga.Name, rt.Trigger.Key(), len(k), engine.MaxKeyBytes))
+			return
 		}
 		if key == "" {
 			key = k

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
@@ -101,5 +103,40 @@ func TestSlowBodiesStarveNothing(t *testing.T) {
 		if code != http.StatusRequestTimeout {
 			t.Errorf("a slow client got %d, want 408", code)
 		}
+	}
+}
+
+// An idempotency key over engine.MaxKeyBytes, in the body or in the
+// Idempotency-Key header, is refused with 400 before anything is produced.
+func TestOverlongKeysAreRefused(t *testing.T) {
+	seeds := kafkatest.NewCluster(t).ListenAddrs()
+	m := sagaztest.StartWith(t, seeds, "limits", "", testRegistry(), func(c *sagazmember.Config) {
+		c.HTTPAddr = "127.0.0.1:0"
+		c.API = &httpapi.API{}
+	})
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
+	post := func(path, body, idem string) (int, string) {
+		req, _ := http.NewRequest("POST", "http://"+m.HTTP.Addr()+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if idem != "" {
+			req.Header.Set("Idempotency-Key", idem)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	long := strings.Repeat("k", engine.MaxKeyBytes+1)
+	if code, body := post("/webhooks/payments", `{"payment_id":"`+long+`","status":"succeeded"}`, ""); code != 400 || !strings.Contains(body, "too long") {
+		t.Fatalf("a body key over the limit: %d %s", code, body)
+	}
+	if code, body := post("/api/fire", `{"event_type":"user.invited"}`, long); code != 400 || !strings.Contains(body, "too long") {
+		t.Fatalf("an Idempotency-Key header over the limit: %d %s", code, body)
+	}
+	if code, _ := post("/webhooks/payments", `{"payment_id":"`+long[1:]+`","status":"succeeded"}`, ""); code != 202 {
+		t.Fatalf("a key at the limit: %d", code)
 	}
 }
