@@ -10,10 +10,14 @@ import (
 
 // Get implements Store.
 func (b *Bolt) Get(ctx context.Context, id string) (*Saga, error) {
-	pos, name, err := ParseID(id)
+	ref, err := ParseRef(id)
 	if err != nil {
 		return nil, err
 	}
+	if ref.Keyed {
+		return b.getKeyed(ref, id)
+	}
+	pos, name := ref.Pos, ref.Name
 	var s *Saga
 	err = b.view(func(tx *bolt.Tx) error {
 		pb, err := openPart(tx, pos.TopicPartition(), false)
@@ -150,4 +154,42 @@ func (b *Bolt) GetMeta(ctx context.Context, p Partition, key string) ([]byte, bo
 		return nil
 	})
 	return out, ok, err
+}
+
+// getKeyed finds a keyed saga by its key: a lookup in each partition's key
+// index (the saga lives in the one keys-topic partition that owns its key).
+func (b *Bolt) getKeyed(ref Ref, id string) (*Saga, error) {
+	var s *Saga
+	err := b.view(func(tx *bolt.Tx) error {
+		ik := idemKey(ref.Name, ref.Key)
+		return tx.Bucket(bucketParts).ForEachBucket(func(name []byte) error {
+			if s != nil {
+				return nil
+			}
+			pb, err := openPart(tx, mustPart(name), false)
+			if err != nil || pb == nil {
+				return err
+			}
+			off := pb.idem.Get(ik)
+			if len(off) != 8 {
+				return nil
+			}
+			v := pb.sagas.Get(sagaKey(int64(binary.BigEndian.Uint64(off)), ref.Name))
+			if v == nil {
+				return nil
+			}
+			got, err := b.decodeStored(v)
+			if err != nil {
+				return err
+			}
+			if got.Keyed() {
+				s = got
+			}
+			return nil
+		})
+	})
+	if err == nil && s == nil {
+		err = fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return s, err
 }

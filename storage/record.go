@@ -22,6 +22,7 @@ import (
 //	        str name, byte status, uvarint attempts, varint started, ended,
 //	        str error, uvarint comp attempts, str comp error, varint comp ended
 //	uvarint extension count, then per extension: uvarint tag, bytes value
+//	        tag 1: the origin (Saga.Origin): str topic, varint partition, offset
 //	4 bytes CRC-32C (Castagnoli) of every byte before it, big-endian
 //
 // str and bytes are a uvarint length followed by the bytes.
@@ -37,6 +38,9 @@ const (
 	recordVersion1 = 1
 	recordVersion  = 2
 )
+
+// Extension tags this release knows.
+const extOrigin = 1
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -79,7 +83,20 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = appendStr(dst, st.CompError)
 		dst = appendTime(dst, st.CompEndedAt)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(s.Extensions)))
+	n := len(s.Extensions)
+	if s.Origin.Topic != "" {
+		n++
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	if s.Origin.Topic != "" {
+		var o []byte
+		o = appendStr(o, s.Origin.Topic)
+		o = binary.AppendVarint(o, int64(s.Origin.Partition))
+		o = binary.AppendVarint(o, s.Origin.Offset)
+		dst = binary.AppendUvarint(dst, extOrigin)
+		dst = binary.AppendUvarint(dst, uint64(len(o)))
+		dst = append(dst, o...)
+	}
 	for _, x := range s.Extensions {
 		dst = binary.AppendUvarint(dst, x.Tag)
 		dst = binary.AppendUvarint(dst, uint64(len(x.Value)))
@@ -157,6 +174,23 @@ func DecodeSaga(b []byte) (*Saga, error) {
 		for i := uint64(0); d.err == nil && i < n; i++ {
 			tag := d.uvarint()
 			val := d.bytes()
+			if tag == extOrigin {
+				od := decoder{b: val}
+				s.Origin.Topic = od.str()
+				p := od.varint()
+				if p < 0 || p > 1<<31-1 {
+					od.fail("origin partition out of range")
+				}
+				s.Origin.Partition = int32(p)
+				s.Origin.Offset = od.varint()
+				if od.err == nil && len(od.b) != 0 {
+					od.fail("trailing bytes in the origin")
+				}
+				if od.err != nil {
+					d.fail(od.err.Error())
+				}
+				continue
+			}
 			s.Extensions = append(s.Extensions, Extension{Tag: tag, Value: append([]byte(nil), val...)})
 		}
 	}

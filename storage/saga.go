@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -166,6 +167,10 @@ type Saga struct {
 	// Version counts the writes of this saga (1 when started); the store
 	// sets it. A changelog replay applies a record only over an older one.
 	Version uint64 `json:"version"`
+	// Origin, set for a keyed saga, is the position of the event that
+	// started it; Source is then where the saga lives: the partition of the
+	// keys topic that owns its idempotency key (see Saga.ID).
+	Origin Position `json:"origin,omitzero"`
 	// Extensions are fields of the record this release does not know (a
 	// newer release wrote them); they are kept and written back unchanged.
 	Extensions []Extension `json:"-"`
@@ -177,10 +182,88 @@ type Extension struct {
 	Value []byte
 }
 
-// ID returns the saga's identifier: "<topic>:<partition>:<offset>:<saga>".
-// It is derived from the source event's position, so a re-delivered event
-// maps to the same ID on every member.
-func (s *Saga) ID() string { return FormatID(s.Source, s.Name) }
+// ID returns the saga's identifier. A keyed saga (one with an idempotency
+// key, started through the keys topic: Origin is set) is named by its saga
+// and key: "<saga>:key:<escaped key>" (FormatKeyedID), so every event with
+// that key names the same saga, wherever it came from. Any other saga is
+// named by the position of its event: "<topic>:<partition>:<offset>:<saga>"
+// (FormatID), so a re-delivered event maps to the same ID on every member.
+func (s *Saga) ID() string {
+	if s.Keyed() {
+		return FormatKeyedID(s.Name, s.IdempotencyKey)
+	}
+	return FormatID(s.Source, s.Name)
+}
+
+// Keyed reports whether the saga is named by its idempotency key (it was
+// started through the keys topic).
+func (s *Saga) Keyed() bool { return s.Origin.Topic != "" && s.IdempotencyKey != "" }
+
+// FormatKeyedID names a keyed saga: "<saga>:key:<key>", the key's bytes
+// outside [A-Za-z0-9._~-] percent-encoded (so the ID is printable and has
+// exactly three ':'-separated parts).
+func FormatKeyedID(name, key string) string {
+	var b strings.Builder
+	b.Grow(len(name) + 5 + len(key))
+	b.WriteString(name)
+	b.WriteString(":key:")
+	const hexd = "0123456789ABCDEF"
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hexd[c>>4])
+		b.WriteByte(hexd[c&15])
+	}
+	return b.String()
+}
+
+// Ref is a parsed saga ID: a position (Pos, Name) or a key (Name, Key).
+type Ref struct {
+	Name  string
+	Keyed bool
+	Pos   Position // position IDs
+	Key   string   // keyed IDs
+}
+
+// ParseRef parses either form of saga ID.
+func ParseRef(id string) (Ref, error) {
+	if name, esc, ok := strings.Cut(id, ":key:"); ok && ValidName(name) && !strings.Contains(esc, ":") {
+		key, err := unescapeKey(esc)
+		if err != nil || key == "" {
+			return Ref{}, fmt.Errorf("%w: %q: bad key", ErrInvalidID, id)
+		}
+		return Ref{Name: name, Keyed: true, Key: key}, nil
+	}
+	pos, name, err := ParseID(id)
+	if err != nil {
+		return Ref{}, fmt.Errorf("%w: %q (want <topic>:<partition>:<offset>:<saga> or <saga>:key:<key>)", ErrInvalidID, id)
+	}
+	return Ref{Name: name, Pos: pos}, nil
+}
+
+func unescapeKey(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", errors.New("short escape")
+		}
+		v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", err
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	return b.String(), nil
+}
 
 // Clone returns a deep copy of s.
 func (s *Saga) Clone() *Saga {

@@ -63,7 +63,11 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 				if v := pb.idem.Get(ik); len(v) == 8 {
 					pos := s.Source
 					pos.Offset = int64(binary.BigEndian.Uint64(v))
-					results[i] = StartResult{ID: FormatID(pos, s.Name)}
+					id := FormatID(pos, s.Name)
+					if s.Keyed() {
+						id = s.ID()
+					}
+					results[i] = StartResult{ID: id}
 					continue
 				}
 				if err := pb.idem.Put(ik, sk[:8]); err != nil {

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"ExpireTerminalSagas", testExpire},
 		{"PartitionScoped", testPartitionScoped},
 		{"MetaRecords", testMeta},
+		{"KeyedSagasNamedByKey", testKeyed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -664,5 +665,43 @@ func testMeta(t *testing.T, open Opener) {
 	}
 	if _, ok, _ := b.GetMeta(ctx, p, "sched/a"); ok {
 		t.Fatal("meta not deleted")
+	}
+}
+
+// A keyed saga (Origin set) is named by its saga and key: Start answers that
+// ID for the new saga and for every later event with the key, Get finds it
+// by that ID, and the origin survives a reopen.
+func testKeyed(t *testing.T, open Opener) {
+	s, dir := mustOpen(t, open)
+	for i, key := range []string{"o-1", "a:b/c d%e", "x\xff\xfey", "ünï"} {
+		first := NewSaga("order", "sagaz-keys", 2, int64(10*i), key)
+		first.Origin = storage.Position{Topic: "orders.created", Partition: 1, Offset: int64(100 + i)}
+		again := NewSaga("order", "sagaz-keys", 2, int64(10*i+1), key)
+		again.Origin = storage.Position{Topic: "sagaz.events", Partition: 0, Offset: int64(7 + i)}
+		res := start(t, s, first, again)
+		want := storage.FormatKeyedID("order", key)
+		if !res[0].Created || res[1].Created || res[0].ID != want || res[1].ID != want {
+			t.Fatalf("key %q: results %+v, want both named %s", key, res, want)
+		}
+		ref, err := storage.ParseRef(want)
+		if err != nil || !ref.Keyed || ref.Key != key || ref.Name != "order" {
+			t.Fatalf("ParseRef(%q) = %+v, %v", want, ref, err)
+		}
+		g := get(t, s, want)
+		if g.Origin != first.Origin || g.ID() != want {
+			t.Fatalf("Get(%s): origin %+v id %s", want, g.Origin, g.ID())
+		}
+	}
+	_ = s.Close()
+	s = open(t, dir)
+	defer s.Close()
+	if g := get(t, s, storage.FormatKeyedID("order", "o-1")); g.Origin.Topic != "orders.created" {
+		t.Fatalf("origin after reopen: %+v", g.Origin)
+	}
+	if _, err := s.Get(context.Background(), storage.FormatKeyedID("order", "nope")); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if _, err := s.Get(context.Background(), "order:key:%zz"); !errors.Is(err, storage.ErrInvalidID) {
+		t.Fatalf("bad escape: %v", err)
 	}
 }
