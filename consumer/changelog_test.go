@@ -40,6 +40,11 @@ func TestLostDataDirRestoredFromChangelog(t *testing.T) {
 	}
 	produceOrders(t, cl, 0, 600, nil) // a producer re-sends every order
 	waitCommittedAtEnd(t, seeds)
+	// Each re-sent order is forwarded to the partition of the keys topic
+	// that owns its key, and matches its saga there.
+	kafkatest.WaitFor(t, 30*time.Second, "600 re-sent orders to match their saga", func() bool {
+		return testutil.ToFloat64(b.Metrics.Deduplicated.WithLabelValues("order")) >= 600
+	})
 	b.WaitIdle(30 * time.Second)
 	if got := testutil.ToFloat64(b.Metrics.SagasStarted.WithLabelValues("order")); got != 0 {
 		t.Fatalf("re-sent orders started %v new sagas on the restored member", got)

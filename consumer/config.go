@@ -37,6 +37,11 @@ type Config struct {
 	// EventsTopic carries webhook calls and manual events (default
 	// "sagaz.events"); it is consumed when a webhook or manual trigger exists.
 	EventsTopic string
+	// KeysTopic is where keyed sagas are started (default "<group>-keys"):
+	// each (saga, idempotency key) belongs to one of its partitions, so a
+	// key starts at most one saga in the whole group. Its partition count
+	// must not change while keys are in their de-duplication window.
+	KeysTopic string
 	// CronTopic carries schedule ticks (default "sagaz.cron"); it is
 	// consumed when a cron trigger exists.
 	CronTopic string
@@ -110,6 +115,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EventsTopic == "" {
 		c.EventsTopic = "sagaz.events"
+	}
+	if c.KeysTopic == "" {
+		c.KeysTopic = c.Group + "-keys"
 	}
 	if c.CronTopic == "" {
 		c.CronTopic = "sagaz.cron"

@@ -60,6 +60,7 @@ type Consumer struct {
 	changelog *Changelog
 	topics    []string
 	synthetic map[string]bool // topics whose records name their source and trigger in headers
+	keysTopic string          // where keyed sagas start (engine/keys.go); "" when no trigger has a key
 	log       *slog.Logger
 	m         *Metrics
 
@@ -127,20 +128,47 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	if c.health == nil {
 		c.health = health.New(nil) // the caller does not look: keep them here
 	}
+	keyed := false
 	for _, r := range eng.Routes().All() {
 		topic := cfg.EventsTopic
 		switch r.Trigger.Source() {
 		case engine.SourceCron:
 			topic = cfg.CronTopic
 		case engine.SourceKafka:
+			keyed = keyed || !r.Trigger.Key().IsZero()
 			continue
+		default: // webhook and manual events may carry an Idempotency-Key
+			keyed = true
 		}
 		if !c.synthetic[topic] {
 			c.synthetic[topic] = true
 			c.topics = append(c.topics, topic)
 		}
 	}
+	if keyed {
+		c.keysTopic = cfg.KeysTopic
+		c.topics = append(c.topics, cfg.KeysTopic)
+	}
 	return c, nil
+}
+
+// KeysTopic is the topic keyed sagas are started in ("" when no trigger
+// can have a key).
+func (c *Consumer) KeysTopic() string { return c.keysTopic }
+
+// KeyPartition returns the partition of the keys topic that owns (saga,
+// key), once the topics are known.
+func (c *Consumer) KeyPartition(saga, key string) (storage.Partition, bool) {
+	select {
+	case <-c.topicsReady:
+	default:
+		return storage.Partition{}, false
+	}
+	n := c.partitionCounts[c.keysTopic]
+	if c.keysTopic == "" || n == 0 {
+		return storage.Partition{}, false
+	}
+	return storage.Partition{Topic: c.keysTopic, Partition: engine.KeyPartition(saga, key, n)}, true
 }
 
 // Config returns the consumer's configuration, defaults applied.
@@ -243,6 +271,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(c.lost),
 		kgo.AdjustFetchOffsetsFn(c.adjust),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { c.rebalance.Store(true) }),
+		// Keyed records go where Kafka's Java client puts them (murmur2):
+		// a keyed start lands in engine.KeyPartition's partition.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	)
 	if c.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))

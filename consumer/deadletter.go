@@ -59,38 +59,43 @@ type recordReject struct {
 	err    string
 }
 
-// deadLetter is one dead letter to produce, with the position it stands
-// for.
-type deadLetter struct {
-	part    storage.Partition
-	offset  int64
-	trigger string
-	rec     *kgo.Record
+// sideRecord is a record a batch produces before it is recorded — a dead
+// letter, or a keyed saga's start on the keys topic — with the source
+// position it stands for.
+type sideRecord struct {
+	part   storage.Partition
+	offset int64
+	what   string // "dlq:<trigger id>" or "start:<saga>"
+	rec    *kgo.Record
+	dead   bool // a dead letter (counted)
 }
 
-// dlKey identifies a dead letter: a record's position and the trigger that
-// rejected it ("" when no trigger saw it).
+// dlKey identifies a side record: a source record's position and what it
+// is for (a dead letter of a trigger, a start of a saga).
 type dlKey struct {
-	offset  int64
-	trigger string
+	offset int64
+	what   string
 }
 
-// deadLetters produces the batch's dead letters with acks=all and waits for
-// them, retrying with back-off. It returns the partitions whose dead
-// letters could not all be produced (after DeadLetterAttempts, or when ctx
-// ends or a rebalance is waiting): the caller takes them out of the batch
-// and fetches them again, so a failure stops only those partitions and
-// never skips a record.
+// produceSide produces the batch's dead letters and keyed starts with
+// acks=all and waits for them, retrying with back-off. It returns the
+// source partitions whose records could not all be produced (after
+// DeadLetterAttempts, or when ctx ends or a rebalance is waiting): the
+// caller takes them out of the batch and fetches them again, so a failure
+// stops only those partitions and never skips a record.
 //
-// A dead letter already acknowledged for the same position and trigger
-// (the batch was fetched again after a rewind) is not produced again, and
-// the metric counts each dead letter once.
-func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad []recordReject) map[storage.Partition]error {
-	dls := make([]deadLetter, 0, len(rejects)+len(bad))
-	add := func(dl deadLetter) {
-		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.trigger}]; !done {
+// A record already acknowledged for the same position (the batch was
+// fetched again after a rewind) is not produced again, and the metric
+// counts each dead letter once.
+func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad []recordReject, starts []*storage.Saga) map[storage.Partition]error {
+	dls := make([]sideRecord, 0, len(rejects)+len(bad)+len(starts))
+	add := func(dl sideRecord) {
+		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.what}]; !done {
 			dls = append(dls, dl)
 		}
+	}
+	for _, s := range starts {
+		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, what: "start:" + s.Name, rec: c.startRecord(s)})
 	}
 	for _, r := range rejects {
 		saga, trigger := "", ""
@@ -98,12 +103,12 @@ func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad
 			saga, trigger = r.Route.Saga.Name, r.Route.Trigger.ID()
 		}
 		ev := r.Event
-		add(deadLetter{part: storage.Partition{Topic: ev.Topic, Partition: ev.Partition}, offset: ev.Offset, trigger: trigger,
+		add(sideRecord{part: storage.Partition{Topic: ev.Topic, Partition: ev.Partition}, offset: ev.Offset, what: "dlq:" + trigger, dead: true,
 			rec: c.dlqRecord(ev.Key, ev.Value, ev.Headers, ev.Topic, ev.Partition, ev.Offset, ev.Timestamp, string(r.Reason), r.Err.Error(), saga, trigger)})
 	}
 	for _, b := range bad {
 		r := b.r
-		add(deadLetter{part: storage.Partition{Topic: r.Topic, Partition: r.Partition}, offset: r.Offset,
+		add(sideRecord{part: storage.Partition{Topic: r.Topic, Partition: r.Partition}, offset: r.Offset, what: "dlq:", dead: true,
 			rec: c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp, b.reason, b.err, "", "")})
 	}
 	if len(dls) == 0 {
@@ -112,22 +117,24 @@ func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		recs := make([]*kgo.Record, len(dls))
+		which := make(map[*kgo.Record]int, len(dls)) // results come in completion order, not in request order
 		for i := range dls {
 			r := dls[i].rec // fresh records: a produced one keeps its (cancelled) context
-			recs[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+			recs[i] = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
+			which[recs[i]] = i
 		}
 		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		results := c.cl.ProduceSync(pctx, recs...)
 		cancel()
-		var failed []deadLetter
+		var failed []sideRecord
 		var firstErr error
-		for i, res := range results {
-			dl := dls[i]
+		for _, res := range results {
+			dl := dls[which[res.Record]]
 			if res.Err == nil {
 				c.noteDeadLetter(dl)
 				continue
 			}
-			if errors.Is(res.Err, kerr.MessageTooLarge) {
+			if errors.Is(res.Err, kerr.MessageTooLarge) && dl.dead {
 				trimDeadLetter(dl.rec, tooLargeForTopic) // the topic takes less than we assumed
 			}
 			failed = append(failed, dl)
@@ -141,11 +148,11 @@ func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad
 		if ctx.Err() != nil || c.rebalance.Load() || attempt >= c.cfg.DeadLetterAttempts {
 			out := map[storage.Partition]error{}
 			for _, dl := range failed {
-				out[dl.part] = fmt.Errorf("produce %d dead letter(s) to %s: %w", len(failed), c.cfg.DeadLetterTopic, firstErr)
+				out[dl.part] = fmt.Errorf("produce %d record(s) to %s: %w", len(failed), dl.rec.Topic, firstErr)
 			}
 			return out
 		}
-		c.log.Warn("dead-letter produce failed; retrying", "records", len(failed), "attempt", attempt, "in", wait, "err", firstErr)
+		c.log.Warn("dead-letter or keyed-start produce failed; retrying", "records", len(failed), "attempt", attempt, "in", wait, "err", firstErr)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -157,16 +164,32 @@ func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad
 	}
 }
 
-// noteDeadLetter remembers an acknowledged dead letter (until its offset is
-// committed) and counts it.
-func (c *Consumer) noteDeadLetter(dl deadLetter) {
+// noteDeadLetter remembers an acknowledged side record (until its offset
+// is committed) and counts it.
+func (c *Consumer) noteDeadLetter(dl sideRecord) {
 	m := c.dlqSent[dl.part]
 	if m == nil {
 		m = map[dlKey]struct{}{}
 		c.dlqSent[dl.part] = m
 	}
-	m[dlKey{dl.offset, dl.trigger}] = struct{}{}
-	c.m.DeadLetters.WithLabelValues(headerValue(dl.rec, HeaderReason)).Inc()
+	m[dlKey{dl.offset, dl.what}] = struct{}{}
+	if dl.dead {
+		c.m.DeadLetters.WithLabelValues(headerValue(dl.rec, HeaderReason)).Inc()
+	} else {
+		c.m.StartsForwarded.Inc()
+	}
+}
+
+// startRecord is a keyed saga's start record, for the partition of the
+// keys topic that owns its key (engine/keys.go).
+func (c *Consumer) startRecord(s *storage.Saga) *kgo.Record {
+	hs := engine.StartHeaders(s)
+	rh := make([]kgo.RecordHeader, len(hs))
+	for i, h := range hs {
+		rh[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+	}
+	return &kgo.Record{Topic: c.keysTopic, Partition: engine.KeyPartition(s.Name, s.IdempotencyKey, c.partitionCounts[c.keysTopic]),
+		Key: engine.StartKey(s.Name, s.IdempotencyKey), Value: s.Context, Headers: rh, Timestamp: s.EventTime}
 }
 
 // forgetDeadLetters drops the memory of dead letters below a committed

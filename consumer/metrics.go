@@ -24,6 +24,7 @@ type Metrics struct {
 	RestoreSeconds   prometheus.Histogram   // time to restore one partition
 	Restoring        prometheus.Gauge       // partitions being restored now
 	Expired          prometheus.Counter     // terminal sagas expired after the retention
+	StartsForwarded  prometheus.Counter     // keyed sagas' starts produced to the keys topic
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -52,11 +53,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .01, .1, .5, 1, 2, 5, 10, 30, 60, 120, 300}}),
 		Restoring: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_changelog_restoring_partitions", Help: "Partitions being restored from their changelog now."}),
 		Expired:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_sagas_expired_total", Help: "Terminal sagas deleted (with a changelog tombstone) after the retention."}),
+		StartsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_keyed_starts_forwarded_total",
+			Help: "Starts of keyed sagas produced to the keys topic (the partition that owns the key records them)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
 			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions,
-			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired)
+			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded)
 	}
 	return m
 }

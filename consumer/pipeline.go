@@ -226,7 +226,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		if len(p.Records) == 0 {
 			return
 		}
-		synthetic := c.synthetic[p.Topic]
+		synthetic, starts := c.synthetic[p.Topic], p.Topic == c.keysTopic
 		for _, r := range p.Records {
 			if len(r.Value) > c.cfg.MaxEventBytes {
 				bad = append(bad, recordReject{r, ReasonOversized, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(r.Value), c.cfg.MaxEventBytes)})
@@ -236,26 +236,30 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 			i++
 			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
-			c.eng.Prepare(&b.work, ev, synthetic)
+			if starts {
+				c.eng.PrepareStart(&b.work, ev)
+			} else {
+				c.eng.Prepare(&b.work, ev, synthetic)
+			}
 		}
 		last := p.Records[len(p.Records)-1]
 		b.work.Offsets = append(b.work.Offsets, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: last.Offset + 1})
 		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
 		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
-	if len(b.work.Rejects) == 0 && len(bad) == 0 {
+	if len(b.work.Rejects) == 0 && len(bad) == 0 && len(b.work.Forward) == 0 {
 		return nil
 	}
-	failed := c.deadLetters(ctx, b.work.Rejects, bad)
+	failed := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward)
 	if len(failed) == 0 {
 		return nil
 	}
-	// The dead letters of some partitions could not be produced: those
-	// partitions are taken out of the batch and fetched again; the others
-	// go on.
+	// The dead letters or keyed starts of some partitions could not be
+	// produced: those partitions are taken out of the batch and fetched
+	// again; the others go on.
 	var errs []error
 	for p, err := range failed {
-		c.log.Error("dead letters not produced; the partition is fetched again", "partition", p.String(), "err", err)
+		c.log.Error("dead letters or keyed starts not produced; the partition is fetched again", "partition", p.String(), "err", err)
 		errs = append(errs, err)
 	}
 	if c.dropPartitions(b, failed) {

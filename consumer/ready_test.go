@@ -70,11 +70,11 @@ func TestMissingTopicsKeepTheMemberNotReadyUntilCreated(t *testing.T) {
 		return holds(m, health.Topics, "orders.created") && holds(m, health.Topics, "sagaz.dlq")
 	})
 	adm := kadm.NewClient(kafkatest.Client(t, seeds))
-	if _, err := adm.CreateTopics(context.Background(), 2, 1, nil, topic, dlq, "sagaz.events"); err != nil {
+	if _, err := adm.CreateTopics(context.Background(), 2, 1, nil, topic, dlq, "sagaz.events", group+"-keys"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := adm.CreateTopics(context.Background(), 2, 1, map[string]*string{"cleanup.policy": ptr("compact")},
-		consumer.ChangelogTopic(group, topic), consumer.ChangelogTopic(group, "sagaz.events")); err != nil {
+		consumer.ChangelogTopic(group, topic), consumer.ChangelogTopic(group, "sagaz.events"), consumer.ChangelogTopic(group, group+"-keys")); err != nil {
 		t.Fatal(err)
 	}
 	kafkatest.WaitFor(t, 60*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })

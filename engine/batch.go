@@ -62,13 +62,22 @@ type Batch struct {
 	// event: Record stores it with the sagas, so a restarted member resumes
 	// after the events it recorded.
 	Offsets []storage.Offset
+	// Forward holds the keyed sagas of a group member's batch (Origin set,
+	// Source empty): one saga per (saga, key) in the whole group, so each
+	// is started in the partition of the keys topic that owns its key. The
+	// consumer produces them there (EncodeStart) before it commits the
+	// batch's offsets; the owner of that partition records them
+	// (PrepareStart). A library engine (no Changelog) records them at once,
+	// in its local partition "~keys".
+	Forward []*storage.Saga
 }
 
 // Reset empties the batch for reuse.
 func (b *Batch) Reset() {
 	clear(b.Sagas)
 	clear(b.Rejects)
-	b.Sagas, b.Rejects, b.Ignored, b.Offsets = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0]
+	clear(b.Forward)
+	b.Sagas, b.Rejects, b.Ignored, b.Offsets, b.Forward = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0], b.Forward[:0]
 }
 
 // Prepare routes ev to its triggers (Routes.Resolve: synthetic says ev is a
@@ -90,6 +99,11 @@ func (e *Engine) Prepare(b *Batch, ev *Event, synthetic bool) {
 			b.Rejects = append(b.Rejects, Reject{Event: ev, Route: rt, Reason: reason, Err: err})
 		case s == nil:
 			b.Ignored++
+		case s.Origin.Topic != "" && e.mirror != nil:
+			b.Forward = append(b.Forward, s)
+		case s.Origin.Topic != "":
+			s.Source = storage.Position{Topic: localTopic(sourceKeys), Offset: e.local[sourceKeys].Add(1) - 1}
+			b.Sagas = append(b.Sagas, s)
 		default:
 			b.Sagas = append(b.Sagas, s)
 		}
@@ -134,15 +148,27 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	// No step records yet: a pending saga's steps are all pending, and the
 	// executor fills them in from the declaration (a smaller insert on the
 	// hot path).
-	return &storage.Saga{
+	s := &storage.Saga{
 		Name:           rt.Saga.Name,
 		Trigger:        rt.Trigger.ID(),
 		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
 		EventTime:      ev.Timestamp,
 		IdempotencyKey: key,
 		Context:        raw,
-	}, "", nil
+	}
+	if keyedRoute(rt, key) {
+		// One saga per (saga, key) in the whole group: the start goes to the
+		// one place that owns the key (see Batch.Forward).
+		s.Origin, s.Source = s.Source, storage.Position{}
+	}
+	return s, "", nil
 }
+
+// keyedRoute reports whether a saga started by rt with key is keyed: named
+// by its key and started where the key is owned. Cron ticks are not: the
+// member that owns a schedule's partition publishes its ticks there, so
+// their keys (schedule and time) are owned there already.
+func keyedRoute(rt *Route, key string) bool { return key != "" && rt.Trigger.source != SourceCron }
 
 // contextBytes encodes the saga's initial context. A transformer that
 // passes the event through (returns ev.JSON()'s own map) gets the event's

@@ -184,7 +184,7 @@ func TestCrashRecoveryWithRealProcess(t *testing.T) {
 	}
 	defer st.Close()
 	for i := range n {
-		id := storage.FormatID(storage.Position{Topic: "~manual", Offset: int64(i)}, "crash")
+		id := storage.FormatKeyedID("crash", strconv.Itoa(i)) // the events are keyed by "n"
 		s, err := st.Get(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)

@@ -169,7 +169,7 @@ func New(cfg Config) (*Engine, error) {
 	e.always = &partState{ctx: e.base, cancel: func() {}}
 	e.idle = make(chan struct{})
 	close(e.idle)
-	for _, src := range []Source{SourceKafka, SourceCron, SourceWebhook, SourceManual} {
+	for _, src := range []Source{SourceKafka, SourceCron, SourceWebhook, SourceManual, sourceKeys} {
 		next, _, err := cfg.Store.NextOffset(context.Background(), storage.Partition{Topic: localTopic(src)})
 		if err != nil {
 			return nil, fmt.Errorf("engine: read local offsets: %w", err)
@@ -314,6 +314,10 @@ type Outcome struct {
 
 func localTopic(src Source) string { return "~" + string(src) }
 
+// sourceKeys names the local partition where a library engine records its
+// keyed sagas ("~keys").
+const sourceKeys Source = "keys"
+
 // isLocal reports whether topic is a local partition of Fire (not Kafka).
 func isLocal(topic string) bool { return strings.HasPrefix(topic, "~") }
 
@@ -445,6 +449,11 @@ func (e *Engine) Fire(ctx context.Context, src Source, ev Event) ([]Outcome, err
 	}
 	b := Batch{Offsets: []storage.Offset{{Topic: ev.Topic, Next: ev.Offset + 1}}}
 	e.Prepare(&b, &ev, false)
+	for _, s := range b.Forward { // in-process: keyed sagas go to the local keys partition
+		s.Source = storage.Position{Topic: localTopic(sourceKeys), Offset: e.local[sourceKeys].Add(1) - 1}
+		b.Sagas = append(b.Sagas, s)
+	}
+	b.Forward = b.Forward[:0]
 	res, err := e.Record(ctx, &b)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func orderSaga(name string, steps ...engine.Step) engine.Saga {
@@ -834,5 +835,22 @@ func TestStoreFaultIsReportedWhileItLasts(t *testing.T) {
 	}
 	if conds.Err() != nil {
 		t.Fatalf("still not ready after the store recovered: %v", conds.Err())
+	}
+}
+
+// KeyPartition places a start where Kafka's own clients place a record
+// keyed by StartKey (murmur2, as franz-go's and Java's default
+// partitioners do): the consumer produces starts with the key and lets the
+// client partition them.
+func TestKeyPartitionMatchesKafkasPartitioner(t *testing.T) {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("sagaz-keys")
+	for i := range 2000 {
+		saga, key := fmt.Sprintf("saga-%d", i%7), fmt.Sprintf("key-%d-%x", i, i*7919)
+		for _, n := range []int32{1, 3, 6, 12, 50} {
+			want := p.Partition(&kgo.Record{Key: engine.StartKey(saga, key)}, int(n))
+			if got := engine.KeyPartition(saga, key, n); int(got) != want {
+				t.Fatalf("KeyPartition(%q, %q, %d) = %d, franz-go says %d", saga, key, n, got, want)
+			}
+		}
 	}
 }

@@ -47,6 +47,6 @@ func ExampleEngine_Fire() {
 	cancel()
 	<-done
 	// Output:
-	// ~manual:0:0:greet completed {"greeting":"hello, ada","name":"ada"}
+	// greet:key:ada completed {"greeting":"hello, ada","name":"ada"}
 	// second event started a saga: false - same saga: true
 }

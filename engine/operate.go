@@ -8,6 +8,24 @@ import (
 	"github.com/sagaz-go/sagaz/storage"
 )
 
+// locate returns where the saga named id lives: its position, from a
+// position ID, or from the stored record of a keyed ID (an error wrapping
+// storage.ErrNotFound when this member has no such saga).
+func (e *Engine) locate(ctx context.Context, id string) (storage.Position, string, error) {
+	ref, err := storage.ParseRef(id)
+	if err != nil {
+		return storage.Position{}, "", err
+	}
+	if !ref.Keyed {
+		return ref.Pos, ref.Name, nil
+	}
+	s, err := e.store.Get(ctx, id)
+	if err != nil {
+		return storage.Position{}, "", err
+	}
+	return s.Source, s.Name, nil
+}
+
 // checkOwned returns ErrNotOwned when pos's partition runs elsewhere.
 func (e *Engine) checkOwned(pos storage.Position) error {
 	e.mu.Lock()
@@ -24,7 +42,7 @@ func (e *Engine) checkOwned(pos storage.Position) error {
 // ErrConflict for a finished saga, ErrNotOwned when another member runs it,
 // and an error wrapping storage.ErrNotFound for an unknown ID.
 func (e *Engine) Cancel(ctx context.Context, id string) error {
-	pos, name, err := storage.ParseID(id)
+	pos, name, err := e.locate(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -84,7 +102,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 // saga that failed before compensating (its declaration had changed)
 // resumes its steps. It returns ErrConflict unless the saga is failed.
 func (e *Engine) Retry(ctx context.Context, id string) error {
-	pos, _, err := storage.ParseID(id)
+	pos, _, err := e.locate(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,11 @@ func TestPartitionOwnership(t *testing.T) {
 		}
 	}
 	reg := engine.NewRegistry()
-	reg.Register(orderSaga("order", engine.Step{Name: "a", Action: step("a")}, engine.Step{Name: "b", Action: step("b")}))
+	// Sagas without a key live in the partition of their event (keyed sagas
+	// go through the keys topic: see the consumer's tests).
+	saga := orderSaga("order", engine.Step{Name: "a", Action: step("a")}, engine.Step{Name: "b", Action: step("b")})
+	saga.Triggers = []engine.Trigger{engine.Kafka("orders", engine.PassThrough)}
+	reg.Register(saga)
 	mirror := new(changelog)
 	h := start(t, reg, "", func(c *engine.Config) { c.Changelog = mirror })
 	p0 := storage.Partition{Topic: "orders", Partition: 0}

@@ -66,6 +66,9 @@ type API struct {
 	// Owner, if set, names the group member that owns a partition, for
 	// requests about sagas this member does not run.
 	Owner func(ctx context.Context, p storage.Partition) string
+	// KeyPartition, if set, says which partition of the keys topic owns a
+	// keyed saga (consumer.Consumer.KeyPartition).
+	KeyPartition func(saga, key string) (storage.Partition, bool)
 	// Schedules, if set, serves /api/schedules and its operations.
 	Schedules *cron.Scheduler
 	CronTopic string
@@ -185,11 +188,14 @@ func (a *API) triggers(w http.ResponseWriter, _ *http.Request) {
 
 // SagaView is a saga as the API shows it.
 type SagaView struct {
-	ID             string           `json:"id"`
-	Saga           string           `json:"saga"`
-	Trigger        string           `json:"trigger"`
-	Status         storage.Status   `json:"status"`
+	ID      string         `json:"id"`
+	Saga    string         `json:"saga"`
+	Trigger string         `json:"trigger"`
+	Status  storage.Status `json:"status"`
+	// Source is where the saga lives (its partition); Origin, for a keyed
+	// saga, is the position of the event that started it.
 	Source         storage.Position `json:"source"`
+	Origin         storage.Position `json:"origin,omitzero"`
 	EventTime      time.Time        `json:"event_time,omitzero"`
 	IdempotencyKey string           `json:"idempotency_key,omitempty"`
 	Context        json.RawMessage  `json:"context,omitempty"`
@@ -205,7 +211,7 @@ type SagaView struct {
 }
 
 func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaView {
-	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, EventTime: s.EventTime,
+	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, Origin: s.Origin, EventTime: s.EventTime,
 		IdempotencyKey: s.IdempotencyKey, Steps: s.Steps, Error: s.Error, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Version: s.Version,
 		OwnedHere: a.Engine.Owns(s.Source)}
 	decl := a.Engine.Routes().Saga(s.Name)
@@ -278,7 +284,7 @@ func (a *API) getSaga(w http.ResponseWriter, r *http.Request) {
 
 // sagaError answers for an ID this member cannot serve.
 func (a *API) sagaError(w http.ResponseWriter, r *http.Request, id string, err error) {
-	pos, _, perr := storage.ParseID(id)
+	pos, perr := a.home(id)
 	switch {
 	case errors.Is(err, storage.ErrInvalidID):
 		WriteError(w, http.StatusBadRequest, "bad saga id", err.Error())
@@ -427,9 +433,12 @@ type EventAccepted struct {
 	Topic     string `json:"topic"`
 	Partition int32  `json:"partition"`
 	Offset    int64  `json:"offset"`
-	// SagaIDs are the IDs of the sagas the event starts, derived from its
-	// position. An event whose idempotency key matches an earlier event's
-	// starts nothing: the earlier saga answers for it.
+	// SagaIDs name, per trigger the event reaches, the saga it starts or
+	// joins: for a keyed trigger (a declared key, an Idempotency-Key, a
+	// signed delivery) the one saga of that key in the group
+	// ("<saga>:key:<key>", whichever event started it); otherwise the saga
+	// at the event's position. A transformer may still ignore the event or
+	// send it to the dead-letter topic.
 	SagaIDs []string `json:"saga_ids"`
 }
 
@@ -461,8 +470,10 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 	// otherwise). The record is keyed by it (or else by the delivery's key
 	// or the Idempotency-Key header), so events with equal keys share a
 	// partition and de-duplicate.
-	for _, rt := range routes {
+	keys := make([]string, len(routes)) // each route's idempotency key, as the engine will find it
+	for i, rt := range routes {
 		if rt.Trigger.Key().IsZero() {
+			keys[i] = idem
 			continue
 		}
 		k, err := rt.Trigger.Key().Value(rt.Saga.Name, &engine.Event{Source: src, Name: name, Value: body})
@@ -478,6 +489,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 			WriteError(w, http.StatusBadRequest, "idempotency key too long", fmt.Sprintf("saga %q: the key %s has %d bytes; at most %d are accepted", rt.Saga.Name, rt.Trigger.Key(), len(k), engine.MaxKeyBytes))
 			return
 		}
+		keys[i] = k
 		if key == "" {
 			key = k
 		}
@@ -495,9 +507,14 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 		WriteError(w, http.StatusServiceUnavailable, "kafka unavailable", "the event was not accepted: "+err.Error())
 		return
 	}
+	pos := storage.Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	out := EventAccepted{EventID: id, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
-	for _, rt := range routes {
-		out.SagaIDs = append(out.SagaIDs, storage.FormatID(storage.Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}, rt.Saga.Name))
+	for i, rt := range routes {
+		if keys[i] != "" { // keyed: the one saga of this key in the group, whichever event started it
+			out.SagaIDs = append(out.SagaIDs, storage.FormatKeyedID(rt.Saga.Name, keys[i]))
+		} else {
+			out.SagaIDs = append(out.SagaIDs, storage.FormatID(pos, rt.Saga.Name))
+		}
 	}
 	writeJSON(w, http.StatusAccepted, out)
 }
@@ -506,4 +523,25 @@ func newEventID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// home returns the position whose partition a saga ID lives in: the ID's
+// own position, or for a keyed ID the start of the keys-topic partition
+// that owns its key.
+func (a *API) home(id string) (storage.Position, error) {
+	ref, err := storage.ParseRef(id)
+	if err != nil {
+		return storage.Position{}, err
+	}
+	if !ref.Keyed {
+		return ref.Pos, nil
+	}
+	if a.KeyPartition == nil {
+		return storage.Position{}, errors.New("no keys topic")
+	}
+	p, ok := a.KeyPartition(ref.Name, ref.Key)
+	if !ok {
+		return storage.Position{}, errors.New("the keys topic is not known yet")
+	}
+	return storage.Position{Topic: p.Topic, Partition: p.Partition}, nil
 }

@@ -236,7 +236,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 		t.Fatalf("replay: %v", out)
 	}
 	s := e.sagaWithKey("p1@x", "completed")
-	if src := s["source"].(map[string]any); src["topic"] != "cards" {
+	if src := s["origin"].(map[string]any); src["topic"] != "cards" {
 		t.Fatalf("replayed saga: %v", s)
 	}
 	// Replayed again: the idempotency key de-duplicates it.

@@ -233,6 +233,7 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			}
 			m.onClose(producer.Close)
 			api.Engine, api.Store, api.Producer, api.Owner = m.Engine, m.Store, producer, m.Consumer.Owner
+			api.KeyPartition = m.Consumer.KeyPartition
 			cc := m.Consumer.Config()
 			api.EventsTopic, api.CronTopic, api.Schedules = cc.EventsTopic, cc.CronTopic, m.Scheduler
 			// The console's sources: the group, the dead letters, throughput.

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
 	"github.com/sagaz-go/sagaz/storage"
@@ -140,9 +141,14 @@ func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
 		if s.Status != want {
 			return fmt.Errorf("saga %s: %s, want %s", s.ID(), s.Status, want)
 		}
-		// The saga sits at the position of the order's first record.
-		if id := prod.byPos[s.Source]; id != s.IdempotencyKey {
-			return fmt.Errorf("saga %s at a position holding order %q", s.ID(), id)
+		// The saga's origin is a record of the order (its first to arrive,
+		// or a re-send), and it lives in the partition of the keys topic
+		// that owns its key.
+		if id := prod.byPos[s.Origin]; id != s.IdempotencyKey {
+			return fmt.Errorf("saga %s from a position holding order %q", s.ID(), id)
+		}
+		if s.Source.Topic != "e2e-keys" || s.Source.Partition != engine.KeyPartition("order", s.IdempotencyKey, 6) {
+			return fmt.Errorf("saga %s lives in %s, not where its key is owned", s.ID(), s.Source.TopicPartition())
 		}
 		return nil
 	})
@@ -170,6 +176,27 @@ func checkCommittedBehindDurable(t *testing.T, seeds []string, dir string, prod 
 	if err := st.Scan(context.Background(), storage.Statuses, func(s *storage.Saga) error { keys[s.IdempotencyKey] = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	// A committed order is durable when its saga is in the store, or its
+	// start is acknowledged on the keys topic (the partition that owns its
+	// key records it, before that topic's offset is committed).
+	starts := map[string]bool{}
+	for _, r := range kafkatest.ReadAll(t, seeds, "e2e-keys") {
+		for _, h := range r.Headers {
+			if h.Key == engine.HeaderStartKey {
+				starts[string(h.Value)] = true
+			}
+		}
+	}
+	kc := kafkatest.Committed(t, seeds, "e2e", "e2e-keys")
+	for part, off := range kc {
+		next, _, err := st.NextOffset(context.Background(), storage.Partition{Topic: "e2e-keys", Partition: part})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off > next {
+			t.Fatalf("keys partition %d: committed %d ahead of the store's recorded next offset %d", part, off, next)
+		}
+	}
 	prod.mu.Lock()
 	defer prod.mu.Unlock()
 	checked := 0
@@ -186,8 +213,8 @@ func checkCommittedBehindDurable(t *testing.T, seeds []string, dir string, prod 
 			if !ok {
 				continue // produced, but the producer has not yet recorded its position
 			}
-			if !keys[id] {
-				t.Fatalf("partition %d offset %d (order %s) is committed but has no durable saga", part, o, id)
+			if !keys[id] && !starts[id] {
+				t.Fatalf("partition %d offset %d (order %s) is committed but has no durable saga nor start", part, o, id)
 			}
 			checked++
 		}
