@@ -111,9 +111,9 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 // Update implements Store.
 func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 	type upd struct {
-		p      Partition
-		key    []byte
-		rec    []byte
+		p       Partition
+		key     []byte
+		rec     []byte
 		s       *Saga
 		status  Status
 		created int64
