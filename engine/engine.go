@@ -98,6 +98,9 @@ type Engine struct {
 	rr      int
 	running int
 	queued  int
+	// starting counts the running sagas still recorded pending: their
+	// transition to executing is being written (Stats counts them pending).
+	starting int
 	state   int // stateNew, stateRunning, stateStopping
 	idle    chan struct{}
 	busy    bool // idle is open
@@ -271,12 +274,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// Stats reports how many sagas wait (pending, queued in this process) and
-// how many execute.
+// Stats reports how many sagas of this process are pending (queued, or
+// taken from the queue while their transition to executing is being
+// recorded) and how many execute (recorded executing or compensating, and
+// running here). The counts follow the recorded statuses: a saga counts as
+// executing once the store says so.
 func (e *Engine) Stats() (queued, running int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.queued, e.running
+	return e.queued + e.starting, e.running - e.starting
 }
 
 // WaitIdle blocks until no saga is queued or running in this process, or
