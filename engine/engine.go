@@ -98,17 +98,18 @@ type Engine struct {
 	rr      int
 	running int
 	queued  int
+	state   int // stateNew, stateRunning, stateStopping
+	idle    chan struct{}
+	busy    bool // idle is open
+	parts   map[storage.Partition]*partState
+	leaving map[storage.Partition]*partState // being released: their last writes still count
+	active  map[string]*atomic.Bool          // executing sagas by ID -> cancel requested
+	always  *partState                       // local partitions, and every partition when not partitioned
+	wg      sync.WaitGroup
+
 	// starting counts the running sagas still recorded pending: their
 	// transition to executing is being written (Stats counts them pending).
 	starting int
-	state    int // stateNew, stateRunning, stateStopping
-	idle     chan struct{}
-	busy     bool // idle is open
-	parts    map[storage.Partition]*partState
-	leaving  map[storage.Partition]*partState // being released: their last writes still count
-	active   map[string]*atomic.Bool          // executing sagas by ID -> cancel requested
-	always   *partState                       // local partitions, and every partition when not partitioned
-	wg       sync.WaitGroup
 
 	ready    chan struct{}
 	base     context.Context // done when Run's context ends: no new steps
