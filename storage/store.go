@@ -88,7 +88,7 @@ type Store interface {
 	ChangelogNext(ctx context.Context, p Partition) (int64, error)
 
 	// Expire deletes up to limit terminal sagas of p last updated before
-	// cutoff (walking each status range from its oldest offset) and returns
+	// cutoff (walking each status range from its oldest saga) and returns
 	// them, so their changelog records can be tombstoned. Their idempotency
 	// keys go with them: the de-duplication window is the retention.
 	Expire(ctx context.Context, p Partition, cutoff time.Time, limit int) ([]*Saga, error)
