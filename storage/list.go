@@ -161,9 +161,10 @@ func (r *rangeIter) settle() {
 	t := r.k[len(r.prefix):]
 	r.at = listPos{
 		created: int64(binary.BigEndian.Uint64(t[:8]) ^ 1<<63),
-		topic:   r.part.Topic, part: r.part.Partition,
-		off:  int64(binary.BigEndian.Uint64(t[8:])),
-		name: r.name,
+		topic:   r.part.Topic,
+		part:    r.part.Partition,
+		off:     int64(binary.BigEndian.Uint64(t[8:])),
+		name:    r.name,
 	}
 }
 
