@@ -107,6 +107,10 @@ type Engine struct {
 	always  *partState                       // local partitions, and every partition when not partitioned
 	wg      sync.WaitGroup
 
+	// starting counts the running sagas still recorded pending: their
+	// transition to executing is being written (Stats counts them pending).
+	starting int
+
 	ready    chan struct{}
 	base     context.Context // done when Run's context ends: no new steps
 	stopBase context.CancelFunc
@@ -271,12 +275,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// Stats reports how many sagas wait (pending, queued in this process) and
-// how many execute.
+// Stats reports how many sagas of this process are pending (queued, or
+// taken from the queue while their transition to executing is being
+// recorded) and how many execute (recorded executing or compensating, and
+// running here). The counts follow the recorded statuses: a saga counts as
+// executing once the store says so.
 func (e *Engine) Stats() (queued, running int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.queued, e.running
+	return e.queued + e.starting, e.running - e.starting
 }
 
 // WaitIdle blocks until no saga is queued or running in this process, or

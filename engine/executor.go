@@ -161,6 +161,9 @@ func (e *Engine) dispatchLocked() {
 		ps.running++
 		picked.running++
 		e.running++
+		if s.status == storage.StatusPending {
+			e.starting++ // until execute records it executing
+		}
 		e.wg.Add(1)
 		go e.execute(picked, s, ps)
 	}
@@ -180,8 +183,11 @@ func (e *Engine) wakeLocked(l *lane, d time.Duration) {
 	})
 }
 
-func (e *Engine) finished(l *lane, ps *partState) {
+func (e *Engine) finished(l *lane, ps *partState, starting bool) {
 	e.mu.Lock()
+	if starting {
+		e.starting--
+	}
 	l.running--
 	e.running--
 	ps.running--
@@ -213,7 +219,8 @@ const (
 // execute carries one saga as far as it goes: the remaining steps, then
 // compensation if a step fails for good.
 func (e *Engine) execute(l *lane, q queued, ps *partState) {
-	defer e.finished(l, ps)
+	starting := q.status == storage.StatusPending // counted in e.starting (dispatchLocked)
+	defer func() { e.finished(l, ps, starting) }()
 	stop := ps.ctx // done: start no new step (shutdown or partition released)
 	rec := q.rec
 	if rec == nil {
@@ -239,10 +246,21 @@ func (e *Engine) execute(l *lane, q queued, ps *partState) {
 	cancelled := e.activate(run.ID)
 	defer e.deactivate(run.ID)
 	if rec.Status == storage.StatusPending {
-		// Recorded together with the first step's result: a crash before
-		// that re-runs the first step either way, so a separate write
-		// would cost a transition without protecting anything.
+		// Recorded before the first step starts, so that the listing, the
+		// saga's view and the metrics agree that it executes. The write
+		// joins the store's group commit like every transition.
+		if stop.Err() != nil {
+			return
+		}
 		rec.Status = storage.StatusExecuting
+		ok := e.persist(rec)
+		e.mu.Lock()
+		e.starting--
+		starting = false
+		e.mu.Unlock()
+		if !ok {
+			return
+		}
 	}
 	if rec.Status == storage.StatusExecuting {
 		for i := range decl.Steps {

@@ -114,9 +114,10 @@ func TestPartitionOwnership(t *testing.T) {
 		t.Errorf("runs = %v (each step once)", runs)
 	}
 	// The start of slow (the start of elsewhere was recorded while p1 was not
-	// owned: not mirrored), slow's step a (finished during the release: still
-	// mirrored), and a and b of both sagas after they were acquired.
-	if got := mirror.appended.Load(); got != 5 {
-		t.Errorf("Changelog.Append called %d times, want 5", got)
+	// owned: not mirrored) and its transition to executing, slow's step a
+	// (finished during the release: still mirrored), slow's step b after p0
+	// was acquired again, and elsewhere's executing, a and b after p1 was.
+	if got := mirror.appended.Load(); got != 7 {
+		t.Errorf("Changelog.Append called %d times, want 7", got)
 	}
 }

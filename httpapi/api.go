@@ -128,7 +128,7 @@ func (a *API) defaults() {
 	}
 }
 
-func (a *API) register(mux *http.ServeMux, g *guard) error {
+func (a *API) register(mux *routeMux, g *guard) error {
 	a.defaults()
 	a.guard = g
 	if err := a.verifiers(); err != nil {
@@ -258,7 +258,7 @@ func (a *API) listSagas(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if errors.Is(err, storage.ErrInvalidCursor) {
-		WriteError(w, http.StatusBadRequest, "bad cursor", "the cursor does not come from this member's listing")
+		WriteError(w, http.StatusBadRequest, "bad cursor", err.Error())
 		return
 	}
 	if err != nil {

@@ -1,11 +1,9 @@
 package httpapi
 
-import "net/http"
-
 // registerConsole adds the endpoints the console reads besides the admin
 // API's: the session (login), the overview and, when configured, the dead
 // letters.
-func (a *API) registerConsole(mux *http.ServeMux) {
+func (a *API) registerConsole(mux *routeMux) {
 	a.sessions = newSessions(a.SessionTTL)
 	a.guard.sessions = a.sessions
 	a.overview = &overviewCache{}

@@ -9,7 +9,7 @@ import (
 	"github.com/sagaz-go/sagaz/deadletter"
 )
 
-func (a *API) registerDeadLetters(mux *http.ServeMux) {
+func (a *API) registerDeadLetters(mux *routeMux) {
 	mux.HandleFunc("GET /api/deadletters", a.listings.limit(a.listDeadLetters))
 	mux.HandleFunc("POST /api/deadletters/replay", a.replayDeadLetters)
 }

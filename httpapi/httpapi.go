@@ -5,12 +5,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +45,67 @@ type Server struct {
 	cfg Config
 	srv *http.Server
 	ln  net.Listener
+	mux *routeMux
+}
+
+// routeMux is the server's ServeMux, remembering the patterns it serves.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
+}
+
+// ServeHTTP serves the matching route. What the ServeMux answers itself —
+// 404 for a path no route serves, 405 with an Allow header for a method the
+// path's routes do not take — is written as the JSON error contract.
+func (m *routeMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := m.Handler(r)
+	if pattern != "" {
+		m.ServeMux.ServeHTTP(w, r) // sets the path values
+		return
+	}
+	rec := &recorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.code {
+	case http.StatusNotFound:
+		WriteError(w, http.StatusNotFound, "not found", r.Method+" "+r.URL.Path)
+	case http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		WriteError(w, http.StatusMethodNotAllowed, "method not allowed", fmt.Sprintf("%s %s: this route takes %s", r.Method, r.URL.Path, allow))
+	default: // a redirect to the canonical path: as the ServeMux wrote it
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.code)
+		_, _ = w.Write(rec.body.Bytes())
+	}
+}
+
+// recorder keeps what the ServeMux's own handlers write (short answers).
+type recorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	return r.body.Write(b)
 }
 
 // New listens on cfg.Addr (so the caller learns of a busy port at once).
@@ -56,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	g := newGuard(cfg.Auth)
-	mux := http.NewServeMux()
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	if cfg.API != nil {
 		cfg.API.ready = cfg.Ready
 		if err := cfg.API.register(mux, g); err != nil {
@@ -72,7 +136,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln}
+	s := &Server{cfg: cfg, ln: ln, mux: mux}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -80,9 +144,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "not found", r.Method+" "+r.URL.Path)
-	})
 	s.srv = &http.Server{
 		Handler:           logRequests(cfg.Logger, g.wrap(mux)),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -92,6 +153,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	return s, nil
 }
+
+// Routes lists the patterns the server serves ("GET /api/sagas", ...), in
+// the order they were registered. A request for one of their paths with
+// another method is answered 405 with an Allow header.
+func (s *Server) Routes() []string { return slices.Clone(s.mux.patterns) }
 
 // Close stops listening (for a server that never ran; Run shuts down by
 // itself).

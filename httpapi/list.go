@@ -26,9 +26,12 @@ func (e filterError) Error() string { return string(e) }
 // list answers GET /api/sagas: the store's listing, narrowed by the
 // optional filters key (an idempotency key: an index lookup, one page),
 // since and until (RFC 3339 times, on created_at: since inclusive, until
-// exclusive). With a time filter the listing reads store pages until it has
-// the page, reaches sagas older than since, or has read maxListScan sagas;
-// a page may then hold fewer sagas than asked and still have a next cursor.
+// exclusive). The listing is newest first by created_at (storage.Store.List),
+// so until is where it starts (storage.CursorBefore, an index seek) and the
+// first saga older than since ends it. Other filters (status, saga) on top of
+// a time filter read store pages until the page is full, the listing ends,
+// or maxListScan sagas were read: a page may then hold fewer sagas than asked
+// and still have a next cursor.
 func (a *API) list(r *http.Request, q storage.Query) (storage.Page, error) {
 	ctx := r.Context()
 	var since, until time.Time
@@ -68,11 +71,14 @@ func (a *API) list(r *http.Request, q storage.Query) (storage.Page, error) {
 				page.Sagas = append(page.Sagas, s)
 			}
 		}
-		sort.Slice(page.Sagas, func(i, j int) bool { return page.Sagas[i].CreatedAt.After(page.Sagas[j].CreatedAt) })
+		sort.Slice(page.Sagas, func(i, j int) bool { return storage.ListOrder(page.Sagas[i], page.Sagas[j]) < 0 })
 		return page, nil
 	}
 	if since.IsZero() && until.IsZero() {
 		return a.Store.List(ctx, q)
+	}
+	if !until.IsZero() && q.Cursor == "" {
+		q.Cursor = storage.CursorBefore(until)
 	}
 	limit := q.Limit
 	if limit <= 0 {
@@ -86,22 +92,17 @@ func (a *API) list(r *http.Request, q storage.Query) (storage.Page, error) {
 		if err != nil {
 			return storage.Page{}, err
 		}
-		older := 0
 		for _, s := range page.Sagas {
+			if !since.IsZero() && s.CreatedAt.Before(since) {
+				out.Next = "" // newest first: every saga after this one is older too
+				return out, nil
+			}
 			if keep(s) {
 				out.Sagas = append(out.Sagas, s)
-			}
-			if !since.IsZero() && s.CreatedAt.Before(since) {
-				older++
 			}
 		}
 		scanned += len(page.Sagas)
 		out.Next = page.Next
-		// Within a partition sagas are listed newest first, so once a page
-		// is all older than since, so is everything after it.
-		if len(page.Sagas) > 0 && older == len(page.Sagas) {
-			out.Next = ""
-		}
 		if out.Next == "" || len(out.Sagas) >= limit || scanned >= maxListScan {
 			return out, nil
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/sagaz-go/sagaz/storage"
 )
 
-func (a *API) registerSchedules(mux *http.ServeMux) {
+func (a *API) registerSchedules(mux *routeMux) {
 	mux.HandleFunc("GET /api/schedules", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"schedules": a.Schedules.Table(time.Now())})
 	})

@@ -127,7 +127,7 @@ type SessionInfo struct {
 	Expires  time.Time `json:"expires,omitzero"`
 }
 
-func (a *API) registerSessions(mux *http.ServeMux) {
+func (a *API) registerSessions(mux *routeMux) {
 	mux.HandleFunc("GET /api/session", func(w http.ResponseWriter, r *http.Request) {
 		info := SessionInfo{TokenRequired: a.guard.tokensRequired()}
 		if !info.TokenRequired {

@@ -108,15 +108,22 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 		if err != nil {
 			return err
 		}
-		if v := m.Get(keySchema); v != nil {
-			if got, _ := strconv.Atoi(string(v)); got != schemaVersion {
-				return fmt.Errorf("storage: %s has schema %s, this build reads schema %d", path, v, schemaVersion)
-			}
-		} else if err := m.Put(keySchema, []byte(strconv.Itoa(schemaVersion))); err != nil {
+		if _, err := tx.CreateBucketIfNotExists(bucketParts); err != nil {
 			return err
 		}
-		_, err = tx.CreateBucketIfNotExists(bucketParts)
-		return err
+		if v := m.Get(keySchema); v != nil {
+			switch got, _ := strconv.Atoi(string(v)); got {
+			case schemaVersion:
+				return nil
+			case 1: // the status index was keyed by offset alone: rebuild it
+				if err := migrateIndex(tx); err != nil {
+					return fmt.Errorf("storage: %s: upgrading from schema 1: %w", path, err)
+				}
+			default:
+				return fmt.Errorf("storage: %s has schema %s, this build reads schemas 1 and %d", path, v, schemaVersion)
+			}
+		}
+		return m.Put(keySchema, []byte(strconv.Itoa(schemaVersion)))
 	})
 	if err != nil {
 		_ = db.Close()

@@ -3,24 +3,33 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"strconv"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// Layout (schema 1):
+// Layout (schema 2):
 //
 //	"meta"            schema version
 //	"parts"           one nested bucket per topic-partition, named "<topic>/<partition>":
 //	    "s"  sagas:       offset(8, big-endian) + name      -> record (record.go)
 //	    "k"  idempotency: name + 0x00 + key                 -> offset(8)
-//	    "i"  status index: status(1) + name + 0x00 + offset(8) -> empty
+//	    "i"  status index: status(1) + name + 0x00 + created(8) + offset(8) -> empty
 //	    "x"  meta records: name -> value (created on first use)
 //	    "n"  next offset (8)
 //	    "c"  next changelog offset (8): the changelog is applied below it
 //
-// Offsets arrive in order, so saga inserts are appends . The
-// status index keys also grow at the end of each (status, name) range.
+// created is the saga's CreatedAt in Unix ns with the sign bit flipped, so
+// that the big-endian bytes sort in time order: each (status, name) range
+// of the index is in (created, offset) order, the order of listings
+// (list.go). Schema 1 keyed the index by offset alone; OpenBolt rebuilds
+// such an index once (migrateIndex).
+//
+// Offsets arrive in order and time moves forward, so saga inserts are
+// appends, and status index keys mostly grow at the end of their range.
 var (
 	bucketMeta  = []byte("meta")
 	bucketParts = []byte("parts")
@@ -33,7 +42,7 @@ var (
 	keySchema   = []byte("schema")
 )
 
-const schemaVersion = 1
+const schemaVersion = 2
 
 func partName(p Partition) []byte {
 	return []byte(p.Topic + "/" + strconv.FormatInt(int64(p.Partition), 10))
@@ -58,12 +67,55 @@ func sagaKey(off int64, name string) []byte {
 	return k
 }
 
-func indexKey(st Status, name string, off int64) []byte {
-	k := make([]byte, 0, 1+len(name)+1+8)
+// indexKey is the status index key of a saga; created is its CreatedAt as
+// unixNanos gives it.
+func indexKey(st Status, name string, created, off int64) []byte {
+	k := make([]byte, 0, 1+len(name)+1+16)
 	k = append(k, byte(st))
 	k = append(k, name...)
 	k = append(k, 0)
+	k = binary.BigEndian.AppendUint64(k, uint64(created)^1<<63)
 	return binary.BigEndian.AppendUint64(k, uint64(off))
+}
+
+// indexKeyOf is the status index key of an encoded record, read without
+// decoding the whole record; false when the record is malformed.
+func indexKeyOf(rec []byte, name string, off int64) ([]byte, bool) {
+	st := statusOfRecord(rec)
+	created, ok := createdOfRecord(rec)
+	if !ok || !st.Valid() {
+		return nil, false
+	}
+	return indexKey(st, name, created, off), true
+}
+
+// migrateIndex rebuilds a schema 1 store's status indexes in the schema 2
+// form, from the records, in the caller's transaction.
+func migrateIndex(tx *bolt.Tx) error {
+	return tx.Bucket(bucketParts).ForEachBucket(func(name []byte) error {
+		root := tx.Bucket(bucketParts).Bucket(name)
+		if err := root.DeleteBucket(bucketIndex); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
+		index, err := root.CreateBucket(bucketIndex)
+		if err != nil {
+			return err
+		}
+		sagas := root.Bucket(bucketSagas)
+		if sagas == nil {
+			return fmt.Errorf("%w: partition %s has no sagas bucket", ErrDamaged, name)
+		}
+		return sagas.ForEach(func(k, v []byte) error {
+			if len(k) <= 8 {
+				return fmt.Errorf("%w: partition %s: saga key %x", ErrDamaged, name, k)
+			}
+			ik, ok := indexKeyOf(v, string(k[8:]), int64(binary.BigEndian.Uint64(k[:8])))
+			if !ok {
+				return fmt.Errorf("%w: partition %s: the record at %x does not decode", ErrDamaged, name, k)
+			}
+			return index.Put(ik, nil)
+		})
+	})
 }
 
 func idemKey(name, key string) []byte {

@@ -2,94 +2,219 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
+	"container/heap"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"math"
-	"sort"
+	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// pos is a position inside one partition: offset, then saga name.
-type pos struct {
-	off  int64
-	name string
+// The listing order (see Store.List): newest first by CreatedAt, then by
+// partition (topic, then partition number), offset and saga name, each
+// descending. No two sagas share a partition, offset and name, so this is a
+// total order, and a position in it (a cursor) means the same thing on every
+// store: a listing can resume anywhere, and listings of several stores
+// (members) can be merged.
+
+// listPos is a saga's place in the listing order.
+type listPos struct {
+	created int64 // Unix ns of CreatedAt, 0 for the zero time (as records store it)
+	topic   string
+	part    int32
+	off     int64
+	name    string
 }
 
-func (a pos) less(b pos) bool { return a.off < b.off || a.off == b.off && a.name < b.name }
+func posOf(s *Saga) listPos {
+	return listPos{unixNanos(s.CreatedAt), s.Source.Topic, s.Source.Partition, s.Source.Offset, s.Name}
+}
 
-// rangeIter walks one (status, name) range of the status index, or the
-// whole sagas bucket when prefix is nil, in either direction.
+// unixNanos is t as records and index keys store it: Unix nanoseconds, 0
+// for the zero time.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// cmpPart compares partitions in ascending order: topic, then number.
+func cmpPart(topicA string, a int32, topicB string, b int32) int {
+	if c := strings.Compare(topicA, topicB); c != 0 {
+		return c
+	}
+	return cmp.Compare(a, b)
+}
+
+// cmpList compares a and b in listing order: negative when a is listed
+// before b.
+func cmpList(a, b listPos) int {
+	if c := cmp.Compare(b.created, a.created); c != 0 {
+		return c
+	}
+	if c := cmpPart(b.topic, b.part, a.topic, a.part); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(b.off, a.off); c != 0 {
+		return c
+	}
+	return strings.Compare(b.name, a.name)
+}
+
+// ListOrder compares two sagas in the listing order of Store.List: it is
+// negative when a is listed before b (a is newer), positive when after,
+// zero only for the same saga (same position and name). Use it to merge
+// the listings of several stores.
+func ListOrder(a, b *Saga) int { return cmpList(posOf(a), posOf(b)) }
+
+// Cursors. A cursor is a position in the listing order, encoded:
+//
+//	byte    cursor version (2)
+//	varint  created (Unix ns)
+//	str     topic
+//	varint  partition, offset
+//	str     saga name
+//
+// in unpadded base64url. It holds no state of the store that made it.
+const cursorVersion = 2
+
+// CursorAfter returns the cursor of a listing that goes on after s: the
+// next page starts with the saga that follows s in the listing order
+// (whether or not s itself is still stored). Page.Next is CursorAfter of
+// the page's last saga.
+func CursorAfter(s *Saga) string { return encodeCursor(posOf(s)) }
+
+// CursorBefore returns a cursor from which a listing continues with the
+// sagas created before t, newest first: List with it answers what an
+// "until t" filter on CreatedAt would, using the index.
+func CursorBefore(t time.Time) string {
+	// At created == t every saga (its topic is never empty) is listed before
+	// this position; every older one after it.
+	return encodeCursor(listPos{created: unixNanos(t)})
+}
+
+func encodeCursor(p listPos) string {
+	b := make([]byte, 0, 32+len(p.topic)+len(p.name))
+	b = append(b, cursorVersion)
+	b = binary.AppendVarint(b, p.created)
+	b = appendStr(b, p.topic)
+	b = binary.AppendVarint(b, int64(p.part))
+	b = binary.AppendVarint(b, p.off)
+	b = appendStr(b, p.name)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string) (*listPos, error) {
+	if s == "" {
+		return nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(raw) == 0 {
+		return nil, fmt.Errorf("%w: not a listing cursor", ErrInvalidCursor)
+	}
+	if raw[0] != cursorVersion {
+		return nil, fmt.Errorf("%w: a cursor of another release's listing (list again from the first page)", ErrInvalidCursor)
+	}
+	d := decoder{b: raw[1:]}
+	p := &listPos{created: d.varint(), topic: d.str()}
+	part := d.varint()
+	p.off = d.varint()
+	p.name = d.str()
+	switch {
+	case d.err != nil || len(d.b) != 0:
+		return nil, fmt.Errorf("%w: malformed", ErrInvalidCursor)
+	case part < 0 || part > 1<<31-1 || p.off < 0:
+		return nil, fmt.Errorf("%w: position out of range", ErrInvalidCursor)
+	case p.topic != "" && !validTopic(p.topic), p.name != "" && !ValidName(p.name):
+		return nil, fmt.Errorf("%w: bad topic or saga name", ErrInvalidCursor)
+	}
+	p.part = int32(part)
+	return p, nil
+}
+
+// rangeIter walks one (status, name) range of a partition's status index,
+// whose keys sort by (created, offset): ascending, or descending in the
+// listing order.
 type rangeIter struct {
+	pb     *partBuckets
+	part   Partition
+	name   string
+	prefix []byte // status + name + 0x00
 	c      *bolt.Cursor
-	prefix []byte // status + name + 0x00; nil for the sagas bucket
 	desc   bool
-	k      []byte
+	k      []byte // current key; nil when exhausted
+	at     listPos
 }
 
-func (r *rangeIter) cur() pos {
-	if r.prefix == nil {
-		return pos{int64(binary.BigEndian.Uint64(r.k[:8])), string(r.k[8:])}
-	}
-	return pos{int64(binary.BigEndian.Uint64(r.k[len(r.k)-8:])), string(r.k[1 : len(r.k)-9])}
-}
-
-func (r *rangeIter) keyFor(p pos) []byte {
-	if r.prefix == nil {
-		return sagaKey(p.off, p.name)
-	}
-	return binary.BigEndian.AppendUint64(append([]byte(nil), r.prefix...), uint64(p.off))
-}
-
-func (r *rangeIter) valid() bool {
-	if r.k == nil {
-		return false
-	}
-	if r.prefix == nil {
-		return len(r.k) > 8
-	}
-	return len(r.k) == len(r.prefix)+8 && bytes.HasPrefix(r.k, r.prefix)
-}
-
-// seekAfter places the iterator on the first entry that comes after bound
-// in its direction (bound itself excluded); a nil bound starts at the end
-// (descending) or the beginning (ascending).
-func (r *rangeIter) seekAfter(bound *pos) {
-	if !r.desc {
-		r.k, _ = r.c.Seek(r.prefix)
-		if bound != nil {
-			for r.valid() && !bound.less(r.cur()) {
-				r.k, _ = r.c.Next()
-			}
-		}
-	} else {
-		var seek []byte
-		switch {
-		case bound == nil && r.prefix == nil:
-			r.k, _ = r.c.Last()
-			goto check
-		case bound == nil:
-			seek = binary.BigEndian.AppendUint64(append([]byte(nil), r.prefix...), math.MaxUint64)
-		default:
-			seek = r.keyFor(*bound)
-		}
-		if k, _ := r.c.Seek(seek); k == nil {
-			r.k, _ = r.c.Last()
-		} else {
-			r.k, _ = r.c.Prev()
-		}
-		// Entries with the bound's offset but a later name sort after the
-		// bound in (offset, name) order: skip them.
-		for bound != nil && r.valid() && !r.cur().less(*bound) {
-			r.k, _ = r.c.Prev()
-		}
-	}
-check:
-	if !r.valid() {
+// settle clears r.k unless it is a key of the range, and caches its
+// position.
+func (r *rangeIter) settle() {
+	if r.k == nil || len(r.k) != len(r.prefix)+16 || !bytes.HasPrefix(r.k, r.prefix) {
 		r.k = nil
+		return
+	}
+	t := r.k[len(r.prefix):]
+	r.at = listPos{
+		created: int64(binary.BigEndian.Uint64(t[:8]) ^ 1<<63),
+		topic:   r.part.Topic,
+		part:    r.part.Partition,
+		off:     int64(binary.BigEndian.Uint64(t[8:])),
+		name:    r.name,
+	}
+}
+
+// first places an ascending iterator on the range's oldest entry.
+func (r *rangeIter) first() {
+	r.k, _ = r.c.Seek(r.prefix)
+	r.settle()
+}
+
+// lastBelow places a descending iterator on the range's last entry whose
+// (created, offset) key is below bound (16 bytes), or at most bound when
+// inclusive; a nil bound means the range's newest entry.
+func (r *rangeIter) lastBelow(bound []byte, inclusive bool) {
+	seek := append([]byte(nil), r.prefix...)
+	switch {
+	case bound == nil:
+		seek = append(seek, bytes.Repeat([]byte{0xff}, 17)...) // above every key of the range
+	case inclusive:
+		seek = append(append(seek, bound...), 0) // the smallest key above bound
+	default:
+		seek = append(seek, bound...)
+	}
+	if k, _ := r.c.Seek(seek); k == nil {
+		r.k, _ = r.c.Last()
+	} else {
+		r.k, _ = r.c.Prev()
+	}
+	r.settle()
+}
+
+// seekAfter places a descending iterator on the first entry of the range
+// that the listing order puts after cur (nil: the range's newest entry).
+func (r *rangeIter) seekAfter(cur *listPos) {
+	if cur == nil {
+		r.lastBelow(nil, false)
+		return
+	}
+	bound := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(cur.created)^1<<63)
+	switch c := cmpPart(r.part.Topic, r.part.Partition, cur.topic, cur.part); {
+	case c == 0:
+		// Same partition: below (created, offset), and at equal ones the
+		// names that sort before cur's.
+		bound = binary.BigEndian.AppendUint64(bound, uint64(cur.off))
+		r.lastBelow(bound, r.name < cur.name)
+	case c > 0:
+		// Listed before cur's partition at equal times: only older sagas.
+		r.lastBelow(binary.BigEndian.AppendUint64(bound, 0), false)
+	default:
+		// Listed after cur's partition at equal times: cur's time included.
+		r.lastBelow(binary.BigEndian.AppendUint64(bound, 1<<64-1), true)
 	}
 }
 
@@ -99,9 +224,16 @@ func (r *rangeIter) next() {
 	} else {
 		r.k, _ = r.c.Next()
 	}
-	if !r.valid() {
-		r.k = nil
+	r.settle()
+}
+
+// saga reads the record the iterator is on.
+func (r *rangeIter) saga(b *Bolt) (*Saga, error) {
+	s, err := b.decodeStored(r.pb.sagas.Get(sagaKey(r.at.off, r.at.name)))
+	if err != nil {
+		return nil, fmt.Errorf("partition %s offset %d saga %s: %w", r.part, r.at.off, r.at.name, err)
 	}
+	return s, nil
 }
 
 // names lists the distinct saga names present in the index under status.
@@ -109,19 +241,17 @@ func names(index *bolt.Bucket, st Status) []string {
 	var out []string
 	c := index.Cursor()
 	k, _ := c.Seek([]byte{byte(st)})
-	for k != nil && k[0] == byte(st) && len(k) >= 10 {
-		n := string(k[1 : len(k)-9])
+	for k != nil && k[0] == byte(st) && len(k) >= 1+1+1+16 {
+		n := string(k[1 : len(k)-17])
 		out = append(out, n)
 		k, _ = c.Seek(append(append([]byte{byte(st)}, n...), 1))
 	}
 	return out
 }
 
-// iters builds the merged iterators of one partition for a status/name filter.
-func iters(pb *partBuckets, statuses []Status, name string, desc bool) []*rangeIter {
-	if len(statuses) == 0 && name == "" {
-		return []*rangeIter{{c: pb.sagas.Cursor(), desc: desc}}
-	}
+// ranges returns the index ranges of one partition for a status/name
+// filter (no status: every status; no name: every name present).
+func ranges(pb *partBuckets, p Partition, statuses []Status, name string, desc bool) []*rangeIter {
 	if len(statuses) == 0 {
 		statuses = Statuses
 	}
@@ -132,47 +262,67 @@ func iters(pb *partBuckets, statuses []Status, name string, desc bool) []*rangeI
 			ns = names(pb.index, st)
 		}
 		for _, n := range ns {
-			p := append(append([]byte{byte(st)}, n...), 0)
-			its = append(its, &rangeIter{c: pb.index.Cursor(), prefix: p, desc: desc})
+			its = append(its, &rangeIter{pb: pb, part: p, name: n, prefix: append(append([]byte{byte(st)}, n...), 0),
+				c: pb.index.Cursor(), desc: desc})
 		}
 	}
 	return its
 }
 
-// merged yields positions from several iterators in one order.
-type merged struct {
-	its  []*rangeIter
-	desc bool
-}
+// iterHeap merges range iterators: in listing order (desc), or oldest
+// first (ascending, within one partition).
+type iterHeap []*rangeIter
 
-func (m *merged) seekAfter(bound *pos) {
-	for _, it := range m.its {
-		it.seekAfter(bound)
+func (h iterHeap) Len() int { return len(h) }
+func (h iterHeap) Less(i, j int) bool {
+	if h[i].desc {
+		return cmpList(h[i].at, h[j].at) < 0
 	}
+	return cmpList(h[i].at, h[j].at) > 0
+}
+func (h iterHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *iterHeap) Push(x any)   { *h = append(*h, x.(*rangeIter)) }
+func (h *iterHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return it
 }
 
-func (m *merged) next() (pos, bool) {
-	var best *rangeIter
-	var bp pos
-	for _, it := range m.its {
-		if it.k == nil {
-			continue
+// merge yields the entries of the positioned iterators in their order.
+type merge struct{ h iterHeap }
+
+func newMerge(its []*rangeIter) *merge {
+	m := &merge{h: make(iterHeap, 0, len(its))}
+	for _, it := range its {
+		if it.k != nil {
+			m.h = append(m.h, it)
 		}
-		p := it.cur()
-		if best == nil || (m.desc && bp.less(p)) || (!m.desc && p.less(bp)) {
-			best, bp = it, p
-		}
 	}
-	if best == nil {
-		return pos{}, false
-	}
-	best.next()
-	return bp, true
+	heap.Init(&m.h)
+	return m
 }
 
-// List implements Store. Within a partition sagas come newest (highest
-// offset) first; partitions are merged by creation time. The cursor records
-// where each partition stopped.
+func (m *merge) empty() bool { return len(m.h) == 0 }
+
+// peek returns the iterator holding the next entry; advance moves past it.
+func (m *merge) peek() *rangeIter { return m.h[0] }
+
+func (m *merge) advance() {
+	it := m.h[0]
+	it.next()
+	if it.k == nil {
+		heap.Pop(&m.h)
+	} else {
+		heap.Fix(&m.h, 0)
+	}
+}
+
+// List implements Store: one k-way merge, in the listing order, of the
+// index ranges that match the filter in every partition, each positioned
+// just after the cursor with one seek. A page reads only the records it
+// returns.
 func (b *Bolt) List(ctx context.Context, q Query) (Page, error) {
 	if q.Limit <= 0 {
 		q.Limit = 50
@@ -191,97 +341,45 @@ func (b *Bolt) List(ctx context.Context, q Query) (Page, error) {
 	if q.Status != 0 {
 		statuses = []Status{q.Status}
 	}
-	type cand struct {
-		part string
-		p    pos
-		s    *Saga
-	}
-	var cands []cand
-	full := map[string]bool{}
+	var page Page
 	err = b.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketParts).ForEachBucket(func(name []byte) error {
-			pn := string(name)
-			bound, seen := cur[pn]
-			pb, err := openPart(tx, mustPart(name), false)
+		var its []*rangeIter
+		err := tx.Bucket(bucketParts).ForEachBucket(func(name []byte) error {
+			p := mustPart(name)
+			pb, err := openPart(tx, p, false)
+			if err != nil || pb == nil {
+				return err
+			}
+			for _, it := range ranges(pb, p, statuses, q.Name, true) {
+				it.seekAfter(cur)
+				its = append(its, it)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		m := newMerge(its)
+		var last listPos
+		for !m.empty() && len(page.Sagas) < q.Limit {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			s, err := m.peek().saga(b)
 			if err != nil {
 				return err
 			}
-			m := &merged{its: iters(pb, statuses, q.Name, true), desc: true}
-			if seen {
-				m.seekAfter(&bound)
-			} else {
-				m.seekAfter(nil)
-			}
-			for n := 0; n < q.Limit; n++ {
-				p, ok := m.next()
-				if !ok {
-					return nil
-				}
-				s, err := b.decodeStored(pb.sagas.Get(sagaKey(p.off, p.name)))
-				if err != nil {
-					return fmt.Errorf("partition %s offset %d: %w", name, p.off, err)
-				}
-				cands = append(cands, cand{pn, p, s})
-			}
-			full[pn] = true
-			return nil
-		})
+			page.Sagas = append(page.Sagas, s)
+			last = m.peek().at
+			m.advance()
+		}
+		if !m.empty() {
+			page.Next = encodeCursor(last)
+		}
+		return nil
 	})
 	if err != nil {
 		return Page{}, err
 	}
-	sort.SliceStable(cands, func(i, j int) bool {
-		a, b := cands[i].s, cands[j].s
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.After(b.CreatedAt)
-		}
-		return a.ID() > b.ID()
-	})
-	page := Page{}
-	n := min(q.Limit, len(cands))
-	next := map[string]pos{}
-	for k, v := range cur {
-		next[k] = v
-	}
-	for _, c := range cands[:n] {
-		page.Sagas = append(page.Sagas, c.s)
-		next[c.part] = c.p
-	}
-	// A partition that filled its quota may hold more.
-	if len(cands) > n || len(full) > 0 {
-		page.Next = encodeCursor(next)
-	}
 	return page, nil
-}
-
-func encodeCursor(m map[string]pos) string {
-	raw := map[string][2]any{}
-	for k, v := range m {
-		raw[k] = [2]any{v.off, v.name}
-	}
-	b, _ := json.Marshal(raw)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(s string) (map[string]pos, error) {
-	out := map[string]pos{}
-	if s == "" {
-		return out, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, ErrInvalidCursor
-	}
-	var raw map[string][2]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, ErrInvalidCursor
-	}
-	for k, v := range raw {
-		var p pos
-		if json.Unmarshal(v[0], &p.off) != nil || json.Unmarshal(v[1], &p.name) != nil {
-			return nil, ErrInvalidCursor
-		}
-		out[k] = p
-	}
-	return out, nil
 }

@@ -64,7 +64,7 @@ func (b *Bolt) Scan(ctx context.Context, statuses []Status, fn func(*Saga) error
 			if err != nil {
 				return err
 			}
-			if err := b.scanPart(ctx, pb, statuses, fn); err != nil {
+			if err := b.scanPart(ctx, pb, mustPart(name), statuses, fn); err != nil {
 				return fmt.Errorf("partition %s: %w", name, err)
 			}
 			return nil
@@ -112,29 +112,28 @@ func (b *Bolt) ScanPartition(ctx context.Context, p Partition, statuses []Status
 		if err != nil || pb == nil {
 			return err
 		}
-		return b.scanPart(ctx, pb, statuses, fn)
+		return b.scanPart(ctx, pb, p, statuses, fn)
 	})
 }
 
-func (b *Bolt) scanPart(ctx context.Context, pb *partBuckets, statuses []Status, fn func(*Saga) error) error {
-	m := &merged{its: iters(pb, statuses, "", false)}
-	m.seekAfter(nil)
-	for {
+func (b *Bolt) scanPart(ctx context.Context, pb *partBuckets, p Partition, statuses []Status, fn func(*Saga) error) error {
+	its := ranges(pb, p, statuses, "", false)
+	for _, it := range its {
+		it.first()
+	}
+	for m := newMerge(its); !m.empty(); m.advance() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		at, ok := m.next()
-		if !ok {
-			return nil
-		}
-		s, err := b.decodeStored(pb.sagas.Get(sagaKey(at.off, at.name)))
+		s, err := m.peek().saga(b)
 		if err != nil {
-			return fmt.Errorf("offset %d: %w", at.off, err)
+			return err
 		}
 		if err := fn(s); err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
 // GetMeta implements Store.

@@ -290,6 +290,24 @@ func (d *decoder) time() time.Time {
 	return time.Unix(0, v).UTC()
 }
 
+// createdOfRecord reads a record's CreatedAt (Unix ns, 0 for the zero
+// time) without decoding the rest; false when the record is malformed.
+func createdOfRecord(b []byte) (int64, bool) {
+	if len(b) < 2 || (b[0] != recordVersion && b[0] != recordVersion1) {
+		return 0, false
+	}
+	d := decoder{b: b[2:]}
+	d.uvarint()           // record version
+	d.bytes()             // name
+	d.bytes()             // trigger
+	d.bytes()             // topic
+	d.varint()            // partition
+	d.varint()            // offset
+	d.varint()            // event time
+	created := d.varint() // created
+	return created, d.err == nil
+}
+
 // versionOfRecord reads a record's version without decoding it.
 func versionOfRecord(b []byte) uint64 {
 	if len(b) < 3 || (b[0] != recordVersion && b[0] != recordVersion1) {

@@ -40,13 +40,32 @@ type Store interface {
 	// ErrNotFound or ErrInvalidID.
 	Get(ctx context.Context, id string) (*Saga, error)
 
-	// List returns sagas newest first, filtered by status and saga name,
-	// using indexes (no full scan). Page through with Query.Cursor.
+	// List returns sagas filtered by status and saga name, in the listing
+	// order: newest first by CreatedAt; at equal CreatedAt (a batch's
+	// sagas share it) by partition — topic, then partition number — then
+	// offset, then saga name, each descending. A saga's partition, offset
+	// and name are unique, so this is a total order (ListOrder compares
+	// two sagas in it). It uses indexes: a page costs a seek per index
+	// range and reads only the sagas it returns, never a scan.
+	//
+	// Paging: Page.Next encodes the position of the page's last saga in
+	// the listing order (CursorAfter); the next page starts strictly after
+	// it. A cursor holds no state of the store, so paging survives restarts
+	// and a cursor means the same position on every store. Hence no saga is
+	// listed twice, and no saga that matches the filter from the first page
+	// to the last is skipped, whatever happens in between: sagas started
+	// meanwhile are newer than the cursor and not listed (a saga restored
+	// with an older CreatedAt may be); a saga whose status changes keeps
+	// its place, so it may leave (or join) a listing filtered by status but
+	// is never skipped while it stays in it. Next is empty on the last page.
+	// A cursor this store cannot read is an error wrapping
+	// ErrInvalidCursor.
 	List(ctx context.Context, q Query) (Page, error)
 
 	// Scan calls fn for every saga in one of the given statuses, partition
-	// by partition, oldest first within a partition. Recovery uses it with
-	// NonTerminal. fn must not call the store's write methods.
+	// by partition, oldest first within a partition (by CreatedAt, then
+	// offset, then name). Recovery uses it with NonTerminal. fn must not
+	// call the store's write methods.
 	Scan(ctx context.Context, statuses []Status, fn func(*Saga) error) error
 
 	// NextOffset returns the next offset recorded for a partition (the offset
@@ -69,7 +88,7 @@ type Store interface {
 	ChangelogNext(ctx context.Context, p Partition) (int64, error)
 
 	// Expire deletes up to limit terminal sagas of p last updated before
-	// cutoff (walking each status range from its oldest offset) and returns
+	// cutoff (walking each status range from its oldest saga) and returns
 	// them, so their changelog records can be tombstoned. Their idempotency
 	// keys go with them: the de-duplication window is the retention.
 	Expire(ctx context.Context, p Partition, cutoff time.Time, limit int) ([]*Saga, error)
@@ -127,12 +146,17 @@ type Query struct {
 	Status Status // 0: any status
 	Name   string // "": any saga
 	Limit  int    // default 50, at most 1000
-	Cursor string // from a previous Page.Next
+	// Cursor: list the sagas after this position in the listing order.
+	// From a previous Page.Next, CursorAfter or CursorBefore; "" starts
+	// with the newest saga.
+	Cursor string
 }
 
 // Page is one page of a listing.
 type Page struct {
+	// Sagas in the listing order, at most Query.Limit.
 	Sagas []*Saga
-	// Next is the cursor of the following page; empty when this is the last.
+	// Next is the cursor of the following page: the position of the last
+	// saga of this one. Empty when no saga follows.
 	Next string
 }

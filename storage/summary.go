@@ -35,10 +35,10 @@ func (b *Bolt) Counts(ctx context.Context) ([]Count, error) {
 			c := pb.index.Cursor()
 			var cur *Count
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
-				if len(k) < 10 {
+				if len(k) < 1+1+1+16 {
 					continue
 				}
-				st, n := Status(k[0]), k[1:len(k)-9]
+				st, n := Status(k[0]), k[1:len(k)-17]
 				if cur == nil || cur.Status != st || cur.Saga != string(n) {
 					out = append(out, Count{Partition: p, Saga: string(n), Status: st})
 					cur = &out[len(out)-1]

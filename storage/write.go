@@ -77,7 +77,7 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			if err := pb.sagas.Put(sk, recs[i]); err != nil {
 				return err
 			}
-			if err := pb.index.Put(indexKey(StatusPending, s.Name, s.Source.Offset), nil); err != nil {
+			if err := pb.index.Put(indexKey(StatusPending, s.Name, unixNanos(now), s.Source.Offset), nil); err != nil {
 				return err
 			}
 			pb.advance(s.Source.Offset + 1)
@@ -115,11 +115,12 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 // Update implements Store.
 func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 	type upd struct {
-		p      Partition
-		key    []byte
-		rec    []byte
-		s      *Saga
-		status Status
+		p       Partition
+		key     []byte
+		rec     []byte
+		s       *Saga
+		status  Status
+		created int64
 	}
 	ups := make([]upd, len(sagas))
 	for i, s := range sagas {
@@ -130,7 +131,8 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 			return fmt.Errorf("%w: status %d", ErrInvalidSaga, s.Status)
 		}
 		s.Version++
-		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.Status}
+		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.Status,
+			created: unixNanos(s.CreatedAt)}
 	}
 	return b.submit(ctx, func(w *wtx) error {
 		for _, u := range ups {
@@ -145,15 +147,18 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 			if old == nil {
 				return fmt.Errorf("%w: update of %s", ErrNotFound, u.s.ID())
 			}
-			prev := statusOfRecord(old)
+			prev, ok := indexKeyOf(old, u.s.Name, u.s.Source.Offset)
+			if !ok {
+				return b.malformed(old, u.s.ID())
+			}
 			if err := pb.sagas.Put(u.key, u.rec); err != nil {
 				return err
 			}
-			if prev != u.status {
-				if err := pb.index.Delete(indexKey(prev, u.s.Name, u.s.Source.Offset)); err != nil {
+			if next := indexKey(u.status, u.s.Name, u.created, u.s.Source.Offset); !bytes.Equal(prev, next) {
+				if err := pb.index.Delete(prev); err != nil {
 					return err
 				}
-				if err := pb.index.Put(indexKey(u.status, u.s.Name, u.s.Source.Offset), nil); err != nil {
+				if err := pb.index.Put(next, nil); err != nil {
 					return err
 				}
 			}
@@ -239,11 +244,15 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 					return err
 				}
 				if old != nil {
-					if err := pb.index.Delete(indexKey(statusOfRecord(old), c.s.Name, c.s.Source.Offset)); err != nil {
+					prev, ok := indexKeyOf(old, c.s.Name, c.s.Source.Offset)
+					if !ok {
+						return b.malformed(old, c.s.ID())
+					}
+					if err := pb.index.Delete(prev); err != nil {
 						return err
 					}
 				}
-				if err := pb.index.Put(indexKey(c.s.Status, c.s.Name, c.s.Source.Offset), nil); err != nil {
+				if err := pb.index.Put(indexKey(c.s.Status, c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
 					return err
 				}
 				if c.s.IdempotencyKey != "" {
@@ -269,6 +278,15 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 	return applied, nil
 }
 
+// malformed is the error for a stored record that an index update could
+// not read: damage (reported as such by decodeStored when it is).
+func (b *Bolt) malformed(rec []byte, id string) error {
+	if _, err := b.decodeStored(rec); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: the stored record of %s", ErrCorrupt, id)
+}
+
 // deleteSaga removes a saga, its index entry and its idempotency key (if
 // the key still points at it).
 func deleteSaga(pb *partBuckets, s *Saga) error {
@@ -276,7 +294,7 @@ func deleteSaga(pb *partBuckets, s *Saga) error {
 	if err := pb.sagas.Delete(k); err != nil {
 		return err
 	}
-	if err := pb.index.Delete(indexKey(s.Status, s.Name, s.Source.Offset)); err != nil {
+	if err := pb.index.Delete(indexKey(s.Status, s.Name, unixNanos(s.CreatedAt), s.Source.Offset)); err != nil {
 		return err
 	}
 	if s.IdempotencyKey != "" {
@@ -298,16 +316,14 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 			return err
 		}
 		var victims []*Saga
-		for _, it := range iters(pb, []Status{StatusCompleted, StatusRolledBack, StatusFailed}, "", false) {
-			it.seekAfter(nil)
-			for ; it.k != nil && len(victims) < limit; it.next() {
-				at := it.cur()
-				s, err := b.decodeStored(pb.sagas.Get(sagaKey(at.off, at.name)))
+		for _, it := range ranges(pb, p, []Status{StatusCompleted, StatusRolledBack, StatusFailed}, "", false) {
+			for it.first(); it.k != nil && len(victims) < limit; it.next() {
+				s, err := it.saga(b)
 				if err != nil {
 					return err
 				}
 				if !s.UpdatedAt.Before(cutoff) {
-					break // offsets follow time: the rest of this range is newer
+					break // ranges are in creation order, which updates mostly follow: the rest is newer
 				}
 				victims = append(victims, s)
 			}
