@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -124,7 +125,7 @@ func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad
 		for i, res := range results {
 			dl := dls[i]
 			if res.Err == nil {
-				c.noteDeadLetter(dl)
+				c.noteDeadLetter(dl, res.Record)
 				continue
 			}
 			if errors.Is(res.Err, kerr.MessageTooLarge) {
@@ -158,15 +159,21 @@ func (c *Consumer) deadLetters(ctx context.Context, rejects []engine.Reject, bad
 }
 
 // noteDeadLetter remembers an acknowledged dead letter (until its offset is
-// committed) and counts it.
-func (c *Consumer) noteDeadLetter(dl deadLetter) {
+// committed), counts it and logs it (at warn, bounded): produced is the
+// record as the dead-letter topic took it.
+func (c *Consumer) noteDeadLetter(dl deadLetter, produced *kgo.Record) {
 	m := c.dlqSent[dl.part]
 	if m == nil {
 		m = map[dlKey]struct{}{}
 		c.dlqSent[dl.part] = m
 	}
 	m[dlKey{dl.offset, dl.trigger}] = struct{}{}
-	c.m.DeadLetters.WithLabelValues(headerValue(dl.rec, HeaderReason)).Inc()
+	r := dl.rec
+	c.m.DeadLetters.WithLabelValues(headerValue(r, HeaderReason)).Inc()
+	c.dlLog.Log(context.Background(), slog.LevelWarn, "record dead-lettered", "reason", headerValue(r, HeaderReason),
+		"error", headerValue(r, HeaderError), "saga", headerValue(r, HeaderSaga), "trigger", headerValue(r, HeaderTrigger),
+		"topic", dl.part.Topic, "partition", dl.part.Partition, "offset", dl.offset,
+		"dead_letter_topic", produced.Topic, "dead_letter_partition", produced.Partition, "dead_letter_offset", produced.Offset)
 }
 
 // forgetDeadLetters drops the memory of dead letters below a committed
