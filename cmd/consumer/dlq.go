@@ -33,7 +33,7 @@ func dlqFlags(getenv func(string) string) (*flag.FlagSet, *dlqOpts) {
 	fs := newFlagSet("dlq")
 	o := &dlqOpts{}
 	o.apiFlags.define(fs, getenv)
-	fs.StringVar(&o.reason, "reason", "", "filter: decode, transform_error, transform_panic, missing_key, bad_context, oversized, no_route, bad_key")
+	fs.StringVar(&o.reason, "reason", "", "filter: decode, transform_error, transform_panic, missing_key, invalid_key, bad_context, oversized, no_route")
 	fs.StringVar(&o.topic, "topic", "", "filter: original topic")
 	fs.IntVar(&o.limit, "limit", 50, "list: dead letters per page (1-1000)")
 	fs.StringVar(&o.cursor, "cursor", "", "list: next page cursor, from a previous listing")
