@@ -1,11 +1,18 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build: a static binary in a distroless, non-root image.
+# Multi-stage build: a static binary in a distroless, non-root image (no
+# shell: the health check is the binary's own `sagaz healthcheck`).
+#
+#   docker build --build-arg VERSION=$(git describe --tags --always) --build-arg COMMIT=$(git rev-parse HEAD) -t sagaz .
 FROM golang:1.26 AS build
+ARG VERSION=devel
+ARG COMMIT=unknown
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sagaz ./cmd/consumer \
+RUN CGO_ENABLED=0 go build -trimpath \
+      -ldflags="-s -w -X github.com/sagaz-go/sagaz/internal/buildinfo.version=${VERSION} -X github.com/sagaz-go/sagaz/internal/buildinfo.commit=${COMMIT}" \
+      -o /out/sagaz ./cmd/consumer \
  && mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
@@ -17,5 +24,7 @@ ENV SAGAZ_DATA_DIR=/data \
     SAGAZ_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080
 VOLUME ["/data"]
+# Ready = recovery done, group joined, assigned partitions restored.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["/usr/local/bin/sagaz", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/sagaz"]
 CMD ["run"]

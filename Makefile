@@ -3,11 +3,15 @@
 GO      ?= go
 BIN     ?= bin/sagaz
 ARGS    ?=
+# `sagaz version` and the sagaz_build_info metric report these.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/sagaz-go/sagaz/internal/buildinfo.version=$(VERSION) -X github.com/sagaz-go/sagaz/internal/buildinfo.commit=$(COMMIT)
 
-.PHONY: build run demo test test-integration test-ui kafka-start kafka-stop test-short lint fmt bench bench-full bench-go clean
+.PHONY: build run demo docker test test-integration test-ui kafka-start kafka-stop test-short lint fmt bench bench-full bench-go clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/consumer
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/consumer
 
 run: build
 	./$(BIN) run $(ARGS)
@@ -15,6 +19,10 @@ run: build
 # Produce sample order events to the running dev broker (some with fail_at).
 demo: build
 	./$(BIN) demo --count 20
+
+# The container image (docker-compose.yml builds the same).
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t sagaz .
 
 # Unit and component tests, race detector on.
 test:
@@ -30,7 +38,8 @@ test-integration:
 test-ui:
 	./scripts/test-ui.sh
 
-# A local Apache Kafka broker for manual runs (prints its address).
+# A local Apache Kafka broker for manual runs (prints its address; later:
+# scripts/kafka-local.sh addr). bin/sagaz run --brokers $$(scripts/kafka-local.sh addr)
 kafka-start:
 	./scripts/kafka-local.sh start
 kafka-stop:

@@ -42,6 +42,7 @@ import (
 
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/health"
+	"github.com/sagaz-go/sagaz/internal/logx"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -71,6 +72,7 @@ type Consumer struct {
 	mu          sync.Mutex
 	owned       map[string]map[int32]bool
 	uncommitted map[string]map[int32]kgo.EpochOffset
+	dlLog       *logx.Limiter // the dead-letter log lines, bounded
 
 	// reappend marks partitions whose changelog write failed: the next
 	// batch re-appends what it matches. Owned by the batch goroutine
@@ -120,35 +122,17 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 		return nil, fmt.Errorf("%w: the changelog is group %q's, the consumer joins group %q", ErrConfig, cl.group, cfg.Group)
 	}
 	c := &Consumer{
-		cfg: cfg, eng: eng, store: store, changelog: cl, topics: eng.Routes().Topics(), log: cfg.Logger, m: cfg.Metrics,
+		cfg: cfg, eng: eng, store: store, changelog: cl, log: cfg.Logger, m: cfg.Metrics,
 		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
-		reappend: map[storage.Partition]bool{}, synthetic: map[string]bool{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
+		reappend: map[storage.Partition]bool{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
 		topicsReady: make(chan struct{}), health: cfg.Health, stuckSince: map[storage.Partition]stuckState{}, errLog: health.NewLogLimiter(10 * time.Second),
+		dlLog: logx.NewLimiter(cfg.Logger, 0, 0, nil),
 	}
 	if c.health == nil {
 		c.health = health.New(nil) // the caller does not look: keep them here
 	}
-	keyed := false
-	for _, r := range eng.Routes().All() {
-		topic := cfg.EventsTopic
-		switch r.Trigger.Source() {
-		case engine.SourceCron:
-			topic = cfg.CronTopic
-		case engine.SourceKafka:
-			keyed = keyed || !r.Trigger.Key().IsZero()
-			continue
-		default: // webhook and manual events may carry an Idempotency-Key
-			keyed = true
-		}
-		if !c.synthetic[topic] {
-			c.synthetic[topic] = true
-			c.topics = append(c.topics, topic)
-		}
-	}
-	if keyed {
-		c.keysTopic = cfg.KeysTopic
-		c.topics = append(c.topics, cfg.KeysTopic)
-	}
+	c.topics, c.synthetic, c.keysTopic = consumedTopics(eng.Routes(), &cfg)
+	c.m.known(eng.Routes(), c.topics)
 	return c, nil
 }
 
@@ -255,6 +239,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err := c.awaitTopics(ctx); err != nil {
 		return err
 	}
+	defer c.dlLog.Flush()
 	opts := append(append([]kgo.Opt(nil), c.cfg.Client...),
 		kgo.ConsumerGroup(c.cfg.Group),
 		kgo.ConsumeTopics(c.topics...),

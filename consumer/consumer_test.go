@@ -1,17 +1,22 @@
 package consumer_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,7 +25,9 @@ import (
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/internal/logx"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
+	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/sagas"
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -266,7 +273,11 @@ func TestPoisonRecordsGoToDeadLetterTopic(t *testing.T) {
 	seeds := c.ListenAddrs()
 	poisons := poisonRecords()
 	want := producePoisonMixed(t, kafkatest.Client(t, seeds), 200, poisons)
-	m := startMember(t, seeds, "", newRegistry(boom), func(cfg *consumer.Config) { cfg.MaxEventBytes = 2000 })
+	logs := &jsonLines{}
+	m := sagaztest.StartWith(t, seeds, group, "", newRegistry(boom), func(cfg *member.Config) {
+		cfg.Consumer.MaxEventBytes = 2000
+		cfg.Logger = logx.New(logs, "json", slog.LevelInfo)
+	})
 	kafkatest.WaitFor(t, 30*time.Second, "sagas to finish", func() bool { return m.Finished.Load() >= int64(len(want)) })
 	waitCommittedAtEnd(t, seeds)
 	checkDeadLetters(t, seeds, poisons)
@@ -274,6 +285,63 @@ func TestPoisonRecordsGoToDeadLetterTopic(t *testing.T) {
 	if got := testutil.ToFloat64(m.Metrics.DeadLetters.WithLabelValues("decode")); got != 2 {
 		t.Errorf("dead letters (decode) metric = %v, want 2", got)
 	}
+	// Every dead letter is logged at warn with its reason and origin.
+	lines := logs.withMsg(t, "record dead-lettered")
+	if len(lines) != len(poisons) {
+		t.Fatalf("%d dead-letter log lines, want %d", len(lines), len(poisons))
+	}
+	for _, p := range poisons {
+		found := false
+		for _, l := range lines {
+			found = found || l["level"] == "WARN" && l["reason"] == p.reason && l["topic"] == topic &&
+				l["partition"] == float64(p.rec.Partition) && l["offset"] == float64(p.rec.Offset) && l["error"] != "" && l["saga"] == p.saga
+		}
+		if !found {
+			t.Errorf("no dead-letter log line for poison %s (%s at %d/%d): %v", p.rec.Key, p.reason, p.rec.Partition, p.rec.Offset, lines)
+		}
+	}
+	// The batch storage transactions were timed.
+	if n := histogramCount(t, m.Metrics.StoreLatency); n == 0 {
+		t.Error("sagaz_batch_record_seconds observed nothing")
+	}
+}
+
+// jsonLines collects JSON log lines.
+type jsonLines struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *jsonLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *jsonLines) withMsg(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, s := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatalf("not a JSON line: %q", s)
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }
 
 func TestKafkaFaultsLoseNothingDuplicateNothing(t *testing.T) {

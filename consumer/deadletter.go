@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -131,7 +132,7 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 		for _, res := range results {
 			dl := dls[which[res.Record]]
 			if res.Err == nil {
-				c.noteDeadLetter(dl)
+				c.noteDeadLetter(dl, res.Record)
 				continue
 			}
 			if errors.Is(res.Err, kerr.MessageTooLarge) && dl.dead {
@@ -165,19 +166,25 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 }
 
 // noteDeadLetter remembers an acknowledged side record (until its offset
-// is committed) and counts it.
-func (c *Consumer) noteDeadLetter(dl sideRecord) {
+// is committed); a dead letter is counted and logged (at warn, bounded):
+// produced is the record as the dead-letter topic took it.
+func (c *Consumer) noteDeadLetter(dl sideRecord, produced *kgo.Record) {
 	m := c.dlqSent[dl.part]
 	if m == nil {
 		m = map[dlKey]struct{}{}
 		c.dlqSent[dl.part] = m
 	}
 	m[dlKey{dl.offset, dl.what}] = struct{}{}
-	if dl.dead {
-		c.m.DeadLetters.WithLabelValues(headerValue(dl.rec, HeaderReason)).Inc()
-	} else {
+	if !dl.dead {
 		c.m.StartsForwarded.Inc()
+		return
 	}
+	r := dl.rec
+	c.m.DeadLetters.WithLabelValues(headerValue(r, HeaderReason)).Inc()
+	c.dlLog.Log(context.Background(), slog.LevelWarn, "record dead-lettered", "reason", headerValue(r, HeaderReason),
+		"error", headerValue(r, HeaderError), "saga", headerValue(r, HeaderSaga), "trigger", headerValue(r, HeaderTrigger),
+		"topic", dl.part.Topic, "partition", dl.part.Partition, "offset", dl.offset,
+		"dead_letter_topic", produced.Topic, "dead_letter_partition", produced.Partition, "dead_letter_offset", produced.Offset)
 }
 
 // startRecord is a keyed saga's start record, for the partition of the

@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sagaz-go/sagaz/engine"
 )
 
 // Metrics are the consumer's Prometheus metrics.
@@ -56,10 +58,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StartsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_keyed_starts_forwarded_total",
 			Help: "Starts of keyed sagas produced to the keys topic (the partition that owns the key records them)."}),
 	}
+	// Labelled counters exist from the start, at 0, for every label value
+	// known in advance: a rate() or an alert needs the series before the
+	// first increment.
+	for _, r := range DeadLetterReasons {
+		m.DeadLetters.WithLabelValues(r)
+	}
+	for _, k := range []string{"assigned", "revoked", "lost"} {
+		m.Rebalances.WithLabelValues(k)
+	}
 	if reg != nil {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
 			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions,
 			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded)
 	}
 	return m
+}
+
+// known creates the per-topic and per-saga series of a member's routes at 0.
+func (m *Metrics) known(routes *engine.Routes, topics []string) {
+	for _, t := range topics {
+		m.RecordsConsumed.WithLabelValues(t)
+	}
+	for _, name := range routes.SagaNames() {
+		m.SagasStarted.WithLabelValues(name)
+		m.Deduplicated.WithLabelValues(name)
+	}
 }

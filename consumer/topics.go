@@ -12,136 +12,327 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sagaz-go/sagaz/engine"
 )
 
-// ensureTopics checks that the trigger topics and the dead-letter topic
-// exist, creating the missing ones (or failing with their names when
-// creation is off), then the changelog topics.
+// Topic roles (TopicSpec.Role).
+const (
+	RoleTrigger    = "trigger"     // a kafka trigger's topic
+	RoleEvents     = "events"      // webhook calls and manual events
+	RoleCron       = "cron"        // schedule ticks
+	RoleDeadLetter = "dead-letter" // records that cannot start a saga
+	RoleChangelog  = "changelog"   // compacted mirror of a consumed topic's saga state
+	RoleKeys       = "keys"        // keyed sagas' starts, one partition per key (its partition count must not change)
+)
+
+// TopicSpec is a topic a group member needs, as the member creates it when
+// topic creation is on.
+type TopicSpec struct {
+	Name string `json:"topic"`
+	Role string `json:"role"`
+	// Partitions it is created with (Config.TopicPartitions; -1 is the
+	// broker's default). A changelog gets its source topic's partition
+	// count, whatever it is.
+	Partitions int32 `json:"partitions"`
+	// Source is a changelog's source topic.
+	Source string `json:"source,omitempty"`
+	// Configs are the topic configs it is created with.
+	Configs map[string]string `json:"configs,omitempty"`
+}
+
+// consumedTopics are the topics a member subscribes to: the kafka
+// triggers' topics (sorted), then the events topic and the cron topic when
+// a trigger of theirs exists. cfg has its defaults.
+func consumedTopics(routes *engine.Routes, cfg *Config) (topics []string, synthetic map[string]bool, keysTopic string) {
+	topics, synthetic = routes.Topics(), map[string]bool{}
+	keyed := false
+	for _, r := range routes.All() {
+		topic := cfg.EventsTopic
+		switch r.Trigger.Source() {
+		case engine.SourceCron:
+			topic = cfg.CronTopic
+		case engine.SourceKafka:
+			keyed = keyed || !r.Trigger.Key().IsZero()
+			continue
+		default: // webhook and manual events may carry an Idempotency-Key
+			keyed = true
+		}
+		if !synthetic[topic] {
+			synthetic[topic] = true
+			topics = append(topics, topic)
+		}
+	}
+	if keyed { // keyed sagas start in the keys topic (engine/keys.go)
+		topics = append(topics, cfg.KeysTopic)
+		keysTopic = cfg.KeysTopic
+	}
+	return topics, synthetic, keysTopic
+}
+
+// RequiredTopics lists every topic a member of cfg.Group with these routes
+// consumes, produces to or creates: the consumed topics (trigger, events,
+// cron), the dead-letter topic and, with changelogs (as the service runs),
+// one compacted changelog "<group>-changelog-<topic>" per consumed topic.
+// It is what the member checks at start-up (and creates when
+// Config.CreateTopics is set); `sagaz topics` prints it.
+func RequiredTopics(routes *engine.Routes, cfg Config, changelogs bool) []TopicSpec {
+	cfg.setDefaults()
+	consumed, synthetic, keys := consumedTopics(routes, &cfg)
+	var out []TopicSpec
+	for _, t := range consumed {
+		role := RoleTrigger
+		if t == keys {
+			role = RoleKeys
+		} else if synthetic[t] {
+			role = RoleEvents
+			if t == cfg.CronTopic {
+				role = RoleCron
+			}
+		}
+		out = append(out, TopicSpec{Name: t, Role: role, Partitions: cfg.TopicPartitions})
+	}
+	if len(consumed) == 0 {
+		return nil // nothing consumed: the member needs no topic
+	}
+	out = append(out, TopicSpec{Name: cfg.DeadLetterTopic, Role: RoleDeadLetter, Partitions: cfg.TopicPartitions})
+	if changelogs {
+		for _, t := range consumed {
+			out = append(out, TopicSpec{Name: ChangelogTopic(cfg.Group, t), Role: RoleChangelog, Partitions: cfg.TopicPartitions,
+				Source: t, Configs: map[string]string{"cleanup.policy": "compact"}})
+		}
+	}
+	return out
+}
+
+// TopicState is what EnsureTopics found or did for one topic.
+type TopicState struct {
+	TopicSpec
+	// Partitions the topic has now (0 when missing).
+	Have int32 `json:"have_partitions"`
+	// Created is true when EnsureTopics created it.
+	Created bool `json:"created"`
+}
+
+// EnsureTopics checks that the topics exist, creating the missing ones when
+// create is set (changelogs with their source's partition count, after the
+// sources). Without create, it fails naming every missing topic at once
+// (ErrMissingTopics). A changelog whose partition count differs from its
+// source's is an error either way.
+func EnsureTopics(ctx context.Context, opts []kgo.Opt, specs []TopicSpec, create bool, replication int16, log *slog.Logger) ([]TopicState, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: kafka client: %w", err)
+	}
+	defer cl.Close()
+	return ensureTopics(ctx, cl, specs, create, replication, log)
+}
+
+func ensureTopics(ctx context.Context, cl *kgo.Client, specs []TopicSpec, create bool, replication int16, log *slog.Logger) ([]TopicState, error) {
+	counts, err := partitionCounts(ctx, cl) // known partition counts
+	if err != nil {
+		return nil, err
+	}
+	states := make([]TopicState, len(specs))
+	var missing []string
+	for i, s := range specs {
+		states[i] = TopicState{TopicSpec: s, Have: counts[s.Name]}
+		if counts[s.Name] == 0 {
+			missing = append(missing, s.Name)
+		}
+	}
+	if len(missing) > 0 && !create {
+		sort.Strings(missing)
+		return states, fmt.Errorf("%w: %s (create them — `sagaz topics` lists them with their settings — or enable topic creation)",
+			ErrMissingTopics, strings.Join(missing, ", "))
+	}
+	// Sources first, grouped by partitions and configs; then changelogs with
+	// their sources' counts.
+	for _, changelogs := range []bool{false, true} {
+		type group struct {
+			partitions int32
+			configs    string
+		}
+		batches := map[group][]string{}
+		cfgs := map[group]map[string]*string{}
+		for i := range states {
+			s := &states[i]
+			if (s.Role == RoleChangelog) != changelogs || counts[s.Name] != 0 {
+				continue
+			}
+			p := s.Partitions
+			if changelogs {
+				if p = counts[s.Source]; p == 0 {
+					return states, fmt.Errorf("consumer: changelog topic %s: its source topic %s does not exist", s.Name, s.Source)
+				}
+			}
+			g := group{p, fmt.Sprint(s.Configs)}
+			batches[g] = append(batches[g], s.Name)
+			if cfgs[g] == nil && len(s.Configs) > 0 {
+				cfgs[g] = map[string]*string{}
+				for k, v := range s.Configs {
+					cfgs[g][k] = &v
+				}
+			}
+		}
+		for g, names := range batches {
+			created, err := createTopics(ctx, cl, log, names, g.partitions, replication, cfgs[g], counts)
+			if err != nil {
+				return states, err
+			}
+			for i := range states {
+				if created[states[i].Name] {
+					states[i].Created = true
+				}
+			}
+		}
+	}
+	if len(missing) > 0 { // created: return once the broker's metadata shows them all
+		if err := waitVisible(ctx, cl, missing); err != nil {
+			return states, err
+		}
+	}
+	for i := range states {
+		s := &states[i]
+		s.Have = counts[s.Name]
+		if s.Role == RoleChangelog && counts[s.Source] != 0 && s.Have != counts[s.Source] {
+			return states, fmt.Errorf("consumer: changelog topic %s has %d partitions, topic %s has %d: they must match (state of partition N lives in changelog partition N)",
+				s.Name, s.Have, s.Source, counts[s.Source])
+		}
+	}
+	return states, nil
+}
+
+// partitionCounts lists the cluster's topics with their partition counts
+// (topics whose metadata is not complete yet are left out). It asks a
+// broker (the client's metadata cache, which kadm uses, lags behind topics
+// created a moment ago) for every topic: asking for named topics would make
+// the client retry on each missing one.
+func partitionCounts(ctx context.Context, cl *kgo.Client) (map[string]int32, error) {
+	resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl) // no topics named: all of them
+	if err != nil {
+		return nil, fmt.Errorf("consumer: list topics: %w", err)
+	}
+	counts := map[string]int32{}
+	for _, t := range resp.Topics {
+		if t.Topic != nil && t.ErrorCode == 0 && len(t.Partitions) > 0 {
+			counts[*t.Topic] = int32(len(t.Partitions))
+		}
+	}
+	return counts, nil
+}
+
+// waitVisible waits (up to 30s) until the metadata shows every topic, so
+// whoever starts next (a member after an init job) finds them.
+func waitVisible(ctx context.Context, cl *kgo.Client, topics []string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		counts, err := partitionCounts(ctx, cl)
+		if err != nil {
+			return err
+		}
+		var pending []string
+		for _, t := range topics {
+			if counts[t] == 0 {
+				pending = append(pending, t)
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consumer: created topics %s do not show in the cluster's metadata after 30s", strings.Join(pending, ", "))
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// ensureTopics checks (and creates, with Config.CreateTopics) every topic
+// the member needs, and records their partition counts. Without creation,
+// missing topics give ErrMissingTopics naming them all (awaitTopics
+// retries).
 func (c *Consumer) ensureTopics(ctx context.Context) error {
 	cl, err := kgo.NewClient(c.cfg.Client...)
 	if err != nil {
 		return fmt.Errorf("consumer: kafka client: %w", err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	details, err := listTopics(ctx, adm)
+	states, err := ensureTopics(ctx, cl, RequiredTopics(c.eng.Routes(), c.cfg, true), c.cfg.CreateTopics, c.cfg.TopicReplication, c.log)
 	if err != nil {
-		return fmt.Errorf("consumer: list topics: %w", err)
+		return err
 	}
-	partitions := map[string]int32{} // known partition counts
-	for t, d := range details {
-		if d.Err == nil {
-			partitions[t] = int32(len(d.Partitions))
-		}
+	counts := map[string]int32{}
+	for _, s := range states {
+		counts[s.Name] = s.Have
 	}
-	c.partitionCounts = partitions
-	var missing []string
-	for _, t := range append(append([]string(nil), c.topics...), c.cfg.DeadLetterTopic) {
-		if partitions[t] == 0 {
-			missing = append(missing, t)
-		}
-	}
-	if len(missing) > 0 {
-		if err := c.createTopics(ctx, adm, missing, c.cfg.TopicPartitions, nil, partitions); err != nil {
-			return err
-		}
-	}
-	// One compacted changelog topic per source topic, with its partition
-	// count: the state of partition N lives in changelog partition N.
-	compact := "compact"
-	for _, t := range c.topics {
-		want, clName := partitions[t], ChangelogTopic(c.cfg.Group, t)
-		switch got := partitions[clName]; {
-		case got == 0:
-			if err := c.createTopics(ctx, adm, []string{clName}, want, map[string]*string{"cleanup.policy": &compact}, partitions); err != nil {
-				return err
-			}
-		case got != want:
-			return fmt.Errorf("consumer: changelog topic %s has %d partitions, topic %s has %d: they must match (state of partition N lives in changelog partition N)",
-				clName, got, t, want)
-		}
-	}
+	c.partitionCounts = counts
 	return nil
 }
 
-func (c *Consumer) createTopics(ctx context.Context, adm *kadm.Client, topics []string, partitions int32, configs map[string]*string, counts map[string]int32) error {
-	if !c.cfg.CreateTopics {
-		sort.Strings(topics)
-		return fmt.Errorf("%w: %s (create them, or enable topic creation)", ErrMissingTopics, strings.Join(topics, ", "))
-	}
-	return createTopics(ctx, adm, c.log, topics, partitions, c.cfg.TopicReplication, configs, counts)
-}
-
 // createTopics creates topics and records their partition counts (a new
-// topic's metadata can take a while to show through a client's cache).
-func createTopics(ctx context.Context, adm *kadm.Client, log *slog.Logger, topics []string, partitions int32, replication int16,
-	configs map[string]*string, counts map[string]int32) error {
+// topic's metadata can take a while to show through a client's cache). It
+// returns the topics it created (not those created by someone else meanwhile).
+func createTopics(ctx context.Context, cl *kgo.Client, log *slog.Logger, topics []string, partitions int32, replication int16,
+	configs map[string]*string, counts map[string]int32) (map[string]bool, error) {
 	sort.Strings(topics)
-	resp, err := adm.CreateTopics(ctx, partitions, replication, configs, topics...)
+	created := map[string]bool{}
+	resp, err := kadm.NewClient(cl).CreateTopics(ctx, partitions, replication, configs, topics...)
 	if err != nil {
-		return fmt.Errorf("consumer: create topics %s: %w", strings.Join(topics, ", "), err)
+		return nil, fmt.Errorf("consumer: create topics %s: %w", strings.Join(topics, ", "), err)
 	}
 	for _, r := range resp.Sorted() {
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("consumer: create topic %s: %w", r.Topic, r.Err)
+			return nil, fmt.Errorf("consumer: create topic %s: %w", r.Topic, r.Err)
 		}
 		if r.Err == nil {
 			counts[r.Topic] = r.NumPartitions
+			created[r.Topic] = true
 			log.Info("created topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication", r.ReplicationFactor)
 			continue
 		}
 		// Created by someone else meanwhile: read its partition count.
 		for attempt := 0; counts[r.Topic] == 0 && attempt < 100; attempt++ {
-			details, err := listTopics(ctx, adm)
+			now, err := partitionCounts(ctx, cl)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if d, ok := details[r.Topic]; ok && d.Err == nil {
-				counts[r.Topic] = int32(len(d.Partitions))
-			}
-			if counts[r.Topic] == 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(50 * time.Millisecond):
+			if counts[r.Topic] = now[r.Topic]; counts[r.Topic] == 0 {
+				if err := sleep(ctx, 50*time.Millisecond); err != nil {
+					return nil, err
 				}
 			}
 		}
 	}
-	return nil
+	return created, nil
 }
 
 // EnsureTopic returns the partition count of topic, creating it first (with
-// partitions and replication) when it is missing and create is set.
+// partitions and replication) when it is missing and create is set. log
+// receives the "created topic" line (nil: slog.Default()).
 func EnsureTopic(ctx context.Context, opts []kgo.Opt, log *slog.Logger, topic string, partitions int32, replication int16, create bool) (int32, error) {
-	cl, err := kgo.NewClient(opts...)
+	states, err := EnsureTopics(ctx, opts, []TopicSpec{{Name: topic, Partitions: partitions}}, create, replication, log)
 	if err != nil {
 		return 0, err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	details, err := listTopics(ctx, adm)
-	if err != nil {
-		return 0, fmt.Errorf("consumer: list topics: %w", err)
-	}
-	if d, ok := details[topic]; ok && d.Err == nil && len(d.Partitions) > 0 {
-		return int32(len(d.Partitions)), nil
-	}
-	if !create {
-		return 0, fmt.Errorf("%w: %s (create it, or enable topic creation)", ErrMissingTopics, topic)
-	}
-	counts := map[string]int32{}
-	if err := createTopics(ctx, adm, log, []string{topic}, partitions, replication, nil, counts); err != nil {
-		return 0, err
-	}
-	if counts[topic] == 0 {
+	if states[0].Have == 0 {
 		return 0, fmt.Errorf("consumer: topic %s did not appear after creation", topic)
 	}
-	return counts[topic], nil
-}
-
-// listTopics lists every topic of the cluster. Asking for named topics would
-// make the client retry (for up to its retry timeout) on each missing one.
-func listTopics(ctx context.Context, adm *kadm.Client) (kadm.TopicDetails, error) {
-	return adm.ListTopics(ctx)
+	return states[0].Have, nil
 }

@@ -12,15 +12,29 @@ import (
 
 // Row is one schedule in the schedule table (GET /api/schedules).
 type Row struct {
-	ID        string            `json:"id"`
-	Saga      string            `json:"saga"`
-	Spec      string            `json:"spec"`
-	Partition int32             `json:"partition"`
-	OwnedHere bool              `json:"owned_here"`
-	Paused    bool              `json:"paused"`
-	Next      time.Time         `json:"next_fire,omitzero"`
-	State     State             `json:"state"`
-	Policy    engine.CronPolicy `json:"policy"`
+	ID        string `json:"id"`
+	Saga      string `json:"saga"`
+	Spec      string `json:"spec"`
+	Partition int32  `json:"partition"`
+	OwnedHere bool   `json:"owned_here"`
+	Paused    bool   `json:"paused"`
+	// Next is the next fire time; zero (absent) while paused.
+	Next   time.Time `json:"next_fire,omitzero"`
+	State  State     `json:"state"`
+	Policy Policy    `json:"policy"`
+}
+
+// Policy is a schedule's effective cron policy as the API shows it:
+// snake_case names, durations as strings ("24h0m0s").
+type Policy struct {
+	CatchUp       engine.CatchUp `json:"catch_up"`
+	CatchUpWindow string         `json:"catch_up_window"`
+	Overlap       engine.Overlap `json:"overlap"`
+	Jitter        string         `json:"jitter"`
+}
+
+func policyOf(p engine.CronPolicy) Policy {
+	return Policy{CatchUp: p.CatchUp, CatchUpWindow: p.CatchUpWindow.String(), Overlap: p.Overlap, Jitter: p.Jitter.String()}
 }
 
 // Table lists the schedules; the state is known for the ones owned here.
@@ -31,7 +45,7 @@ func (s *Scheduler) Table(now time.Time) []Row {
 	for _, id := range s.order {
 		sc := s.sched[id]
 		r := Row{ID: id, Saga: sc.route.Saga.Name, Spec: sc.route.Trigger.Schedule(), Partition: sc.part.Partition, OwnedHere: sc.owned,
-			Policy: sc.policy}
+			Policy: policyOf(sc.policy)}
 		if sc.owned {
 			r.State, r.Paused = sc.state, sc.state.Paused
 			if !sc.state.Paused {
@@ -103,6 +117,10 @@ func (s *Scheduler) TriggerNow(ctx context.Context, id string) (string, error) {
 	if _, err := s.publish(ctx, sc, t, true); err != nil {
 		return "", err
 	}
+	s.fired(sc, t)
+	if err := s.save(ctx, sc); err != nil {
+		s.log.Error("cron: recording a schedule's state failed", "schedule", sc.id, "err", err)
+	}
 	return TickKey(id, t), nil
 }
 
@@ -125,10 +143,16 @@ func (s *Scheduler) Backfill(ctx context.Context, id string, from, to time.Time)
 	if len(ticks) > s.cfg.MaxBackfill {
 		return 0, fmt.Errorf("%w: more than %d", ErrTooManyTicks, s.cfg.MaxBackfill)
 	}
+	defer func() {
+		if err := s.save(ctx, sc); err != nil {
+			s.log.Error("cron: recording a schedule's state failed", "schedule", sc.id, "err", err)
+		}
+	}()
 	for i, t := range ticks {
 		if _, err := s.publish(ctx, sc, t, true); err != nil {
 			return i, err
 		}
+		s.fired(sc, t)
 	}
 	return len(ticks), nil
 }

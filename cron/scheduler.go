@@ -58,14 +58,22 @@ type Config struct {
 
 // State is what a schedule remembers; it lives with its partition.
 type State struct {
-	LastTick    time.Time   `json:"last_tick,omitzero"`     // latest tick handled (fired or skipped)
-	LastSagaID  string      `json:"last_saga_id,omitempty"` // saga of the latest fired tick
-	LastFiredAt time.Time   `json:"last_fired_at,omitzero"`
-	Fired       int64       `json:"fired"`
-	Skipped     int64       `json:"skipped"`
-	SkippedAt   []time.Time `json:"recent_skipped,omitempty"` // the latest 20 skipped ticks
-	Buffered    time.Time   `json:"buffered,omitzero"`        // buffer_one: the tick waiting for the running saga
-	Paused      bool        `json:"paused"`
+	// LastTick is the schedule's position: the latest scheduled time handled
+	// (fired or skipped), or the time it started or resumed from; the next
+	// tick is computed from it.
+	LastTick time.Time `json:"last_tick,omitzero"`
+	// LastFiredTick is the scheduled time of the latest tick published —
+	// scheduled, triggered by hand or backfilled (zero: none yet).
+	LastFiredTick time.Time `json:"last_fired_tick,omitzero"`
+	LastSagaID    string    `json:"last_saga_id,omitempty"` // saga of the latest scheduled tick fired
+	LastFiredAt   time.Time `json:"last_fired_at,omitzero"` // when the latest tick was published
+	// Fired counts the ticks published: scheduled, triggered by hand and
+	// backfilled (a backfilled tick that had fired already starts no saga).
+	Fired     int64       `json:"fired"`
+	Skipped   int64       `json:"skipped"`
+	SkippedAt []time.Time `json:"recent_skipped,omitempty"` // the latest 20 skipped ticks
+	Buffered  time.Time   `json:"buffered,omitzero"`        // buffer_one: the tick waiting for the running saga
+	Paused    bool        `json:"paused"`
 }
 
 type sched struct {
@@ -319,10 +327,18 @@ func (s *Scheduler) fire(ctx context.Context, sc *sched, t time.Time, force bool
 	if err != nil {
 		return err
 	}
-	sc.state.Fired++
-	sc.state.LastFiredAt = s.cfg.Clock.Now()
+	s.fired(sc, t)
 	sc.state.LastSagaID = storage.FormatID(storage.Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}, sc.route.Saga.Name)
 	return nil
+}
+
+// fired counts a published tick (of any kind) in the schedule's state.
+func (s *Scheduler) fired(sc *sched, t time.Time) {
+	sc.state.Fired++
+	sc.state.LastFiredAt = s.cfg.Clock.Now()
+	if t.After(sc.state.LastFiredTick) {
+		sc.state.LastFiredTick = t
+	}
 }
 
 // Tick is the event a tick publishes (the value of the cron record).

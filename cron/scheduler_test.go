@@ -217,3 +217,51 @@ func TestPauseResumeAndTriggerNow(t *testing.T) {
 		t.Fatalf("ticks after pause/resume and trigger: %v", got)
 	}
 }
+
+// The schedule table tells what happened: nothing fired yet is no last
+// tick; manual and backfilled ticks count; a paused schedule has no next
+// fire; the policy is snake_case with durations as strings.
+func TestScheduleTableCountsEveryTickAndShowsPause(t *testing.T) {
+	w := newWorld(t, cronSaga("report", "@every 1m", engine.CronPolicy{CatchUpWindow: 6 * time.Hour, Jitter: 30 * time.Second}, nil))
+	s := w.scheduler()
+	ctx := context.Background()
+	w.tick(s, t0.Add(10*time.Second)) // taken over: position at now, nothing fired
+	row := s.Table(t0.Add(10 * time.Second))[0]
+	if !row.State.LastFiredTick.IsZero() || row.State.Fired != 0 || row.State.LastTick.IsZero() {
+		t.Fatalf("fresh schedule: %+v", row.State)
+	}
+	w.clock.set(t0.Add(20 * time.Second))
+	if _, err := s.TriggerNow(ctx, "report:report"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Backfill(ctx, "report:report", t0.Add(-3*time.Minute), t0.Add(-time.Minute)); err != nil || n != 3 {
+		t.Fatalf("Backfill = %d, %v", n, err)
+	}
+	row = s.Table(t0.Add(20 * time.Second))[0]
+	if row.State.Fired != 4 || !row.State.LastFiredTick.Equal(t0.Add(20*time.Second)) {
+		t.Fatalf("after a manual tick and 3 backfilled: fired %d, last fired tick %v", row.State.Fired, row.State.LastFiredTick)
+	}
+	// The counts live in the stored state: a restarted scheduler sees them.
+	if err := s.Pause(ctx, "report:report"); err != nil {
+		t.Fatal(err)
+	}
+	s2 := w.scheduler()
+	w.tick(s2, t0.Add(30*time.Second))
+	row = s2.Table(t0.Add(30 * time.Second))[0]
+	if row.State.Fired != 4 || !row.Paused || !row.Next.IsZero() {
+		t.Fatalf("restarted, paused: %+v next %v", row.State, row.Next)
+	}
+	b, err := json.Marshal(row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	_ = json.Unmarshal(b, &raw)
+	pol, _ := raw["policy"].(map[string]any)
+	if pol["catch_up"] != "latest" || pol["catch_up_window"] != "6h0m0s" || pol["overlap"] != "allow_all" || pol["jitter"] != "30s" {
+		t.Errorf("policy JSON = %v", raw["policy"])
+	}
+	if _, ok := raw["next_fire"]; ok {
+		t.Errorf("a paused schedule has next_fire %v", raw["next_fire"])
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sagaz-go/sagaz/health"
+	"github.com/sagaz-go/sagaz/internal/logx"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -58,6 +59,13 @@ type Config struct {
 	// partitions of Fire. Without it every stored saga runs (single-process
 	// library use). The consumer package's Changelog is the implementation.
 	Changelog Changelog
+	// LogCompleted logs completed sagas at info (default: debug). Sagas that
+	// start are logged at debug, rolled back at info, failed at warn; each
+	// line carries the saga id, saga, trigger, idempotency key and error.
+	LogCompleted bool
+	// LogLimit bounds those lines per outcome (default 10 a second, bursts
+	// of 100); dropped lines are counted and the count logged.
+	LogLimit RateLimit
 }
 
 // Changelog mirrors the state of a group member's partitions so that it
@@ -88,6 +96,9 @@ type Engine struct {
 	errLog   *health.LogLimiter // repeated store errors are logged at a bounded rate
 	onStep   func(saga, step string, compensation bool, took time.Duration, err error)
 	parted   bool
+	// lifecycle logs: bounded per outcome
+	outcomes     *logx.Limiter
+	logCompleted bool
 
 	// local positions for in-process Fire, one counter per source
 	local map[Source]*atomic.Int64
@@ -168,6 +179,8 @@ func New(cfg Config) (*Engine, error) {
 		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, health: cfg.Health, errLog: health.NewLogLimiter(5 * time.Second), onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
+		outcomes:     logx.NewLimiter(cfg.Logger, cfg.LogLimit.PerSecond, cfg.LogLimit.Burst, cfg.Clock),
+		logCompleted: cfg.LogCompleted,
 	}
 	e.base, e.stopBase = context.WithCancel(context.Background())
 	e.always = &partState{ctx: e.base, cancel: func() {}}
@@ -184,10 +197,17 @@ func New(cfg Config) (*Engine, error) {
 	}
 	for _, r := range routes.All() {
 		e.laneFor(r.ID(), r.Trigger)
-		if r.Trigger.key.IsZero() {
+		if !r.Trigger.key.IsZero() {
+			continue
+		}
+		switch r.Trigger.source {
+		case SourceKafka:
 			e.log.Info("trigger has no idempotency key; the record position (topic, partition, offset) is the key",
 				"saga", r.Saga.Name, "trigger", r.Trigger.ID())
-		}
+		case SourceWebhook, SourceManual:
+			e.log.Info("trigger has no idempotency key; the caller's Idempotency-Key header is the key, else the event's position",
+				"saga", r.Saga.Name, "trigger", r.Trigger.ID())
+		} // cron ticks are keyed by schedule and scheduled time
 	}
 	return e, nil
 }
@@ -272,6 +292,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	stop := e.clock.AfterFunc(e.shutdown, e.hardStop)
 	<-done
 	stop()
+	e.outcomes.Flush()
 	return nil
 }
 

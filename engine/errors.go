@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -26,7 +27,48 @@ var (
 	// ErrConflict: the saga is not in a status the operation applies to
 	// (retry needs failed; cancel needs pending or executing).
 	ErrConflict = errors.New("engine: saga status does not allow this")
+	// ErrNoField: Run.Int, Float or Bool found no value (or null) under the
+	// key asked for.
+	ErrNoField = errors.New("engine: saga data has no such field")
+	// ErrFieldType: the saga data's value under the key is not of the type
+	// asked for (Run.Int on 12.5 or "42", Run.Bool on "true", ...).
+	ErrFieldType = errors.New("engine: saga data field has another type")
 )
+
+// FieldError is the error of a typed accessor of Run: which field, what
+// was wanted and what was found. It wraps ErrNoField or ErrFieldType.
+type FieldError struct {
+	Key   string
+	Want  string // "an integer", "a number", "a boolean"
+	Value any    // the value found (ErrFieldType)
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	if errors.Is(e.Err, ErrNoField) {
+		return fmt.Sprintf("saga data has no field %q", e.Key)
+	}
+	return fmt.Sprintf("saga data field %q: want %s, got %s", e.Key, e.Want, describe(e.Value))
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// describe shows a value and its JSON type for an error message.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("the string %q", x)
+	case json.Number:
+		return "the number " + x.String()
+	case bool:
+		return fmt.Sprintf("the boolean %v", x)
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	}
+	return fmt.Sprintf("%v (%T)", v, v)
+}
 
 // DecodeError says the event's value is not a JSON object. Event.JSON
 // returns it; transformers usually pass it on, which sends the event to the

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -246,6 +248,7 @@ func (e *Engine) execute(l *lane, q queued, ps *partState) {
 	cancelled := e.activate(run.ID)
 	defer e.deactivate(run.ID)
 	if rec.Status == storage.StatusPending {
+		e.logOutcome(rec, slog.LevelDebug, "saga started")
 		// Recorded before the first step starts, so that the listing, the
 		// saga's view and the metrics agree that it executes. The write
 		// joins the store's group commit like every transition.
@@ -373,6 +376,27 @@ func (e *Engine) runAction(stop context.Context, decl *Saga, rec *storage.Saga, 
 	}
 }
 
+// causeMarker joins a failed compensation's error and the reason the saga
+// was compensating.
+const causeMarker = " (compensating because: "
+
+// compensationCause says why a failed saga was compensating: the text kept
+// after causeMarker in its error, else its failed step's error. A retry
+// puts it back as the saga's error, so the cause is not lost.
+func compensationCause(rec *storage.Saga) string {
+	for _, marker := range []string{causeMarker, " (after: "} { // the second: records of older versions
+		if _, after, ok := strings.Cut(rec.Error, marker); ok && after != ")" {
+			return strings.TrimSuffix(after, ")")
+		}
+	}
+	for i := range rec.Steps {
+		if st := &rec.Steps[i]; st.Status == storage.StepFailed {
+			return fmt.Sprintf("step %q failed after %d attempt(s): %s", st.Name, st.Attempts, st.Error)
+		}
+	}
+	return ""
+}
+
 // needsCompensation reports whether a completed step has a compensation
 // still to run.
 func needsCompensation(decl *Saga, rec *storage.Saga) bool {
@@ -425,9 +449,15 @@ func (e *Engine) compensate(stop context.Context, decl *Saga, rec *storage.Saga,
 			}
 			st.CompError = err.Error()
 			if IsPermanent(err) || attempt >= pol.MaxAttempts {
-				st.Status, st.CompEndedAt = storage.StepCompensationFailed, e.now()
+				// No CompEndedAt: it says when the step was compensated,
+				// and it was not (the saga's UpdatedAt says when it gave up).
+				st.Status, st.CompEndedAt = storage.StepCompensationFailed, time.Time{}
+				cause := rec.Error // why it was compensating
 				rec.Status = storage.StatusFailed
-				rec.Error = fmt.Sprintf("compensation of step %q failed after %d attempt(s): %v (after: %s)", sd.Name, attempt, err, rec.Error)
+				rec.Error = fmt.Sprintf("compensation of step %q failed after %d attempt(s): %v", sd.Name, attempt, err)
+				if cause != "" {
+					rec.Error += causeMarker + cause + ")"
+				}
 				e.persist(rec)
 				return
 			}
@@ -493,8 +523,11 @@ func (e *Engine) persist(rec *storage.Saga) bool {
 				e.log.Info("recording saga state works again")
 			}
 			e.recorded(rec)
-			if rec.Status.Terminal() && e.onFinish != nil {
-				e.onFinish(rec)
+			if rec.Status.Terminal() {
+				e.finishedLog(rec)
+				if e.onFinish != nil {
+					e.onFinish(rec)
+				}
 			}
 			return true
 		}
@@ -514,4 +547,34 @@ func (e *Engine) persist(rec *storage.Saga) bool {
 		}
 		wait = min(wait*2, 5*time.Second)
 	}
+}
+
+// finishedLog logs a saga's end: completed at debug (info with
+// Config.LogCompleted), rolled back at info, failed at warn — a failed saga
+// needs a person.
+func (e *Engine) finishedLog(rec *storage.Saga) {
+	switch rec.Status {
+	case storage.StatusCompleted:
+		lvl := slog.LevelDebug
+		if e.logCompleted {
+			lvl = slog.LevelInfo
+		}
+		e.logOutcome(rec, lvl, "saga completed")
+	case storage.StatusRolledBack:
+		e.logOutcome(rec, slog.LevelInfo, "saga rolled back")
+	case storage.StatusFailed:
+		e.logOutcome(rec, slog.LevelWarn, "saga failed", "action", "inspect with `sagaz sagas show "+rec.ID()+"`, then retry or cancel")
+	}
+}
+
+// logOutcome writes one lifecycle line, bounded per kind.
+func (e *Engine) logOutcome(rec *storage.Saga, lvl slog.Level, msg string, extra ...any) {
+	args := []any{"saga_id", rec.ID(), "saga", rec.Name, "trigger", rec.Trigger, "idempotency_key", rec.IdempotencyKey}
+	if rec.Error != "" {
+		args = append(args, "error", rec.Error)
+	}
+	if rec.Status.Terminal() && !rec.CreatedAt.IsZero() {
+		args = append(args, "took", rec.UpdatedAt.Sub(rec.CreatedAt).Round(time.Millisecond))
+	}
+	e.outcomes.Log(context.Background(), lvl, msg, append(args, extra...)...)
 }

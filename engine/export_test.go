@@ -7,3 +7,6 @@ func SetKeepRecords(n int) func() {
 	keepRecords = n
 	return func() { keepRecords = old }
 }
+
+// NewRun returns a Run over the given JSON data, for tests of its accessors.
+func NewRun(raw string) *Run { return &Run{ID: "test", raw: []byte(raw)} }

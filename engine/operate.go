@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -116,10 +117,12 @@ func (e *Engine) Retry(ctx context.Context, id string) error {
 	if rec.Status != storage.StatusFailed {
 		return fmt.Errorf("%w: %s is %s; only failed sagas can be retried", ErrConflict, id, rec.Status)
 	}
+	cause := compensationCause(rec)
 	rec.Status, rec.Error = storage.StatusExecuting, ""
 	for i := range rec.Steps {
 		if st := &rec.Steps[i]; st.Status == storage.StepCompensationFailed {
-			st.Status, st.CompError = storage.StepCompleted, ""
+			// Records of older versions stamped compensated_at on a failure.
+			st.Status, st.CompError, st.CompEndedAt = storage.StepCompleted, "", time.Time{}
 			rec.Status = storage.StatusCompensating
 		}
 	}
@@ -129,6 +132,9 @@ func (e *Engine) Retry(ctx context.Context, id string) error {
 				rec.Status = storage.StatusCompensating // it had failed for good: finish undoing
 			}
 		}
+	}
+	if rec.Status == storage.StatusCompensating {
+		rec.Error = cause // still compensating for the same reason
 	}
 	if !e.persist(rec) {
 		return errors.New("engine: retry not recorded (store closed)")

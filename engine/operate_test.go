@@ -2,7 +2,9 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -74,15 +76,36 @@ func TestRetryResumesAFailedCompensation(t *testing.T) {
 	h := start(t, reg, "")
 	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"o"}`)[0].ID
 	h.idle()
-	if s := h.get(id); s.Status != storage.StatusFailed {
-		t.Fatalf("before retry: %s", s.Status)
+	const cause = `step "charge" failed after 1 attempt(s): declined`
+	failedWell := func(when string) {
+		t.Helper()
+		s := h.get(id)
+		if s.Status != storage.StatusFailed {
+			t.Fatalf("%s: %s", when, s.Status)
+		}
+		// The error says what failed and why the saga was compensating.
+		if !strings.HasPrefix(s.Error, `compensation of step "reserve" failed after 1 attempt(s): warehouse down`) ||
+			!strings.Contains(s.Error, cause) || strings.Contains(s.Error, "(after: )") {
+			t.Errorf("%s: error %q lost the cause %q", when, s.Error, cause)
+		}
+		// A compensation that gave up was not compensated: no compensated_at.
+		if st := s.Steps[0]; st.Status != storage.StepCompensationFailed || !st.CompEndedAt.IsZero() || st.CompError != "warehouse down" {
+			t.Errorf("%s: step %+v, want compensation_failed without an end time", when, st)
+		}
+		if b, _ := json.Marshal(s.Steps[0]); strings.Contains(string(b), "compensated_at") {
+			t.Errorf("%s: step JSON %s carries compensated_at", when, b)
+		}
 	}
-	if err := h.eng.Retry(context.Background(), id); !errors.Is(err, nil) {
-		t.Fatal(err)
-	}
-	h.idle()
-	if s := h.get(id); s.Status != storage.StatusFailed || undone.Load() != 0 {
-		t.Fatalf("retry while still broken: %s", s.Status)
+	failedWell("before retry")
+	for range 2 { // retried while still broken, twice: the cause stays
+		if err := h.eng.Retry(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		h.idle()
+		failedWell("retry while still broken")
+		if undone.Load() != 0 {
+			t.Fatal("compensated while broken")
+		}
 	}
 	broken.Store(false)
 	if err := h.eng.Retry(context.Background(), id); err != nil {
@@ -92,6 +115,9 @@ func TestRetryResumesAFailedCompensation(t *testing.T) {
 	s := h.get(id)
 	if s.Status != storage.StatusRolledBack || s.Steps[0].Status != storage.StepCompensated || undone.Load() != 1 {
 		t.Fatalf("after retry: %s %+v", s.Status, s.Steps)
+	}
+	if s.Error != cause || s.Steps[0].CompEndedAt.IsZero() {
+		t.Errorf("after retry: error %q (want %q), compensated at %v", s.Error, cause, s.Steps[0].CompEndedAt)
 	}
 	if err := h.eng.Retry(context.Background(), id); !errors.Is(err, engine.ErrConflict) {
 		t.Fatalf("retrying a rolled-back saga: %v, want ErrConflict", err)

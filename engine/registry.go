@@ -273,6 +273,16 @@ func (rs *Routes) All() []*Route { return rs.all }
 // Saga returns the declaration of a saga by name.
 func (rs *Routes) Saga(name string) *Saga { return rs.sagas[name] }
 
+// SagaNames returns the names of the declared sagas, sorted.
+func (rs *Routes) SagaNames() []string {
+	out := make([]string, 0, len(rs.sagas))
+	for n := range rs.sagas {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Route returns a route by its ID.
 func (rs *Routes) Route(id string) *Route { return rs.byID[id] }
 

@@ -58,6 +58,9 @@ type Config struct {
 	// ShutdownTimeout is how long running steps get to finish when Run's
 	// context ends (default 10s).
 	ShutdownTimeout time.Duration
+	// LogCompleted logs completed sagas at info (default: debug; see
+	// engine.Config.LogCompleted).
+	LogCompleted bool
 	// OnFinish, if set, is called after a saga reaches a terminal status and
 	// that status is recorded (besides the metrics).
 	OnFinish func(*storage.Saga)
@@ -190,9 +193,17 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	}
 	if m.Engine, err = engine.New(engine.Config{Store: m.Store, Registry: cfg.Registry, Logger: log,
 		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, Health: m.Health,
-		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog}); err != nil {
+		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog, LogCompleted: cfg.LogCompleted}); err != nil {
 		return m, err
 	}
+	// Series known in advance exist at 0; failed sagas are counted from the
+	// store's status index at scrape time, over the partitions owned here.
+	em.Known(routes.SagaNames())
+	metrics.RegisterFailed(cfg.Metrics, routes.SagaNames(), func(ctx context.Context) (map[string]int, error) {
+		return m.Store.CountStatus(ctx, storage.StatusFailed, func(p storage.Partition) bool {
+			return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+		})
+	})
 
 	ccfg := cfg.Consumer
 	ccfg.Logger, ccfg.Metrics, ccfg.Health = log, m.ConsumerMetrics, m.Health
@@ -247,7 +258,7 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 		if api != nil {
 			ui = console.Handler()
 		}
-		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: cfg.Metrics, Logger: log, API: api, Auth: cfg.Auth, UI: ui, Ready: m.Ready}); err != nil {
+		if m.HTTP, err = httpapi.New(httpapi.Config{Addr: cfg.HTTPAddr, Gatherer: metrics.Gatherer(cfg.Metrics), Logger: log, API: api, Auth: cfg.Auth, UI: ui, Ready: m.Ready}); err != nil {
 			return m, fmt.Errorf("http server: %w", err)
 		}
 		m.onClose(func() { _ = m.HTTP.Close() })

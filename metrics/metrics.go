@@ -1,11 +1,17 @@
 // Package metrics holds the engine's Prometheus metrics (the consumer's are
-// in package consumer): saga outcomes and the pending/executing gauges.
+// in package consumer): saga outcomes, the pending/executing gauges, the
+// gauge of failed sagas, build information, and the gatherer that serves
+// them.
 package metrics
 
 import (
+	"context"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -51,4 +57,88 @@ func (m *Engine) OnStep(saga, step string, compensation bool, took time.Duration
 // OnFinish counts a finished saga.
 func (m *Engine) OnFinish(s *storage.Saga) {
 	m.Finished.WithLabelValues(s.Name, s.Status.String()).Inc()
+}
+
+// Known creates the sagaz_sagas_finished_total series of these sagas at 0,
+// one per terminal status, so rates and alerts have them before the first
+// saga ends.
+func (m *Engine) Known(sagas []string) {
+	for _, name := range sagas {
+		for _, st := range storage.Statuses {
+			if st.Terminal() {
+				m.Finished.WithLabelValues(name, st.String())
+			}
+		}
+	}
+}
+
+// CountFunc counts sagas per saga name (e.g. storage.Bolt.CountStatus of
+// the failed status over the partitions owned here).
+type CountFunc func(ctx context.Context) (map[string]int, error)
+
+var failedDesc = prometheus.NewDesc("sagaz_sagas_failed",
+	"Sagas currently failed (a compensation gave up: they wait for an operator), in the partitions this member owns, by saga.",
+	[]string{"saga"}, nil)
+
+// RegisterFailed registers sagaz_sagas_failed{saga}, computed at scrape
+// time by count (bounded to 5s; on error the gauge is left out of the
+// scrape). sagas are reported at 0 when count finds none.
+func RegisterFailed(reg prometheus.Registerer, sagas []string, count CountFunc) {
+	reg.MustRegister(&failedCollector{sagas: sagas, count: count})
+}
+
+type failedCollector struct {
+	sagas []string
+	count CountFunc
+}
+
+func (c *failedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- failedDesc }
+
+func (c *failedCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := c.count(ctx)
+	if err != nil {
+		return // absent rather than failing the whole scrape (a closing store)
+	}
+	for _, s := range c.sagas {
+		if _, ok := n[s]; !ok {
+			n[s] = 0
+		}
+	}
+	for s, v := range n {
+		ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, float64(v), s)
+	}
+}
+
+// RegisterBuildInfo registers sagaz_build_info{version,commit,go_version},
+// always 1: which build each member runs.
+func RegisterBuildInfo(reg prometheus.Registerer, version, commit, goVersion string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_build_info",
+		Help:        "The running build (always 1): version, commit and Go version as labels.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": goVersion}})
+	g.Set(1)
+	reg.MustRegister(g)
+}
+
+// Gatherer serves g with gauges named like counters fixed: a gauge whose
+// name ends in "_total" (franz-go's kprom names two of its buffer gauges
+// so, sagaz_kafka_buffered_{produce,fetch}_records_total) is served
+// without the suffix, since "_total" promises a counter to rate().
+func Gatherer(g prometheus.Gatherer) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := g.Gather()
+		renamed := false
+		for _, mf := range mfs {
+			if mf.GetType() == dto.MetricType_GAUGE && strings.HasSuffix(mf.GetName(), "_total") {
+				name := strings.TrimSuffix(mf.GetName(), "_total")
+				mf.Name = &name
+				renamed = true
+			}
+		}
+		if renamed {
+			sort.Slice(mfs, func(i, j int) bool { return mfs[i].GetName() < mfs[j].GetName() })
+		}
+		return mfs, err
+	})
 }

@@ -2,7 +2,7 @@ package sagas
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -62,11 +62,16 @@ func orderContext(ev *engine.Event) (map[string]any, error) {
 // under key (when key is set) so later steps and compensations can use it.
 func demoStep(name, key string) engine.StepFunc {
 	return func(ctx context.Context, r *engine.Run) error {
-		if ms, _ := r.Get("sleep_ms").(json.Number); ms != "" {
-			n, err := ms.Int64()
-			if err != nil || n < 0 {
-				return engine.Permanent(fmt.Errorf("sleep_ms = %s: want a non-negative integer", ms))
-			}
+		n, err := r.Int("sleep_ms")
+		switch {
+		case errors.Is(err, engine.ErrNoField):
+			n = 0
+		case err != nil:
+			return engine.Permanent(err) // "12" or 1.5: the event is wrong, retrying will not help
+		case n < 0:
+			return engine.Permanent(fmt.Errorf("sleep_ms = %d: want a non-negative integer", n))
+		}
+		if n > 0 {
 			t := time.NewTimer(time.Duration(n) * time.Millisecond)
 			select {
 			case <-t.C:

@@ -1,32 +1,38 @@
 package sagas_test
 
 import (
-	"context"
-	"log/slog"
-	"path/filepath"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
-	"time"
 
+	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/cron"
 	"github.com/sagaz-go/sagaz/engine"
 	_ "github.com/sagaz-go/sagaz/sagas"
-	"github.com/sagaz-go/sagaz/storage"
 )
 
-func TestDemoSagasRegisterCleanly(t *testing.T) {
+// The tests in this file hold for any set of sagas in this package: add a
+// saga as the README says and they still pass, or they name what is wrong
+// with it. Tests of particular sagas live next to them (order_test.go).
+
+func routes(t *testing.T) *engine.Routes {
+	t.Helper()
 	rs, err := engine.DefaultRegistry().Routes()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the sagas do not register cleanly (the service would refuse to start):\n%v", err)
 	}
-	if got := rs.Topics(); len(got) != 1 || got[0] != "orders.created" {
-		t.Fatalf("topics = %v", got)
+	return rs
+}
+
+func TestSagasRegisterCleanly(t *testing.T) {
+	rs := routes(t)
+	if len(rs.SagaNames()) == 0 {
+		t.Fatal("no saga registered")
 	}
-	for _, src := range []struct {
-		s    engine.Source
-		name string
-		saga string
-	}{{engine.SourceKafka, "orders.created", "order"}, {engine.SourceWebhook, "payments", "payment-confirmed"}, {engine.SourceCron, "nightly-report:nightly-report", "nightly-report"}} {
-		if r := rs.Match(src.s, src.name); len(r) != 1 || r[0].Saga.Name != src.saga {
-			t.Errorf("%s %s: routes %v", src.s, src.name, r)
+	for _, name := range rs.SagaNames() {
+		if len(rs.Saga(name).Triggers) == 0 || len(rs.Saga(name).Steps) == 0 {
+			t.Errorf("saga %q: no trigger or no step", name)
 		}
 	}
 	// The payment provider's webhook must be signed outside dev mode.
@@ -35,62 +41,74 @@ func TestDemoSagasRegisterCleanly(t *testing.T) {
 	}
 }
 
-func TestOrderSagaOutcomes(t *testing.T) {
-	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
+// A trigger on a topic sagaz writes itself would feed its own output back
+// in: dead letters, changelogs, the events and cron topics (consumed through
+// webhook, manual and cron triggers instead).
+func TestNoTriggerConsumesSagazOwnTopics(t *testing.T) {
+	own := map[string]string{"sagaz.dlq": "the dead-letter topic", "sagaz.events": "the events topic", "sagaz.cron": "the cron topic"}
+	for _, t2 := range routes(t).Topics() {
+		if what, ok := own[t2]; ok {
+			t.Errorf("a kafka trigger consumes %s, %s (use a webhook, manual or cron trigger)", t2, what)
+		}
+		if strings.Contains(t2, "-changelog-") {
+			t.Errorf("a kafka trigger consumes %s, which is named like a changelog (<group>-changelog-<topic>)", t2)
+		}
 	}
-	defer st.Close()
-	e, err := engine.New(engine.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+}
 
-	cases := []struct {
-		body   string
-		status storage.Status
-		steps  []storage.StepStatus
-	}{
-		{`{"order_id":"o-1","amount":10}`, storage.StatusCompleted, []storage.StepStatus{storage.StepCompleted, storage.StepCompleted, storage.StepCompleted}},
-		{`{"order_id":"o-2","fail_at":"charge","sleep_ms":5}`, storage.StatusRolledBack, []storage.StepStatus{storage.StepCompensated, storage.StepFailed, storage.StepPending}},
-		{`{"order_id":"o-3","fail_at":"ship"}`, storage.StatusRolledBack, []storage.StepStatus{storage.StepCompensated, storage.StepCompensated, storage.StepFailed}},
-		{`{"order_id":"o-4","fail_at":"reserve"}`, storage.StatusRolledBack, []storage.StepStatus{storage.StepFailed, storage.StepPending, storage.StepPending}},
-	}
-	var ids []string
-	for _, c := range cases {
-		out, err := e.Fire(ctx, engine.SourceKafka, engine.Event{Topic: "orders.created", Value: []byte(c.body)})
-		if err != nil || len(out) != 1 {
-			t.Fatalf("%s: %v %v", c.body, out, err)
+// Every topic a member needs — changelogs included — must be a name Kafka
+// accepts, and distinct.
+func TestTopicsTheMemberNeedsAreValid(t *testing.T) {
+	valid := regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+	seen := map[string]bool{}
+	for _, s := range consumer.RequiredTopics(routes(t), consumer.Config{}, true) {
+		if !valid.MatchString(s.Name) {
+			t.Errorf("%s topic %q is not a valid Kafka topic name (at most 249 of [A-Za-z0-9._-]; changelogs add the group and \"-changelog-\")", s.Role, s.Name)
 		}
-		ids = append(ids, out[0].ID)
+		if seen[s.Name] {
+			t.Errorf("topic %q needed twice", s.Name)
+		}
+		seen[s.Name] = true
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := e.WaitIdle(wctx); err != nil {
+}
+
+// The scheduler accepts every cron trigger's schedule.
+func TestSchedulesParse(t *testing.T) {
+	for _, r := range routes(t).All() {
+		if r.Trigger.Source() != engine.SourceCron {
+			continue
+		}
+		if _, err := cron.Parse(r.Trigger.Schedule()); err != nil {
+			t.Errorf("saga %q schedule %q: %v", r.Saga.Name, r.Trigger.Schedule(), err)
+		}
+	}
+}
+
+// The README's saga is example_test.go's, which compiles and runs: the
+// README snippet is that code, after its package clause and imports.
+func TestReadmeSagaSnippetIsTheExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
 		t.Fatal(err)
 	}
-	for i, c := range cases {
-		s, err := st.Get(ctx, ids[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.Status != c.status {
-			t.Errorf("%s: %s, want %s", c.body, s.Status, c.status)
-		}
-		for j, want := range c.steps {
-			if s.Steps[j].Status != want {
-				t.Errorf("%s: step %s %s, want %s", c.body, s.Steps[j].Name, s.Steps[j].Status, want)
-			}
-		}
+	_, section, ok := strings.Cut(string(readme), "## Writing a saga")
+	_, block, ok2 := strings.Cut(section, "```go\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md has no Go block under \"## Writing a saga\"")
 	}
-	// A bad fail_at and a missing order_id are rejected, not started.
-	for _, bad := range []string{`{"order_id":"o-5","fail_at":"nowhere"}`, `{"amount":1}`, `not json`} {
-		if out, err := e.Fire(ctx, engine.SourceKafka, engine.Event{Topic: "orders.created", Value: []byte(bad)}); err == nil || out[0].Created {
-			t.Errorf("%s: accepted (%+v)", bad, out)
+	ex, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, region, _ := strings.Cut(string(ex), "// README:begin\n")
+	region, _, _ = strings.Cut(region, "// README:end")
+	if !strings.HasPrefix(block, "package sagas\n") || !strings.HasSuffix(strings.TrimSpace(block), strings.TrimSpace(region)) {
+		t.Fatalf("the README's saga differs from example_test.go's (between README:begin and README:end); README has:\n%s", block)
+	}
+	for _, imp := range []string{`"context"`, `"time"`, `"github.com/sagaz-go/sagaz/engine"`} {
+		if !strings.Contains(block, imp) {
+			t.Errorf("the README snippet does not import %s", imp)
 		}
 	}
 }

@@ -383,3 +383,37 @@ func (b *Bolt) List(ctx context.Context, q Query) (Page, error) {
 	}
 	return page, nil
 }
+
+// CountStatus counts the sagas in status st per saga name, over the
+// partitions include accepts (nil: all), from the status index: no record
+// is read. Metrics use it at scrape time (sagaz_sagas_failed).
+func (b *Bolt) CountStatus(ctx context.Context, st Status, include func(Partition) bool) (map[string]int, error) {
+	if !st.Valid() {
+		return nil, fmt.Errorf("%w: %d", ErrInvalidStatus, st)
+	}
+	out := map[string]int{}
+	err := b.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketParts).ForEachBucket(func(name []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			p := mustPart(name)
+			if include != nil && !include(p) {
+				return nil
+			}
+			pb, err := openPart(tx, p, false)
+			if err != nil || pb == nil {
+				return err
+			}
+			c := pb.index.Cursor()
+			for k, _ := c.Seek([]byte{byte(st)}); k != nil && k[0] == byte(st) && len(k) >= 18; k, _ = c.Next() {
+				out[string(k[1:len(k)-17])]++ // status, name, 0, created (8), offset (8)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -19,35 +19,49 @@ import (
 	"github.com/sagaz-go/sagaz/httpapi"
 )
 
-// apiClient talks to a running service's HTTP API (the CLI subcommands).
-type apiClient struct {
+// apiFlags are the flags of the commands that talk to the HTTP API.
+type apiFlags struct {
 	base  string
 	token string
-	hc    *http.Client
+	output
 }
 
-func newAPIClient(fs *flag.FlagSet, args []string, getenv func(string) string) (*apiClient, []string, error) {
+func (a *apiFlags) define(fs *flag.FlagSet, getenv func(string) string) {
 	base := getenv("SAGAZ_API")
 	if base == "" {
 		base = "http://127.0.0.1:8080"
 	}
-	c := &apiClient{hc: &http.Client{Timeout: 30 * time.Second}}
 	token := getenv("SAGAZ_ADMIN_TOKEN")
 	if strings.TrimSpace(token) == "" {
 		token = getenv("SAGAZ_READ_TOKEN")
 	}
-	fs.StringVar(&c.base, "api", base, "base URL of the service's HTTP API (env SAGAZ_API)")
-	fs.StringVar(&c.token, "token", token, "API token, sent on every request (env SAGAZ_ADMIN_TOKEN, else SAGAZ_READ_TOKEN; of a list, the first)")
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
+	fs.StringVar(&a.base, "api", base, "base URL of the service's HTTP API (env SAGAZ_API)")
+	fs.StringVar(&a.token, "token", token, "API token, sent on every request (env SAGAZ_ADMIN_TOKEN, else SAGAZ_READ_TOKEN; of a list, the first)")
+	a.output.define(fs)
+}
+
+// client checks the output format and returns the API client.
+func (a *apiFlags) client(cmd string) (*apiClient, error) {
+	if err := a.check(cmd); err != nil {
+		return nil, err
 	}
-	c.base = strings.TrimRight(c.base, "/")
-	if toks := strings.Fields(c.token); len(toks) > 0 {
-		c.token = toks[0] // a rotation list: the newest comes first
-	} else {
-		c.token = ""
+	u, err := url.Parse(a.base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usagef(cmd, "--api %q: want a URL such as http://127.0.0.1:8080", a.base)
 	}
-	return c, fs.Args(), nil
+	token := ""
+	if toks := strings.Fields(a.token); len(toks) > 0 {
+		token = toks[0] // a rotation list: the newest comes first
+	}
+	return &apiClient{base: strings.TrimRight(a.base, "/"), token: token, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// apiClient talks to a running service's HTTP API.
+type apiClient struct {
+	base   string
+	token  string
+	hc     *http.Client
+	header http.Header // extra request headers
 }
 
 // apiError is an error answer of the API (the service was reached).
@@ -64,6 +78,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -95,20 +112,31 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	return json.Unmarshal(raw, out)
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+func triggersFlags(getenv func(string) string) (*flag.FlagSet, *apiFlags) {
+	fs := newFlagSet("triggers")
+	a := &apiFlags{}
+	a.define(fs, getenv)
+	return fs, a
 }
 
 // triggersCmd prints the trigger table of the running service, or of this
 // binary when no service answers.
 func triggersCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
-	c, _, err := newAPIClient(flag.NewFlagSet("sagaz triggers", flag.ContinueOnError), args, getenv)
+	fs, a := triggersFlags(getenv)
+	pos, err := parseArgs(fs, args, "triggers", w)
 	if err != nil {
 		return err
 	}
-	var out struct{ Triggers []engine.TableRow }
+	if len(pos) > 0 {
+		return usagef("triggers", "unexpected arguments: %s", strings.Join(pos, " "))
+	}
+	c, err := a.client("triggers")
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Triggers []engine.TableRow `json:"triggers"`
+	}
 	if err := c.do(ctx, http.MethodGet, "/api/triggers", nil, &out); err != nil {
 		if _, answered := errors.AsType[*apiError](err); answered {
 			return err // e.g. 401: the service is there, the token is not
@@ -117,86 +145,112 @@ func triggersCmd(ctx context.Context, args []string, w io.Writer, getenv func(st
 		if rerr != nil {
 			return rerr
 		}
-		fmt.Fprintf(w, "(no service at %s: the triggers compiled into this binary)\n", c.base)
-		return routes.WriteTable(w)
+		out.Triggers = routes.Table()
+		if a.format == "table" {
+			fmt.Fprintf(w, "(no service at %s: the triggers compiled into this binary)\n", c.base)
+		}
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tNAME\tSAGA\tSTEPS\tIDEMPOTENCY KEY\tMAX CONCURRENT")
-	for _, r := range out.Triggers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\n", r.Source, r.Name, r.Saga, r.Steps, r.IdempotencyKey, r.MaxConcurrent)
-	}
-	return tw.Flush()
+	return a.emit(w, out, func(w io.Writer) error {
+		tw := newTable(w)
+		fmt.Fprintln(tw, "SOURCE\tNAME\tSAGA\tSTEPS\tIDEMPOTENCY KEY\tMAX CONCURRENT")
+		for _, r := range out.Triggers {
+			name, mc := r.Name, "unbounded"
+			if r.Schedule != "" {
+				name += " (" + r.Schedule + ")"
+			}
+			if r.MaxConcurrent > 0 {
+				mc = fmt.Sprint(r.MaxConcurrent)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Source, name, r.Saga, r.Steps, r.IdempotencyKey, mc)
+		}
+		return tw.Flush()
+	})
+}
+
+type sagasOpts struct {
+	apiFlags
+	sagas                string
+	status, saga, cursor string
+	limit                int
+	watch                bool
+	interval             time.Duration
+}
+
+func sagasFlags(getenv func(string) string) (*flag.FlagSet, *sagasOpts) {
+	fs := newFlagSet("sagas")
+	o := &sagasOpts{}
+	o.apiFlags.define(fs, getenv)
+	fs.StringVar(&o.sagas, "sagas", getenv("SAGAZ_SAGAS"), "show NAME: YAML file or directory of sagas (env SAGAZ_SAGAS)")
+	fs.StringVar(&o.status, "status", "", "list: only sagas in this status (pending, executing, completed, compensating, rolled_back, failed)")
+	fs.StringVar(&o.saga, "saga", "", "list: only sagas of this name")
+	fs.IntVar(&o.limit, "limit", 50, "list: sagas per page (1-1000)")
+	fs.StringVar(&o.cursor, "cursor", "", "list: the next page's cursor, from a previous listing")
+	fs.BoolVar(&o.watch, "watch", false, "list: list again every --interval until interrupted")
+	fs.DurationVar(&o.interval, "interval", 2*time.Second, "list --watch: time between listings")
+	return fs, o
 }
 
 // sagasCmd: sagas list|show|retry|cancel.
 func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
-	if len(args) == 0 {
-		return errors.New("usage: sagaz sagas list [--status S] [--saga NAME] [--limit N] [--cursor C] | show ID | show NAME [--sagas PATH] | retry ID | cancel ID")
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("sagaz sagas "+sub, flag.ContinueOnError)
-	sagasPath := fs.String("sagas", getenv("SAGAZ_SAGAS"), "show NAME: YAML file or directory of sagas (env SAGAZ_SAGAS)")
-	status := fs.String("status", "", "filter: pending, executing, completed, compensating, rolled_back, failed")
-	saga := fs.String("saga", "", "filter: saga name")
-	limit := fs.Int("limit", 50, "sagas per page (1-1000)")
-	cursor := fs.String("cursor", "", "next page cursor, from a previous listing")
-	c, rest, err := newAPIClient(fs, args, getenv)
+	fs, o := sagasFlags(getenv)
+	pos, err := parseArgs(fs, args, "sagas", w)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 1 { // flags after the ID or name: sagaz sagas show NAME --sagas PATH
-		if err := fs.Parse(rest[1:]); err != nil {
-			return err
+	if len(pos) == 0 {
+		return usagef("sagas", "missing subcommand: list, show ID, retry ID or cancel ID")
+	}
+	sub, rest := pos[0], pos[1:]
+	if sub != "list" {
+		var listOnly []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "status", "saga", "limit", "cursor", "watch", "interval":
+				listOnly = append(listOnly, "--"+f.Name)
+			}
+		})
+		if len(listOnly) > 0 {
+			return usagef("sagas", "%s: only for sagas list", strings.Join(listOnly, ", "))
 		}
-		rest = append(rest[:1], fs.Args()...)
+	}
+	c, err := o.client("sagas")
+	if err != nil {
+		return err
 	}
 	needID := func() (string, error) {
 		if len(rest) != 1 {
-			return "", fmt.Errorf("usage: sagaz sagas %s ID", sub)
+			return "", usagef("sagas", "usage: sagaz sagas %s ID", sub)
 		}
 		return url.PathEscape(rest[0]), nil
 	}
 	switch sub {
 	case "list":
-		q := url.Values{}
-		for k, v := range map[string]string{"status": *status, "saga": *saga, "cursor": *cursor} {
-			if v != "" {
-				q.Set(k, v)
+		if len(rest) > 0 {
+			return usagef("sagas", "sagas list takes no arguments, got %q", strings.Join(rest, " "))
+		}
+		if o.limit < 1 || o.limit > 1000 {
+			return usagef("sagas", "--limit %d: want 1 to 1000", o.limit)
+		}
+		if o.watch {
+			if o.interval < 100*time.Millisecond {
+				return usagef("sagas", "--interval %s: want at least 100ms", o.interval)
 			}
+			return watchSagas(ctx, c, o, w)
 		}
-		q.Set("limit", fmt.Sprint(*limit))
-		var out struct {
-			Sagas      []httpapi.SagaView
-			NextCursor string `json:"next_cursor"`
-		}
-		if err := c.do(ctx, http.MethodGet, "/api/sagas?"+q.Encode(), nil, &out); err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSAGA\tSTATUS\tUPDATED\tERROR")
-		for _, s := range out.Sagas {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.Saga, s.Status, s.UpdatedAt.Format(time.RFC3339), s.Error)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		if out.NextCursor != "" {
-			fmt.Fprintf(w, "next page: sagaz sagas list --cursor %s\n", out.NextCursor)
-		}
-		return nil
+		return listSagas(ctx, c, o, w)
 	case "show":
 		id, err := needID()
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(rest[0], ":") { // saga IDs have ':', names cannot
-			return showDefinition(w, rest[0], *sagasPath)
+		if !strings.Contains(rest[0], ":") { // saga IDs have ':', names cannot: a definition
+			return showDefinition(w, rest[0], o.sagas)
 		}
 		var out httpapi.SagaView
 		if err := c.do(ctx, http.MethodGet, "/api/sagas/"+id, nil, &out); err != nil {
 			return err
 		}
-		return printJSON(w, out)
+		return o.emit(w, out, func(w io.Writer) error { return showSaga(w, &out) })
 	case "retry", "cancel":
 		id, err := needID()
 		if err != nil {
@@ -206,100 +260,366 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 		if err := c.do(ctx, http.MethodPost, "/api/sagas/"+id+"/"+sub, nil, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%s: %s accepted\n", rest[0], sub)
-		return nil
+		return o.emit(w, out, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s: %s accepted\n", rest[0], sub)
+			return err
+		})
 	default:
-		return fmt.Errorf("unknown sagas command %q (want list, show, retry or cancel)", sub)
+		return usagef("sagas", "unknown sagas command %q (want list, show, retry or cancel)", sub)
 	}
+}
+
+// sagaPage is the answer of GET /api/sagas.
+type sagaPage struct {
+	Sagas      []httpapi.SagaView `json:"sagas"`
+	NextCursor string             `json:"next_cursor"`
+}
+
+func fetchSagas(ctx context.Context, c *apiClient, o *sagasOpts) (*sagaPage, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"status": o.status, "saga": o.saga, "cursor": o.cursor} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	q.Set("limit", fmt.Sprint(o.limit))
+	var out sagaPage
+	if err := c.do(ctx, http.MethodGet, "/api/sagas?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func listSagas(ctx context.Context, c *apiClient, o *sagasOpts, w io.Writer) error {
+	page, err := fetchSagas(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	return o.emit(w, page, func(w io.Writer) error { return sagaTable(w, page) })
+}
+
+func sagaTable(w io.Writer, page *sagaPage) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tSAGA\tSTATUS\tUPDATED\tERROR")
+	for _, s := range page.Sagas {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.Saga, s.Status, s.UpdatedAt.Format(time.RFC3339), oneLine(s.Error, 120))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.NextCursor != "" {
+		fmt.Fprintf(w, "next page: sagaz sagas list --cursor %s\n", page.NextCursor)
+	}
+	return nil
+}
+
+// watchSagas lists every interval until ctx ends (Ctrl-C: exit 0). A
+// failed listing is printed and the watch goes on (the service may be
+// restarting). With -o json each listing is one JSON line.
+func watchSagas(ctx context.Context, c *apiClient, o *sagasOpts, w io.Writer) error {
+	t := time.NewTicker(o.interval)
+	defer t.Stop()
+	for {
+		page, err := fetchSagas(ctx, c, o)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case o.format == "json" && err == nil:
+			b, _ := json.Marshal(page)
+			fmt.Fprintf(w, "%s\n", b)
+		case o.format == "json":
+			b, _ := json.Marshal(map[string]string{"error": err.Error()})
+			fmt.Fprintf(w, "%s\n", b)
+		default:
+			fmt.Fprintf(w, "Every %s: sagaz sagas list — %s\n", o.interval, time.Now().Format(time.RFC3339))
+			if err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+			} else if err := sagaTable(w, page); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(timeFormat)
+}
+
+// showSaga prints one saga for people: what it is, where it stands, each
+// step (status, attempts, errors, times; the compensation on its own line),
+// the step running now, and the context.
+func showSaga(w io.Writer, s *httpapi.SagaView) error {
+	kv := newTable(w)
+	fmt.Fprintf(kv, "Saga\t%s\n", s.ID)
+	fmt.Fprintf(kv, "Name\t%s (trigger %s)\n", s.Saga, s.Trigger)
+	fmt.Fprintf(kv, "Status\t%s\n", s.Status)
+	if s.IdempotencyKey != "" {
+		fmt.Fprintf(kv, "Key\t%s\n", s.IdempotencyKey)
+	}
+	src := fmt.Sprintf("%s/%d offset %d", s.Source.Topic, s.Source.Partition, s.Source.Offset)
+	if !s.EventTime.IsZero() {
+		src += ", event at " + fmtTime(s.EventTime)
+	}
+	fmt.Fprintf(kv, "Source\t%s\n", src)
+	fmt.Fprintf(kv, "Created\t%s\n", fmtTime(s.CreatedAt))
+	fmt.Fprintf(kv, "Updated\t%s (%s after creation)\n", fmtTime(s.UpdatedAt), s.UpdatedAt.Sub(s.CreatedAt).Round(time.Millisecond))
+	if s.Error != "" {
+		fmt.Fprintf(kv, "Error\t%s\n", s.Error)
+	}
+	if !s.OwnedHere {
+		owner := "another member"
+		if s.Owner != "" {
+			owner = s.Owner
+		}
+		fmt.Fprintf(kv, "Owner\t%s runs it now; this copy may be behind\n", owner)
+	}
+	if err := kv.Flush(); err != nil {
+		return err
+	}
+
+	running, note := runningStep(s)
+	fmt.Fprintln(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "STEP\tSTATUS\tATTEMPTS\tSTARTED\tENDED\tERROR")
+	for i, st := range s.Steps {
+		name, status := "  "+st.Name, st.Status.String()
+		if i == running {
+			name, status = "▶ "+st.Name, status+" ("+note+")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", name, status, st.Attempts, fmtTime(st.StartedAt), fmtTime(st.EndedAt), oneLine(st.Error, 80))
+		if st.CompAttempts > 0 || st.CompError != "" || !st.CompEndedAt.IsZero() {
+			status := "compensating"
+			switch st.Status.String() {
+			case "compensated":
+				status = "compensated"
+			case "compensation_failed":
+				status = "gave up"
+			}
+			fmt.Fprintf(tw, "    ↳ compensation\t%s\t%d\t\t%s\t%s\n", status, st.CompAttempts, fmtTime(st.CompEndedAt), oneLine(st.CompError, 80))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(s.Context) > 0 {
+		var buf bytes.Buffer
+		if json.Indent(&buf, s.Context, "", "  ") == nil {
+			fmt.Fprintf(w, "\nContext\n%s\n", buf.String())
+		}
+	}
+	return nil
+}
+
+// runningStep returns the index of the step an unfinished saga is at (-1
+// when none) and what it is doing there.
+func runningStep(s *httpapi.SagaView) (int, string) {
+	switch s.Status.String() {
+	case "executing":
+		for i, st := range s.Steps {
+			if st.Status.String() != "completed" {
+				if st.Attempts > 0 {
+					return i, "running"
+				}
+				return i, "next"
+			}
+		}
+	case "compensating":
+		for i := len(s.Steps) - 1; i >= 0; i-- { // compensation goes backwards over completed steps
+			if s.Steps[i].Status.String() == "completed" {
+				return i, "compensating"
+			}
+		}
+	}
+	return -1, ""
+}
+
+type fireOpts struct {
+	apiFlags
+	key string
+}
+
+func fireFlags(getenv func(string) string) (*flag.FlagSet, *fireOpts) {
+	fs := newFlagSet("fire")
+	o := &fireOpts{}
+	o.apiFlags.define(fs, getenv)
+	fs.StringVar(&o.key, "idempotency-key", "", "Idempotency-Key of the event (for triggers that declare no key field)")
+	return fs, o
 }
 
 // fireCmd: fire EVENT_TYPE [JSON object] — a manual event.
 func fireCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("sagaz fire", flag.ContinueOnError)
-	key := fs.String("idempotency-key", "", "Idempotency-Key of the event")
-	c, rest, err := newAPIClient(fs, args, getenv)
+	fs, o := fireFlags(getenv)
+	pos, err := parseArgs(fs, args, "fire", w)
 	if err != nil {
 		return err
 	}
-	if len(rest) < 1 || len(rest) > 2 {
-		return errors.New(`usage: sagaz fire EVENT_TYPE ['{"field": "value"}']`)
+	if len(pos) < 1 || len(pos) > 2 {
+		return usagef("fire", `usage: sagaz fire EVENT_TYPE ['{"field": "value"}']`)
 	}
 	body := map[string]any{}
-	if len(rest) == 2 {
-		if err := json.Unmarshal([]byte(rest[1]), &body); err != nil {
-			return fmt.Errorf("event body: not a JSON object: %w", err)
+	if len(pos) == 2 {
+		if err := json.Unmarshal([]byte(pos[1]), &body); err != nil {
+			return usagef("fire", "event body: not a JSON object: %v", err)
 		}
 	}
-	body["event_type"] = rest[0]
+	body["event_type"] = pos[0]
 	raw, _ := json.Marshal(body)
-	req := *c
-	if *key != "" {
-		req.hc = &http.Client{Timeout: c.hc.Timeout, Transport: headerTransport{"Idempotency-Key", *key}}
-	}
-	var out httpapi.EventAccepted
-	if err := req.do(ctx, http.MethodPost, "/api/fire", raw, &out); err != nil {
+	c, err := o.client("fire")
+	if err != nil {
 		return err
 	}
-	return printJSON(w, out)
+	if o.key != "" {
+		c.header = http.Header{"Idempotency-Key": {o.key}}
+	}
+	var out httpapi.EventAccepted
+	if err := c.do(ctx, http.MethodPost, "/api/fire", raw, &out); err != nil {
+		return err
+	}
+	return o.emit(w, out, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s: fire accepted (event %s at %s/%d offset %d); sagas: %s\n",
+			pos[0], out.EventID, out.Topic, out.Partition, out.Offset, strings.Join(out.SagaIDs, ", "))
+		return err
+	})
 }
 
-type headerTransport struct{ k, v string }
+type schedulesOpts struct {
+	apiFlags
+	from, to string
+}
 
-func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(h.k, h.v)
-	return http.DefaultTransport.RoundTrip(r)
+func schedulesFlags(getenv func(string) string) (*flag.FlagSet, *schedulesOpts) {
+	fs := newFlagSet("schedules")
+	o := &schedulesOpts{}
+	o.apiFlags.define(fs, getenv)
+	fs.StringVar(&o.from, "from", "", "backfill: first time (RFC 3339)")
+	fs.StringVar(&o.to, "to", "", "backfill: last time (RFC 3339)")
+	return fs, o
 }
 
 // schedulesCmd: schedules list|pause|resume|trigger|backfill.
 func schedulesCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
-	if len(args) == 0 {
-		return errors.New("usage: sagaz schedules list | pause ID | resume ID | trigger ID | backfill ID --from T --to T")
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("sagaz schedules "+sub, flag.ContinueOnError)
-	from := fs.String("from", "", "backfill: first time (RFC 3339)")
-	to := fs.String("to", "", "backfill: last time (RFC 3339)")
-	c, rest, err := newAPIClient(fs, args, getenv)
+	fs, o := schedulesFlags(getenv)
+	pos, err := parseArgs(fs, args, "schedules", w)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 1 { // flags after the ID: sagaz schedules backfill ID --from ... --to ...
-		if err := fs.Parse(rest[1:]); err != nil {
-			return err
-		}
-		rest = append(rest[:1], fs.Args()...)
+	if len(pos) == 0 {
+		return usagef("schedules", "missing subcommand: list, pause ID, resume ID, trigger ID or backfill ID --from T --to T")
+	}
+	sub, rest := pos[0], pos[1:]
+	c, err := o.client("schedules")
+	if err != nil {
+		return err
 	}
 	if sub == "list" {
-		var out struct{ Schedules []cron.Row }
+		if len(rest) > 0 {
+			return usagef("schedules", "schedules list takes no arguments, got %q", strings.Join(rest, " "))
+		}
+		var out struct {
+			Schedules []cron.Row `json:"schedules"`
+		}
 		if err := c.do(ctx, http.MethodGet, "/api/schedules", nil, &out); err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSPEC\tHERE\tPAUSED\tNEXT\tLAST TICK\tFIRED\tSKIPPED")
-		for _, r := range out.Schedules {
-			last := ""
-			if !r.State.LastTick.IsZero() {
-				last = r.State.LastTick.Format(time.RFC3339)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\t%d\t%d\n", r.ID, r.Spec, r.OwnedHere, r.Paused, r.Next.Format(time.RFC3339), last, r.State.Fired, r.State.Skipped)
-		}
-		return tw.Flush()
+		return o.emit(w, out, func(w io.Writer) error { return scheduleTable(w, out.Schedules) })
 	}
 	if len(rest) != 1 {
-		return fmt.Errorf("usage: sagaz schedules %s ID", sub)
+		return usagef("schedules", "usage: sagaz schedules %s ID", sub)
 	}
 	var body []byte
 	switch sub {
 	case "pause", "resume", "trigger":
 	case "backfill":
-		body, _ = json.Marshal(map[string]string{"from": *from, "to": *to})
+		if o.from == "" || o.to == "" {
+			return usagef("schedules", "backfill needs --from and --to (RFC 3339 times)")
+		}
+		for _, v := range []string{o.from, o.to} {
+			if _, err := time.Parse(time.RFC3339, v); err != nil {
+				return usagef("schedules", "%q: not an RFC 3339 time (e.g. 2026-11-20T00:00:00Z)", v)
+			}
+		}
+		body, _ = json.Marshal(map[string]string{"from": o.from, "to": o.to})
 	default:
-		return fmt.Errorf("unknown schedules command %q (want list, pause, resume, trigger or backfill)", sub)
+		return usagef("schedules", "unknown schedules command %q (want list, pause, resume, trigger or backfill)", sub)
 	}
 	var out map[string]any
 	if err := c.do(ctx, http.MethodPost, "/api/schedules/"+url.PathEscape(rest[0])+"/"+sub, body, &out); err != nil {
 		return err
 	}
-	return printJSON(w, out)
+	return o.emit(w, out, func(w io.Writer) error {
+		msg := sub + " accepted"
+		switch sub {
+		case "trigger":
+			msg = fmt.Sprintf("tick %v published", out["tick"])
+		case "backfill":
+			msg = fmt.Sprintf("%v ticks published", out["ticks_published"])
+		}
+		_, err := fmt.Fprintf(w, "%s: %s\n", rest[0], msg)
+		return err
+	})
+}
+
+// scheduleTable prints the schedules: NEXT is "paused" for a paused
+// schedule, LAST TICK "-" until a tick fired.
+func scheduleTable(w io.Writer, rows []cron.Row) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tSPEC\tHERE\tNEXT\tLAST TICK\tFIRED\tSKIPPED")
+	for _, r := range rows {
+		next, last, fired, skipped := "-", "-", "-", "-"
+		switch {
+		case r.Paused:
+			next = "paused"
+		case !r.Next.IsZero():
+			next = r.Next.Format(time.RFC3339)
+		}
+		if r.OwnedHere { // the state is known on the owner only
+			if !r.State.LastFiredTick.IsZero() {
+				last = r.State.LastFiredTick.Format(time.RFC3339)
+			}
+			fired, skipped = fmt.Sprint(r.State.Fired), fmt.Sprint(r.State.Skipped)
+		}
+		here := "yes"
+		if !r.OwnedHere {
+			here = "no"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Spec, here, next, last, fired, skipped)
+	}
+	return tw.Flush()
+}
+
+// newTable returns a tabwriter for w whose lines carry no trailing spaces
+// (an empty last cell would leave its column's padding).
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(&trimRight{w: w}, 0, 4, 2, ' ', 0)
+}
+
+// trimRight passes whole lines on without their trailing spaces.
+type trimRight struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (t *trimRight) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	for {
+		i := bytes.IndexByte(t.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if _, err := t.w.Write(append(bytes.TrimRight(t.buf[:i], " "), '\n')); err != nil {
+			return 0, err
+		}
+		t.buf = t.buf[i+1:]
+	}
 }

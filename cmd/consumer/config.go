@@ -13,10 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/declarative"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
+	"github.com/sagaz-go/sagaz/internal/logx"
 )
 
 // Config is the service's configuration. Every field has a flag and a
@@ -29,6 +32,7 @@ type Config struct {
 	HTTPAddr        string
 	LogFormat       string
 	LogLevel        string
+	LogCompleted    bool
 	MaxInFlight     int
 	ShutdownTimeout time.Duration
 
@@ -84,6 +88,33 @@ type Config struct {
 
 // Load parses args (without the program name) and the environment.
 func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
+	c, errs := defineConfig(fs, getenv)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.Sagas != "" { // before the webhook secrets: YAML sagas may declare webhooks
+		if err := declarative.Register(engine.DefaultRegistry(), c.Sagas); err != nil {
+			errs = append(errs, fmt.Errorf("--sagas %s:\n%w", c.Sagas, err))
+		}
+	}
+	var werrs []error
+	c.Webhooks, werrs = webhookAuth(getenv, c.WebhookTolerance)
+	errs = append(errs, werrs...)
+	errs = append(errs, c.signedWebhooks())
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
+	}
+	errs = append(errs, c.Validate())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// defineConfig defines the service's flags on fs, with their defaults from
+// the environment; it returns the config they fill in and the environment
+// variables that did not parse.
+func defineConfig(fs *flag.FlagSet, getenv func(string) string) (*Config, []error) {
 	c := &Config{}
 	var errs []error
 	str := func(p *string, name, def, usage string) {
@@ -168,26 +199,8 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	dur(&c.Retention, "retention", 7*24*time.Hour, "how long finished sagas (and their idempotency keys) are kept: the de-duplication window")
 	integer(&c.DevBrokerPort, "dev-broker-port", 9092, "port of the embedded broker (dev mode, when --brokers is empty)")
 	str(&c.Sagas, "sagas", "", "YAML file or directory of sagas to run next to the compiled ones (see docs/declarative.md)")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if c.Sagas != "" { // before the webhook secrets: YAML sagas may declare webhooks
-		if err := declarative.Register(engine.DefaultRegistry(), c.Sagas); err != nil {
-			errs = append(errs, fmt.Errorf("--sagas %s:\n%w", c.Sagas, err))
-		}
-	}
-	var werrs []error
-	c.Webhooks, werrs = webhookAuth(getenv, c.WebhookTolerance)
-	errs = append(errs, werrs...)
-	errs = append(errs, c.signedWebhooks())
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
-	}
-	errs = append(errs, c.Validate())
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return c, nil
+	boolean(&c.LogCompleted, "log-completed", false, "log completed sagas at info (default: debug; rolled back sagas log at info, failed at warn)")
+	return c, errs
 }
 
 func envName(flagName string) string {
@@ -485,6 +498,19 @@ func (c *Config) kafka() consumer.KafkaConfig {
 	}
 }
 
+// consumer is the group member's consumer configuration (what `sagaz
+// topics` derives the topics from, too).
+func (c *Config) consumer(kopts []kgo.Opt) consumer.Config {
+	return consumer.Config{
+		Client: kopts, Group: c.Group, InstanceID: c.GroupInstanceID, SessionTimeout: c.SessionTimeout,
+		FetchMaxBytes: int32(c.FetchMaxBytes), FetchMaxPartitionBytes: int32(c.FetchMaxPartitionBytes),
+		DeadLetterTopic: c.DeadLetterTopic, MaxEventBytes: c.MaxEventBytes, MaxPollRecords: c.MaxPollRecords,
+		HighWater: c.PendingHighWater, LowWater: c.PendingLowWater,
+		CreateTopics: c.CreateTopics, TopicPartitions: int32(c.TopicPartitions), TopicReplication: int16(c.TopicReplication),
+		Retention: c.Retention, EventsTopic: c.EventsTopic, CronTopic: c.CronTopic,
+	}
+}
+
 // StorePath is where the saga store lives.
 func (c *Config) StorePath() string { return filepath.Join(c.DataDir, "sagaz.db") }
 
@@ -496,11 +522,9 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
+// logger is the service's logger: every line in the configured format
+// (durations as strings), on stderr.
 func (c *Config) logger() *slog.Logger {
 	lvl, _ := parseLevel(c.LogLevel)
-	opts := &slog.HandlerOptions{Level: lvl}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return logx.New(os.Stderr, c.LogFormat, lvl)
 }

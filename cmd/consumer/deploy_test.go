@@ -23,11 +23,16 @@ func TestComposeFile(t *testing.T) {
 		Services map[string]struct {
 			Image       string            `yaml:"image"`
 			Build       any               `yaml:"build"`
+			Command     []string          `yaml:"command"`
 			Environment map[string]string `yaml:"environment"`
 			Volumes     []string          `yaml:"volumes"`
+			Ports       []string          `yaml:"ports"`
 			DependsOn   map[string]struct {
 				Condition string `yaml:"condition"`
 			} `yaml:"depends_on"`
+			Healthcheck struct {
+				Test []string `yaml:"test"`
+			} `yaml:"healthcheck"`
 		} `yaml:"services"`
 		Volumes map[string]any `yaml:"volumes"`
 	}
@@ -40,6 +45,24 @@ func TestComposeFile(t *testing.T) {
 	}
 	if c.Services["kafka-init"].DependsOn["kafka"].Condition != "service_healthy" {
 		t.Error("kafka-init must wait for a healthy broker")
+	}
+	// kafka-init creates what the members need, derived from the binary and
+	// the members' own settings (not a hand-written list).
+	kinit := c.Services["kafka-init"]
+	if kinit.Build == nil || strings.Join(kinit.Command, " ") != "topics --create" {
+		t.Errorf("kafka-init: build %v command %v, want this image running `topics --create`", kinit.Build, kinit.Command)
+	}
+	// A fresh machine has no variables set: nothing may be required.
+	if strings.Contains(string(b), ":?") || strings.Contains(string(b), "${SAGAZ_ADMIN_TOKEN?") {
+		t.Error("docker-compose.yml requires a variable: `docker compose up` fails on a fresh machine")
+	}
+	// Published ports listen on loopback only (the API may run without a token).
+	for name, s := range c.Services {
+		for _, p := range s.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("%s publishes %s beyond loopback", name, p)
+			}
+		}
 	}
 	// Every SAGAZ_* variable the replicas set must be a real setting.
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
@@ -89,6 +112,17 @@ func TestComposeFile(t *testing.T) {
 		if s.DependsOn["kafka-init"].Condition != "service_completed_successfully" {
 			t.Errorf("%s must start after the topics exist", name)
 		}
+		if strings.Join(s.Command, " ") != "run" {
+			t.Errorf("%s: command %v, want run", name, s.Command)
+		}
+		if hc := strings.Join(s.Healthcheck.Test, " "); hc != "CMD /usr/local/bin/sagaz healthcheck" {
+			t.Errorf("%s: health check %q, want the binary's healthcheck (the image has no shell)", name, hc)
+		}
+		for _, k := range []string{"SAGAZ_GROUP", "SAGAZ_BROKERS", "SAGAZ_TOPIC_PARTITIONS", "SAGAZ_CREATE_TOPICS"} {
+			if s.Environment[k] != kinit.Environment[k] {
+				t.Errorf("%s: %s = %q, kafka-init has %q: the topics it creates would not be the ones asked for", name, k, s.Environment[k], kinit.Environment[k])
+			}
+		}
 	}
 	if len(volumes) != 2 || len(ids) != 2 {
 		t.Errorf("the replicas must have their own data volumes %v and instance ids %v", volumes, ids)
@@ -104,7 +138,8 @@ func TestDockerfile(t *testing.T) {
 	if n := strings.Count(s, "\nFROM "); n < 2 {
 		t.Errorf("want a multi-stage build, found %d FROM lines", n)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "./cmd/consumer", "USER 65532", "VOLUME [\"/data\"]", "SAGAZ_DATA_DIR=/data"} {
+	for _, want := range []string{"CGO_ENABLED=0", "./cmd/consumer", "USER 65532", "VOLUME [\"/data\"]", "SAGAZ_DATA_DIR=/data",
+		`CMD ["run"]`, `HEALTHCHECK`, `"/usr/local/bin/sagaz", "healthcheck"`, "internal/buildinfo.version="} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +71,9 @@ func TestDevModeServesAndKeepsState(t *testing.T) {
 		if got := metric(`sagaz_records_consumed_total{topic="orders.created"}`); got != want {
 			t.Fatalf("round %d consumed %v records, want %v (a restart must not re-consume)", round, got, want)
 		}
+		if round == 0 {
+			checkMetricsDocumented(t, httpAddr)
+		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("round %d: run: %v", round, err)
@@ -128,13 +132,13 @@ func TestCLIOverTheAPI(t *testing.T) {
 	var acc struct {
 		SagaIDs []string `json:"saga_ids"`
 	}
-	if err := json.Unmarshal([]byte(cli("fire", "order.requested", `{"order_id":"cli-1","fail_at":"ship"}`)), &acc); err != nil || len(acc.SagaIDs) != 1 {
+	if err := json.Unmarshal([]byte(cli("fire", "order.requested", `{"order_id":"cli-1","fail_at":"ship"}`, "-o", "json")), &acc); err != nil || len(acc.SagaIDs) != 1 {
 		t.Fatalf("fire: %v %+v", err, acc)
 	}
 	id := acc.SagaIDs[0]
 	kafkatest.WaitFor(t, 30*time.Second, "the fired saga to roll back", func() bool {
 		var out bytes.Buffer
-		err := run(ctx, []string{"sagas", "show", id}, &out, env) // 404 until the consumer has recorded it
+		err := run(ctx, []string{"sagas", "show", id, "-o", "json"}, &out, env) // 404 until the consumer has recorded it
 		return err == nil && strings.Contains(out.String(), `"status": "rolled_back"`)
 	})
 	if out := cli("sagas", "list", "--status", "rolled_back"); !strings.Contains(out, id) {
@@ -148,7 +152,7 @@ func TestCLIOverTheAPI(t *testing.T) {
 		var out bytes.Buffer
 		return run(ctx, []string{"schedules", "trigger", "nightly-report:nightly-report"}, &out, env) == nil
 	})
-	if out := cli("schedules", "backfill", "nightly-report:nightly-report", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-22T23:00:00Z"); !strings.Contains(out, `"ticks_published": 3`) {
+	if out := cli("schedules", "backfill", "nightly-report:nightly-report", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-22T23:00:00Z"); !strings.Contains(out, "nightly-report:nightly-report: 3 ticks published") {
 		t.Fatalf("backfill:\n%s", out)
 	}
 	kafkatest.WaitFor(t, 30*time.Second, "four nightly reports", func() bool {
@@ -156,6 +160,35 @@ func TestCLIOverTheAPI(t *testing.T) {
 		return run(ctx, []string{"sagas", "list", "--saga", "nightly-report", "--status", "completed"}, &out, env) == nil &&
 			strings.Count(out.String(), "sagaz.cron:") == 4
 	})
+	// The text views: a saga's steps with their compensations; the schedule
+	// with every tick counted (one by hand, three backfilled) and, paused,
+	// no next fire time.
+	show := cli("sagas", "show", id)
+	for _, want := range []string{"Status   rolled_back", "reserve", "compensated", "↳ compensation", "ship", "failed", "demo: asked to fail at ship", "Context"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("sagas show lacks %q:\n%s", want, show)
+		}
+	}
+	schedule := func() []string {
+		for _, l := range strings.Split(cli("schedules", "list"), "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == "nightly-report:nightly-report" {
+				return f
+			}
+		}
+		t.Fatal("schedules list: no nightly-report line")
+		return nil
+	}
+	// ID SPEC(2 fields: CRON_TZ=... 0 2 * * * is 6) HERE NEXT LAST FIRED SKIPPED: read from the end.
+	f := schedule()
+	if n := len(f); f[n-2] != "4" || f[n-3] == "-" || strings.HasPrefix(f[n-4], "0001") {
+		t.Errorf("schedule line %q: want FIRED 4, a LAST TICK, a NEXT fire time", strings.Join(f, " "))
+	}
+	if out := cli("schedules", "pause", "nightly-report:nightly-report"); !strings.Contains(out, "pause accepted") {
+		t.Errorf("pause: %q", out)
+	}
+	if f := schedule(); f[len(f)-4] != "paused" {
+		t.Errorf("paused schedule line %q: want NEXT paused", strings.Join(f, " "))
+	}
 	var out bytes.Buffer
 	for args, code := range map[string]string{
 		"schedules pause nope:nope": "404",
@@ -220,5 +253,46 @@ func TestCLIOverTheAPI(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "Sagaz console") {
 		t.Fatalf("GET /ui/: %d %s", resp.StatusCode, body)
+	}
+}
+
+// checkMetricsDocumented: every sagaz_* metric the service exposes is in
+// docs/operations.md; no gauge is named like a counter; the series that
+// must exist before their first event do.
+func checkMetricsDocumented(t *testing.T, httpAddr string) {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, l := range strings.Split(string(body), "\n") {
+		if f := strings.Fields(l); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
+			types[f[2]] = f[3]
+		}
+	}
+	for name, typ := range types {
+		if typ == "gauge" && strings.HasSuffix(name, "_total") {
+			t.Errorf("gauge %s is named like a counter", name)
+		}
+		if strings.HasPrefix(name, "sagaz_") && !strings.HasPrefix(name, "sagaz_kafka_") && !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("metric %s (%s) is not in docs/operations.md", name, typ)
+		}
+	}
+	for _, series := range []string{`sagaz_sagas_failed{saga="order"}`, `sagaz_dead_letters_total{reason="decode"}`,
+		`sagaz_sagas_finished_total{saga="payment-confirmed",status="failed"}`, `sagaz_sagas_started_total{saga="nightly-report"}`} {
+		if v := sagaztest.Metric(httpAddr, series); v != 0 {
+			t.Errorf("%s = %v, want 0 before any such event", series, v)
+		}
+	}
+	if !strings.Contains(string(body), "sagaz_build_info{") || types["sagaz_batch_record_seconds"] != "histogram" ||
+		sagaztest.Metric(httpAddr, "sagaz_batch_record_seconds_count") <= 0 {
+		t.Error("sagaz_build_info missing, or sagaz_batch_record_seconds never observed")
 	}
 }

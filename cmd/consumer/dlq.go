@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/sagaz-go/sagaz/deadletter"
@@ -24,33 +22,52 @@ type dlqPage struct {
 	Scanned     int                 `json:"scanned"`
 }
 
+type dlqOpts struct {
+	apiFlags
+	reason, topic, cursor string
+	limit                 int
+	all, asJSON           bool
+}
+
+func dlqFlags(getenv func(string) string) (*flag.FlagSet, *dlqOpts) {
+	fs := newFlagSet("dlq")
+	o := &dlqOpts{}
+	o.apiFlags.define(fs, getenv)
+	fs.StringVar(&o.reason, "reason", "", "filter: decode, transform_error, transform_panic, missing_key, invalid_key, bad_context, oversized, no_route")
+	fs.StringVar(&o.topic, "topic", "", "filter: original topic")
+	fs.IntVar(&o.limit, "limit", 50, "list: dead letters per page (1-1000)")
+	fs.StringVar(&o.cursor, "cursor", "", "list: next page cursor, from a previous listing")
+	fs.BoolVar(&o.all, "all", false, "replay: every dead letter matching --reason and --topic")
+	fs.BoolVar(&o.asJSON, "json", false, "same as -o json")
+	return fs, o
+}
+
 // dlqCmd: dlq list | dlq replay — the dead-letter topic through the API.
 func dlqCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
-	const usage = "usage: sagaz dlq list [--reason R] [--topic T] [--limit N] [--cursor C] | " +
-		"dlq replay PARTITION/OFFSET... | dlq replay --all [--reason R] [--topic T]"
-	if len(args) == 0 {
-		return errors.New(usage)
+	fs, o := dlqFlags(getenv)
+	pos, err := parseArgs(fs, args, "dlq", w)
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("sagaz dlq "+sub, flag.ContinueOnError)
-	reason := fs.String("reason", "", "filter: decode, transform_error, transform_panic, missing_key, bad_context, oversized, no_route")
-	topic := fs.String("topic", "", "filter: original topic")
-	limit := fs.Int("limit", 50, "dead letters per page (1-1000)")
-	cursor := fs.String("cursor", "", "next page cursor, from a previous listing")
-	all := fs.Bool("all", false, "replay: every dead letter matching --reason and --topic")
-	asJSON := fs.Bool("json", false, "list: print the API's JSON")
-	c, rest, err := newAPIClient(fs, args, getenv)
+	if o.asJSON {
+		o.format = "json"
+	}
+	if len(pos) == 0 {
+		return usagef("dlq", "missing subcommand: list, or replay PARTITION/OFFSET... | replay --all")
+	}
+	sub, rest := pos[0], pos[1:]
+	c, err := o.client("dlq")
 	if err != nil {
 		return err
 	}
 	list := func(cur string) (dlqPage, error) {
 		q := url.Values{}
-		for k, v := range map[string]string{"reason": *reason, "topic": *topic, "cursor": cur} {
+		for k, v := range map[string]string{"reason": o.reason, "topic": o.topic, "cursor": cur} {
 			if v != "" {
 				q.Set(k, v)
 			}
 		}
-		q.Set("limit", fmt.Sprint(*limit))
+		q.Set("limit", fmt.Sprint(o.limit))
 		var page dlqPage
 		err := c.do(ctx, http.MethodGet, "/api/deadletters?"+q.Encode(), nil, &page)
 		return page, err
@@ -58,34 +75,33 @@ func dlqCmd(ctx context.Context, args []string, w io.Writer, getenv func(string)
 	switch sub {
 	case "list":
 		if len(rest) > 0 {
-			return errors.New(usage)
+			return usagef("dlq", "dlq list takes no arguments, got %q", strings.Join(rest, " "))
 		}
-		page, err := list(*cursor)
+		page, err := list(o.cursor)
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(w, page)
-		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEAD LETTER\tTIME\tREASON\tORIGINAL\tSAGA\tKEY\tERROR")
-		for _, l := range page.DeadLetters {
-			fmt.Fprintf(tw, "%d/%d\t%s\t%s\t%s/%d@%d\t%s\t%s\t%s\n", l.Partition, l.Offset, l.Timestamp.Format(time.RFC3339), l.Reason,
-				l.Original.Topic, l.Original.Partition, l.Original.Offset, l.Saga, oneLine(l.Key, 40), oneLine(l.Error, 80))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		if page.NextCursor != "" {
-			fmt.Fprintf(w, "(%d records read) next page: sagaz dlq list --cursor %s\n", page.Scanned, page.NextCursor)
-		}
-		return nil
+		return o.emit(w, page, func(w io.Writer) error {
+			tw := newTable(w)
+			fmt.Fprintln(tw, "DEAD LETTER\tTIME\tREASON\tORIGINAL\tSAGA\tKEY\tERROR")
+			for _, l := range page.DeadLetters {
+				fmt.Fprintf(tw, "%d/%d\t%s\t%s\t%s/%d@%d\t%s\t%s\t%s\n", l.Partition, l.Offset, l.Timestamp.Format(time.RFC3339), l.Reason,
+					l.Original.Topic, l.Original.Partition, l.Original.Offset, l.Saga, oneLine(l.Key, 40), oneLine(l.Error, 80))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.NextCursor != "" {
+				fmt.Fprintf(w, "(%d records read) next page: sagaz dlq list --cursor %s\n", page.Scanned, page.NextCursor)
+			}
+			return nil
+		})
 	case "replay":
 		var coords []deadletter.Coord
 		switch {
-		case *all && len(rest) > 0:
-			return errors.New("dlq replay: give dead letters or --all, not both")
-		case *all:
+		case o.all && len(rest) > 0:
+			return usagef("dlq", "dlq replay: give dead letters or --all, not both")
+		case o.all:
 			for cur := ""; ; {
 				page, err := list(cur)
 				if err != nil {
@@ -99,21 +115,23 @@ func dlqCmd(ctx context.Context, args []string, w io.Writer, getenv func(string)
 				}
 			}
 			if len(coords) == 0 {
-				fmt.Fprintln(w, "no dead letters match")
-				return nil
+				return o.emit(w, httpapi.ReplayAnswer{}, func(w io.Writer) error {
+					_, err := fmt.Fprintln(w, "no dead letters match")
+					return err
+				})
 			}
 		case len(rest) == 0:
-			return errors.New(usage)
+			return usagef("dlq", "dlq replay needs PARTITION/OFFSET... or --all")
 		default:
 			for _, a := range rest {
 				co, err := deadletter.ParseCoord(a)
 				if err != nil {
-					return err
+					return usagef("dlq", "%v", err)
 				}
 				coords = append(coords, co)
 			}
 		}
-		failed := 0
+		var all httpapi.ReplayAnswer
 		for len(coords) > 0 {
 			n := min(len(coords), deadletter.MaxReplay)
 			body, _ := json.Marshal(httpapi.ReplayRequest{DeadLetters: coords[:n]})
@@ -122,21 +140,28 @@ func dlqCmd(ctx context.Context, args []string, w io.Writer, getenv func(string)
 			if err := c.do(ctx, http.MethodPost, "/api/deadletters/replay", body, &out); err != nil {
 				return err
 			}
-			for _, r := range out.Results {
+			all.Results = append(all.Results, out.Results...)
+			all.Failed += out.Failed
+			all.Replayed += out.Replayed
+		}
+		if err := o.emit(w, all, func(w io.Writer) error {
+			for _, r := range all.Results {
 				if r.Error != "" {
 					fmt.Fprintf(w, "%d/%d: not replayed: %s\n", r.Partition, r.Offset, r.Error)
 					continue
 				}
 				fmt.Fprintf(w, "%d/%d: replayed to %s partition %d offset %d\n", r.Partition, r.Offset, r.Topic, r.ReplayPartition, r.ReplayOffset)
 			}
-			failed += out.Failed
+			return nil
+		}); err != nil {
+			return err
 		}
-		if failed > 0 {
-			return fmt.Errorf("%d dead letter(s) not replayed", failed)
+		if all.Failed > 0 {
+			return fmt.Errorf("%d dead letter(s) not replayed", all.Failed)
 		}
 		return nil
 	default:
-		return fmt.Errorf("unknown dlq command %q (want list or replay)", sub)
+		return usagef("dlq", "unknown dlq command %q (want list or replay)", sub)
 	}
 }
 

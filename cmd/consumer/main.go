@@ -1,19 +1,22 @@
-// Command sagaz is the Sagaz service: it consumes the Kafka topics the
-// compiled-in sagas name, records each saga durably, and runs it to an end.
+// Command sagaz is the Sagaz service and its command-line client.
 //
-//	sagaz [run] [flags]                     run the service (the default)
-//	sagaz triggers                          the trigger table (of the service, or of this binary)
-//	sagaz sagas list|show|retry|cancel ...  look at and steer sagas through the HTTP API
-//	sagaz sagas show NAME [--sagas PATH]    a saga's definition: triggers, steps, compensations
-//	sagaz validate PATH                     check YAML saga files (exit 0 when valid)
-//	sagaz fire EVENT_TYPE [JSON]            fire a manual event through the HTTP API
+//	sagaz run [flags]                                 run the service
+//	sagaz triggers                                    the trigger table (of the service, or of this binary)
+//	sagaz sagas list|show|retry|cancel ...            look at and steer sagas through the HTTP API
+//	sagaz sagas show NAME [--sagas PATH]              a saga's definition: triggers, steps, compensations
+//	sagaz validate PATH                               check YAML saga files (exit 0 when valid)
+//	sagaz fire EVENT_TYPE [JSON]                      fire a manual event through the HTTP API
 //	sagaz schedules list|pause|resume|trigger|backfill ...  operate cron schedules
-//	sagaz dlq list|replay ...               list the dead-letter topic, replay dead letters
-//	sagaz demo [flags]                      produce sample order events (some with fail_at)
+//	sagaz dlq list|replay ...                         list the dead-letter topic, replay dead letters
+//	sagaz topics [--create]                           the Kafka topics the configured member needs
+//	sagaz healthcheck                                 exit 0 when the service is ready (container health checks)
+//	sagaz demo [flags]                                produce sample order events (some with fail_at)
+//	sagaz version | help [COMMAND]
 //
-// Run "sagaz run -h" for the flags; each has a SAGAZ_* environment variable.
-// With no --brokers, run starts an embedded Kafka-compatible broker (kfake)
-// on 127.0.0.1:9092 with its data under the data directory: dev mode.
+// A bare "sagaz" prints the help. Flags may come anywhere on the line; each
+// flag of run has a SAGAZ_* environment variable. Exit codes: 0 done, 1
+// failed, 2 usage error. With no --brokers, run starts an embedded
+// Kafka-compatible broker (kfake) on 127.0.0.1:9092: dev mode.
 package main
 
 import (
@@ -22,74 +25,78 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/httpapi"
+	"github.com/sagaz-go/sagaz/internal/buildinfo"
 	"github.com/sagaz-go/sagaz/internal/devkafka"
 	"github.com/sagaz-go/sagaz/member"
+	"github.com/sagaz-go/sagaz/metrics"
 	_ "github.com/sagaz-go/sagaz/sagas" // the sagas compiled into the binary
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Getenv); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "sagaz:", err)
-		}
-		os.Exit(2)
-	}
+	err := run(ctx, os.Args[1:], os.Stdout, os.Getenv)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
 }
 
+// run dispatches to the subcommand; a bare "sagaz" prints the help.
 func run(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	cmd := "run"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	name, rest, help, version := splitCommand(args)
+	switch {
+	case name == "" && version:
+		return versionCmd(ctx, nil, stdout, getenv)
+	case name == "" && len(rest) > 0 && !help:
+		return usagef("", "no command among %q", strings.Join(rest, " "))
+	case name == "":
+		printHelp(stdout)
+		return nil
 	}
-	switch cmd {
-	case "run":
-		fs := flag.NewFlagSet("sagaz run", flag.ContinueOnError)
-		cfg, err := Load(fs, args, getenv)
-		if err != nil {
-			return err
-		}
-		return serve(ctx, cfg, stdout)
-	case "triggers":
-		return triggersCmd(ctx, args, stdout, getenv)
-	case "sagas":
-		return sagasCmd(ctx, args, stdout, getenv)
-	case "fire":
-		return fireCmd(ctx, args, stdout, getenv)
-	case "schedules":
-		return schedulesCmd(ctx, args, stdout, getenv)
-	case "dlq":
-		return dlqCmd(ctx, args, stdout, getenv)
-	case "demo":
-		return demo(ctx, args, stdout, getenv)
-	case "validate":
-		return validateCmd(args, stdout)
-	default:
-		return fmt.Errorf("unknown command %q (want run, validate, triggers, sagas, fire, schedules, dlq or demo)", cmd)
+	c := lookup(name)
+	if c == nil {
+		return usagef("", "unknown command %q", name)
 	}
+	return c.run(ctx, rest, stdout, getenv)
+}
+
+// runCmd is `sagaz run`: the service.
+func runCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	fs := newFlagSet("run")
+	cfg, err := Load(fs, args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandHelp(stdout, lookup("run"))
+		return err
+	}
+	if err != nil {
+		return &usageError{err: err, cmd: "run"}
+	}
+	return serve(ctx, cfg, stdout)
 }
 
 // serve runs the service until ctx ends, then shuts down in order (the
 // member package owns the ordering): stop fetching and leave the group, let
 // running steps finish (bounded), close the changelog and the store, then
 // stop the embedded broker.
-func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
+func serve(ctx context.Context, cfg *Config, stdout io.Writer) (err error) {
 	log := cfg.logger()
+	slog.SetDefault(log) // any line logged through the default logger has the configured format too
+	defer func() {
+		if err != nil { // said once, in the log's format (main prints nothing more)
+			log.Error("stopped on an error", "err", err)
+			err = &loggedError{err}
+		}
+	}()
 	routes, err := engine.DefaultRegistry().Routes()
 	if err != nil {
 		return err
@@ -112,6 +119,8 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bi := buildinfo.Get()
+	metrics.RegisterBuildInfo(reg, bi.Version, bi.Commit, bi.GoVersion)
 	var api *httpapi.API
 	if cfg.HTTPAddr != "" {
 		api = &httpapi.API{Webhooks: cfg.Webhooks, AllowUnsignedWebhooks: dev,
@@ -124,28 +133,28 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	}
 	m, err := member.New(ctx, member.Config{
 		DataDir: cfg.DataDir, Logger: log, Metrics: reg, KafkaMetrics: true,
-		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, LogCompleted: cfg.LogCompleted,
 		HTTPAddr: cfg.HTTPAddr, API: api, Auth: cfg.Auth(),
-		Consumer: consumer.Config{
-			Client: kopts, Group: cfg.Group, InstanceID: cfg.GroupInstanceID, SessionTimeout: cfg.SessionTimeout,
-			FetchMaxBytes: int32(cfg.FetchMaxBytes), FetchMaxPartitionBytes: int32(cfg.FetchMaxPartitionBytes),
-			DeadLetterTopic: cfg.DeadLetterTopic, MaxEventBytes: cfg.MaxEventBytes, MaxPollRecords: cfg.MaxPollRecords,
-			HighWater: cfg.PendingHighWater, LowWater: cfg.PendingLowWater,
-			CreateTopics: cfg.CreateTopics, TopicPartitions: int32(cfg.TopicPartitions), TopicReplication: int16(cfg.TopicReplication),
-			Retention: cfg.Retention, EventsTopic: cfg.EventsTopic, CronTopic: cfg.CronTopic,
-		},
+		Consumer: cfg.consumer(kopts),
 	})
 	if err != nil {
 		return err
 	}
 
-	fmt.Fprintln(stdout, "Sagaz — triggers compiled into this binary:")
-	if err := routes.WriteTable(stdout); err != nil {
-		m.Close()
-		return err
-	}
-	if dev {
-		banner(stdout, cfg, m.HTTP)
+	if cfg.LogFormat == "json" { // every line JSON: the table as log lines
+		for _, r := range routes.Table() {
+			log.Info("trigger", "source", r.Source, "name", r.Name, "schedule", r.Schedule, "saga", r.Saga, "idempotency_key", r.IdempotencyKey,
+				"max_concurrent", r.MaxConcurrent, "steps", r.Steps)
+		}
+	} else {
+		fmt.Fprintln(stdout, "Sagaz — triggers compiled into this binary:")
+		if err := routes.WriteTable(stdout); err != nil {
+			m.Close()
+			return err
+		}
+		if dev {
+			banner(stdout, cfg, m.HTTP)
+		}
 	}
 	err = m.Run(ctx)
 	log.Info("stopped")
@@ -160,64 +169,9 @@ func banner(w io.Writer, cfg *Config, srv *httpapi.Server) {
 	fmt.Fprintf(w, `
 Dev mode: embedded Kafka-compatible broker on %[1]s (data in %[2]s).
   %[3]s
-  Send an order:   echo '{"order_id":"o-1","amount":42}' | kcat -P -b %[1]s -t orders.created -k o-1
-  Watch it fail:   echo '{"order_id":"o-2","fail_at":"charge"}' | kcat -P -b %[1]s -t orders.created -k o-2
+  Send an order:   echo '{"order_id":"o-1","amount":42}' | kcat -P -b %[1]s -t orders.created -k o-1 -X partitioner=murmur2_random
+  Watch it fail:   echo '{"order_id":"o-2","fail_at":"charge"}' | kcat -P -b %[1]s -t orders.created -k o-2 -X partitioner=murmur2_random
   Sample events:   make demo   (or: bin/sagaz demo --count 20)
+  Look at them:    bin/sagaz sagas list   (bin/sagaz sagas show ID; bin/sagaz help)
 `, cfg.Brokers, filepath.Join(cfg.DataDir, "kafka"), httpLine)
-}
-
-// demo produces sample order events: every 5th fails at charge, every 7th
-// at ship.
-func demo(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("sagaz demo", flag.ContinueOnError)
-	brokers := getenv("SAGAZ_BROKERS")
-	if brokers == "" {
-		brokers = "127.0.0.1:9092"
-	}
-	fs.StringVar(&brokers, "brokers", brokers, "Kafka brokers (env SAGAZ_BROKERS)")
-	count := fs.Int("count", 10, "number of order events")
-	prefix := fs.String("prefix", "demo", "order id prefix")
-	sleep := fs.Int("sleep-ms", 0, "sleep_ms of each event (each step sleeps that long)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *count < 1 {
-		return fmt.Errorf("--count %d: want at least 1", *count)
-	}
-	for _, b := range splitBrokers(brokers) {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return fmt.Errorf("--brokers %q: want host:port", b)
-		}
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(splitBrokers(brokers)...), kgo.AllowAutoTopicCreation())
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
-	for i := 1; i <= *count; i++ {
-		id := *prefix + "-" + strconv.Itoa(i)
-		extra := ""
-		switch {
-		case i%5 == 0:
-			extra = `,"fail_at":"charge"`
-		case i%7 == 0:
-			extra = `,"fail_at":"ship"`
-		}
-		if *sleep > 0 {
-			extra += `,"sleep_ms":` + strconv.Itoa(*sleep)
-		}
-		recs = append(recs, &kgo.Record{Topic: "orders.created", Key: []byte(id),
-			Value: []byte(fmt.Sprintf(`{"order_id":%q,"amount":%d%s}`, id, 10+i, extra))})
-	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("produce to %s: %w", brokers, err)
-	}
-	fmt.Fprintf(stdout, "produced %d order events to orders.created on %s\n", len(recs), brokers)
-	return nil
-}
-
-func splitBrokers(s string) []string {
-	c := Config{Brokers: s}
-	return c.BrokerList()
 }
