@@ -242,9 +242,10 @@ func (c *chaos) checkNoOverlap() (runs int) {
 func (c *chaos) finish(procs []*chaosProc, want map[string]storage.Status, poison map[string]bool) {
 	t := c.t
 	kafkatest.WaitCommittedAtEnd(t, c.seeds, group, topic, 3*time.Minute)
-	kafkatest.WaitFor(t, 2*time.Minute, "every member idle", func() bool {
+	kafkatest.WaitCommittedAtEnd(t, c.seeds, group, group+"-keys", 3*time.Minute) // every keyed start recorded
+	kafkatest.WaitFor(t, 2*time.Minute, "every member ready and idle", func() bool {
 		for _, p := range procs {
-			if sagaztest.Metric(p.http, "sagaz_sagas_pending") != 0 || sagaztest.Metric(p.http, "sagaz_sagas_executing") != 0 {
+			if sagaztest.Metric(p.http, "sagaz_ready") != 1 || sagaztest.Metric(p.http, "sagaz_sagas_pending") != 0 || sagaztest.Metric(p.http, "sagaz_sagas_executing") != 0 {
 				return false
 			}
 		}

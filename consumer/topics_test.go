@@ -48,12 +48,12 @@ func TestRequiredTopicsNameEveryTopicTheMemberUses(t *testing.T) {
 			t.Errorf("%s: %d partitions, want 4", s.Name, s.Partitions)
 		}
 	}
-	want := "trigger orders.created, events sagaz.events, cron sagaz.cron, dead-letter sagaz.dlq, " +
-		"changelog g-changelog-orders.created, changelog g-changelog-sagaz.events, changelog g-changelog-sagaz.cron"
+	want := "trigger orders.created, events sagaz.events, cron sagaz.cron, keys g-keys, dead-letter sagaz.dlq, " +
+		"changelog g-changelog-orders.created, changelog g-changelog-sagaz.events, changelog g-changelog-sagaz.cron, changelog g-changelog-g-keys"
 	if strings.Join(got, ", ") != want {
 		t.Fatalf("topics:\n got %s\nwant %s", strings.Join(got, ", "), want)
 	}
-	if specs := consumer.RequiredTopics(allSources(), consumer.Config{}, false); len(specs) != 4 {
+	if specs := consumer.RequiredTopics(allSources(), consumer.Config{}, false); len(specs) != 5 {
 		t.Errorf("without changelogs: %v", specs)
 	}
 }
@@ -172,7 +172,7 @@ func TestKnownLabelValuesExistBeforeTheFirstIncrement(t *testing.T) {
 	}{
 		{"sagas started{saga}", 1, testutil.CollectAndCount(m.SagasStarted)},
 		{"deduplicated{saga}", 1, testutil.CollectAndCount(m.Deduplicated)},
-		{"records consumed{topic}", 2, testutil.CollectAndCount(m.RecordsConsumed)}, // orders.created and the events topic (order.requested)
+		{"records consumed{topic}", 3, testutil.CollectAndCount(m.RecordsConsumed)}, // orders.created, the events topic (order.requested), the keys topic
 	} {
 		if c.got != c.count {
 			t.Errorf("%s: %d series, want %d", c.name, c.got, c.count)
