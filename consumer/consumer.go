@@ -65,7 +65,8 @@ type Consumer struct {
 	log       *slog.Logger
 	m         *Metrics
 
-	cl *kgo.Client // set by Run before anything else uses it
+	cl     *kgo.Client                // set by Run before anything else uses it
+	shared atomic.Pointer[kgo.Client] // the same, for other goroutines (MemberID)
 
 	// mu guards owned and uncommitted, shared by the pipeline, the commit
 	// callbacks and the rebalance callbacks.
@@ -134,6 +135,16 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	c.topics, c.synthetic, c.keysTopic = consumedTopics(eng.Routes(), &cfg)
 	c.m.known(eng.Routes(), c.topics)
 	return c, nil
+}
+
+// MemberID returns this member's current group member id ("" until it
+// has joined).
+func (c *Consumer) MemberID() string {
+	if cl := c.clientIfRunning(); cl != nil {
+		id, _ := cl.GroupMetadata()
+		return id
+	}
+	return ""
 }
 
 // KeysTopic is the topic keyed sagas are started in ("" when no trigger
@@ -269,6 +280,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("consumer: kafka client: %w", err)
 	}
 	c.cl = cl
+	c.shared.Store(cl)
 	c.log.Info("consuming", "group", c.cfg.Group, "topics", c.topics, "dead_letter_topic", c.cfg.DeadLetterTopic)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -285,3 +297,5 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Info("left the consumer group", "group", c.cfg.Group)
 	return nil
 }
+
+func (c *Consumer) clientIfRunning() *kgo.Client { return c.shared.Load() }

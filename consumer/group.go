@@ -62,6 +62,40 @@ func (c *Consumer) Owner(ctx context.Context, p storage.Partition) string {
 	return ""
 }
 
+// Assignment returns the group's members and the partitions assigned to
+// each (from the group's description), by group member id.
+func (c *Consumer) Assignment(ctx context.Context) (map[string][]storage.Partition, error) {
+	adm, err := c.admin()
+	if err != nil {
+		return nil, err
+	}
+	defer adm.Close()
+	groups, err := adm.DescribeGroups(ctx, c.cfg.Group)
+	if err != nil {
+		return nil, err
+	}
+	g, ok := groups[c.cfg.Group]
+	if !ok {
+		return nil, fmt.Errorf("group %s not described", c.cfg.Group)
+	}
+	if g.Err != nil {
+		return nil, g.Err
+	}
+	out := map[string][]storage.Partition{}
+	for _, m := range g.Members {
+		ps := []storage.Partition{}
+		if a, ok := m.Assigned.AsConsumer(); ok {
+			for _, t := range a.Topics {
+				for _, p := range t.Partitions {
+					ps = append(ps, storage.Partition{Topic: t.Topic, Partition: p})
+				}
+			}
+		}
+		out[m.MemberID] = ps
+	}
+	return out, nil
+}
+
 // LagCollector exports the group's consumer lag per partition
 // (sagaz_consumer_lag{topic,partition}), computed with kadm at scrape time.
 func (c *Consumer) LagCollector() prometheus.Collector { return lagCollector{c} }

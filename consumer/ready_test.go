@@ -73,6 +73,9 @@ func TestMissingTopicsKeepTheMemberNotReadyUntilCreated(t *testing.T) {
 	if _, err := adm.CreateTopics(context.Background(), 2, 1, nil, topic, dlq, "sagaz.events", group+"-keys"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, map[string]*string{"cleanup.policy": ptr("compact")}, consumer.MembersTopic(group)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := adm.CreateTopics(context.Background(), 2, 1, map[string]*string{"cleanup.policy": ptr("compact")},
 		consumer.ChangelogTopic(group, topic), consumer.ChangelogTopic(group, "sagaz.events"), consumer.ChangelogTopic(group, group+"-keys")); err != nil {
 		t.Fatal(err)

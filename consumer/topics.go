@@ -25,6 +25,7 @@ const (
 	RoleDeadLetter = "dead-letter" // records that cannot start a saga
 	RoleChangelog  = "changelog"   // compacted mirror of a consumed topic's saga state
 	RoleKeys       = "keys"        // keyed sagas' starts, one partition per key (its partition count must not change)
+	RoleMembers    = "members"     // where each member publishes its advertised URL (compacted, one partition)
 )
 
 // TopicSpec is a topic a group member needs, as the member creates it when
@@ -97,6 +98,9 @@ func RequiredTopics(routes *engine.Routes, cfg Config, changelogs bool) []TopicS
 		return nil // nothing consumed: the member needs no topic
 	}
 	out = append(out, TopicSpec{Name: cfg.DeadLetterTopic, Role: RoleDeadLetter, Partitions: cfg.TopicPartitions})
+	if changelogs { // a group member (as the service runs) also tells the others where its API is
+		out = append(out, TopicSpec{Name: MembersTopic(cfg.Group), Role: RoleMembers, Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}})
+	}
 	if changelogs {
 		for _, t := range consumed {
 			out = append(out, TopicSpec{Name: ChangelogTopic(cfg.Group, t), Role: RoleChangelog, Partitions: cfg.TopicPartitions,
@@ -336,3 +340,7 @@ func EnsureTopic(ctx context.Context, opts []kgo.Opt, log *slog.Logger, topic st
 	}
 	return states[0].Have, nil
 }
+
+// MembersTopic names the topic where a group's members publish their
+// advertised URLs (package roster).
+func MembersTopic(group string) string { return group + "-members" }

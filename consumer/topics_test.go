@@ -44,11 +44,11 @@ func TestRequiredTopicsNameEveryTopicTheMemberUses(t *testing.T) {
 			if s.Configs["cleanup.policy"] != "compact" || s.Source == "" || s.Name != consumer.ChangelogTopic("g", s.Source) {
 				t.Errorf("changelog spec %+v", s)
 			}
-		} else if s.Partitions != 4 {
+		} else if s.Partitions != 4 && s.Role != consumer.RoleMembers {
 			t.Errorf("%s: %d partitions, want 4", s.Name, s.Partitions)
 		}
 	}
-	want := "trigger orders.created, events sagaz.events, cron sagaz.cron, keys g-keys, dead-letter sagaz.dlq, " +
+	want := "trigger orders.created, events sagaz.events, cron sagaz.cron, keys g-keys, dead-letter sagaz.dlq, members g-members, " +
 		"changelog g-changelog-orders.created, changelog g-changelog-sagaz.events, changelog g-changelog-sagaz.cron, changelog g-changelog-g-keys"
 	if strings.Join(got, ", ") != want {
 		t.Fatalf("topics:\n got %s\nwant %s", strings.Join(got, ", "), want)
@@ -102,6 +102,9 @@ func TestEnsureTopicsCreatesAllOrNamesAllMissing(t *testing.T) {
 		case "":
 			if s.Name == topic {
 				want = 3
+			}
+			if s.Role == consumer.RoleMembers {
+				want = 1 // one partition: every member reads every entry
 			}
 		}
 		if got := int32(len(details[s.Name].Partitions)); got != want || s.Have != want {

@@ -138,6 +138,7 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	if len(key) > MaxKeyBytes {
 		return nil, ReasonBadKey, fmt.Errorf("saga %q: idempotency key of %d bytes exceeds the limit of %d", rt.Saga.Name, len(key), MaxKeyBytes)
 	}
+	key = rt.StoredKey(key) // a sensitive key is kept as its hash
 	raw, err := contextBytes(ev, data)
 	if err != nil {
 		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 )
@@ -86,4 +88,22 @@ func validSensitivePath(p string) bool {
 		}
 	}
 	return true
+}
+
+// HashKey is how a sensitive idempotency key is kept: its SHA-256, so the
+// store, the changelog and the saga's ID (named by its key) never hold the
+// value itself, and de-duplication works the same.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// StoredKey is the idempotency key as the saga started by this route
+// keeps it: the key, or HashKey of it when it comes from a field the saga
+// marks sensitive.
+func (r *Route) StoredKey(key string) string {
+	if key != "" && r.Saga.SensitiveKey(r.Trigger.ID()) {
+		return HashKey(key)
+	}
+	return key
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -69,6 +70,14 @@ type API struct {
 	// KeyPartition, if set, says which partition of the keys topic owns a
 	// keyed saga (consumer.Consumer.KeyPartition).
 	KeyPartition func(saga, key string) (storage.Partition, bool)
+	// Peers, if set, lists the group's members (group.go): listings and
+	// requests about one saga then answer for the whole group. PeerToken is
+	// the token this member sends to the others (the group shares its
+	// tokens); PeerTimeout bounds a member's answer (default 3s).
+	Peers       func(ctx context.Context) ([]Peer, error)
+	PeerToken   string
+	PeerTimeout time.Duration
+	peers       *http.Client // set by register
 	// Schedules, if set, serves /api/schedules and its operations.
 	Schedules *cron.Scheduler
 	CronTopic string
@@ -134,6 +143,7 @@ func (a *API) register(mux *routeMux, g *guard) error {
 	if err := a.verifiers(); err != nil {
 		return err
 	}
+	a.peers = newPeerClient(a.peerTimeout())
 	a.webhooks = newPool(a.MaxConcurrentWebhooks, time.Second, "webhook calls")
 	a.fires = newPool(a.MaxConcurrentFires, time.Second, "fired events")
 	a.listings = newPool(a.MaxConcurrentListings, time.Second, "listings")
@@ -251,29 +261,50 @@ func (a *API) listSagas(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Limit = n
 	}
-	page, err := a.list(r, q) // and the filters of list.go
-	var fe filterError
-	if errors.As(err, &fe) {
-		WriteError(w, http.StatusBadRequest, "bad filter", fe.Error())
+	q.Partitions = a.ownedHere(r)
+	local := func() ([]SagaView, string, error) {
+		page, err := a.list(r, q) // and the filters of list.go
+		var fe filterError
+		switch {
+		case errors.As(err, &fe):
+			return nil, "", badRequest{"bad filter", fe.Error()}
+		case errors.Is(err, storage.ErrInvalidCursor):
+			return nil, "", badRequest{"bad cursor", err.Error()}
+		case err != nil:
+			return nil, "", err
+		}
+		out := make([]SagaView, 0, len(page.Sagas))
+		for _, s := range page.Sagas {
+			out = append(out, a.view(r.Context(), s, false))
+		}
+		return out, page.Next, nil
+	}
+	if a.grouped(r) {
+		limit := q.Limit
+		if limit == 0 {
+			limit = 50
+		}
+		a.groupList(w, r, limit, local)
 		return
 	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		WriteError(w, http.StatusBadRequest, "bad cursor", err.Error())
+	out, next, err := local()
+	var bad badRequest
+	switch {
+	case errors.As(err, &bad):
+		WriteError(w, http.StatusBadRequest, bad.msg, bad.detail)
 		return
-	}
-	if err != nil {
+	case err != nil:
 		WriteError(w, http.StatusInternalServerError, "store error", err.Error())
 		return
 	}
-	out := make([]SagaView, 0, len(page.Sagas))
-	for _, s := range page.Sagas {
-		out = append(out, a.view(r.Context(), s, false))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"sagas": out, "next_cursor": page.Next})
+	writeJSON(w, http.StatusOK, map[string]any{"sagas": out, "next_cursor": next})
 }
 
 func (a *API) getSaga(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if home, err := a.home(id); err == nil && a.toOwner(w, r, home.TopicPartition(), nil) {
+		return
+	}
 	s, err := a.Store.Get(r.Context(), id)
 	if err != nil {
 		a.sagaError(w, r, id, err)
@@ -312,6 +343,15 @@ func (a *API) sagaError(w http.ResponseWriter, r *http.Request, id string, err e
 func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
+		body, err := io.ReadAll(io.LimitReader(r.Body, a.MaxBodyBytes))
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "cannot read body", err.Error())
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if home, err := a.home(id); err == nil && a.toOwner(w, r, home.TopicPartition(), body) {
+			return
+		}
 		if err := op(r.Context(), id); err != nil {
 			a.sagaError(w, r, id, err)
 			return
@@ -511,7 +551,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 	out := EventAccepted{EventID: id, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	for i, rt := range routes {
 		if keys[i] != "" { // keyed: the one saga of this key in the group, whichever event started it
-			out.SagaIDs = append(out.SagaIDs, storage.FormatKeyedID(rt.Saga.Name, keys[i]))
+			out.SagaIDs = append(out.SagaIDs, storage.FormatKeyedID(rt.Saga.Name, rt.StoredKey(keys[i])))
 		} else {
 			out.SagaIDs = append(out.SagaIDs, storage.FormatID(pos, rt.Saga.Name))
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -65,6 +66,12 @@ func (a *API) list(r *http.Request, q storage.Query) (storage.Page, error) {
 		if err != nil {
 			return storage.Page{}, err
 		}
+		// A key from a sensitive field is kept as its hash.
+		hashed, err := kf.FindKey(ctx, dedupe(names), engine.HashKey(key))
+		if err != nil {
+			return storage.Page{}, err
+		}
+		found = append(found, hashed...)
 		page := storage.Page{}
 		for _, s := range found {
 			if keep(s) {

@@ -16,12 +16,18 @@
 package member
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +43,7 @@ import (
 	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/metrics"
+	"github.com/sagaz-go/sagaz/roster"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -76,6 +83,13 @@ type Config struct {
 	// Auth guards the HTTP server's /api routes and /metrics (tokens, or
 	// the loopback checks).
 	Auth httpapi.Auth
+	// AdvertiseURL is where the other members (and clients) reach this
+	// member's HTTP server (default http://<the address it listens on>).
+	// Members publish it to the "<group>-members" topic so that any member
+	// answers for the whole group. MemberKey identifies this member there
+	// across restarts (default: the static group instance id, or an id kept
+	// in the data directory).
+	AdvertiseURL, MemberKey string
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives the member's Prometheus metrics (default: a new
@@ -94,6 +108,7 @@ type Member struct {
 	Engine    *engine.Engine
 	Consumer  *consumer.Consumer
 	Scheduler *cron.Scheduler // nil without cron triggers
+	Roster    *roster.Roster  // nil without the HTTP API
 	HTTP      *httpapi.Server // nil without HTTPAddr
 	// Metrics is the registry the member's metrics are registered on;
 	// ConsumerMetrics the consumer's own.
@@ -106,9 +121,13 @@ type Member struct {
 	cfg     Config
 	log     *slog.Logger
 	damaged chan error // the store found damage while running
-	closers []func()   // in reverse order of creation; run once by Close
-	closed  bool
-	ran     bool
+
+	peerMu   sync.Mutex // guards the peer cache
+	peerList []httpapi.Peer
+	peerAt   time.Time
+	closers  []func() // in reverse order of creation; run once by Close
+	closed   bool
+	ran      bool
 }
 
 // StorePath is where a member with this data directory keeps its store.
@@ -262,6 +281,11 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			return m, fmt.Errorf("http server: %w", err)
 		}
 		m.onClose(func() { _ = m.HTTP.Close() })
+		if api != nil { // any member answers for the group: tell the others where this one is
+			if err := m.joinRoster(cfg, api); err != nil {
+				return m, err
+			}
+		}
 	}
 	return m, nil
 }
@@ -322,6 +346,16 @@ func (m *Member) Run(ctx context.Context) error {
 	if m.Scheduler != nil {
 		g.Go(func() error { return m.Scheduler.Run(gctx) })
 	}
+	if m.Roster != nil {
+		g.Go(func() error {
+			select { // the members topic is among the consumer's topics
+			case <-m.Consumer.TopicsReady():
+			case <-gctx.Done():
+				return nil
+			}
+			return m.Roster.Run(gctx)
+		})
+	}
 	return g.Wait()
 }
 
@@ -337,4 +371,75 @@ func (m *Member) Close() {
 	for i := len(m.closers) - 1; i >= 0; i-- {
 		m.closers[i]()
 	}
+}
+
+// joinRoster creates the roster that publishes this member's advertised
+// URL, and points the API at the group's members.
+func (m *Member) joinRoster(cfg Config, api *httpapi.API) error {
+	adv := cfg.AdvertiseURL
+	if adv == "" {
+		adv = "http://" + m.HTTP.Addr()
+	}
+	key := cfg.MemberKey
+	if key == "" {
+		key = m.Consumer.Config().InstanceID
+	}
+	if key == "" {
+		var err error
+		if key, err = memberKey(cfg.DataDir); err != nil {
+			return err
+		}
+	}
+	cc := m.Consumer.Config()
+	var err error
+	if m.Roster, err = roster.New(roster.Config{Client: cc.Client, Topic: consumer.MembersTopic(cc.Group),
+		Self: roster.Entry{Key: key, URL: adv}, MemberID: m.Consumer.MemberID, Logger: m.log}); err != nil {
+		return err
+	}
+	if len(cfg.Auth.AdminTokens) > 0 {
+		api.PeerToken = cfg.Auth.AdminTokens[0] // the group shares its tokens
+	}
+	api.Peers = m.peers
+	return nil
+}
+
+// peers lists the group's members for the API: the group's assignment,
+// each member's advertised URL from the roster. The answer is cached for
+// half a second (a listing asks once, a console polls).
+func (m *Member) peers(ctx context.Context) ([]httpapi.Peer, error) {
+	m.peerMu.Lock()
+	defer m.peerMu.Unlock()
+	if time.Since(m.peerAt) < 500*time.Millisecond && m.peerList != nil {
+		return m.peerList, nil
+	}
+	assigned, err := m.Consumer.Assignment(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self := m.Consumer.MemberID()
+	out := make([]httpapi.Peer, 0, len(assigned))
+	for id, ps := range assigned {
+		p := httpapi.Peer{MemberID: id, Partitions: ps, Self: id == self}
+		p.URL, _ = m.Roster.URLOf(id)
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MemberID < out[j].MemberID })
+	m.peerList, m.peerAt = out, time.Now()
+	return out, nil
+}
+
+// memberKey returns the id this member publishes its URL under, kept in
+// the data directory so a restart replaces its old entry.
+func memberKey(dir string) (string, error) {
+	path := filepath.Join(dir, "member-id")
+	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := "m-" + hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("member: keeping the member id in %s: %w", dir, err)
+	}
+	return id, nil
 }

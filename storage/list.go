@@ -346,6 +346,9 @@ func (b *Bolt) List(ctx context.Context, q Query) (Page, error) {
 		var its []*rangeIter
 		err := tx.Bucket(bucketParts).ForEachBucket(func(name []byte) error {
 			p := mustPart(name)
+			if q.Partitions != nil && !q.Partitions(p) {
+				return nil
+			}
 			pb, err := openPart(tx, p, false)
 			if err != nil || pb == nil {
 				return err

@@ -150,6 +150,9 @@ type Query struct {
 	// From a previous Page.Next, CursorAfter or CursorBefore; "" starts
 	// with the newest saga.
 	Cursor string
+	// Partitions, if set, restricts the listing to the partitions it
+	// accepts (a member answering for the partitions it owns).
+	Partitions func(Partition) bool
 }
 
 // Page is one page of a listing.

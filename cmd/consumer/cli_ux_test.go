@@ -349,7 +349,7 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 		`(?m)^orders.created\s+trigger\s+3\s*$`, `(?m)^sagaz.events\s+events\s+3\s*$`, `(?m)^sagaz.cron\s+cron\s+3\s*$`,
 		`(?m)^sagaz.dlq\s+dead-letter\s+3\s*$`, `(?m)^shop-changelog-orders.created\s+changelog\s+as orders.created\s+cleanup.policy=compact$`,
 		`(?m)^shop-changelog-sagaz.events\s+changelog`, `(?m)^shop-changelog-sagaz.cron\s+changelog`,
-		`(?m)^shop-keys\s+keys\s+3\s*$`, `(?m)^shop-changelog-shop-keys\s+changelog`,
+		`(?m)^shop-keys\s+keys\s+3\s*$`, `(?m)^shop-changelog-shop-keys\s+changelog`, `(?m)^shop-members\s+members\s+1\s+cleanup.policy=compact`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("topics: no match for %s:\n%s", re, out)
@@ -363,7 +363,7 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 		Created bool
 		Have    int32 `json:"have_partitions"`
 	}
-	if err := json.Unmarshal([]byte(out), &states); code != exitOK || err != nil || len(states) != 9 {
+	if err := json.Unmarshal([]byte(out), &states); code != exitOK || err != nil || len(states) != 10 {
 		t.Fatalf("topics --create: exit %d %v\n%s", code, err, out)
 	}
 	adm := kadm.NewClient(kafkatest.Client(t, c.ListenAddrs()))
@@ -372,11 +372,15 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range states {
-		if !s.Created || s.Have != 3 || len(details[s.Topic].Partitions) != 3 {
+		want := int32(3)
+		if s.Topic == "shop-members" {
+			want = 1
+		}
+		if !s.Created || s.Have != want || int32(len(details[s.Topic].Partitions)) != want {
 			t.Errorf("%s: created %v, %d partitions (broker: %d)", s.Topic, s.Created, s.Have, len(details[s.Topic].Partitions))
 		}
 	}
-	if out, code = sagaz(t, env, args[:4]...); code != exitOK || strings.Count(out, "exists (3 partitions)") != 9 {
+	if out, code = sagaz(t, env, args[:4]...); code != exitOK || strings.Count(out, "exists (3 partitions)") != 9 || !strings.Contains(out, "exists (1 partitions)") {
 		t.Errorf("second --create: exit %d\n%s", code, out)
 	}
 }

@@ -134,7 +134,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer) (err error) {
 	m, err := member.New(ctx, member.Config{
 		DataDir: cfg.DataDir, Logger: log, Metrics: reg, KafkaMetrics: true,
 		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, LogCompleted: cfg.LogCompleted,
-		HTTPAddr: cfg.HTTPAddr, API: api, Auth: cfg.Auth(),
+		HTTPAddr: cfg.HTTPAddr, API: api, Auth: cfg.Auth(), AdvertiseURL: cfg.AdvertiseURL,
 		Consumer: cfg.consumer(kopts),
 	})
 	if err != nil {
