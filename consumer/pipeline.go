@@ -287,6 +287,13 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 	if b.res != nil {
 		b.res = keepRes
 	}
+	keepMeta := b.work.Meta[:0]
+	for _, m := range b.work.Meta {
+		if _, drop := parts[m.Partition]; !drop {
+			keepMeta = append(keepMeta, m)
+		}
+	}
+	b.work.Meta = keepMeta
 	keepOffsets := b.work.Offsets[:0]
 	for _, o := range b.work.Offsets {
 		if _, drop := parts[o.TopicPartition()]; !drop {

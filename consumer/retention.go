@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"time"
+
+	"github.com/sagaz-go/sagaz/engine"
 )
 
 // expireLoop deletes terminal sagas past the retention from the owned
@@ -33,6 +35,19 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 			}
 			c.m.Expired.Add(float64(len(gone)))
 			if len(gone) < 5000 {
+				break
+			}
+		}
+		for ctx.Err() == nil { // the outcomes of events go with the sagas
+			keys, err := c.store.ExpireMeta(ctx, p, engine.OutcomePrefix, cutoff, 5000)
+			if err != nil {
+				c.log.Error("expiring event outcomes failed", "partition", p.String(), "err", err)
+				break
+			}
+			for _, k := range keys {
+				c.changelog.AppendMeta(p, k, nil)
+			}
+			if len(keys) < 5000 {
 				break
 			}
 		}

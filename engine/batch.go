@@ -70,6 +70,9 @@ type Batch struct {
 	// (PrepareStart). A library engine (no Changelog) records them at once,
 	// in its local partition "~keys".
 	Forward []*storage.Saga
+	// Meta records to write with the batch: the outcomes of its webhook and
+	// manual events (outcome.go).
+	Meta []storage.Meta
 }
 
 // Reset empties the batch for reuse.
@@ -77,7 +80,8 @@ func (b *Batch) Reset() {
 	clear(b.Sagas)
 	clear(b.Rejects)
 	clear(b.Forward)
-	b.Sagas, b.Rejects, b.Ignored, b.Offsets, b.Forward = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0], b.Forward[:0]
+	clear(b.Meta)
+	b.Sagas, b.Rejects, b.Ignored, b.Offsets, b.Forward, b.Meta = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0], b.Forward[:0], b.Meta[:0]
 }
 
 // Prepare routes ev to its triggers (Routes.Resolve: synthetic says ev is a
@@ -92,21 +96,38 @@ func (e *Engine) Prepare(b *Batch, ev *Event, synthetic bool) {
 		b.Rejects = append(b.Rejects, Reject{Event: ev, Reason: ReasonNoRoute, Err: err})
 		return
 	}
+	var out *EventOutcome
+	if recordsOutcome(ev, synthetic) {
+		out = &EventOutcome{At: e.clock.Now().UTC()}
+	}
 	for _, rt := range routes {
 		s, reason, err := e.prepareOne(ev, rt)
+		ro := RouteOutcome{Saga: rt.Saga.Name, Trigger: rt.Trigger.ID(), Outcome: "saga"}
 		switch {
 		case err != nil:
 			b.Rejects = append(b.Rejects, Reject{Event: ev, Route: rt, Reason: reason, Err: err})
+			ro.Outcome, ro.Reason, ro.Error = "dead_letter", reason, err.Error()
 		case s == nil:
 			b.Ignored++
+			ro.Outcome = "ignored"
 		case s.Origin.Topic != "" && e.mirror != nil:
 			b.Forward = append(b.Forward, s)
+			ro.SagaID = s.ID()
 		case s.Origin.Topic != "":
 			s.Source = storage.Position{Topic: localTopic(sourceKeys), Offset: e.local[sourceKeys].Add(1) - 1}
 			b.Sagas = append(b.Sagas, s)
+			ro.SagaID = s.ID()
 		default:
 			b.Sagas = append(b.Sagas, s)
+			ro.SagaID = s.ID()
 		}
+		if out != nil {
+			out.Routes = append(out.Routes, ro)
+		}
+	}
+	if out != nil {
+		b.Meta = append(b.Meta, storage.Meta{Partition: storage.Partition{Topic: ev.Topic, Partition: ev.Partition},
+			Key: OutcomeKey(ev.Offset), Value: EncodeOutcome(*out)})
 	}
 }
 
@@ -197,10 +218,10 @@ func transform(rt *Route, ev *Event) (data map[string]any, err error) {
 // sagas for execution. Sagas that match an existing one (re-delivery, same
 // idempotency key) start nothing. Results are in the order of b.Sagas.
 func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, error) {
-	if len(b.Sagas) == 0 && len(b.Offsets) == 0 {
+	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Meta) == 0 {
 		return nil, nil
 	}
-	sb := storage.StartBatch{Sagas: b.Sagas, Offsets: b.Offsets}
+	sb := storage.StartBatch{Sagas: b.Sagas, Offsets: b.Offsets, Meta: b.Meta}
 	if e.mirror != nil {
 		for _, o := range b.Offsets {
 			if p := o.TopicPartition(); !isLocal(p.Topic) {
@@ -216,6 +237,13 @@ func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, e
 		if r.Created {
 			e.recorded(r.Saga)
 			e.enqueue(r.Saga)
+		}
+	}
+	if e.mirror != nil {
+		for _, m := range b.Meta {
+			if !isLocal(m.Partition.Topic) {
+				e.mirror.AppendMeta(m.Partition, m.Key, m.Value)
+			}
 		}
 	}
 	return res, nil

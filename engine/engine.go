@@ -78,6 +78,8 @@ type Changelog interface {
 	// Next returns the changelog offset after the last acknowledged record
 	// of partition p: every change below it is reflected in the store.
 	Next(p storage.Partition) int64
+	// AppendMeta mirrors a partition's meta record (nil: deleted).
+	AppendMeta(p storage.Partition, key string, value []byte)
 }
 
 // Engine routes events to triggers, records sagas and executes them.

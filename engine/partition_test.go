@@ -15,8 +15,9 @@ import (
 // changelog records what the engine mirrors, as consumer.Changelog would.
 type changelog struct{ appended atomic.Int32 }
 
-func (c *changelog) Append(*storage.Saga)         { c.appended.Add(1) }
-func (c *changelog) Next(storage.Partition) int64 { return 0 }
+func (c *changelog) Append(*storage.Saga)                         { c.appended.Add(1) }
+func (c *changelog) Next(storage.Partition) int64                 { return 0 }
+func (c *changelog) AppendMeta(storage.Partition, string, []byte) {}
 
 func withPartitions(c *engine.Config) {
 	if c.Changelog == nil {

@@ -154,6 +154,7 @@ func (a *API) register(mux *routeMux, g *guard) error {
 	mux.HandleFunc("GET /api/triggers", a.triggers)
 	mux.HandleFunc("GET /api/sagas", a.listings.limit(a.listSagas))
 	mux.HandleFunc("GET /api/sagas/{id}", a.getSaga)
+	mux.HandleFunc("GET /api/events/{id}", a.getEvent)
 	mux.HandleFunc("POST /api/sagas/{id}/retry", a.operate(a.Engine.Retry))
 	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.operate(a.Engine.Cancel))
 	mux.HandleFunc("POST /api/fire", a.fire)
@@ -480,6 +481,9 @@ type EventAccepted struct {
 	// at the event's position. A transformer may still ignore the event or
 	// send it to the dead-letter topic.
 	SagaIDs []string `json:"saga_ids"`
+	// Event links to what the event did once consumed (GET on any member):
+	// the saga each trigger started or joined, or why it started none.
+	Event string `json:"event"`
 }
 
 // publish produces the event to the events topic (acks=all) and answers
@@ -548,7 +552,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, src engine.Source,
 		return
 	}
 	pos := storage.Position{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
-	out := EventAccepted{EventID: id, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+	out := EventAccepted{EventID: id, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Event: eventLink(pos)}
 	for i, rt := range routes {
 		if keys[i] != "" { // keyed: the one saga of this key in the group, whichever event started it
 			out.SagaIDs = append(out.SagaIDs, storage.FormatKeyedID(rt.Saga.Name, rt.StoredKey(keys[i])))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,5 +199,67 @@ func TestUnreachableMemberIsNamed(t *testing.T) {
 	}
 	if code := getJSON(t, base+"/api/sagas/"+url.PathEscape(storage.FormatKeyedID("order", key)), nil); code != 503 {
 		t.Fatalf("GET a saga of the unreachable member: %d, want 503", code)
+	}
+}
+
+// The 202 of a fired event or a webhook call links to what the event did,
+// and the link answers on every member: the saga it started, the saga of
+// the same key it joined, an event the transformer ignored, a dead letter.
+func TestEventLinkSaysWhatTheEventDid(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(4, sagas.OrderTopic))
+	seeds := c.ListenAddrs()
+	reg := func() *engine.Registry {
+		r := engine.NewRegistry()
+		r.Register(sagas.Order)
+		r.Register(sagas.PaymentConfirmed)
+		return r
+	}
+	var ms []*sagaztest.Member
+	for range 2 {
+		ms = append(ms, sagaztest.StartWith(t, seeds, "events-api", "", reg(), func(c *sagazmember.Config) {
+			c.HTTPAddr, c.API = "127.0.0.1:0", &httpapi.API{AllowUnsignedWebhooks: true}
+			c.Consumer.TopicPartitions = 4
+		}))
+	}
+	kafkatest.WaitFor(t, 60*time.Second, "both members own partitions", func() bool {
+		return ms[0].Ready() == nil && ms[1].Ready() == nil && len(ms[0].Engine.Owned()) > 0 && len(ms[1].Engine.Owned()) > 0
+	})
+	post := func(m *sagaztest.Member, path, body string) httpapi.EventAccepted {
+		resp, err := http.Post("http://"+m.HTTP.Addr()+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var acc httpapi.EventAccepted
+		if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil || resp.StatusCode != 202 || acc.Event == "" {
+			t.Fatalf("POST %s: %d %+v %v", path, resp.StatusCode, acc, err)
+		}
+		return acc
+	}
+	outcome := func(acc httpapi.EventAccepted, want string) httpapi.EventRoute {
+		var v httpapi.EventView
+		for _, m := range ms { // every member answers
+			kafkatest.WaitFor(t, 30*time.Second, acc.Event+" to be "+want, func() bool {
+				v = httpapi.EventView{}
+				code := getJSON(t, "http://"+m.HTTP.Addr()+acc.Event, &v)
+				return code == 200 && v.Consumed && len(v.Routes) == 1 && v.Routes[0].Outcome == want
+			})
+		}
+		return v.Routes[0]
+	}
+	first := post(ms[0], "/api/fire", `{"event_type":"order.requested","order_id":"ev-1"}`)
+	if r := outcome(first, "started"); r.SagaID != "order:key:ev-1" || r.SagaID != first.SagaIDs[0] {
+		t.Fatalf("started: %+v (answer named %v)", r, first.SagaIDs)
+	}
+	again := post(ms[1], "/api/fire", `{"event_type":"order.requested","order_id":"ev-1"}`)
+	if r := outcome(again, "joined"); r.SagaID != "order:key:ev-1" {
+		t.Fatalf("joined: %+v", r)
+	}
+	outcome(post(ms[0], "/webhooks/payments", `{"payment_id":"p-9","status":"declined"}`), "ignored")
+	if r := outcome(post(ms[1], "/api/fire", `{"event_type":"order.requested","order_id":"ev-2","fail_at":"moon"}`), "dead_letter"); r.Reason != engine.ReasonTransform {
+		t.Fatalf("dead letter: %+v", r)
+	}
+	if code := getJSON(t, "http://"+ms[0].HTTP.Addr()+"/api/events/bogus", nil); code != 400 {
+		t.Fatalf("a bad event id: %d", code)
 	}
 }

@@ -102,6 +102,12 @@ type Store interface {
 	GetMeta(ctx context.Context, p Partition, key string) ([]byte, bool, error)
 	PutMeta(ctx context.Context, p Partition, key string, value []byte) error
 
+	// ExpireMeta deletes up to limit meta records of p under prefix whose
+	// value starts with a time (8 bytes, Unix ns, big-endian) before
+	// cutoff, in key order, stopping at the first that is not expired (such
+	// keys must follow time), and returns their keys.
+	ExpireMeta(ctx context.Context, p Partition, prefix string, cutoff time.Time, limit int) ([]string, error)
+
 	// Close waits for writes in progress and releases the store.
 	Close() error
 }
@@ -118,6 +124,16 @@ type StartBatch struct {
 	// Changelog records, per source partition, the next offset of its
 	// changelog known to be reflected in this store (see Apply).
 	Changelog []Offset
+	// Meta records to put (PutMeta) in the same transaction, e.g. what an
+	// event of the batch did (its outcome).
+	Meta []Meta
+}
+
+// Meta is one meta record of a partition (a nil Value deletes it).
+type Meta struct {
+	Partition Partition
+	Key       string
+	Value     []byte
 }
 
 // Offset is the next offset of a partition.

@@ -99,6 +99,15 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 				return err
 			}
 		}
+		for _, m := range batch.Meta {
+			pb, err := part(m.Partition)
+			if err != nil {
+				return err
+			}
+			if err := putMeta(pb, m.Key, m.Value); err != nil {
+				return err
+			}
+		}
 		for _, pb := range w.parts {
 			if err := pb.flushNext(); err != nil {
 				return err
@@ -369,4 +378,44 @@ func (b *Bolt) PutMeta(ctx context.Context, p Partition, key string, value []byt
 		}
 		return putMeta(pb, key, v)
 	})
+}
+
+// ExpireMeta deletes up to limit meta records of p whose key starts with
+// prefix and whose value begins with a time (8 bytes, Unix ns, big-endian)
+// before cutoff, walking the keys in order and stopping at the first that
+// is not expired (the keys of such records must follow time: e.g. offsets).
+// It returns the keys deleted, so their changelog records can be
+// tombstoned.
+func (b *Bolt) ExpireMeta(ctx context.Context, p Partition, prefix string, cutoff time.Time, limit int) ([]string, error) {
+	var out []string
+	err := b.submit(ctx, func(w *wtx) error {
+		out = out[:0]
+		pb, err := w.part(p, false)
+		if err != nil || pb == nil {
+			return err
+		}
+		mb := pb.root.Bucket(bucketMetaP)
+		if mb == nil {
+			return nil
+		}
+		c := mb.Cursor()
+		var keys [][]byte
+		for k, v := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)) && len(keys) < limit; k, v = c.Next() {
+			if len(v) < 8 || !time.Unix(0, int64(binary.BigEndian.Uint64(v))).Before(cutoff) {
+				break
+			}
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, k := range keys {
+			if err := mb.Delete(k); err != nil {
+				return err
+			}
+			out = append(out, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ package storagetest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -45,6 +46,7 @@ func Run(t *testing.T, open Opener) {
 		{"PartitionScoped", testPartitionScoped},
 		{"MetaRecords", testMeta},
 		{"KeyedSagasNamedByKey", testKeyed},
+		{"ExpireMetaByTime", testExpireMeta},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -706,5 +708,36 @@ func testKeyed(t *testing.T, open Opener) {
 	}
 	if _, err := s.Get(context.Background(), "order:key:%zz"); !errors.Is(err, storage.ErrInvalidID) {
 		t.Fatalf("bad escape: %v", err)
+	}
+}
+
+// Meta records whose value starts with a time expire in key order, up to
+// the first that is not expired; other meta records stay.
+func testExpireMeta(t *testing.T, open Opener) {
+	s, _ := mustOpen(t, open)
+	ctx := context.Background()
+	p := storage.Partition{Topic: "events", Partition: 1}
+	base := time.Unix(1700000000, 0)
+	for i := range 5 {
+		v := binary.BigEndian.AppendUint64(nil, uint64(base.Add(time.Duration(i)*time.Minute).UnixNano()))
+		if err := s.PutMeta(ctx, p, fmt.Sprintf("ev/%04d", i), append(v, "x"...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutMeta(ctx, p, "cron/x", []byte("keep")); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.ExpireMeta(ctx, p, "ev/", base.Add(150*time.Second), 100)
+	if err != nil || fmt.Sprint(gone) != "[ev/0000 ev/0001 ev/0002]" {
+		t.Fatalf("expired %v, %v", gone, err)
+	}
+	if _, ok, _ := s.GetMeta(ctx, p, "ev/0003"); !ok {
+		t.Fatal("a newer record was expired")
+	}
+	if _, ok, _ := s.GetMeta(ctx, p, "cron/x"); !ok {
+		t.Fatal("a record under another prefix was expired")
+	}
+	if gone, err := s.ExpireMeta(ctx, storage.Partition{Topic: "none"}, "ev/", base.Add(time.Hour), 10); err != nil || len(gone) != 0 {
+		t.Fatalf("unknown partition: %v %v", gone, err)
 	}
 }
