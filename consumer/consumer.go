@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,6 +191,8 @@ func (c *Consumer) awaitTopics(ctx context.Context) error {
 		if err == nil {
 			c.health.Clear(health.Brokers)
 			c.health.Clear(health.Topics)
+			c.eng.SetTopology(engine.Topology{KeysTopic: c.keysTopic, EventsTopic: c.cfg.EventsTopic, CronTopic: c.cfg.CronTopic,
+				Partitions: maps.Clone(c.partitionCounts)})
 			close(c.topicsReady)
 			return nil
 		}

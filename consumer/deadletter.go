@@ -195,8 +195,9 @@ func (c *Consumer) startRecord(s *storage.Saga) *kgo.Record {
 	for i, h := range hs {
 		rh[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
-	return &kgo.Record{Topic: c.keysTopic, Partition: engine.KeyPartition(s.Name, s.IdempotencyKey, c.partitionCounts[c.keysTopic]),
-		Key: engine.StartKey(s.Name, s.IdempotencyKey), Value: s.Context, Headers: rh, Timestamp: s.EventTime}
+	place := engine.Placement(s)
+	return &kgo.Record{Topic: c.keysTopic, Partition: engine.KeyPartition(s.Name, place, c.partitionCounts[c.keysTopic]),
+		Key: engine.StartKey(s.Name, place), Value: s.Context, Headers: rh, Timestamp: s.EventTime}
 }
 
 // forgetDeadLetters drops the memory of dead letters below a committed

@@ -160,6 +160,18 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 		return nil, ReasonBadKey, fmt.Errorf("saga %q: idempotency key of %d bytes exceeds the limit of %d", rt.Saga.Name, len(key), MaxKeyBytes)
 	}
 	key = rt.StoredKey(key) // a sensitive key is kept as its hash
+	var conc string
+	if !rt.Trigger.concKey.IsZero() {
+		if conc, err = rt.Trigger.concKey.value(rt.Saga.Name, ev); err != nil {
+			if errors.As(err, &de) {
+				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
+			}
+			return nil, ReasonMissingKey, fmt.Errorf("concurrency key: %w", err)
+		}
+		if len(conc) > MaxKeyBytes {
+			return nil, ReasonBadKey, fmt.Errorf("saga %q: concurrency key of %d bytes exceeds the limit of %d", rt.Saga.Name, len(conc), MaxKeyBytes)
+		}
+	}
 	raw, err := contextBytes(ev, data)
 	if err != nil {
 		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
@@ -176,9 +188,10 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
 		EventTime:      ev.Timestamp,
 		IdempotencyKey: key,
+		ConcurrencyKey: conc,
 		Context:        raw,
 	}
-	if keyedRoute(rt, key) {
+	if keyedRoute(rt, key) || conc != "" {
 		// One saga per (saga, key) in the whole group: the start goes to the
 		// one place that owns the key (see Batch.Forward).
 		s.Origin, s.Source = s.Source, storage.Position{}

@@ -92,6 +92,7 @@ type Engine struct {
 	shutdown time.Duration
 	onFinish func(*storage.Saga)
 	mirror   Changelog // nil: not a group member
+	topo     Topology  // the group's topics (limits.go), guarded by mu
 	maxCtx   int
 	health   health.Reporter
 	storeBad atomic.Bool        // a write of a saga's state is failing
@@ -378,6 +379,7 @@ func (e *Engine) Acquire(ctx context.Context, p storage.Partition) (int, error) 
 	ps := &partState{drained: make(chan struct{})}
 	ps.ctx, ps.cancel = context.WithCancel(e.base)
 	e.parts[p] = ps
+	e.rescaleLocked()
 	e.mu.Unlock()
 	n := 0
 	err := e.store.ScanPartition(ctx, p, storage.NonTerminal, func(s *storage.Saga) error {
@@ -400,6 +402,7 @@ func (e *Engine) Release(ctx context.Context, p storage.Partition) error {
 		return nil
 	}
 	delete(e.parts, p)
+	e.rescaleLocked()
 	e.leaving[p] = ps
 	ps.released = true
 	ps.cancel()

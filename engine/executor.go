@@ -21,12 +21,18 @@ import (
 // apply here. Guarded by Engine.mu.
 type lane struct {
 	id      string
-	limit   int
+	trigger *Trigger // nil for sagas whose trigger is no longer declared
+	home    string   // the topic whose partitions its sagas live in (limits.go)
+	limit   int      // this member's share of MaxConcurrent (0: none)
 	rate    *rate.Limiter
 	running int
 	waking  bool
 	queue   []queued
 	head    int
+	// perKey bounds the sagas executing per concurrency-key value (0: no
+	// concurrency key); keyRunning counts them.
+	perKey     int
+	keyRunning map[string]int
 }
 
 // keepRecords is how many queued sagas per lane keep their record in
@@ -37,16 +43,17 @@ var keepRecords = 16384
 
 // queued is a saga waiting in a lane: its record, or only where it is.
 type queued struct {
-	rec    *storage.Saga // nil: read it from the store at start
-	pos    storage.Position
-	name   string
-	status storage.Status
+	rec     *storage.Saga // nil: read it from the store at start
+	pos     storage.Position
+	name    string
+	status  storage.Status
+	concKey string // the saga's concurrency-key value ("" when none)
 }
 
 func (l *lane) len() int { return len(l.queue) - l.head }
 
 func (l *lane) push(s *storage.Saga) {
-	q := queued{pos: s.Source, name: s.Name, status: s.Status}
+	q := queued{pos: s.Source, name: s.Name, status: s.Status, concKey: s.ConcurrencyKey}
 	if l.len() < keepRecords {
 		q.rec = s
 	}
@@ -91,12 +98,14 @@ func (e *Engine) laneFor(id string, t *Trigger) *lane {
 	if l, ok := e.lanes[id]; ok {
 		return l
 	}
-	l := &lane{id: id}
+	l := &lane{id: id, trigger: t}
 	if t != nil {
 		l.limit = t.maxConc
+		l.perKey = t.concMax
 		if t.rate.PerSecond > 0 {
 			l.rate = rate.NewLimiter(rate.Limit(t.rate.PerSecond), max(t.rate.Burst, 1))
 		}
+		l.home = e.homeTopic(t)
 	}
 	e.lanes[id] = l
 	e.order = append(e.order, l)
@@ -136,7 +145,7 @@ func (e *Engine) dispatchLocked() {
 		var picked *lane
 		for i := range e.order {
 			l := e.order[(e.rr+i)%len(e.order)]
-			if l.len() == 0 || l.limit > 0 && l.running >= l.limit {
+			if l.len() == 0 || l.limit > 0 && l.running >= l.limit || !l.hasEligible() {
 				continue
 			}
 			if l.rate != nil && l.peek().status == storage.StatusPending {
@@ -154,7 +163,10 @@ func (e *Engine) dispatchLocked() {
 		if picked == nil {
 			return
 		}
-		s := picked.pop()
+		s, ok := picked.popEligible()
+		if !ok {
+			return
+		}
 		e.queued--
 		ps := e.partOf(s.pos)
 		if ps == nil { // released meanwhile (Release drops its queue; defensive)
@@ -162,6 +174,7 @@ func (e *Engine) dispatchLocked() {
 		}
 		ps.running++
 		picked.running++
+		picked.keyStarted(s)
 		e.running++
 		if s.status == storage.StatusPending {
 			e.starting++ // until execute records it executing
@@ -185,12 +198,13 @@ func (e *Engine) wakeLocked(l *lane, d time.Duration) {
 	})
 }
 
-func (e *Engine) finished(l *lane, ps *partState, starting bool) {
+func (e *Engine) finished(l *lane, ps *partState, starting bool, concKey string) {
 	e.mu.Lock()
 	if starting {
 		e.starting--
 	}
 	l.running--
+	l.keyEnded(concKey)
 	e.running--
 	ps.running--
 	if ps.released && ps.running == 0 {
@@ -222,7 +236,7 @@ const (
 // compensation if a step fails for good.
 func (e *Engine) execute(l *lane, q queued, ps *partState) {
 	starting := q.status == storage.StatusPending // counted in e.starting (dispatchLocked)
-	defer func() { e.finished(l, ps, starting) }()
+	defer func() { e.finished(l, ps, starting, q.concKey) }()
 	stop := ps.ctx // done: start no new step (shutdown or partition released)
 	rec := q.rec
 	if rec == nil {

@@ -25,7 +25,19 @@ const (
 	HeaderStartTrigger = "sagaz.start.trigger" // the trigger that started it
 	HeaderStartKey     = "sagaz.start.key"     // the idempotency key
 	HeaderStartOrigin  = "sagaz.start.origin"  // the event's position: topic:partition:offset
+	HeaderStartConc    = "sagaz.start.concurrency_key"
 )
+
+// Placement is what decides the partition of the keys topic a saga starts
+// in: its concurrency key's value when its trigger declares one (all sagas
+// of one value in one partition, so the limit per value is exact), else its
+// idempotency key.
+func Placement(s *storage.Saga) string {
+	if s.ConcurrencyKey != "" {
+		return "\x01" + s.ConcurrencyKey
+	}
+	return s.IdempotencyKey
+}
 
 // StartKey is the record key of a start record: the saga's name, a zero
 // byte, the idempotency key.
@@ -81,12 +93,16 @@ func murmur2(b []byte) uint32 {
 // StartHeaders are the headers of a keyed saga's start record.
 func StartHeaders(s *storage.Saga) []Header {
 	o := s.Origin
-	return []Header{
+	hs := []Header{
 		{Key: HeaderStartSaga, Value: []byte(s.Name)},
 		{Key: HeaderStartTrigger, Value: []byte(s.Trigger)},
 		{Key: HeaderStartKey, Value: []byte(s.IdempotencyKey)},
 		{Key: HeaderStartOrigin, Value: []byte(o.Topic + ":" + strconv.FormatInt(int64(o.Partition), 10) + ":" + strconv.FormatInt(o.Offset, 10))},
 	}
+	if s.ConcurrencyKey != "" {
+		hs = append(hs, Header{Key: HeaderStartConc, Value: []byte(s.ConcurrencyKey)})
+	}
+	return hs
 }
 
 // PrepareStart adds the keyed saga a start record (a record of the keys
@@ -106,11 +122,12 @@ func (e *Engine) startOf(ev *Event) (*storage.Saga, error) {
 	trigger, _ := ev.Header(HeaderStartTrigger)
 	key, _ := ev.Header(HeaderStartKey)
 	origin, _ := ev.Header(HeaderStartOrigin)
+	conc, _ := ev.Header(HeaderStartConc)
 	if e.routes.Saga(string(name)) == nil {
 		return nil, fmt.Errorf("%w: a start of saga %q, which this binary does not declare", ErrNoRoute, name)
 	}
-	if len(key) == 0 || len(key) > MaxKeyBytes {
-		return nil, fmt.Errorf("start of saga %q: idempotency key of %d bytes", name, len(key))
+	if (len(key) == 0 && len(conc) == 0) || len(key) > MaxKeyBytes || len(conc) > MaxKeyBytes {
+		return nil, fmt.Errorf("start of saga %q: idempotency key of %d bytes, concurrency key of %d", name, len(key), len(conc))
 	}
 	o, err := parseOrigin(string(origin))
 	if err != nil {
@@ -123,6 +140,7 @@ func (e *Engine) startOf(ev *Event) (*storage.Saga, error) {
 		Origin:         o,
 		EventTime:      ev.Timestamp,
 		IdempotencyKey: string(key),
+		ConcurrencyKey: string(conc),
 		Context:        ev.Value,
 	}, nil
 }

@@ -152,6 +152,9 @@ func validateSaga(s *Saga) []error {
 		if t.maxConc < 0 {
 			bad("%s: negative MaxConcurrent", what)
 		}
+		if !t.concKey.IsZero() && t.concMax < 1 {
+			bad("%s: a concurrency key needs a limit of at least 1 saga per value", what)
+		}
 		if t.rate.PerSecond < 0 || t.rate.Burst < 0 {
 			bad("%s: negative rate limit", what)
 		}

@@ -97,6 +97,8 @@ type Trigger struct {
 	key       Key
 	maxConc   int
 	rate      RateLimit
+	concKey   Key // WithConcurrencyKey
+	concMax   int
 	cron      CronPolicy
 	signed    bool
 }
@@ -188,6 +190,22 @@ func Signed() Option { return eventOpt(func(t *Trigger) { t.signed = true }) }
 // WithMaxConcurrent bounds how many sagas started by this trigger execute
 // at once; the rest wait durably as pending. 0: no bound.
 func WithMaxConcurrent(n int) LimitOption { return anyOpt(func(t *Trigger) { t.maxConc = n }) }
+
+// WithConcurrencyKey bounds how many sagas started by this trigger execute
+// at once per value of a key (e.g. engine.KeyField("customer_id"), at most
+// n per customer), in the whole group: sagas are placed by that value, so
+// all sagas of one value live in one partition of the keys topic and its
+// owner counts them exactly. The idempotency key (if any) must determine
+// the concurrency key (an order belongs to one customer): keys are unique
+// within the partition of their concurrency value. An event without the
+// value goes to the dead-letter topic (missing_key).
+func WithConcurrencyKey(k Key, n int) Option {
+	return eventOpt(func(t *Trigger) { t.concKey, t.concMax = k, n })
+}
+
+// ConcurrencyKey is the trigger's concurrency key and its limit per value
+// (zero Key: none).
+func (t *Trigger) ConcurrencyKey() (Key, int) { return t.concKey, t.concMax }
 
 // WithRateLimit bounds how fast sagas from this trigger start: perSecond on
 // average, in bursts of up to burst (at least 1). It delays starts, never

@@ -207,6 +207,7 @@ type SagaView struct {
 	// saga, is the position of the event that started it.
 	Source         storage.Position `json:"source"`
 	Origin         storage.Position `json:"origin,omitzero"`
+	ConcurrencyKey string           `json:"concurrency_key,omitempty"`
 	EventTime      time.Time        `json:"event_time,omitzero"`
 	IdempotencyKey string           `json:"idempotency_key,omitempty"`
 	Context        json.RawMessage  `json:"context,omitempty"`
@@ -222,7 +223,7 @@ type SagaView struct {
 }
 
 func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaView {
-	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, Origin: s.Origin, EventTime: s.EventTime,
+	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, Origin: s.Origin, ConcurrencyKey: s.ConcurrencyKey, EventTime: s.EventTime,
 		IdempotencyKey: s.IdempotencyKey, Steps: s.Steps, Error: s.Error, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Version: s.Version,
 		OwnedHere: a.Engine.Owns(s.Source)}
 	decl := a.Engine.Routes().Saga(s.Name)
@@ -303,7 +304,11 @@ func (a *API) listSagas(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getSaga(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if home, err := a.home(id); err == nil && a.toOwner(w, r, home.TopicPartition(), nil) {
+	home, err := a.home(id)
+	if errors.Is(err, errPlacedByConcurrency) && a.scatter(w, r, id, nil) {
+		return
+	}
+	if err == nil && a.toOwner(w, r, home.TopicPartition(), nil) {
 		return
 	}
 	s, err := a.Store.Get(r.Context(), id)
@@ -350,7 +355,11 @@ func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if home, err := a.home(id); err == nil && a.toOwner(w, r, home.TopicPartition(), body) {
+		home, err := a.home(id)
+		if errors.Is(err, errPlacedByConcurrency) && a.scatter(w, r, id, body) {
+			return
+		}
+		if err == nil && a.toOwner(w, r, home.TopicPartition(), body) {
 			return
 		}
 		if err := op(r.Context(), id); err != nil {
@@ -579,6 +588,13 @@ func (a *API) home(id string) (storage.Position, error) {
 	}
 	if !ref.Keyed {
 		return ref.Pos, nil
+	}
+	if decl := a.Engine.Routes().Saga(ref.Name); decl != nil {
+		for i := range decl.Triggers {
+			if k, _ := decl.Triggers[i].ConcurrencyKey(); !k.IsZero() {
+				return storage.Position{}, errPlacedByConcurrency // placed by a value the ID does not carry
+			}
+		}
 	}
 	if a.KeyPartition == nil {
 		return storage.Position{}, errors.New("no keys topic")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -250,4 +251,62 @@ func peerURL(s string) error {
 		return fmt.Errorf("want http(s)://host:port, got %q", s)
 	}
 	return nil
+}
+
+// errPlacedByConcurrency: a keyed saga placed by its concurrency key's
+// value, which its ID does not carry: the member that has it is found by
+// asking them all.
+var errPlacedByConcurrency = errors.New("placed by a concurrency key")
+
+// scatter sends a request about a saga whose partition the ID does not
+// tell to the members in turn until one has it, relaying that answer; it
+// reports false when this member has it (the caller answers) or when the
+// group is not asked.
+func (a *API) scatter(w http.ResponseWriter, r *http.Request, id string, body []byte) bool {
+	if !a.grouped(r) {
+		return false
+	}
+	if s, err := a.Store.Get(r.Context(), id); err == nil && a.Engine.Owns(s.Source) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.peerTimeout())
+	defer cancel()
+	peers, err := a.Peers(ctx)
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "group unknown", "the group's members could not be described: "+err.Error())
+		return true
+	}
+	var missing []string
+	for _, p := range peers {
+		if p.Self {
+			continue
+		}
+		if p.URL == "" {
+			missing = append(missing, p.MemberID)
+			continue
+		}
+		resp, err := a.peerRequest(ctx, r.Method, p.URL, r.URL.Path, r.URL.RawQuery, body, r.Header.Get("Content-Type"))
+		if err != nil {
+			missing = append(missing, p.MemberID)
+			continue
+		}
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusConflict && r.Method != http.MethodGet {
+			resp.Body.Close()
+			continue
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		w.Header().Set("Sagaz-Answered-By", p.MemberID)
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
+		return true
+	}
+	if len(missing) > 0 {
+		WriteError(w, http.StatusServiceUnavailable, "members unreachable",
+			fmt.Sprintf("%s was not found on the members that answered; these did not: %v", id, missing))
+		return true
+	}
+	return false // nobody else has it: answer here (404, or this member's copy)
 }

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -261,5 +262,44 @@ func TestEventLinkSaysWhatTheEventDid(t *testing.T) {
 	}
 	if code := getJSON(t, "http://"+ms[0].HTTP.Addr()+"/api/events/bogus", nil); code != 400 {
 		t.Fatalf("a bad event id: %d", code)
+	}
+}
+
+// A keyed saga placed by its concurrency key (its ID does not tell its
+// partition) is found through any member.
+func TestSagaPlacedByConcurrencyKeyIsFoundFromAnyMember(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(4, "shop"))
+	seeds := c.ListenAddrs()
+	reg := func() *engine.Registry {
+		r := engine.NewRegistry()
+		r.Register(engine.Saga{Name: "ship", Steps: []engine.Step{{Name: "s", Action: func(context.Context, *engine.Run) error { return nil }}},
+			Triggers: []engine.Trigger{engine.Kafka("shop", engine.PassThrough, engine.WithKey(engine.KeyField("order")),
+				engine.WithConcurrencyKey(engine.KeyField("customer"), 2))}})
+		return r
+	}
+	var ms []*sagaztest.Member
+	for range 2 {
+		ms = append(ms, sagaztest.StartWith(t, seeds, "conc-api", "", reg(), func(c *sagazmember.Config) {
+			c.HTTPAddr, c.API = "127.0.0.1:0", &httpapi.API{}
+			c.Consumer.TopicPartitions = 4
+		}))
+	}
+	kafkatest.WaitFor(t, 60*time.Second, "both members own partitions", func() bool {
+		return ms[0].Ready() == nil && ms[1].Ready() == nil && len(ms[0].Engine.Owned()) > 0 && len(ms[1].Engine.Owned()) > 0
+	})
+	var recs []*kgo.Record
+	for i := range 40 {
+		recs = append(recs, &kgo.Record{Topic: "shop", Value: []byte(fmt.Sprintf(`{"order":"o-%d","customer":"c-%d"}`, i, i%7))})
+	}
+	kafkatest.Produce(t, kafkatest.Client(t, seeds), recs...)
+	kafkatest.WaitFor(t, 60*time.Second, "40 sagas", func() bool { return ms[0].Finished.Load()+ms[1].Finished.Load() >= 40 })
+	for i := range 40 {
+		id := storage.FormatKeyedID("ship", fmt.Sprintf("o-%d", i))
+		for _, m := range ms {
+			var v map[string]any
+			if code := getJSON(t, "http://"+m.HTTP.Addr()+"/api/sagas/"+url.PathEscape(id), &v); code != 200 || v["concurrency_key"] == nil {
+				t.Fatalf("GET %s from a member: %d %v", id, code, v)
+			}
+		}
 	}
 }

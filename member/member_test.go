@@ -191,9 +191,19 @@ func TestDamagedStoreIsRebuiltFromTheChangelog(t *testing.T) {
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, cancel, done = run()
-	defer cancel()
-	_, _ = m.Store.List(context.Background(), storage.Query{Limit: 1000}) // reads every saga: finds the damaged one
+	// Read the damaged saga before the member runs (a partition restored
+	// from the changelog could replace the record meanwhile).
+	m, err = member.New(context.Background(), config(dir, seeds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Store.Get(context.Background(), storage.FormatKeyedID("order", "needle-000007")); !errors.Is(err, storage.ErrDamaged) {
+		t.Fatalf("reading the damaged saga: %v, want ErrDamaged", err)
+	}
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	defer cancel3()
+	done = make(chan error, 1)
+	go func() { done <- m.Run(ctx3) }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, storage.ErrDamaged) {

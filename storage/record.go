@@ -23,6 +23,7 @@ import (
 //	        str error, uvarint comp attempts, str comp error, varint comp ended
 //	uvarint extension count, then per extension: uvarint tag, bytes value
 //	        tag 1: the origin (Saga.Origin): str topic, varint partition, offset
+//	        tag 32: the concurrency key's value (Saga.ConcurrencyKey): its bytes
 //	4 bytes CRC-32C (Castagnoli) of every byte before it, big-endian
 //
 // str and bytes are a uvarint length followed by the bytes.
@@ -40,7 +41,10 @@ const (
 )
 
 // Extension tags this release knows.
-const extOrigin = 1
+const (
+	extOrigin         = 1
+	extConcurrencyKey = 32
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -87,6 +91,9 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	if s.Origin.Topic != "" {
 		n++
 	}
+	if s.ConcurrencyKey != "" {
+		n++
+	}
 	dst = binary.AppendUvarint(dst, uint64(n))
 	if s.Origin.Topic != "" {
 		var o []byte
@@ -96,6 +103,10 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = binary.AppendUvarint(dst, extOrigin)
 		dst = binary.AppendUvarint(dst, uint64(len(o)))
 		dst = append(dst, o...)
+	}
+	if s.ConcurrencyKey != "" {
+		dst = binary.AppendUvarint(dst, extConcurrencyKey)
+		dst = appendStr(dst, s.ConcurrencyKey)
 	}
 	for _, x := range s.Extensions {
 		dst = binary.AppendUvarint(dst, x.Tag)
@@ -174,6 +185,10 @@ func DecodeSaga(b []byte) (*Saga, error) {
 		for i := uint64(0); d.err == nil && i < n; i++ {
 			tag := d.uvarint()
 			val := d.bytes()
+			if tag == extConcurrencyKey {
+				s.ConcurrencyKey = string(val)
+				continue
+			}
 			if tag == extOrigin {
 				od := decoder{b: val}
 				s.Origin.Topic = od.str()

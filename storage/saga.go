@@ -171,6 +171,9 @@ type Saga struct {
 	// started it; Source is then where the saga lives: the partition of the
 	// keys topic that owns its idempotency key (see Saga.ID).
 	Origin Position `json:"origin,omitzero"`
+	// ConcurrencyKey is the value of the trigger's concurrency key (see
+	// engine.WithConcurrencyKey): the saga counts against its limit.
+	ConcurrencyKey string `json:"concurrency_key,omitempty"`
 	// Extensions are fields of the record this release does not know (a
 	// newer release wrote them); they are kept and written back unchanged.
 	Extensions []Extension `json:"-"`
