@@ -336,7 +336,8 @@ func waitFor(ctx context.Context, deadline time.Duration, what string, cond func
 	}
 }
 
-func (d *driver) committed(ctx context.Context, group string) (int64, error) {
+// committed sums group's committed offsets on topic.
+func (d *driver) committed(ctx context.Context, group, topic string) (int64, error) {
 	os, err := d.adm.FetchOffsets(ctx, group)
 	if errors.Is(err, kerrGroupNotFound) {
 		return 0, nil
@@ -345,8 +346,39 @@ func (d *driver) committed(ctx context.Context, group string) (int64, error) {
 		return 0, err
 	}
 	var sum int64
-	os.Each(func(o kadm.OffsetResponse) { sum += max(o.At, 0) })
+	os.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == topic {
+			sum += max(o.At, 0)
+		}
+	})
 	return sum, nil
+}
+
+// ended sums topic's log end offsets.
+func (d *driver) ended(ctx context.Context, topic string) (int64, error) {
+	os, err := d.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	os.Each(func(o kadm.ListedOffset) { sum += max(o.Offset, 0) })
+	return sum, nil
+}
+
+// drained reports whether group has committed all n events of topic and
+// every start they forwarded to its keys topic (each keyed saga starts
+// in the partition of <group>-keys that owns its key).
+func (d *driver) drained(ctx context.Context, group, topic string, n int64) (bool, error) {
+	if c, err := d.committed(ctx, group, topic); err != nil || c < n {
+		return false, err
+	}
+	keys := group + "-keys"
+	end, err := d.ended(ctx, keys)
+	if err != nil || end < n {
+		return false, err
+	}
+	c, err := d.committed(ctx, group, keys)
+	return c >= end, err
 }
 
 // ingest: the member drains a backlog with execution held to one saga at a
@@ -369,8 +401,7 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 		return 0, err
 	}
 	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
-		c, err := d.committed(ctx, "bench-ingest")
-		return c >= int64(n), err
+		return d.drained(ctx, "bench-ingest", topic, int64(n))
 	})
 	if err != nil {
 		return 0, err
