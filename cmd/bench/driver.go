@@ -74,8 +74,9 @@ func runDriver(ctx context.Context, args []string) error {
 	dataDir := fs.String("data", "", "working directory (default: a temporary one, removed afterwards)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the member of -profile-phase to this file")
 	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest or completion")
-	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, memory)")
+	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory)")
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
+	py := pythonFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func runDriver(ctx context.Context, args []string) error {
 
 	run := func(phase string) bool { return *only == "" || strings.Contains(","+*only+",", ","+phase+",") }
 	var rows []Row
-	var base float64
+	var base, compRate float64
 	if run("baseline") {
 		if base, err = d.baseline(ctx, sz.ingest); err != nil {
 			return fmt.Errorf("baseline: %w", err)
@@ -136,6 +137,10 @@ func runDriver(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, Row{Figure: "completion: 3-step saga, every transition durable", Value: comp, Unit: "sagas/s", Target: "≥ 50,000", Ratio: ratio(comp, base), Met: met(comp >= 50_000)})
 		rows = append(rows, lat...)
+		compRate = comp
+	}
+	if run("python") { // Python Sagaz's trigger path and "× Sagaz"; skipped with a row if Python is missing
+		rows = append(rows, pythonSagaz(ctx, py, compRate, d.logf)...)
 	}
 	if run("memory") {
 		mem, restart, err := d.memoryAndRestart(ctx, sz.backlog)
