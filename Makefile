@@ -58,7 +58,8 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 # The performance harness (docs/benchmarks.md): kfake in its own process, the Sagaz
-# member in another, the baseline measured in the same run; prints a table.
+# member in another, the baseline measured in the same run; with python3, also
+# Python Sagaz 1.5.0 (virtualenv cached in .cache/sagaz-py) for "× Sagaz".
 bench:
 	$(GO) build -o bin/bench ./cmd/bench
 	./bin/bench $(BENCH_ARGS)

@@ -1,7 +1,9 @@
 // Command bench is the performance harness behind `make bench`: one run
 // measures the baseline (a plain franz-go group consumer) and Sagaz's
 // figures (docs/benchmarks.md) against a kfake broker running in its own process,
-// with the Sagaz member in a third process, and prints one markdown table.
+// with the Sagaz member in a third process, and Python Sagaz's trigger path
+// for the "× Sagaz" ratio when python3 is available (python.go); it prints
+// one markdown table.
 //
 //	bench [-full] [-json out.json] [-data dir]    run the benchmarks
 //	bench broker -port N                           (child) the kfake broker
