@@ -102,26 +102,29 @@ func (e *Engine) Prepare(b *Batch, ev *Event, synthetic bool) {
 	}
 	for _, rt := range routes {
 		s, reason, err := e.prepareOne(ev, rt)
-		ro := RouteOutcome{Saga: rt.Saga.Name, Trigger: rt.Trigger.ID(), Outcome: "saga"}
 		switch {
 		case err != nil:
 			b.Rejects = append(b.Rejects, Reject{Event: ev, Route: rt, Reason: reason, Err: err})
-			ro.Outcome, ro.Reason, ro.Error = "dead_letter", reason, err.Error()
 		case s == nil:
 			b.Ignored++
-			ro.Outcome = "ignored"
 		case s.Origin.Topic != "" && e.mirror != nil:
 			b.Forward = append(b.Forward, s)
-			ro.SagaID = s.ID()
 		case s.Origin.Topic != "":
 			s.Source = storage.Position{Topic: localTopic(sourceKeys), Offset: e.local[sourceKeys].Add(1) - 1}
 			b.Sagas = append(b.Sagas, s)
-			ro.SagaID = s.ID()
 		default:
 			b.Sagas = append(b.Sagas, s)
-			ro.SagaID = s.ID()
 		}
-		if out != nil {
+		if out != nil { // only webhook calls and manual events keep an outcome
+			ro := RouteOutcome{Saga: rt.Saga.Name, Trigger: rt.Trigger.ID(), Outcome: "saga"}
+			switch {
+			case err != nil:
+				ro.Outcome, ro.Reason, ro.Error = "dead_letter", reason, err.Error()
+			case s == nil:
+				ro.Outcome = "ignored"
+			default:
+				ro.SagaID = s.ID()
+			}
 			out.Routes = append(out.Routes, ro)
 		}
 	}
@@ -132,11 +135,20 @@ func (e *Engine) Prepare(b *Batch, ev *Event, synthetic bool) {
 }
 
 func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error) {
-	data, err := transform(rt, ev)
+	// PassThrough of a JSON object: the context is the event's bytes and a
+	// field key is scanned from them (jsonscan.go), no decode.
+	fast := isPassThrough(rt.Trigger.transform) && isObject(ev.Value)
+	var (
+		data map[string]any
+		err  error
+	)
+	if !fast {
+		data, err = transform(rt, ev)
+	}
 	var de *DecodeError
 	var pe *PanicError
 	switch {
-	case errors.Is(err, ErrIgnore) || err == nil && data == nil:
+	case !fast && (errors.Is(err, ErrIgnore) || err == nil && data == nil):
 		return nil, "", nil
 	case errors.As(err, &de):
 		return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
@@ -147,7 +159,7 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	}
 	var key string
 	if !rt.Trigger.key.IsZero() {
-		if key, err = rt.Trigger.key.value(rt.Saga.Name, ev); err != nil {
+		if key, err = rt.Trigger.key.valueOf(rt.Saga.Name, ev, fast); err != nil {
 			if errors.As(err, &de) {
 				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
 			}
@@ -162,7 +174,7 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	key = rt.StoredKey(key) // a sensitive key is kept as its hash
 	var conc string
 	if !rt.Trigger.concKey.IsZero() {
-		if conc, err = rt.Trigger.concKey.value(rt.Saga.Name, ev); err != nil {
+		if conc, err = rt.Trigger.concKey.valueOf(rt.Saga.Name, ev, fast); err != nil {
 			if errors.As(err, &de) {
 				return nil, ReasonDecode, fmt.Errorf("saga %q: %w", rt.Saga.Name, err)
 			}
@@ -172,7 +184,10 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 			return nil, ReasonBadKey, fmt.Errorf("saga %q: concurrency key of %d bytes exceeds the limit of %d", rt.Saga.Name, len(conc), MaxKeyBytes)
 		}
 	}
-	raw, err := contextBytes(ev, data)
+	raw := ev.Value
+	if !fast {
+		raw, err = contextBytes(ev, data)
+	}
 	if err != nil {
 		return nil, ReasonContext, fmt.Errorf("saga %q: transformer output is not JSON-encodable: %w", rt.Saga.Name, err)
 	}

@@ -583,6 +583,9 @@ func (e *Engine) finishedLog(rec *storage.Saga) {
 
 // logOutcome writes one lifecycle line, bounded per kind.
 func (e *Engine) logOutcome(rec *storage.Saga, lvl slog.Level, msg string, extra ...any) {
+	if !e.outcomes.Enabled(context.Background(), lvl) {
+		return // the arguments (the saga's id) cost an allocation per saga
+	}
 	args := []any{"saga_id", rec.ID(), "saga", rec.Name, "trigger", rec.Trigger, "idempotency_key", rec.IdempotencyKey}
 	if rec.Error != "" {
 		args = append(args, "error", rec.Error)

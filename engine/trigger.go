@@ -44,6 +44,18 @@ func (k Key) String() string {
 // fails).
 func (k Key) Value(saga string, ev *Event) (string, error) { return k.value(saga, ev) }
 
+// valueOf is value, scanning the field from the event's bytes when scan
+// is set (the value is known to be one JSON object, jsonscan.go); what the
+// scan cannot answer goes the slow way, which writes the error.
+func (k Key) valueOf(saga string, ev *Event, scan bool) (string, error) {
+	if scan && k.field != "" {
+		if s, ok := scanField(ev.Value, k.field); ok && s != "" {
+			return s, nil
+		}
+	}
+	return k.value(saga, ev)
+}
+
 func (k Key) value(saga string, ev *Event) (string, error) {
 	if k.fn != nil {
 		v, err := k.fn(ev)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,5 +193,22 @@ func TestReleaseMappedKeepsData(t *testing.T) {
 	}
 	if err := checkFile(filepath.Join(dir, "sagaz.db")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Encoding a saga costs one allocation (the record), whatever it holds:
+// the hot path encodes every transition.
+func TestEncodeSagaAllocatesOnce(t *testing.T) {
+	s := sampleSaga()
+	s.Origin = storage.Position{Topic: strings.Repeat("t", 300), Partition: 7, Offset: 1 << 50}
+	s.ConcurrencyKey = "customer-1"
+	s.Extensions = []storage.Extension{{Tag: 99, Value: []byte("future")}}
+	s.Context = []byte(strings.Repeat("x", 5000))
+	if n := testing.AllocsPerRun(100, func() { storage.EncodeSaga(nil, s) }); n > 2 {
+		t.Fatalf("EncodeSaga made %.0f allocations, want at most 2 (record, long origin topic)", n)
+	}
+	s.Origin.Topic = "orders.created"
+	if n := testing.AllocsPerRun(100, func() { storage.EncodeSaga(nil, s) }); n != 1 {
+		t.Fatalf("EncodeSaga made %.0f allocations, want 1", n)
 	}
 }

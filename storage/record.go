@@ -59,6 +59,9 @@ func statusOfRecord(b []byte) Status {
 
 // EncodeSaga appends the binary encoding of s to dst.
 func EncodeSaga(dst []byte, s *Saga) []byte {
+	if need := encodedSizeBound(s); cap(dst)-len(dst) < need {
+		dst = append(make([]byte, 0, len(dst)+need), dst...) // one allocation, not one per field
+	}
 	start := len(dst)
 	dst = append(dst, recordVersion, byte(s.Status))
 	dst = binary.AppendUvarint(dst, s.Version)
@@ -96,8 +99,8 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
 	if s.Origin.Topic != "" {
-		var o []byte
-		o = appendStr(o, s.Origin.Topic)
+		var ob [96]byte // on the stack for topics of usual length
+		o := appendStr(ob[:0], s.Origin.Topic)
 		o = binary.AppendVarint(o, int64(s.Origin.Partition))
 		o = binary.AppendVarint(o, s.Origin.Offset)
 		dst = binary.AppendUvarint(dst, extOrigin)
@@ -219,6 +222,27 @@ func DecodeSaga(b []byte) (*Saga, error) {
 		return nil, d.err
 	}
 	return s, nil
+}
+
+// encodedSizeBound is at least the size of s's encoding: a varint takes
+// at most 10 bytes, a time 10, the checksum 4.
+func encodedSizeBound(s *Saga) int {
+	n := 2 + 10 + 3*10 + 3*10 + 2*10 + len(s.Name) + len(s.Trigger) + len(s.Source.Topic) + len(s.IdempotencyKey) + len(s.Error) +
+		10 + len(s.Context) + 10 + 10 + 4
+	for i := range s.Steps {
+		st := &s.Steps[i]
+		n += 10 + len(st.Name) + 1 + 10 + 10 + 10 + 10 + len(st.Error) + 10 + 10 + len(st.CompError) + 10
+	}
+	if s.Origin.Topic != "" {
+		n += 10 + 10 + 10 + len(s.Origin.Topic) + 10 + 10
+	}
+	if s.ConcurrencyKey != "" {
+		n += 10 + 10 + len(s.ConcurrencyKey)
+	}
+	for _, x := range s.Extensions {
+		n += 10 + 10 + len(x.Value)
+	}
+	return n
 }
 
 func appendStr(dst []byte, s string) []byte {
