@@ -95,7 +95,9 @@ func NewLimiter(log *slog.Logger, perSecond float64, burst int, clock Clock) *Li
 
 // Enabled reports whether lines at level are written at all, so callers
 // can skip building their arguments.
-func (l *Limiter) Enabled(ctx context.Context, level slog.Level) bool { return l.log.Enabled(ctx, level) }
+func (l *Limiter) Enabled(ctx context.Context, level slog.Level) bool {
+	return l.log.Enabled(ctx, level)
+}
 
 // Log writes the line unless its kind (msg) is over its rate; lines of
 // levels the logger does not write are neither written nor counted.
