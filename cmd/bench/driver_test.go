@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -38,5 +39,36 @@ func TestParseBytes(t *testing.T) {
 	}
 	if _, err := parseBytes("lots"); err == nil {
 		t.Error("parseBytes accepted garbage")
+	}
+}
+
+func TestRatioRowJudgesAgainstTheRunsBaseline(t *testing.T) {
+	r := ratioRow(Row{Figure: "ingest", Value: 150_000}, 1_000_000, ingestTarget)
+	if r.Met == nil || !*r.Met || r.Ratio != "0.15" || r.Target != "≥ 0.1× baseline" {
+		t.Fatalf("%+v", r)
+	}
+	r = ratioRow(Row{Figure: "completion", Value: 20_000}, 1_000_000, completionTarget)
+	if r.Met == nil || *r.Met || r.Ratio != "0.020" {
+		t.Fatalf("%+v", r)
+	}
+	if r := ratioRow(Row{Figure: "x", Value: 1}, 0, 0.1); r.Met != nil || r.Ratio != "" {
+		t.Fatalf("judged without a baseline: %+v", r)
+	}
+}
+
+func TestMedianRowsPicksEachFiguresMedianRatio(t *testing.T) {
+	run := func(base, ingest, p99 float64) []Row {
+		return []Row{
+			ratioRow(Row{Figure: "ingest", Value: ingest}, base, ingestTarget),
+			{Figure: "latency", Value: p99},
+		}
+	}
+	// The median ratio is the second run's, though its value is the largest.
+	got := medianRows([][]Row{run(1e6, 90_000, 30), run(3e6, 360_000, 10), run(2e6, 260_000, 20)})
+	if len(got) != 2 || got[0].Value != 360_000 || got[0].Ratio != "0.12" || got[1].Value != 20 {
+		t.Fatalf("%+v", got)
+	}
+	if !strings.Contains(got[0].Text, "median of 3 runs") {
+		t.Fatalf("text %q does not say it is a median", got[0].Text)
 	}
 }
