@@ -104,10 +104,20 @@ func RequiredTopics(routes *engine.Routes, cfg Config, changelogs bool) []TopicS
 	if changelogs {
 		for _, t := range consumed {
 			out = append(out, TopicSpec{Name: ChangelogTopic(cfg.Group, t), Role: RoleChangelog, Partitions: cfg.TopicPartitions,
-				Source: t, Configs: map[string]string{"cleanup.policy": "compact"}})
+				Source: t, Configs: changelogConfigs()})
 		}
 	}
 	return out
+}
+
+// changelogConfigs are a changelog topic's configs. Kafka compacts only
+// closed segments, and by default a segment stays open for 7 days or 1 GiB:
+// a changelog would then hold every transition of every saga (four or five
+// records each) and a restore would read them all. Segments roll hourly and
+// the cleaner starts at 25% of superseded records, so a restore reads about
+// one record per saga.
+func changelogConfigs() map[string]string {
+	return map[string]string{"cleanup.policy": "compact", "segment.ms": "3600000", "min.cleanable.dirty.ratio": "0.25"}
 }
 
 // TopicState is what EnsureTopics found or did for one topic.

@@ -41,7 +41,8 @@ func TestRequiredTopicsNameEveryTopicTheMemberUses(t *testing.T) {
 	for _, s := range specs {
 		got = append(got, s.Role+" "+s.Name)
 		if s.Role == consumer.RoleChangelog {
-			if s.Configs["cleanup.policy"] != "compact" || s.Source == "" || s.Name != consumer.ChangelogTopic("g", s.Source) {
+			if s.Configs["cleanup.policy"] != "compact" || s.Configs["segment.ms"] != "3600000" || s.Configs["min.cleanable.dirty.ratio"] != "0.25" ||
+				s.Source == "" || s.Name != consumer.ChangelogTopic("g", s.Source) {
 				t.Errorf("changelog spec %+v", s)
 			}
 		} else if s.Partitions != 4 && s.Role != consumer.RoleMembers {
