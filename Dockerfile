@@ -21,6 +21,7 @@ COPY --from=build /out/sagaz /usr/local/bin/sagaz
 COPY --from=build --chown=65532:65532 /out/data /data
 USER 65532:65532
 ENV SAGAZ_DATA_DIR=/data \
+    GOMEMLIMIT=400MiB \
     SAGAZ_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080
 VOLUME ["/data"]

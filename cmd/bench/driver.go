@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,6 +88,9 @@ type driver struct {
 	memberArgs []string
 	// run names this run's topics and groups apart from other runs'.
 	run string
+	// memLimit is every member's soft memory limit (GOMEMLIMIT), as
+	// docs/operations.md recommends deploying; empty: none.
+	memLimit string
 }
 
 func runDriver(ctx context.Context, args []string) error {
@@ -97,6 +101,7 @@ func runDriver(ctx context.Context, args []string) error {
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the member of -profile-phase to this file")
 	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest or completion")
 	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory)")
+	memLimit := fs.String("memory-limit", "150MiB", "every member's soft memory limit (GOMEMLIMIT, as docs/operations.md recommends; empty: none)")
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
 	runs := fs.Int("runs", 1, "run every phase this many times and report each figure's median (the targets are judged on -runs 3)")
 	py := pythonFlags(fs)
@@ -123,9 +128,10 @@ func runDriver(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	d := &driver{self: self, dataDir: dir, profile: *profile, out: os.Stderr, memberArgs: strings.Fields(*memberArgs), profilePhase: *profilePhase}
+	d := &driver{self: self, dataDir: dir, profile: *profile, out: os.Stderr, memberArgs: strings.Fields(*memberArgs), profilePhase: *profilePhase, memLimit: *memLimit}
 	started := time.Now()
 	machine := describeMachine(dir)
+	machine["member_memory_limit"] = *memLimit
 	d.logf("machine: %v", machine)
 
 	broker, err := d.start(ctx, "broker")
@@ -409,6 +415,9 @@ func (d *driver) profileArgs(phase string) []string {
 func (d *driver) member(ctx context.Context, name, topic string, extra ...string) (*child, error) {
 	args := append([]string{"member", "-brokers", strings.Join(d.seeds, ","), "-topic", topic, "-group", "bench-" + name + d.run,
 		"-data-dir", filepath.Join(d.dataDir, name+d.run)}, extra...)
+	if d.memLimit != "" {
+		args = append(args, "-memory-limit", d.memLimit)
+	}
 	return d.start(ctx, args...)
 }
 
@@ -658,7 +667,7 @@ func (d *driver) restore(ctx context.Context, n int) (Row, error) {
 // waitReady returns when the member's /readyz answers 200 (recovery done,
 // group joined, partitions assigned).
 func waitReady(ctx context.Context, addr string) (time.Time, error) {
-	return waitFor(ctx, time.Minute, "ready", func() (bool, error) {
+	return waitFor(ctx, 5*time.Minute, "ready", func() (bool, error) {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false, nil
@@ -781,7 +790,7 @@ func thousands(n int) string {
 }
 
 func printTable(w io.Writer, rep Report) {
-	fmt.Fprintf(w, "\nSagaz benchmark (%s run, %s) on %s, %s cores; fsync %s/s\n\n", rep.Mode, rep.Took, rep.Machine["cpu"], rep.Machine["cores"], rep.Machine["fsync_per_s"])
+	fmt.Fprintf(w, "\nSagaz benchmark (%s run, %s) on %s, %s cores; fsync %s/s; members with GOMEMLIMIT %s\n\n", rep.Mode, rep.Took, rep.Machine["cpu"], rep.Machine["cores"], rep.Machine["fsync_per_s"], cmp.Or(rep.Machine["member_memory_limit"], "unset"))
 	fmt.Fprintln(w, "| figure | value | target | ratio to baseline |")
 	fmt.Fprintln(w, "|---|---|---|---|")
 	for _, r := range rep.Rows {
