@@ -17,15 +17,21 @@ var (
 	// ErrInvalidSaga: a saga declaration is invalid (see Registry.Validate).
 	ErrInvalidSaga = errors.New("engine: invalid saga declaration")
 	// ErrNotRegistered: a stored saga names a saga this binary does not
-	// declare (or whose steps changed incompatibly).
+	// declare, or was started with a definition it does not declare (the
+	// saga is parked; see Saga.Previous).
 	ErrNotRegistered = errors.New("engine: saga not registered")
+	// ErrInvalidMapping: a step mapping given to RetryWith names a step the
+	// saga did not record or the definition does not have, maps two steps
+	// to one, or leaves a completed step without a place.
+	ErrInvalidMapping = errors.New("engine: invalid step mapping")
 	// ErrStopped: the engine has stopped.
 	ErrStopped = errors.New("engine: stopped")
 	// ErrNotOwned: the saga's partition is owned by another member of the
 	// group; ask that member.
 	ErrNotOwned = errors.New("engine: saga's partition is owned by another member")
 	// ErrConflict: the saga is not in a status the operation applies to
-	// (retry needs failed; cancel needs pending or executing).
+	// (retry needs failed or parked; cancel needs pending, executing or
+	// parked), or no definition of this build can carry out the operation.
 	ErrConflict = errors.New("engine: saga status does not allow this")
 	// ErrNoField: Run.Int, Float or Bool found no value (or null) under the
 	// key asked for.

@@ -50,6 +50,10 @@ func (r *Registry) Register(s Saga) {
 	sg.Steps = append([]Step(nil), s.Steps...)
 	sg.Triggers = append([]Trigger(nil), s.Triggers...)
 	sg.Sensitive = append([]string(nil), s.Sensitive...)
+	sg.Previous = append([]Saga(nil), s.Previous...)
+	for i := range sg.Previous {
+		sg.Previous[i].Steps = append([]Step(nil), s.Previous[i].Steps...)
+	}
 	if errs := validateSaga(&sg); len(errs) > 0 {
 		r.errs = append(r.errs, errs...)
 		return
@@ -89,6 +93,7 @@ func validateSaga(s *Saga) []error {
 			bad("step %q has a negative timeout", st.Name)
 		}
 	}
+	validatePrevious(s, bad)
 	for _, p := range s.Sensitive {
 		if !validSensitivePath(p) {
 			bad("sensitive field %q: want a dotted path such as \"card.number\"", p)
@@ -200,10 +205,11 @@ func (r *Route) ID() string { return r.Saga.Name + "/" + r.Trigger.ID() }
 
 // Routes is the validated routing table: which triggers an event reaches.
 type Routes struct {
-	all   []*Route
-	match map[Source]map[string][]*Route
-	sagas map[string]*Saga
-	byID  map[string]*Route
+	all      []*Route
+	match    map[Source]map[string][]*Route
+	sagas    map[string]*Saga
+	byID     map[string]*Route
+	versions map[string][]version // by saga name: the declaration, then its previous versions
 }
 
 // Routes validates the registry and returns its routing table, or every
@@ -214,9 +220,10 @@ func (r *Registry) Routes() (*Routes, error) {
 	if len(r.errs) > 0 {
 		return nil, fmt.Errorf("%w:\n  %w", ErrInvalidSaga, errors.Join(r.errs...))
 	}
-	rs := &Routes{match: map[Source]map[string][]*Route{}, sagas: map[string]*Saga{}, byID: map[string]*Route{}}
+	rs := &Routes{match: map[Source]map[string][]*Route{}, sagas: map[string]*Saga{}, byID: map[string]*Route{}, versions: map[string][]version{}}
 	for _, s := range r.sagas {
 		rs.sagas[s.Name] = s
+		rs.versions[s.Name] = versionsOf(s)
 		for i := range s.Triggers {
 			rt := &Route{Saga: s, Trigger: &s.Triggers[i]}
 			rs.all = append(rs.all, rt)

@@ -23,6 +23,15 @@ type Saga struct {
 	// keep them as they are. An idempotency key taken from a sensitive field
 	// is masked too.
 	Sensitive []string
+	// Previous lists earlier definitions of this saga that sagas in flight
+	// may have started with, so that a deploy which adds, removes, renames
+	// or reorders steps finishes those sagas the old way. Only each
+	// version's Steps are used (its Name, if set, must be this saga's; its
+	// triggers are not active). A saga runs to its end with the definition
+	// its first step started with (recorded as its fingerprint, see
+	// Fingerprint); a saga whose definition this build does not declare is
+	// parked, not failed. docs/upgrading.md shows how to change a saga.
+	Previous []Saga
 }
 
 // StepFunc is a step's action or compensation. It must honour ctx (the step

@@ -49,7 +49,12 @@ type Bolt struct {
 	stop   chan struct{} // ends the release loop
 	wg     sync.WaitGroup
 	dmg    *damageState
+	mig    *Migration // what the open did to a store of an older schema
 }
+
+// Migration returns what opening the store did to a store of an older
+// schema (see MigrateFile), or nil when it was at this release's schema.
+func (b *Bolt) Migration() *Migration { return b.mig }
 
 type writeOp struct {
 	apply func(w *wtx) error
@@ -76,7 +81,10 @@ func (w *wtx) part(p Partition, create bool) (*partBuckets, error) {
 
 var _ Store = (*Bolt)(nil)
 
-// OpenBolt opens (creating if needed) the store at path.
+// OpenBolt opens (creating if needed) the store at path. A store of an
+// older schema is upgraded in place after a copy of it is made (see
+// migrate.go and Migration); a store of a newer schema is refused with an
+// error wrapping ErrNewerSchema.
 func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	if opts.MaxBatchOps <= 0 {
 		opts.MaxBatchOps = 4096
@@ -103,34 +111,39 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		m, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucketIfNotExists(bucketParts); err != nil {
-			return err
-		}
-		if v := m.Get(keySchema); v != nil {
-			switch got, _ := strconv.Atoi(string(v)); got {
-			case schemaVersion:
-				return nil
-			case 1: // the status index was keyed by offset alone: rebuild it
-				if err := migrateIndex(tx); err != nil {
-					return fmt.Errorf("storage: %s: upgrading from schema 1: %w", path, err)
-				}
-			default:
-				return fmt.Errorf("storage: %s has schema %s, this build reads schemas 1 and %d", path, v, schemaVersion)
+	schema, err := readSchema(db)
+	if err == nil && schema > SchemaVersion {
+		err = newerSchemaError(path, schema)
+	}
+	var mig *Migration
+	if err == nil && schema > 0 && schema < SchemaVersion {
+		mig, err = migrate(db, path, schema, opts.Now())
+	}
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			m, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
 			}
-		}
-		return m.Put(keySchema, []byte(strconv.Itoa(schemaVersion)))
-	})
+			if _, err := tx.CreateBucketIfNotExists(bucketParts); err != nil {
+				return err
+			}
+			if schema == 0 {
+				if err := m.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+					return err
+				}
+			}
+			// A release that does not know parked sagas may have written
+			// to the file since this one did (a rollback).
+			return repairParked(tx)
+		})
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	b := &Bolt{db: db, opts: opts, ops: make(chan *writeOp, 1024), done: make(chan struct{}), stop: make(chan struct{}),
-		dmg: &damageState{path: path, hook: opts.OnDamage}}
+		dmg: &damageState{path: path, hook: opts.OnDamage}, mig: mig}
 	go b.writer()
 	if opts.ReleaseInterval > 0 {
 		b.wg.Add(1)

@@ -25,6 +25,9 @@ var (
 	// bbolt panicked, or a stored record's checksum does not match). The
 	// store stops serving; OpenOrRecover moves the file aside.
 	ErrDamaged = errors.New("storage: store damaged")
+	// ErrNewerSchema: the store's file was written by a newer release, in
+	// a schema this release does not read (see docs/upgrading.md).
+	ErrNewerSchema = errors.New("storage: store written by a newer release")
 	// ErrInvalidCursor: a list cursor was not produced by this store.
 	ErrInvalidCursor = errors.New("storage: invalid cursor")
 )

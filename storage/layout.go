@@ -19,6 +19,8 @@ import (
 //	    "k"  idempotency: name + 0x00 + key                 -> offset(8)
 //	    "i"  status index: status(1) + name + 0x00 + created(8) + offset(8) -> empty
 //	    "x"  meta records: name -> value (created on first use)
+//	    "p"  parked sagas: name + 0x00 + created(8) + offset(8) -> status parked from (1)
+//	         (created on first use; see parked.go)
 //	    "n"  next offset (8)
 //	    "c"  next changelog offset (8): the changelog is applied below it
 //
@@ -37,6 +39,7 @@ var (
 	bucketIdem  = []byte("k")
 	bucketIndex = []byte("i")
 	bucketMetaP = []byte("x")
+	bucketPark  = []byte("p")
 	keyNext     = []byte("n")
 	keyCLNext   = []byte("c")
 	keySchema   = []byte("schema")
@@ -129,6 +132,7 @@ func idemKey(name, key string) []byte {
 // with its next offset read once.
 type partBuckets struct {
 	root, sagas, idem, index *bolt.Bucket
+	parked                   *bolt.Bucket // nil until a saga of the partition is parked
 	nextOff                  int64
 	nextRead, nextDirty      bool
 }
@@ -194,5 +198,6 @@ func openPart(tx *bolt.Tx, p Partition, create bool) (*partBuckets, error) {
 			}
 		}
 	}
-	return &partBuckets{root: root, sagas: root.Bucket(bucketSagas), idem: root.Bucket(bucketIdem), index: root.Bucket(bucketIndex)}, nil
+	return &partBuckets{root: root, sagas: root.Bucket(bucketSagas), idem: root.Bucket(bucketIdem), index: root.Bucket(bucketIndex),
+		parked: root.Bucket(bucketPark)}, nil
 }

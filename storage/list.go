@@ -137,14 +137,18 @@ func decodeCursor(s string) (*listPos, error) {
 	return p, nil
 }
 
-// rangeIter walks one (status, name) range of a partition's status index,
-// whose keys sort by (created, offset): ascending, or descending in the
-// listing order.
+// rangeIter walks one (status, name) range of a partition's status index
+// (or, for the parked status, of its parked set: parked.go), whose keys
+// sort by (created, offset): ascending, or descending in the listing order.
+// A record the range holds but whose status is not the range's — a parked
+// saga, indexed under the status it was parked from — is skipped by the
+// readers (want).
 type rangeIter struct {
 	pb     *partBuckets
 	part   Partition
 	name   string
-	prefix []byte // status + name + 0x00
+	status Status
+	prefix []byte // status + name + 0x00 (parked set: name + 0x00)
 	c      *bolt.Cursor
 	desc   bool
 	k      []byte // current key; nil when exhausted
@@ -227,24 +231,35 @@ func (r *rangeIter) next() {
 	r.settle()
 }
 
-// saga reads the record the iterator is on.
+// saga reads the record the iterator is on. A nil saga with a nil error
+// means the range does not list it (want): a parked saga in the range of
+// the status it was parked from, or an entry of the parked set whose saga
+// is gone.
 func (r *rangeIter) saga(b *Bolt) (*Saga, error) {
-	s, err := b.decodeStored(r.pb.sagas.Get(sagaKey(r.at.off, r.at.name)))
+	v := r.pb.sagas.Get(sagaKey(r.at.off, r.at.name))
+	if v == nil && r.status == StatusParked {
+		return nil, nil
+	}
+	s, err := b.decodeStored(v)
 	if err != nil {
 		return nil, fmt.Errorf("partition %s offset %d saga %s: %w", r.part, r.at.off, r.at.name, err)
+	}
+	if s.Status != r.status {
+		return nil, nil
 	}
 	return s, nil
 }
 
-// names lists the distinct saga names present in the index under status.
-func names(index *bolt.Bucket, st Status) []string {
+// names lists the distinct saga names present under prefix in an index
+// bucket whose keys are prefix + name + 0x00 + 16 bytes.
+func names(bucket *bolt.Bucket, prefix []byte) []string {
 	var out []string
-	c := index.Cursor()
-	k, _ := c.Seek([]byte{byte(st)})
-	for k != nil && k[0] == byte(st) && len(k) >= 1+1+1+16 {
-		n := string(k[1 : len(k)-17])
+	c := bucket.Cursor()
+	k, _ := c.Seek(prefix)
+	for k != nil && bytes.HasPrefix(k, prefix) && len(k) >= len(prefix)+1+1+16 {
+		n := string(k[len(prefix) : len(k)-17])
 		out = append(out, n)
-		k, _ = c.Seek(append(append([]byte{byte(st)}, n...), 1))
+		k, _ = c.Seek(append(append(append([]byte(nil), prefix...), n...), 1))
 	}
 	return out
 }
@@ -257,13 +272,20 @@ func ranges(pb *partBuckets, p Partition, statuses []Status, name string, desc b
 	}
 	var its []*rangeIter
 	for _, st := range statuses {
+		bucket, prefix := pb.index, []byte{byte(st)}
+		if st == StatusParked {
+			if pb.parked == nil {
+				continue
+			}
+			bucket, prefix = pb.parked, nil
+		}
 		ns := []string{name}
 		if name == "" {
-			ns = names(pb.index, st)
+			ns = names(bucket, prefix)
 		}
 		for _, n := range ns {
-			its = append(its, &rangeIter{pb: pb, part: p, name: n, prefix: append(append([]byte{byte(st)}, n...), 0),
-				c: pb.index.Cursor(), desc: desc})
+			its = append(its, &rangeIter{pb: pb, part: p, name: n, status: st, prefix: append(append(append([]byte(nil), prefix...), n...), 0),
+				c: bucket.Cursor(), desc: desc})
 		}
 	}
 	return its
@@ -372,8 +394,10 @@ func (b *Bolt) List(ctx context.Context, q Query) (Page, error) {
 			if err != nil {
 				return err
 			}
-			page.Sagas = append(page.Sagas, s)
-			last = m.peek().at
+			if s != nil {
+				page.Sagas = append(page.Sagas, s)
+				last = m.peek().at
+			}
 			m.advance()
 		}
 		if !m.empty() {
@@ -408,10 +432,22 @@ func (b *Bolt) CountStatus(ctx context.Context, st Status, include func(Partitio
 			if err != nil || pb == nil {
 				return err
 			}
-			c := pb.index.Cursor()
-			for k, _ := c.Seek([]byte{byte(st)}); k != nil && k[0] == byte(st) && len(k) >= 18; k, _ = c.Next() {
-				out[string(k[1:len(k)-17])]++ // status, name, 0, created (8), offset (8)
+			if st != StatusParked {
+				c := pb.index.Cursor()
+				for k, _ := c.Seek([]byte{byte(st)}); k != nil && k[0] == byte(st) && len(k) >= 18; k, _ = c.Next() {
+					out[string(k[1:len(k)-17])]++ // status, name, 0, created (8), offset (8)
+				}
 			}
+			parkedCounts(pb, func(name string, from Status) { // indexed under the status they were parked from
+				switch st {
+				case StatusParked:
+					out[name]++
+				case from:
+					if out[name]--; out[name] == 0 {
+						delete(out, name)
+					}
+				}
+			})
 			return nil
 		})
 	})

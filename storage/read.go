@@ -129,6 +129,9 @@ func (b *Bolt) scanPart(ctx context.Context, pb *partBuckets, p Partition, statu
 		if err != nil {
 			return err
 		}
+		if s == nil {
+			continue
+		}
 		if err := fn(s); err != nil {
 			return err
 		}

@@ -23,6 +23,9 @@ import (
 //	        str error, uvarint comp attempts, str comp error, varint comp ended
 //	uvarint extension count, then per extension: uvarint tag, bytes value
 //	        tag 1: the origin (Saga.Origin): str topic, varint partition, offset
+//	        tag 16: the definition (Saga.Definition): its fingerprint's bytes
+//	        tag 17: the park (Saga.Park): uvarint record version, str reason,
+//	                varint since
 //	        tag 32: the concurrency key's value (Saga.ConcurrencyKey): its bytes
 //	4 bytes CRC-32C (Castagnoli) of every byte before it, big-endian
 //
@@ -35,6 +38,20 @@ import (
 // through an older member without losing what a newer one wrote. A record
 // of a version above 2 is refused with ErrNewerRecord. A checksum mismatch
 // is ErrCorrupt: the bytes were damaged after they were written.
+//
+// Extension tags are taken in ranges, so that work in parallel does not
+// collide: 1 to 15 fields of a saga's run (1 the origin); 16 to 31 fields
+// of definition versions and deploys (16 the definition, 17 the park); 32
+// and up fields of group-wide limits (32 the concurrency key). A new field
+// takes the next free tag of its range; a tag is never reused.
+//
+// Parking: the status byte holds only the six statuses every release
+// reads. A parked saga is recorded in the status it was parked from, with
+// tag 17; a release that does not know parking reads the saga as that
+// status (and runs it if it has its definition). Tag 17 names the record
+// version it was written with: a release that rewrites the record without
+// knowing tag 17 keeps the tag but bumps the version, so the stale park is
+// recognised and dropped.
 const (
 	recordVersion1 = 1
 	recordVersion  = 2
@@ -43,6 +60,8 @@ const (
 // Extension tags this release knows.
 const (
 	extOrigin         = 1
+	extDefinition     = 16
+	extPark           = 17
 	extConcurrencyKey = 32
 )
 
@@ -63,7 +82,7 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = append(make([]byte, 0, len(dst)+need), dst...) // one allocation, not one per field
 	}
 	start := len(dst)
-	dst = append(dst, recordVersion, byte(s.Status))
+	dst = append(dst, recordVersion, byte(s.stored()))
 	dst = binary.AppendUvarint(dst, s.Version)
 	dst = appendStr(dst, s.Name)
 	dst = appendStr(dst, s.Trigger)
@@ -90,11 +109,18 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = appendStr(dst, st.CompError)
 		dst = appendTime(dst, st.CompEndedAt)
 	}
+	parked := s.Status == StatusParked && s.Park != nil
 	n := len(s.Extensions)
 	if s.Origin.Topic != "" {
 		n++
 	}
 	if s.ConcurrencyKey != "" {
+		n++
+	}
+	if s.Definition != "" {
+		n++
+	}
+	if parked {
 		n++
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
@@ -110,6 +136,19 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	if s.ConcurrencyKey != "" {
 		dst = binary.AppendUvarint(dst, extConcurrencyKey)
 		dst = appendStr(dst, s.ConcurrencyKey)
+	}
+	if s.Definition != "" {
+		dst = binary.AppendUvarint(dst, extDefinition)
+		dst = appendStr(dst, s.Definition)
+	}
+	if parked {
+		var o []byte
+		o = binary.AppendUvarint(o, s.Version)
+		o = appendStr(o, s.Park.Reason)
+		o = appendTime(o, s.Park.Since)
+		dst = binary.AppendUvarint(dst, extPark)
+		dst = binary.AppendUvarint(dst, uint64(len(o)))
+		dst = append(dst, o...)
 	}
 	for _, x := range s.Extensions {
 		dst = binary.AppendUvarint(dst, x.Tag)
@@ -143,6 +182,7 @@ func DecodeSaga(b []byte) (*Saga, error) {
 	}
 	d := decoder{b: b[1:]}
 	s := &Saga{Status: Status(d.byte())}
+	var park *Park
 	s.Version = d.uvarint()
 	s.Name = d.str()
 	s.Trigger = d.str()
@@ -188,8 +228,23 @@ func DecodeSaga(b []byte) (*Saga, error) {
 		for i := uint64(0); d.err == nil && i < n; i++ {
 			tag := d.uvarint()
 			val := d.bytes()
-			if tag == extConcurrencyKey {
+			switch tag {
+			case extConcurrencyKey:
 				s.ConcurrencyKey = string(val)
+				continue
+			case extDefinition:
+				s.Definition = string(val)
+				continue
+			case extPark:
+				od := decoder{b: val}
+				ver := od.uvarint()
+				p := &Park{Reason: od.str(), Since: od.time()}
+				if od.err != nil {
+					d.fail("park: " + od.err.Error())
+				}
+				if ver == s.Version { // else written before a release that does not know parking rewrote the record
+					park = p
+				}
 				continue
 			}
 			if tag == extOrigin {
@@ -215,11 +270,14 @@ func DecodeSaga(b []byte) (*Saga, error) {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
 	}
-	if d.err == nil && !s.Status.Valid() {
+	if d.err == nil && (s.Status < StatusPending || s.Status > StatusFailed) { // parked is never a status byte
 		d.fail("status")
 	}
 	if d.err != nil {
 		return nil, d.err
+	}
+	if park != nil && s.Status.resumable() {
+		park.From, s.Park, s.Status = s.Status, park, StatusParked
 	}
 	return s, nil
 }

@@ -10,7 +10,7 @@ import (
 
 // Status is the life-cycle state of a saga. The names are the external
 // contract: pending, executing, completed, compensating,
-// rolled_back, failed.
+// rolled_back, failed, parked.
 type Status uint8
 
 // Saga statuses. The zero value is not a valid status; in a Query it means
@@ -22,16 +22,23 @@ const (
 	StatusCompensating
 	StatusRolledBack
 	StatusFailed
+	// StatusParked: no definition the member declares can run the saga
+	// (it started with a definition this build does not have). It waits,
+	// with the reason in Saga.Park, for a member that has the definition
+	// or for an operator; it is not terminal.
+	StatusParked
 )
 
-// Statuses lists every valid status in life-cycle order.
-var Statuses = []Status{StatusPending, StatusExecuting, StatusCompleted, StatusCompensating, StatusRolledBack, StatusFailed}
+// Statuses lists every valid status in life-cycle order (parked last: a
+// saga can be parked from pending, executing or compensating).
+var Statuses = []Status{StatusPending, StatusExecuting, StatusCompleted, StatusCompensating, StatusRolledBack, StatusFailed, StatusParked}
 
 // NonTerminal lists the statuses a saga can still move on from; recovery
-// resumes sagas in these.
-var NonTerminal = []Status{StatusPending, StatusExecuting, StatusCompensating}
+// resumes sagas in these (a parked saga resumes when its definition is
+// found).
+var NonTerminal = []Status{StatusPending, StatusExecuting, StatusCompensating, StatusParked}
 
-var statusNames = [...]string{"", "pending", "executing", "completed", "compensating", "rolled_back", "failed"}
+var statusNames = [...]string{"", "pending", "executing", "completed", "compensating", "rolled_back", "failed", "parked"}
 
 func (s Status) String() string {
 	if s.Valid() {
@@ -40,8 +47,14 @@ func (s Status) String() string {
 	return "status(" + strconv.Itoa(int(s)) + ")"
 }
 
-// Valid reports whether s is one of the six statuses.
-func (s Status) Valid() bool { return s >= StatusPending && s <= StatusFailed }
+// Valid reports whether s is one of the seven statuses.
+func (s Status) Valid() bool { return s >= StatusPending && s <= StatusParked }
+
+// resumable reports whether a saga may be parked from s (and is recorded
+// in s while parked).
+func (s Status) resumable() bool {
+	return s == StatusPending || s == StatusExecuting || s == StatusCompensating
+}
 
 // Terminal reports whether a saga in s is finished for good.
 func (s Status) Terminal() bool {
@@ -73,7 +86,7 @@ func ParseStatus(name string) (Status, error) {
 			return Status(i), nil
 		}
 	}
-	return 0, fmt.Errorf("%w: %q (want one of pending, executing, completed, compensating, rolled_back, failed)", ErrInvalidStatus, name)
+	return 0, fmt.Errorf("%w: %q (want one of pending, executing, completed, compensating, rolled_back, failed, parked)", ErrInvalidStatus, name)
 }
 
 // StepStatus is the state of one step of a saga.
@@ -174,9 +187,38 @@ type Saga struct {
 	// ConcurrencyKey is the value of the trigger's concurrency key (see
 	// engine.WithConcurrencyKey): the saga counts against its limit.
 	ConcurrencyKey string `json:"concurrency_key,omitempty"`
+	// Definition is the fingerprint of the saga definition the saga runs
+	// with (engine.Fingerprint), recorded when its first step starts; ""
+	// before that, and for sagas recorded by releases that did not record
+	// it (their step names say which definition they ran).
+	Definition string `json:"definition,omitempty"`
+	// Park says why a parked saga (Status StatusParked) waits; nil
+	// otherwise.
+	Park *Park `json:"parked,omitempty"`
 	// Extensions are fields of the record this release does not know (a
 	// newer release wrote them); they are kept and written back unchanged.
 	Extensions []Extension `json:"-"`
+}
+
+// Park is why and since when a saga is parked, and the status it resumes
+// in.
+type Park struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+	// From is the status the saga was in when it was parked (pending,
+	// executing or compensating): the status it resumes in, and the one
+	// releases that do not know parking see.
+	From Status `json:"from"`
+}
+
+// stored is the status byte a record of s carries: a parked saga is
+// recorded in the status it was parked from (with the park in an
+// extension), so that releases that do not know parking read it as that.
+func (s *Saga) stored() Status {
+	if s.Status == StatusParked && s.Park != nil {
+		return s.Park.From
+	}
+	return s.Status
 }
 
 // Extension is a tagged field of a saga record (see record.go).
@@ -274,6 +316,10 @@ func (s *Saga) Clone() *Saga {
 	c.Context = append([]byte(nil), s.Context...)
 	c.Steps = append([]Step(nil), s.Steps...)
 	c.Extensions = append([]Extension(nil), s.Extensions...)
+	if s.Park != nil {
+		p := *s.Park
+		c.Park = &p
+	}
 	return &c
 }
 

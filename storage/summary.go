@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -45,6 +47,31 @@ func (b *Bolt) Counts(ctx context.Context) ([]Count, error) {
 				}
 				cur.N++
 			}
+			// Parked sagas are indexed under the status they were parked
+			// from: count them as parked instead.
+			parked := map[string]int{}
+			parkedCounts(pb, func(name string, from Status) {
+				parked[name]++
+				for i := len(out) - 1; i >= 0 && out[i].Partition == p; i-- {
+					if out[i].Saga == name && out[i].Status == from {
+						out[i].N--
+						break
+					}
+				}
+			})
+			if len(parked) == 0 {
+				return nil
+			}
+			for _, name := range slices.Sorted(maps.Keys(parked)) {
+				out = append(out, Count{Partition: p, Saga: name, Status: StatusParked, N: parked[name]})
+			}
+			kept := out[:0]
+			for _, c := range out {
+				if c.N > 0 || c.Partition != p {
+					kept = append(kept, c)
+				}
+			}
+			out = kept
 			return nil
 		})
 	})

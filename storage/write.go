@@ -139,8 +139,11 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 		if !s.Status.Valid() {
 			return fmt.Errorf("%w: status %d", ErrInvalidSaga, s.Status)
 		}
+		if s.Status == StatusParked && (s.Park == nil || !s.Park.From.resumable()) {
+			return fmt.Errorf("%w: a parked saga needs its Park, parked from pending, executing or compensating", ErrInvalidSaga)
+		}
 		s.Version++
-		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.Status,
+		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.stored(),
 			created: unixNanos(s.CreatedAt)}
 	}
 	return b.submit(ctx, func(w *wtx) error {
@@ -170,6 +173,9 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 				if err := pb.index.Put(next, nil); err != nil {
 					return err
 				}
+			}
+			if err := pb.setParked(u.s); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -261,7 +267,10 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 						return err
 					}
 				}
-				if err := pb.index.Put(indexKey(c.s.Status, c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
+				if err := pb.index.Put(indexKey(c.s.stored(), c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
+					return err
+				}
+				if err := pb.setParked(c.s); err != nil {
 					return err
 				}
 				if c.s.IdempotencyKey != "" {
@@ -303,8 +312,13 @@ func deleteSaga(pb *partBuckets, s *Saga) error {
 	if err := pb.sagas.Delete(k); err != nil {
 		return err
 	}
-	if err := pb.index.Delete(indexKey(s.Status, s.Name, unixNanos(s.CreatedAt), s.Source.Offset)); err != nil {
+	if err := pb.index.Delete(indexKey(s.stored(), s.Name, unixNanos(s.CreatedAt), s.Source.Offset)); err != nil {
 		return err
+	}
+	if pb.parked != nil {
+		if err := pb.parked.Delete(parkKey(s.Name, unixNanos(s.CreatedAt), s.Source.Offset)); err != nil {
+			return err
+		}
 	}
 	if s.IdempotencyKey != "" {
 		ik := idemKey(s.Name, s.IdempotencyKey)
@@ -330,6 +344,9 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 				s, err := it.saga(b)
 				if err != nil {
 					return err
+				}
+				if s == nil {
+					continue
 				}
 				if !s.UpdatedAt.Before(cutoff) {
 					break // ranges are in creation order, which updates mostly follow: the rest is newer

@@ -25,6 +25,21 @@ func all(t *testing.T, s storage.Store) []*storage.Saga {
 	return out
 }
 
+// SetStatus gives g a status; a parked one gets its Park (parked from
+// executing, or from the status it was in when that could be parked).
+func SetStatus(g *storage.Saga, st storage.Status) {
+	if st != storage.StatusParked {
+		g.Status, g.Park = st, nil
+		return
+	}
+	from := storage.StatusExecuting
+	switch g.Status {
+	case storage.StatusPending, storage.StatusCompensating:
+		from = g.Status
+	}
+	g.Status, g.Park = st, &storage.Park{From: from, Reason: "definition not declared", Since: time.Unix(1700000000, 0).UTC()}
+}
+
 // matches reports whether g belongs to the listing q asks for.
 func matches(q storage.Query, g *storage.Saga) bool {
 	return (q.Status == 0 || g.Status == q.Status) && (q.Name == "" || g.Name == q.Name)
@@ -191,7 +206,7 @@ func (w *world) restore(n int) {
 	for range 1 + w.rng.IntN(n) {
 		g := NewSaga(w.names[w.rng.IntN(len(w.names))], p.Topic, p.Partition, w.next[p], "")
 		w.next[p]++
-		g.Status = storage.Statuses[w.rng.IntN(len(storage.Statuses))]
+		SetStatus(g, storage.Statuses[w.rng.IntN(len(storage.Statuses))])
 		g.Version = 1
 		g.CreatedAt = time.Unix(1700000000, 0).UTC()
 		if len(w.times) > 0 {
@@ -222,7 +237,7 @@ func (w *world) moveStatuses(n int) []*storage.Saga {
 			continue
 		}
 		seen[g.ID()] = true
-		g.Status = storage.Statuses[w.rng.IntN(len(storage.Statuses))]
+		SetStatus(g, storage.Statuses[w.rng.IntN(len(storage.Statuses))])
 		moved = append(moved, g)
 	}
 	if err := w.s.Update(context.Background(), moved...); err != nil {
