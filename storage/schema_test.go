@@ -70,7 +70,7 @@ func TestSchema1IsUpgraded(t *testing.T) {
 		for off := range int64(4) {
 			s := storagetest.NewSaga("order", "t", p, off, "")
 			s.Version, s.Status = 1, storage.Statuses[(int(p)+int(off))%6] // the statuses of schema 1's time
-			s.CreatedAt = t0.Add(time.Duration(off/2) * time.Second) // ties within and across partitions
+			s.CreatedAt = t0.Add(time.Duration(off/2) * time.Second)       // ties within and across partitions
 			s.UpdatedAt = s.CreatedAt
 			sagas = append(sagas, s)
 		}
