@@ -132,7 +132,7 @@ func (rs *Routes) bind(rec *storage.Saga) (version, string) {
 	}
 	if rec.Definition != "" {
 		for _, v := range vs {
-			if v.fp == rec.Definition {
+			if v.fp == rec.Definition && (len(rec.Steps) == 0 || sameNames(v.saga.Steps, rec.Steps)) {
 				return v, ""
 			}
 		}

@@ -117,7 +117,7 @@ type Engine struct {
 	busy    bool // idle is open
 	parts   map[storage.Partition]*partState
 	leaving map[storage.Partition]*partState // being released: their last writes still count
-	active  map[string]*atomic.Bool          // executing sagas by ID -> cancel requested
+	active  map[sagaRef]*atomic.Bool         // sagas taken from their lane and running -> cancel requested
 	always  *partState                       // local partitions, and every partition when not partitioned
 	wg      sync.WaitGroup
 
@@ -179,7 +179,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
-		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, health: cfg.Health, errLog: health.NewLogLimiter(5 * time.Second), onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[string]*atomic.Bool{},
+		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, health: cfg.Health, errLog: health.NewLogLimiter(5 * time.Second), onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[sagaRef]*atomic.Bool{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 		outcomes:     logx.NewLimiter(cfg.Logger, cfg.LogLimit.PerSecond, cfg.LogLimit.Burst, cfg.Clock),

@@ -592,7 +592,9 @@ func TestRecoveryResumesFromLastRecordedStep(t *testing.T) {
 	}
 }
 
-func TestUnknownSagaInStoreIsFailedNotStuck(t *testing.T) {
+// A stored saga this build does not declare is parked with the reason:
+// not failed (another build may run it), not stuck in its lane.
+func TestUnknownSagaInStoreIsParkedNotStuck(t *testing.T) {
 	dir := t.TempDir()
 	st, err := storage.OpenBolt(dir+"/sagaz.db", storage.BoltOptions{})
 	if err != nil {
@@ -608,8 +610,8 @@ func TestUnknownSagaInStoreIsFailedNotStuck(t *testing.T) {
 	h := start(t, reg, dir)
 	h.idle()
 	got := h.get(s.ID())
-	if got.Status != storage.StatusFailed || !strings.Contains(got.Error, `"retired" is not declared`) {
-		t.Fatalf("retired saga: %s %q", got.Status, got.Error)
+	if got.Status != storage.StatusParked || got.Park == nil || got.Park.From != storage.StatusPending || !strings.Contains(got.Park.Reason, `"retired" is not declared`) {
+		t.Fatalf("retired saga: %s %+v", got.Status, got.Park)
 	}
 }
 

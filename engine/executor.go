@@ -179,8 +179,13 @@ func (e *Engine) dispatchLocked() {
 		if s.status == storage.StatusPending {
 			e.starting++ // until execute records it executing
 		}
+		// Registered now, under the lock: from here on Cancel and Retry
+		// find it running (there is no moment when it is neither queued
+		// nor active).
+		cancelled := new(atomic.Bool)
+		e.active[sagaRef{s.pos, s.name}] = cancelled
 		e.wg.Add(1)
-		go e.execute(picked, s, ps)
+		go e.execute(picked, s, ps, cancelled)
 	}
 }
 
@@ -234,9 +239,10 @@ const (
 
 // execute carries one saga as far as it goes: the remaining steps, then
 // compensation if a step fails for good.
-func (e *Engine) execute(l *lane, q queued, ps *partState) {
+func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Bool) {
 	starting := q.status == storage.StatusPending // counted in e.starting (dispatchLocked)
 	defer func() { e.finished(l, ps, starting, q.concKey) }()
+	defer e.deactivate(sagaRef{q.pos, q.name})
 	stop := ps.ctx // done: start no new step (shutdown or partition released)
 	rec := q.rec
 	if rec == nil {
@@ -248,19 +254,12 @@ func (e *Engine) execute(l *lane, q queued, ps *partState) {
 			return
 		}
 	}
-	decl := e.routes.Saga(rec.Name)
-	if decl != nil && len(rec.Steps) == 0 && rec.Status == storage.StatusPending {
-		rec.Steps = PendingSteps(decl)
-	}
-	if err := compatible(decl, rec); err != nil {
-		rec.Status, rec.Error = storage.StatusFailed, err.Error()
-		e.log.Error("cannot execute saga", "saga_id", rec.ID(), "err", err)
-		e.persist(rec)
+	// The definition the saga runs with (park.go): none here parks it.
+	decl, ok := e.bindOrPark(rec, cancelled)
+	if !ok {
 		return
 	}
 	run := &Run{ID: rec.ID(), Saga: rec.Name, Source: rec.Source, base: e.log, raw: rec.Context, maxCtx: e.maxCtx}
-	cancelled := e.activate(run.ID)
-	defer e.deactivate(run.ID)
 	if rec.Status == storage.StatusPending {
 		e.logOutcome(rec, slog.LevelDebug, "saga started")
 		// Recorded before the first step starts, so that the listing, the
@@ -318,21 +317,6 @@ func PendingSteps(decl *Saga) []storage.Step {
 		steps[i] = storage.Step{Name: decl.Steps[i].Name, Status: storage.StepPending}
 	}
 	return steps
-}
-
-func compatible(decl *Saga, rec *storage.Saga) error {
-	if decl == nil {
-		return fmt.Errorf("%w: saga %q is not declared in this binary", ErrNotRegistered, rec.Name)
-	}
-	if len(decl.Steps) != len(rec.Steps) {
-		return fmt.Errorf("%w: saga %q was recorded with %d steps, the declaration has %d", ErrNotRegistered, rec.Name, len(rec.Steps), len(decl.Steps))
-	}
-	for i := range decl.Steps {
-		if decl.Steps[i].Name != rec.Steps[i].Name {
-			return fmt.Errorf("%w: saga %q step %d was recorded as %q, the declaration names it %q", ErrNotRegistered, rec.Name, i, rec.Steps[i].Name, decl.Steps[i].Name)
-		}
-	}
-	return nil
 }
 
 func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
@@ -488,18 +472,15 @@ func (e *Engine) compensate(stop context.Context, decl *Saga, rec *storage.Saga,
 	}
 }
 
-// activate registers an executing saga so Cancel can reach it.
-func (e *Engine) activate(id string) *atomic.Bool {
-	flag := new(atomic.Bool)
-	e.mu.Lock()
-	e.active[id] = flag
-	e.mu.Unlock()
-	return flag
+// sagaRef names a saga by where it lives: its position and saga name.
+type sagaRef struct {
+	pos  storage.Position
+	name string
 }
 
-func (e *Engine) deactivate(id string) {
+func (e *Engine) deactivate(r sagaRef) {
 	e.mu.Lock()
-	delete(e.active, id)
+	delete(e.active, r)
 	e.mu.Unlock()
 }
 

@@ -39,9 +39,12 @@ func (e *Engine) checkOwned(pos storage.Position) error {
 
 // Cancel stops a pending or executing saga and compensates what it
 // completed; it ends rolled_back (or failed if a compensation gives up).
-// An executing saga finishes its current step first. It returns
-// ErrConflict for a finished saga, ErrNotOwned when another member runs it,
-// and an error wrapping storage.ErrNotFound for an unknown ID.
+// An executing saga finishes its current step first. A parked saga is
+// compensated with the compensations of a definition that knows the steps
+// it completed (see cancelParked). It returns ErrConflict for a finished
+// saga (or a parked one no definition here can undo), ErrNotOwned when
+// another member runs it, and an error wrapping storage.ErrNotFound for an
+// unknown ID.
 func (e *Engine) Cancel(ctx context.Context, id string) error {
 	pos, name, err := e.locate(ctx, id)
 	if err != nil {
@@ -50,43 +53,35 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 	if err := e.checkOwned(pos); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	if flag, ok := e.active[id]; ok {
-		flag.Store(true) // the executor compensates at the next step boundary
-		e.mu.Unlock()
+	rec, running := e.takeOut(sagaRef{pos, name})
+	if running != nil {
+		running.Store(true) // the executor compensates at the next step boundary
 		return nil
 	}
-	var q *queued
-	for _, l := range e.order {
-		if n := l.drop(func(x queued) bool {
-			if x.pos == pos && x.name == name {
-				q = &x
-				return true
-			}
-			return false
-		}); n > 0 {
-			e.queued -= n
+	if rec == nil {
+		if rec, err = e.store.Get(ctx, id); err != nil {
+			return err
 		}
-	}
-	e.maybeIdleLocked()
-	e.mu.Unlock()
-
-	var rec *storage.Saga
-	if q != nil && q.rec != nil {
-		rec = q.rec
-	} else if rec, err = e.store.Get(ctx, id); err != nil {
-		return err
 	}
 	if rec.Status.Terminal() {
 		return fmt.Errorf("%w: %s is %s", ErrConflict, id, rec.Status)
 	}
-	decl := e.routes.Saga(rec.Name)
-	if decl != nil && len(rec.Steps) == 0 {
-		rec.Steps = PendingSteps(decl)
+	v, reason := e.routes.bind(rec)
+	if rec.Status == storage.StatusParked || reason != "" {
+		if rec.Status != storage.StatusParked {
+			rec.Park = &storage.Park{Reason: reason, Since: e.now(), From: rec.Status}
+		}
+		return e.cancelParked(rec)
+	}
+	if len(rec.Steps) == 0 {
+		rec.Steps = PendingSteps(v.saga)
+	}
+	if rec.Definition == "" {
+		rec.Definition = v.fp
 	}
 	rec.Error = "cancelled"
 	rec.Status = storage.StatusCompensating
-	if decl == nil || !needsCompensation(decl, rec) {
+	if !needsCompensation(v.saga, rec) {
 		rec.Status = storage.StatusRolledBack
 	}
 	if !e.persist(rec) {
@@ -99,24 +94,16 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 }
 
 // Retry resumes a failed saga from where it stopped: a compensation that
-// gave up is tried again (and the rest of the compensation after it); a
-// saga that failed before compensating (its declaration had changed)
-// resumes its steps. It returns ErrConflict unless the saga is failed.
+// gave up is tried again (and the rest of the compensation after it). A
+// parked saga is moved onto the current declaration, its steps mapped by
+// name (RetryWith maps them otherwise). It returns ErrConflict unless the
+// saga is failed or parked.
 func (e *Engine) Retry(ctx context.Context, id string) error {
-	pos, _, err := e.locate(ctx, id)
-	if err != nil {
-		return err
-	}
-	if err := e.checkOwned(pos); err != nil {
-		return err
-	}
-	rec, err := e.store.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if rec.Status != storage.StatusFailed {
-		return fmt.Errorf("%w: %s is %s; only failed sagas can be retried", ErrConflict, id, rec.Status)
-	}
+	return e.RetryWith(ctx, id, RetryOptions{})
+}
+
+// retryFailed puts a failed saga back to where it stopped.
+func (e *Engine) retryFailed(rec *storage.Saga) error {
 	cause := compensationCause(rec)
 	rec.Status, rec.Error = storage.StatusExecuting, ""
 	for i := range rec.Steps {
