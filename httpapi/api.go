@@ -155,7 +155,7 @@ func (a *API) register(mux *routeMux, g *guard) error {
 	mux.HandleFunc("GET /api/sagas", a.listings.limit(a.listSagas))
 	mux.HandleFunc("GET /api/sagas/{id}", a.getSaga)
 	mux.HandleFunc("GET /api/events/{id}", a.getEvent)
-	mux.HandleFunc("POST /api/sagas/{id}/retry", a.operate(a.Engine.Retry))
+	mux.HandleFunc("POST /api/sagas/{id}/retry", a.retry)
 	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.operate(a.Engine.Cancel))
 	mux.HandleFunc("POST /api/fire", a.fire)
 	mux.HandleFunc("POST /webhooks/{name}", a.webhook)
@@ -216,6 +216,11 @@ type SagaView struct {
 	CreatedAt      time.Time        `json:"created_at"`
 	UpdatedAt      time.Time        `json:"updated_at"`
 	Version        uint64           `json:"version"`
+	// Definition is the fingerprint of the definition the saga runs with
+	// (recorded when its first step starts); Parked says why a parked saga
+	// waits (its reason, since when, and the status it resumes in).
+	Definition string        `json:"definition,omitempty"`
+	Parked     *storage.Park `json:"parked,omitempty"`
 	// OwnedHere is false when another member runs the saga's partition now:
 	// this copy may be behind; Owner names that member when known.
 	OwnedHere bool   `json:"owned_here"`
@@ -225,9 +230,9 @@ type SagaView struct {
 func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaView {
 	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, Origin: s.Origin, ConcurrencyKey: s.ConcurrencyKey, EventTime: s.EventTime,
 		IdempotencyKey: s.IdempotencyKey, Steps: s.Steps, Error: s.Error, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Version: s.Version,
-		OwnedHere: a.Engine.Owns(s.Source)}
+		Definition: s.Definition, Parked: s.Park, OwnedHere: a.Engine.Owns(s.Source)}
 	decl := a.Engine.Routes().Saga(s.Name)
-	if len(v.Steps) == 0 && decl != nil { // recorded before it ran
+	if len(v.Steps) == 0 && decl != nil && s.Status == storage.StatusPending { // recorded before it ran
 		v.Steps = engine.PendingSteps(decl)
 	}
 	if withContext && json.Valid(s.Context) {
@@ -341,6 +346,8 @@ func (a *API) sagaError(w http.ResponseWriter, r *http.Request, id string, err e
 		WriteError(w, http.StatusNotFound, "saga not found", id)
 	case errors.Is(err, engine.ErrConflict):
 		WriteError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, engine.ErrInvalidMapping):
+		WriteError(w, http.StatusBadRequest, "bad step mapping", err.Error())
 	default:
 		WriteError(w, http.StatusInternalServerError, "error", err.Error())
 	}
@@ -368,6 +375,43 @@ func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "accepted"})
 	}
+}
+
+// RetryRequest is the optional body of POST /api/sagas/{id}/retry: for a
+// parked saga, how its recorded steps map onto the steps of the current
+// definition (old name -> new name; "" leaves a step's effect
+// uncompensated). Steps not named keep their name.
+type RetryRequest struct {
+	Steps map[string]string `json:"steps"`
+}
+
+// retry answers POST /api/sagas/{id}/retry: a failed saga resumes where it
+// stopped; a parked one moves onto the current definition with its steps
+// mapped (RetryRequest, by name when absent).
+func (a *API) retry(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if home, err := a.home(id); err == nil && a.toOwner(w, r, home.TopicPartition(), body) {
+		return
+	}
+	var req RetryRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			WriteError(w, http.StatusBadRequest, "bad retry request", `want no body, or {"steps": {"<recorded step>": "<step of the current definition>", ...}}: `+err.Error())
+			return
+		}
+	}
+	if err := a.Engine.RetryWith(r.Context(), id, engine.RetryOptions{Steps: req.Steps}); err != nil {
+		a.sagaError(w, r, id, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "accepted"})
 }
 
 // readBody reads at most MaxBodyBytes within BodyReadTimeout, answering

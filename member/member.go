@@ -218,11 +218,15 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	// Series known in advance exist at 0; failed sagas are counted from the
 	// store's status index at scrape time, over the partitions owned here.
 	em.Known(routes.SagaNames())
-	metrics.RegisterFailed(cfg.Metrics, routes.SagaNames(), func(ctx context.Context) (map[string]int, error) {
-		return m.Store.CountStatus(ctx, storage.StatusFailed, func(p storage.Partition) bool {
-			return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
-		})
-	})
+	countOwned := func(st storage.Status) metrics.CountFunc {
+		return func(ctx context.Context) (map[string]int, error) {
+			return m.Store.CountStatus(ctx, st, func(p storage.Partition) bool {
+				return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+			})
+		}
+	}
+	metrics.RegisterFailed(cfg.Metrics, routes.SagaNames(), countOwned(storage.StatusFailed))
+	metrics.RegisterParked(cfg.Metrics, routes.SagaNames(), countOwned(storage.StatusParked))
 
 	ccfg := cfg.Consumer
 	ccfg.Logger, ccfg.Metrics, ccfg.Health = log, m.ConsumerMetrics, m.Health

@@ -80,21 +80,32 @@ var failedDesc = prometheus.NewDesc("sagaz_sagas_failed",
 	"Sagas currently failed (a compensation gave up: they wait for an operator), in the partitions this member owns, by saga.",
 	[]string{"saga"}, nil)
 
+var parkedDesc = prometheus.NewDesc("sagaz_sagas_parked",
+	"Sagas currently parked (no definition this member declares can run them: they wait for a member that has it, or an operator), in the partitions this member owns, by saga.",
+	[]string{"saga"}, nil)
+
 // RegisterFailed registers sagaz_sagas_failed{saga}, computed at scrape
 // time by count (bounded to 5s; on error the gauge is left out of the
 // scrape). sagas are reported at 0 when count finds none.
 func RegisterFailed(reg prometheus.Registerer, sagas []string, count CountFunc) {
-	reg.MustRegister(&failedCollector{sagas: sagas, count: count})
+	reg.MustRegister(&countCollector{desc: failedDesc, sagas: sagas, count: count})
 }
 
-type failedCollector struct {
+// RegisterParked registers sagaz_sagas_parked{saga} like RegisterFailed
+// (count: the parked status).
+func RegisterParked(reg prometheus.Registerer, sagas []string, count CountFunc) {
+	reg.MustRegister(&countCollector{desc: parkedDesc, sagas: sagas, count: count})
+}
+
+type countCollector struct {
+	desc  *prometheus.Desc
 	sagas []string
 	count CountFunc
 }
 
-func (c *failedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- failedDesc }
+func (c *countCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-func (c *failedCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *countCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n, err := c.count(ctx)
@@ -107,7 +118,7 @@ func (c *failedCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for s, v := range n {
-		ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, float64(v), s)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), s)
 	}
 }
 

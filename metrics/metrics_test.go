@@ -108,3 +108,24 @@ func TestNoGaugeNamedTotal(t *testing.T) {
 		}
 	}
 }
+
+func TestParkedGaugeCountsAtScrapeTime(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	n := 3
+	metrics.RegisterParked(reg, []string{"order", "refund"}, func(context.Context) (map[string]int, error) {
+		return map[string]int{"order": n}, nil
+	})
+	want := `
+# HELP sagaz_sagas_parked Sagas currently parked (no definition this member declares can run them: they wait for a member that has it, or an operator), in the partitions this member owns, by saga.
+# TYPE sagaz_sagas_parked gauge
+sagaz_sagas_parked{saga="order"} 3
+sagaz_sagas_parked{saga="refund"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "sagaz_sagas_parked"); err != nil {
+		t.Fatal(err)
+	}
+	n = 1
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(strings.Replace(want, `"order"} 3`, `"order"} 1`, 1)), "sagaz_sagas_parked"); err != nil {
+		t.Fatal(err)
+	}
+}

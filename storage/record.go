@@ -57,6 +57,10 @@ const (
 	recordVersion  = 2
 )
 
+// RecordVersion is the saga record format this release writes (in the
+// store and in the changelog); it reads formats 1 and 2.
+const RecordVersion = recordVersion
+
 // Extension tags this release knows.
 const (
 	extOrigin         = 1

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -174,6 +175,35 @@ type sagasOpts struct {
 	limit                int
 	watch                bool
 	interval             time.Duration
+	mapping              stepMapping
+}
+
+// stepMapping is retry's --map OLD=NEW (repeatable): how a parked saga's
+// recorded steps map onto the current definition's.
+type stepMapping map[string]string
+
+func (m *stepMapping) String() string {
+	var parts []string
+	for k, v := range *m {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (m *stepMapping) Set(v string) error {
+	from, to, ok := strings.Cut(v, "=")
+	if !ok || from == "" {
+		return fmt.Errorf("want OLD=NEW (a recorded step and a step of the current definition; OLD= leaves OLD out), got %q", v)
+	}
+	if *m == nil {
+		*m = stepMapping{}
+	}
+	if _, dup := (*m)[from]; dup {
+		return fmt.Errorf("step %q mapped twice", from)
+	}
+	(*m)[from] = to
+	return nil
 }
 
 func sagasFlags(getenv func(string) string) (*flag.FlagSet, *sagasOpts) {
@@ -181,7 +211,8 @@ func sagasFlags(getenv func(string) string) (*flag.FlagSet, *sagasOpts) {
 	o := &sagasOpts{}
 	o.apiFlags.define(fs, getenv)
 	fs.StringVar(&o.sagas, "sagas", getenv("SAGAZ_SAGAS"), "show NAME: YAML file or directory of sagas (env SAGAZ_SAGAS)")
-	fs.StringVar(&o.status, "status", "", "list: only sagas in this status (pending, executing, completed, compensating, rolled_back, failed)")
+	fs.StringVar(&o.status, "status", "", "list: only sagas in this status (pending, executing, completed, compensating, rolled_back, failed, parked)")
+	fs.Var(&o.mapping, "map", "retry of a parked saga: OLD=NEW maps a recorded step onto a step of the current definition (repeatable; unmapped steps keep their name; OLD= leaves OLD's effect uncompensated)")
 	fs.StringVar(&o.saga, "saga", "", "list: only sagas of this name")
 	fs.IntVar(&o.limit, "limit", 50, "list: sagas per page (1-1000)")
 	fs.StringVar(&o.cursor, "cursor", "", "list: the next page's cursor, from a previous listing")
@@ -212,6 +243,9 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 		if len(listOnly) > 0 {
 			return usagef("sagas", "%s: only for sagas list", strings.Join(listOnly, ", "))
 		}
+	}
+	if sub != "retry" && len(o.mapping) > 0 {
+		return usagef("sagas", "--map: only for sagas retry (of a parked saga)")
 	}
 	c, err := o.client("sagas")
 	if err != nil {
@@ -256,8 +290,12 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 		if err != nil {
 			return err
 		}
+		var body []byte
+		if len(o.mapping) > 0 {
+			body, _ = json.Marshal(httpapi.RetryRequest{Steps: o.mapping})
+		}
 		var out map[string]string
-		if err := c.do(ctx, http.MethodPost, "/api/sagas/"+id+"/"+sub, nil, &out); err != nil {
+		if err := c.do(ctx, http.MethodPost, "/api/sagas/"+id+"/"+sub, body, &out); err != nil {
 			return err
 		}
 		return o.emit(w, out, func(w io.Writer) error {
@@ -302,7 +340,11 @@ func sagaTable(w io.Writer, page *sagaPage) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tSAGA\tSTATUS\tUPDATED\tERROR")
 	for _, s := range page.Sagas {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.Saga, s.Status, s.UpdatedAt.Format(time.RFC3339), oneLine(s.Error, 120))
+		why := s.Error
+		if s.Parked != nil {
+			why = "parked: " + s.Parked.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.Saga, s.Status, s.UpdatedAt.Format(time.RFC3339), oneLine(why, 120))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -376,6 +418,13 @@ func showSaga(w io.Writer, s *httpapi.SagaView) error {
 	fmt.Fprintf(kv, "Updated\t%s (%s after creation)\n", fmtTime(s.UpdatedAt), s.UpdatedAt.Sub(s.CreatedAt).Round(time.Millisecond))
 	if s.Error != "" {
 		fmt.Fprintf(kv, "Error\t%s\n", s.Error)
+	}
+	if s.Definition != "" {
+		fmt.Fprintf(kv, "Definition\t%s\n", s.Definition)
+	}
+	if p := s.Parked; p != nil {
+		fmt.Fprintf(kv, "Parked\tsince %s (was %s): %s\n", fmtTime(p.Since), p.From, p.Reason)
+		fmt.Fprintf(kv, "\tresumes where a member declaring its definition owns its partition; or: sagaz sagas retry %s [--map OLD=NEW], sagaz sagas cancel %s\n", s.ID, s.ID)
 	}
 	if !s.OwnedHere {
 		owner := "another member"

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/sagaz-go/sagaz/internal/buildinfo"
+	"github.com/sagaz-go/sagaz/storage"
 )
 
 // Exit codes of the sagaz command.
@@ -93,14 +94,17 @@ func init() {
 			}, run: runCmd},
 		{name: "triggers", usage: "[flags]", summary: "the trigger table (of the service at --api, else of this binary)",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := triggersFlags(getenv); return fs }, run: triggersCmd},
-		{name: "sagas", usage: "list [--status S] [--saga NAME] [--watch] | show ID | show NAME [--sagas PATH] | retry ID | cancel ID",
-			summary: "list and inspect sagas; retry a failed one; cancel a running one",
-			detail: "  list      this member's sagas, newest first (--status pending|executing|completed|compensating|rolled_back|failed,\n" +
+		{name: "sagas", usage: "list [--status S] [--saga NAME] [--watch] | show ID | show NAME [--sagas PATH] | retry ID [--map OLD=NEW] | cancel ID",
+			summary: "list and inspect sagas; retry a failed or parked one; cancel a running or parked one",
+			detail: "  list      this member's sagas, newest first (--status pending|executing|completed|compensating|rolled_back|failed|parked,\n" +
 				"            --saga NAME, --limit N, --cursor C; --watch re-lists every --interval until interrupted)\n" +
 				"  show ID   one saga: status, error, each step's status, attempts, errors and times, the running step, the context\n" +
 				"  show NAME a saga's definition (compiled in, or YAML with --sagas): triggers, steps, compensations\n" +
-				"  retry ID  a failed saga resumes where it stopped (a compensation that gave up is tried again)\n" +
-				"  cancel ID a pending or executing saga stops after its current step and is compensated",
+				"  retry ID  a failed saga resumes where it stopped (a compensation that gave up is tried again); a parked saga\n" +
+				"            moves onto the current definition, its recorded steps mapped by name or by --map OLD=NEW (repeatable;\n" +
+				"            OLD= leaves OLD's effect uncompensated), and resumes in the status it was parked from\n" +
+				"  cancel ID a pending or executing saga stops after its current step and is compensated; a parked saga is\n" +
+				"            compensated with the compensations of a definition that knows its completed steps",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := sagasFlags(getenv); return fs }, run: sagasCmd},
 		{name: "fire", usage: "EVENT_TYPE ['{\"field\": \"value\"}'] [--idempotency-key K]", summary: "fire a manual event (POST /api/fire)",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := fireFlags(getenv); return fs }, run: fireCmd},
@@ -120,6 +124,13 @@ func init() {
 				"the compacted changelogs <group>-changelog-<topic>. With --create it connects to --brokers and creates the missing\n" +
 				"ones (changelogs with their source's partition count), as a member with --create-topics would.",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _, _, _ := topicsFlags(getenv); return fs }, run: topicsCmd},
+		{name: "store", usage: "check | migrate [--data-dir DIR]", summary: "check a stopped member's saga store, or migrate it to this release's schema",
+			detail: "  check    the store's schema, bbolt's page checks, every record's checksum, the status index and the parked\n" +
+				"           set against the records, counts by status (exit 0 when nothing is wrong, 1 otherwise); read-only\n" +
+				"  migrate  upgrade a store of an older schema in place, after copying it aside (<file>.schema<N>-<time>); a\n" +
+				"           member does the same when it opens one. A store of a newer schema is refused (docs/upgrading.md)\n" +
+				"Stop the member that uses --data-dir first (the store is locked while it runs).",
+			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := storeFlags(getenv); return fs }, run: storeCmd},
 		{name: "healthcheck", usage: "[--http-addr ADDR] [--timeout D]", summary: "exit 0 when the service at --http-addr is ready (/readyz 200), else 1",
 			detail: "For container health checks (the image has no shell): GETs /readyz on --http-addr (SAGAZ_HTTP_ADDR, as `run` uses;\n" +
 				"an unspecified host such as 0.0.0.0 is asked on loopback).",
@@ -315,6 +326,15 @@ func helpCmd(_ context.Context, args []string, out io.Writer, _ func(string) str
 	return nil
 }
 
+// versionInfo is what `sagaz version` prints: the build, and the formats
+// it writes and reads (docs/upgrading.md).
+type versionInfo struct {
+	buildinfo.Info
+	StoreSchema       int `json:"store_schema"`
+	OldestStoreSchema int `json:"oldest_store_schema"`
+	RecordFormat      int `json:"record_format"`
+}
+
 func versionFlags() (*flag.FlagSet, *output) {
 	fs := newFlagSet("version")
 	o := &output{}
@@ -334,8 +354,12 @@ func versionCmd(_ context.Context, args []string, out io.Writer, _ func(string) 
 	if err := o.check("version"); err != nil {
 		return err
 	}
-	info := buildinfo.Get()
-	return o.emit(out, info, func(w io.Writer) error { _, err := fmt.Fprintln(w, info.String()); return err })
+	v := versionInfo{Info: buildinfo.Get(), StoreSchema: storage.SchemaVersion, OldestStoreSchema: storage.OldestSchema, RecordFormat: storage.RecordVersion}
+	return o.emit(out, v, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s\nformats: store schema %d (reads %d to %d), saga record format %d (reads 1 to %d)\n",
+			v.Info, v.StoreSchema, v.OldestStoreSchema, v.StoreSchema, v.RecordFormat, v.RecordFormat)
+		return err
+	})
 }
 
 // validateRun is `sagaz validate PATH` in the command table.
