@@ -11,7 +11,7 @@
 // disabled. Without an admin token (loopback only) nothing needs a login.
 
 const INTERVAL = 5000; // ms between refreshes of the page shown
-const STATUSES = ["pending", "executing", "compensating", "completed", "rolled_back", "failed"];
+const STATUSES = ["pending", "executing", "compensating", "completed", "rolled_back", "failed", "parked"];
 const REASONS = ["decode", "transform_error", "transform_panic", "missing_key", "bad_context", "oversized", "no_route"];
 
 const main = document.getElementById("main");
@@ -442,7 +442,7 @@ function pageSagas(params) {
       const rows = out.sagas.map((s) => h("tr", { "data-id": s.id, "data-status": s.status },
         h("td", { class: "id" }, sagaLink(s.id)), h("td", {}, s.saga), h("td", {}, badge(s.status)), h("td", {}, s.trigger),
         h("td", {}, s.idempotency_key || ""), h("td", {}, fmtTime(s.created_at)), h("td", {}, fmtTime(s.updated_at)),
-        h("td", { class: "err" }, s.error || ""), h("td", {}, s.owned_here ? "" : `run by ${s.owner || "another member"}`)));
+        h("td", { class: "err" }, s.parked ? `parked: ${s.parked.reason}` : s.error || ""), h("td", {}, s.owned_here ? "" : `run by ${s.owner || "another member"}`)));
       const next = new URLSearchParams(params);
       next.set("cursor", out.next_cursor || "");
       const first = new URLSearchParams(params);
@@ -476,11 +476,31 @@ function pageSaga(id) {
         throw e;
       }
       const path = "/api/sagas/" + encodeURIComponent(id);
-      const canRetry = s.status === "failed", canCancel = s.status === "pending" || s.status === "executing";
+      const parked = s.status === "parked";
+      const canRetry = s.status === "failed" || parked, canCancel = s.status === "pending" || s.status === "executing" || parked;
+      // A parked saga moves onto the current definition: its recorded steps
+      // keep their names unless mapped here ("old=new, other=").
+      const mapping = parked ? h("input", { id: "retry-map", type: "text", size: "40", placeholder: "step mapping: old=new, other= (optional)",
+        title: "how the recorded steps map onto the current definition's (by name when empty; old= leaves old's effect uncompensated)" }) : null;
+      const retryBody = () => {
+        if (!mapping || !mapping.value.trim()) return undefined;
+        const steps = {};
+        for (const pair of mapping.value.split(",").map((x) => x.trim()).filter(Boolean)) {
+          const at = pair.indexOf("=");
+          if (at <= 0) throw new Error(`"${pair}": want old=new`);
+          steps[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+        }
+        return { steps };
+      };
       const actions = h("div", { class: "actions" },
-        actionButton({ id: "act-retry", disabled: !canRetry, title: canRetry ? undefined : "only failed sagas can be retried",
-          onclick: () => act("Retry", "POST", path + "/retry") }, "Retry"),
-        actionButton({ id: "act-cancel", class: "danger", disabled: !canCancel, title: canCancel ? undefined : "only pending or executing sagas can be cancelled",
+        mapping,
+        actionButton({ id: "act-retry", disabled: !canRetry, title: canRetry ? undefined : "only failed or parked sagas can be retried",
+          onclick: () => {
+            let body;
+            try { body = retryBody(); } catch (e) { toast(`Retry: ${e.message}`, true); return; }
+            act("Retry", "POST", path + "/retry", body);
+          } }, parked ? "Retry with the current definition" : "Retry"),
+        actionButton({ id: "act-cancel", class: "danger", disabled: !canCancel, title: canCancel ? undefined : "only pending, executing or parked sagas can be cancelled",
           onclick: () => { if (confirm(`Cancel ${id}? Its completed steps are compensated.`)) act("Cancel", "POST", path + "/cancel"); } }, "Cancel"));
       const facts = h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", { id: "saga-status", "data-status": s.status }, badge(s.status)),
@@ -492,7 +512,10 @@ function pageSaga(id) {
         h("dt", {}, "Created"), h("dd", {}, fmtTime(s.created_at)),
         h("dt", {}, "Updated"), h("dd", {}, fmtTime(s.updated_at), ` (version ${s.version})`),
         h("dt", {}, "Runs on"), h("dd", {}, s.owned_here ? "this member" : `another member${s.owner ? ": " + s.owner : ""} — this copy may be behind`),
-        s.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, s.error)] : null);
+        s.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, s.error)] : null,
+        s.parked ? [h("dt", {}, "Parked"), h("dd", { id: "saga-parked", class: "err" },
+          `since ${fmtTime(s.parked.since)} (was ${s.parked.from.replace("_", " ")}): ${s.parked.reason}. It resumes where a member declaring its definition owns its partition; or retry it with the current definition, or cancel it.`)] : null,
+        s.definition ? [h("dt", {}, "Definition"), h("dd", { class: "id" }, s.definition)] : null);
       // Timeline: each step's action and compensation on one time scale.
       const times = s.steps.flatMap((st) => [st.started_at, st.ended_at, st.compensated_at]).filter(Boolean).map((x) => new Date(x).getTime());
       const t0 = times.length ? Math.min(...times) : 0;
