@@ -74,6 +74,7 @@ type Consumer struct {
 	mu          sync.Mutex
 	owned       map[string]map[int32]bool
 	uncommitted map[string]map[int32]kgo.EpochOffset
+	refused     map[storage.Partition]string // assigned, not consumed: newer records (refuse.go)
 	dlLog       *logx.Limiter // the dead-letter log lines, bounded
 
 	// reappend marks partitions whose changelog write failed: the next
@@ -125,7 +126,7 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	}
 	c := &Consumer{
 		cfg: cfg, eng: eng, store: store, changelog: cl, log: cfg.Logger, m: cfg.Metrics,
-		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{},
+		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{}, refused: map[storage.Partition]string{},
 		reappend: map[storage.Partition]bool{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
 		topicsReady: make(chan struct{}), health: cfg.Health, stuckSince: map[storage.Partition]stuckState{}, errLog: health.NewLogLimiter(10 * time.Second),
 		dlLog: logx.NewLimiter(cfg.Logger, 0, 0, nil),

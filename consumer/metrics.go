@@ -27,6 +27,7 @@ type Metrics struct {
 	Restoring        prometheus.Gauge       // partitions being restored now
 	Expired          prometheus.Counter     // terminal sagas expired after the retention
 	StartsForwarded  prometheus.Counter     // keyed sagas' starts produced to the keys topic
+	Refused          prometheus.Gauge       // owned partitions not consumed: they hold records of a newer release
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -57,6 +58,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Expired:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_sagas_expired_total", Help: "Terminal sagas deleted (with a changelog tombstone) after the retention."}),
 		StartsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_keyed_starts_forwarded_total",
 			Help: "Starts of keyed sagas produced to the keys topic (the partition that owns the key records them)."}),
+		Refused: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_refused",
+			Help: "Assigned partitions this member does not consume because their changelog or store holds records of a newer release (see /readyz, condition incompatible)."}),
 	}
 	// Labelled counters exist from the start, at 0, for every label value
 	// known in advance: a rate() or an alert needs the series before the
@@ -70,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
 			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions,
-			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded)
+			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded, m.Refused)
 	}
 	return m
 }

@@ -223,8 +223,8 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		bad []recordReject
 	)
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if len(p.Records) == 0 {
-			return
+		if len(p.Records) == 0 || c.isRefused(storage.Partition{Topic: p.Topic, Partition: p.Partition}) {
+			return // a refused partition is paused; records fetched before are neither handled nor committed
 		}
 		synthetic, starts := c.synthetic[p.Topic], p.Topic == c.keysTopic
 		for _, r := range p.Records {

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -22,14 +23,7 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 	}
 	for t, ps := range assigned {
 		for _, pn := range ps {
-			p := storage.Partition{Topic: t, Partition: pn}
-			c.restore(ctx, p)
-			n, err := c.eng.Acquire(ctx, p)
-			if err != nil {
-				c.log.Error("resuming the sagas of an assigned partition failed", "partition", p.String(), "err", err)
-			} else if n > 0 {
-				c.log.Info("resumed unfinished sagas", "partition", p.String(), "sagas", n)
-			}
+			c.acquire(ctx, storage.Partition{Topic: t, Partition: pn}) // restore, then resume its sagas (refuse.go)
 			c.restoring.Add(-1)
 			c.m.Restoring.Set(float64(c.restoring.Load()))
 		}
@@ -58,13 +52,17 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 
 // restore brings p's local state up to date from its changelog, retrying
 // until it succeeds or the client closes (a partition is not consumed on
-// stale state).
-func (c *Consumer) restore(ctx context.Context, p storage.Partition) {
+// stale state). A changelog holding a record of a newer release is not
+// retried: the error (wrapping storage.ErrNewerRecord) is returned at once.
+func (c *Consumer) restore(ctx context.Context, p storage.Partition) error {
 	cl := c.changelog
 	wait := 200 * time.Millisecond
 	for {
 		start := time.Now()
 		n, err := cl.Restore(ctx, c.cfg.Client, c.store, p)
+		if errors.Is(err, storage.ErrNewerRecord) {
+			return err
+		}
 		if err == nil {
 			el := time.Since(start)
 			c.m.RestoreSeconds.Observe(el.Seconds())
@@ -72,10 +70,10 @@ func (c *Consumer) restore(ctx context.Context, p storage.Partition) {
 				c.log.Info("restored partition state from the changelog", "partition", p.String(), "records", n,
 					"took", el.Round(time.Millisecond), "records_per_s", int(float64(n)/max(el.Seconds(), 1e-9)))
 			}
-			return
+			return nil
 		}
 		if ctx.Err() != nil {
-			return
+			return ctx.Err()
 		}
 		c.log.Error("restoring a partition from its changelog failed; retrying", "partition", p.String(), "err", err, "in", wait)
 		t := time.NewTimer(wait)
@@ -117,6 +115,7 @@ func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 		return
 	}
 	c.release(ctx, revoked, true)
+	c.unrefuse(revoked)
 	c.mu.Lock()
 	toCommit := map[string]map[int32]kgo.EpochOffset{}
 	for t, ps := range revoked {
@@ -144,6 +143,7 @@ func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 func (c *Consumer) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
 	c.health.Set(health.Joining, "partitions lost (the group moved on without this member): rejoining "+c.cfg.Group)
 	c.release(ctx, lost, false)
+	c.unrefuse(lost)
 	c.forget(lost)
 	c.m.Rebalances.WithLabelValues("lost").Inc()
 	c.log.Warn("partitions lost", "partitions", fmtParts(lost))

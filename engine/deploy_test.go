@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,7 +11,10 @@ import (
 	"sync"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -443,5 +447,47 @@ func TestPreviousVersionsAreValidated(t *testing.T) {
 	}
 	if v := routes.Versions("order"); len(v) != 2 || v[0] != engine.Fingerprint(&s) || v[1] != engine.Fingerprint(&engine.Saga{Steps: c.steps("v1", "a")}) {
 		t.Fatalf("versions %v", v)
+	}
+}
+
+// A store holding a record of a newer release (a rollback onto the data
+// directory of a newer member): that partition is left alone and said to
+// be incompatible; the engine starts, and the other partitions' sagas run.
+func TestNewerRecordLeavesItsPartitionAlone(t *testing.T) {
+	var c calls
+	dir := t.TempDir()
+	seed(t, dir, rec("o-0", storage.StatusPending, ""))
+	st, err := storage.OpenBolt(filepath.Join(dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Partition: 1}, Context: []byte(`{"order_id":"o-1"}`)}
+	if _, err := st.Start(context.Background(), storage.StartBatch{Sagas: []*storage.Saga{other}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	db, err := bolt.Open(filepath.Join(dir, "sagaz.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("parts")).Bucket([]byte("orders/0")).Bucket([]byte("s"))
+		k := append(binary.BigEndian.AppendUint64(nil, 0), "order"...)
+		v := append([]byte(nil), b.Get(k)...)
+		v[0] = 3 // a record format of a newer release
+		return b.Put(k, v)
+	})
+	_ = db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := health.New(nil)
+	h := start(t, registry(deploySaga(c.steps("v1", "a"))), dir, func(cfg *engine.Config) { cfg.Health = hc })
+	h.idle()
+	if g := h.get(other.ID()); g.Status != storage.StatusCompleted {
+		t.Fatalf("the other partition's saga: %s, want completed", g.Status)
+	}
+	if !hc.Holds(health.Incompatible) || !strings.Contains(hc.Err().Error(), "orders/0") {
+		t.Fatalf("readiness %v, want incompatible naming orders/0", hc.Err())
 	}
 }

@@ -254,20 +254,26 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.enqueue(s)
 		return nil
 	}
-	var err error
-	if e.parted { // Kafka partitions are resumed when assigned (Acquire)
-		var ps []storage.Partition
-		if ps, err = e.store.Partitions(ctx); err == nil {
-			for _, p := range ps {
-				if isLocal(p.Topic) {
-					if err = e.store.ScanPartition(ctx, p, storage.NonTerminal, recover); err != nil {
-						break
-					}
-				}
-			}
+	// Kafka partitions of a group member are resumed when assigned
+	// (Acquire); the rest here. A partition holding a record of a newer
+	// release is left alone (said, and reported as incompatible), the
+	// others go on.
+	ps, err := e.store.Partitions(ctx)
+	for _, p := range ps {
+		if err != nil {
+			break
 		}
-	} else {
-		err = e.store.Scan(ctx, storage.NonTerminal, recover)
+		if e.parted && !isLocal(p.Topic) {
+			continue
+		}
+		err = e.store.ScanPartition(ctx, p, storage.NonTerminal, recover)
+		if errors.Is(err, storage.ErrNewerRecord) {
+			e.log.Error("partition not resumed: it holds records written by a newer release", "partition", p.String(), "err", err)
+			if e.health != nil {
+				e.health.Set(health.Incompatible, fmt.Sprintf("partition %s holds records written by a newer release: its sagas do not run here (docs/upgrading.md)", p))
+			}
+			err = nil
+		}
 	}
 	if err != nil {
 		e.mu.Lock()

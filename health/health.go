@@ -24,10 +24,13 @@ const (
 	Store      = "store"      // the saga store cannot be written (full disk, I/O error)
 	Stalled    = "stalled"    // an owned partition with lag has made no progress for the stall timeout
 	Damaged    = "damaged"    // the saga store is damaged
+	// Incompatible: partitions hold records written by a newer release
+	// (a record format this one does not read); they are not consumed here.
+	Incompatible = "incompatible"
 )
 
 // Names lists every condition.
-var Names = []string{Recovering, Brokers, Topics, Joining, Restoring, Store, Stalled, Damaged}
+var Names = []string{Recovering, Brokers, Topics, Joining, Restoring, Store, Stalled, Damaged, Incompatible}
 
 // Reporter is what components need: set a condition with its reason (the
 // first Set starts its clock; later ones update the reason), and clear it.
