@@ -75,7 +75,7 @@ type Consumer struct {
 	owned       map[string]map[int32]bool
 	uncommitted map[string]map[int32]kgo.EpochOffset
 	refused     map[storage.Partition]string // assigned, not consumed: newer records (refuse.go)
-	dlLog       *logx.Limiter // the dead-letter log lines, bounded
+	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
 	// reappend marks partitions whose changelog write failed: the next
 	// batch re-appends what it matches. Owned by the batch goroutine
