@@ -192,6 +192,10 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 		log.Error("the saga store was damaged: moved aside, kept for inspection, and replaced by an empty store; assigned partitions are restored from their changelog",
 			"moved_to", rec.MovedTo, "cause", rec.Cause)
 	}
+	if mg := m.Store.Migration(); mg != nil {
+		log.Warn("the saga store was upgraded to this release's schema; the file as it was is kept (delete it once the member runs well)",
+			"from_schema", mg.From, "to_schema", mg.To, "copy", mg.Backup, "took", mg.Took.Round(time.Millisecond))
+	}
 	m.onClose(func() {
 		if err := m.Store.Close(); err != nil {
 			log.Error("closing the store", "err", err)
