@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/internal/sagaztest"
+	"github.com/sagaz-go/sagaz/sagas"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// TestRollingUpgradeFromPreviousRelease runs the previous release's binary
+// (built from its git tag) and this one in one consumer group through a
+// rolling deploy with sagas in flight: two members of the previous release;
+// one restarted as this release; rolled back to the previous release; then
+// both restarted as this release — while orders stream in and their sagas
+// (three steps that take a while each, some compensated) run. Partitions
+// move between the builds at every restart, so each build restores
+// changelog records the other wrote and resumes sagas the other started.
+// At the end every order has exactly one saga, ended as its event asks,
+// and every offset is committed.
+func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two releases and runs them as processes; skipped with -short")
+	}
+	prev := sagaztest.PreviousRelease(t)
+	cur := sagaztest.BuildBinary(t, ".")
+	out, _ := exec.Command(prev.Bin, "version").CombinedOutput()
+	t.Logf("previous release %s (%s): %s", prev.Tag, prev.Commit[:12], strings.TrimSpace(string(out)))
+
+	const topic, group = sagas.OrderTopic, "upgrade"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(6, topic))
+	seeds := c.ListenAddrs()
+	logs := t.TempDir()
+	dirs := map[string]string{"a": t.TempDir(), "b": t.TempDir()}
+	start := func(name, bin string) *sagaztest.Proc {
+		t.Helper()
+		p := sagaztest.StartBinary(t, bin, logs, "--brokers", strings.Join(seeds, ","), "--data-dir", dirs[name],
+			"--group", group, "--session-timeout", "6s", "--shutdown-timeout", "5s", "--client-id", "member-"+name)
+		kafkatest.WaitFor(t, 60*time.Second, "member "+name+" ("+filepath.Base(bin)+") to be ready", func() bool {
+			resp, err := http.Get("http://" + p.HTTP + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+		return p
+	}
+	stop := func(p *sagaztest.Proc) {
+		t.Helper()
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(); err != nil {
+			t.Fatalf("SIGTERM: exit %v (log %s)", err, p.Log)
+		}
+	}
+
+	// Orders stream in for the whole deploy: every step takes 30 ms, so
+	// sagas are executing (and compensating) at every restart.
+	want := map[string]storage.Status{}
+	var mu sync.Mutex
+	streamCtx, endStream := context.WithCancel(context.Background())
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer cl.Close()
+		for i := 0; streamCtx.Err() == nil; {
+			var recs []*kgo.Record
+			for range 40 {
+				id := "o-" + strconv.Itoa(i)
+				extra, end := "", storage.StatusCompleted
+				if i%7 == 3 {
+					extra, end = `,"fail_at":"ship"`, storage.StatusRolledBack
+				}
+				recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(fmt.Sprintf(`{"order_id":%q,"amount":5,"sleep_ms":30%s}`, id, extra))})
+				mu.Lock()
+				want[id] = end
+				mu.Unlock()
+				i++
+			}
+			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+				t.Error(err)
+				return
+			}
+			select {
+			case <-streamCtx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+
+	a := start("a", prev.Bin)
+	b := start("b", prev.Bin)
+	busy := func(p *sagaztest.Proc, what string) { // let sagas be in flight there before the next restart
+		t.Helper()
+		kafkatest.WaitFor(t, 30*time.Second, what, func() bool { return p.Metric("sagaz_sagas_executing") > 0 })
+	}
+	busy(a, "sagas executing on a (previous release)")
+	stop(a)
+	a = start("a", cur) // rolling deploy, first half
+	busy(a, "sagas executing on a (this release)")
+	stop(a)
+	a = start("a", prev.Bin) // rolled back
+	busy(a, "sagas executing on a (rolled back)")
+	stop(a)
+	a = start("a", cur) // the deploy again, to the end
+	stop(b)
+	b = start("b", cur)
+	busy(b, "sagas executing on b (this release)")
+	endStream()
+	<-streamDone
+
+	for _, tp := range []string{topic, group + "-keys"} {
+		kafkatest.WaitCommittedAtEnd(t, seeds, group, tp, 120*time.Second)
+	}
+	kafkatest.WaitFor(t, 120*time.Second, "every saga to end", func() bool {
+		for _, p := range []*sagaztest.Proc{a, b} {
+			if p.Metric("sagaz_sagas_pending") != 0 || p.Metric("sagaz_sagas_executing") != 0 || p.Metric(`sagaz_sagas_parked{saga="order"}`) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	stop(a)
+	stop(b)
+
+	var all []*storage.Saga
+	for _, name := range []string{"a", "b"} {
+		st, err := storage.OpenBolt(filepath.Join(dirs[name], "sagaz.db"), storage.BoltOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, sagaztest.Sagas(t, st)...)
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := storage.Check(context.Background(), filepath.Join(dirs[name], "sagaz.db"), 0)
+		if err != nil || !rep.OK() {
+			t.Fatalf("store of %s: %+v %v", name, rep, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sagaztest.CheckOrders(t, "order", want, all, false)
+	t.Logf("%d orders, each with one saga ended as asked, across %s and this release", len(want), prev.Tag)
+}
