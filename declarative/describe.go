@@ -25,6 +25,14 @@ func Describe(w io.Writer, s *engine.Saga, def *Definition) error {
 		fmt.Fprintf(tw, "defined in:\tcompiled into this binary\n")
 	}
 	fmt.Fprintf(tw, "fingerprint:\t%s\n", Fingerprint(s))
+	for i := range s.Previous {
+		p := &s.Previous[i]
+		names := make([]string, len(p.Steps))
+		for j := range p.Steps {
+			names[j] = p.Steps[j].Name
+		}
+		fmt.Fprintf(tw, "previous version:\t%s (steps %s): sagas started with it finish with it\n", Fingerprint(p), strings.Join(names, ", "))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -41,6 +41,9 @@ type Definition struct {
 	// Fingerprint identifies the definition's shape: its steps and
 	// compensations by name and order (see Fingerprint).
 	Fingerprint string
+	// Previous are the fingerprints of the earlier versions of its steps
+	// the file lists under previous: (engine.Saga.Previous).
+	Previous []string
 
 	saga engine.Saga
 }
@@ -230,7 +233,8 @@ var notYetSteps = notYet{
 }
 
 var (
-	sagaKeys    = []string{"name", "description", "triggers", "context", "http", "steps"}
+	sagaKeys    = []string{"name", "description", "triggers", "context", "http", "steps", "previous"}
+	prevKeys    = []string{"description", "steps"}
 	triggerKeys = []string{"kafka", "cron", "webhook", "manual", "name", "idempotency_key", "when", "context",
 		"max_concurrent", "rate_limit", "catch_up", "catch_up_window", "overlap", "jitter"}
 	httpDefaultKeys = []string{"allow_hosts", "tls", "max_response_bytes", "follow_redirects", "headers"}
@@ -297,32 +301,30 @@ func (p *parser) saga(n *yaml.Node, vars map[string]string) *Definition {
 		}
 	}
 
-	var steps []engine.Step
-	if sn := f.required("steps", "a list of steps, each with a name and an action"); sn != nil {
-		items, ok := f.list("steps", "steps")
-		if ok && len(items) == 0 {
-			p.errorf(sn, "steps", "empty list, want at least one step")
-		}
-		seen := map[string]int{}
+	steps, infos := p.steps(f, "steps", &defaults, vars)
+	d.Steps = infos
+	// Earlier versions of the steps that sagas in flight may have started
+	// with (engine.Saga.Previous): each a mapping with its steps.
+	var previous []engine.Saga
+	if pn := f.get("previous"); pn != nil {
+		items, _ := f.list("previous", "earlier versions of the steps, each {steps: [...]}")
 		for i, it := range items {
-			st, info, ok := p.step(it, index("steps", i), &defaults, vars)
-			if line, dup := seen[st.Name]; dup && st.Name != "" {
-				p.errorf(it, index("steps", i)+".name", "step %q is declared twice (first at line %d)", st.Name, line)
-				continue
-			}
-			seen[st.Name] = it.Line
+			pf, ok := p.mapping(it, index("previous", i), prevKeys, nil)
 			if !ok {
 				continue
 			}
-			steps = append(steps, st)
-			d.Steps = append(d.Steps, info)
+			ps, _ := p.steps(pf, index("previous", i)+".steps", &defaults, vars)
+			previous = append(previous, engine.Saga{Steps: ps})
 		}
 	}
 	if len(p.errs) > nerr {
 		return d // invalid: only its name and position count (errors are recorded)
 	}
-	d.saga = engine.Saga{Name: d.Name, Steps: steps, Triggers: triggers}
+	d.saga = engine.Saga{Name: d.Name, Steps: steps, Triggers: triggers, Previous: previous}
 	d.Fingerprint = Fingerprint(&d.saga)
+	for i := range previous {
+		d.Previous = append(d.Previous, Fingerprint(&previous[i]))
+	}
 	// The engine's own checks, as a safety net: anything it rejects that
 	// the checks above let through is reported at the saga's name.
 	scratch := engine.NewRegistry()
@@ -335,6 +337,40 @@ func (p *parser) saga(n *yaml.Node, vars map[string]string) *Definition {
 		p.errorf(at, "name", "the engine rejects this saga: %v", err)
 	}
 	return d
+}
+
+// steps parses the list of steps under key (path is where it is, for
+// errors): each step's engine form and description.
+func (p *parser) steps(f *fields, key string, defaults *httpSettings, vars map[string]string) ([]engine.Step, []StepInfo) {
+	var steps []engine.Step
+	var infos []StepInfo
+	path := key
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		key = key[i+1:]
+	}
+	sn := f.required(key, "a list of steps, each with a name and an action")
+	if sn == nil {
+		return nil, nil
+	}
+	items, ok := f.list(key, "steps")
+	if ok && len(items) == 0 {
+		p.errorf(sn, path, "empty list, want at least one step")
+	}
+	seen := map[string]int{}
+	for i, it := range items {
+		st, info, ok := p.step(it, index(path, i), defaults, vars)
+		if line, dup := seen[st.Name]; dup && st.Name != "" {
+			p.errorf(it, index(path, i)+".name", "step %q is declared twice (first at line %d)", st.Name, line)
+			continue
+		}
+		seen[st.Name] = it.Line
+		if !ok {
+			continue
+		}
+		steps = append(steps, st)
+		infos = append(infos, info)
+	}
+	return steps, infos
 }
 
 // contextTemplate compiles a context: a mapping of values, expressions over

@@ -368,3 +368,48 @@ steps:
 		t.Errorf("merged call: %+v", b)
 	}
 }
+
+// TestLoadPreviousVersions: previous: lists earlier versions of the steps
+// (engine.Saga.Previous), with the fingerprint a compiled saga of the
+// same steps has, and positioned errors in them; a previous version equal
+// to the current steps is refused.
+func TestLoadPreviousVersions(t *testing.T) {
+	dir := t.TempDir()
+	doc := minimal + "  - name: b2\n    action: {http: {method: GET, url: 'http://127.0.0.1:1/b'}}\n" +
+		"previous:\n  - description: before b was renamed\n    steps:\n" +
+		"      - name: a\n        action: {http: {method: POST, url: 'http://127.0.0.1:1/a'}}\n" +
+		"      - name: b\n        action: {http: {method: GET, url: 'http://127.0.0.1:1/b'}}\n"
+	defs, err := declarative.Load(write(t, dir, "p.yaml", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := defs[0].Saga()
+	noop := func(context.Context, *engine.Run) error { return nil }
+	compiled := engine.Fingerprint(&engine.Saga{Steps: []engine.Step{{Name: "a", Action: noop}, {Name: "b", Action: noop}}})
+	if len(s.Previous) != 1 || len(defs[0].Previous) != 1 || defs[0].Previous[0] != compiled || engine.Fingerprint(&s.Previous[0]) != compiled {
+		t.Fatalf("previous %+v %v, want one version of fingerprint %s", s.Previous, defs[0].Previous, compiled)
+	}
+	reg := engine.NewRegistry()
+	reg.Register(s)
+	routes, err := reg.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := routes.Versions("s"); len(v) != 2 || v[1] != compiled {
+		t.Fatalf("versions %v", v)
+	}
+	var out strings.Builder
+	if err := declarative.Describe(&out, &s, defs[0]); err != nil || !strings.Contains(out.String(), "previous version:  "+compiled+" (steps a, b)") {
+		t.Fatalf("describe: %v\n%s", err, out.String())
+	}
+
+	bad := minimal + "previous:\n  - steps:\n      - name: x\n"
+	_, err = declarative.Load(write(t, dir, "bad.yaml", bad))
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:12:9: previous[0].steps[0]") {
+		t.Fatalf("a step without an action in a previous version: %v, want it positioned", err)
+	}
+	same := minimal + "previous:\n  - steps:\n      - name: a\n        action: {http: {method: POST, url: 'http://127.0.0.1:1/a'}}\n"
+	if _, err := declarative.Load(write(t, dir, "same.yaml", same)); err == nil || !strings.Contains(err.Error(), "same steps and compensations as the current declaration") {
+		t.Fatalf("a previous version equal to the current steps: %v", err)
+	}
+}
