@@ -2,7 +2,7 @@
 # Multi-stage build: a static binary in a distroless, non-root image (no
 # shell: the health check is the binary's own `sagaz healthcheck`).
 #
-#   docker build --build-arg VERSION=$(git describe --tags --always) --build-arg COMMIT=$(git rev-parse HEAD) -t sagaz .
+#   docker build --build-arg VERSION=$(git describe --tags --match 'v*' --always) --build-arg COMMIT=$(git rev-parse HEAD) -t sagaz .
 FROM golang:1.26 AS build
 ARG VERSION=devel
 ARG COMMIT=unknown

@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/sagaz
 ARGS    ?=
 # `sagaz version` and the sagaz_build_info metric report these.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+VERSION ?= $(shell git describe --tags --match 'v*' --always --dirty 2>/dev/null || echo devel)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/sagaz-go/sagaz/internal/buildinfo.version=$(VERSION) -X github.com/sagaz-go/sagaz/internal/buildinfo.commit=$(COMMIT)
 
