@@ -109,9 +109,13 @@ func (c *Consumer) acquire(ctx context.Context, p storage.Partition) {
 	n, err := c.eng.Acquire(ctx, p)
 	switch {
 	case errors.Is(err, storage.ErrNewerRecord):
-		if rerr := c.eng.Release(ctx, p); rerr != nil {
+		// The sagas queued before the scan met the record (readable ones)
+		// may have started: let their running steps end, as on a revoke.
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.ReleaseTimeout)
+		if rerr := c.eng.Release(rctx, p); rerr != nil {
 			c.log.Error("releasing a refused partition", "partition", p.String(), "err", rerr)
 		}
+		cancel()
 		c.refuse(p, fmt.Errorf("the local store: %w", err))
 	case err != nil:
 		c.log.Error("resuming the sagas of an assigned partition failed", "partition", p.String(), "err", err)

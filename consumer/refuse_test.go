@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
@@ -82,4 +84,44 @@ func TestNewerRecordsRefuseOnlyTheirPartition(t *testing.T) {
 		return ok && m2.Health.Holds(health.Incompatible)
 	})
 	kafkatest.WaitFor(t, 30*time.Second, "partitions 0 and 2 to be owned there", func() bool { return len(m2.Engine.Owned()) >= 2 })
+
+	// The store side: an unfinished saga of partition 2 in the second
+	// member's store was written by a newer release (a rollback onto its
+	// data directory). At the next start the member refuses partition 2 as
+	// well, and still runs partition 0.
+	m2.Stop()
+	st, err := storage.OpenBolt(filepath.Join(m2.Dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := &storage.Saga{Name: "plain", Trigger: "kafka:" + plain, Source: storage.Position{Topic: plain, Partition: 2, Offset: 1 << 20}, Context: []byte(`{}`)}
+	if _, err := st.Start(context.Background(), storage.StartBatch{Sagas: []*storage.Saga{later}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	db, err := bolt.Open(filepath.Join(m2.Dir, "sagaz.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("parts")).Bucket([]byte(plain + "/2")).Bucket([]byte("s"))
+		k := storage.ChangeKey(later)
+		v := append([]byte(nil), b.Get(k)...)
+		v[0] = 3
+		return b.Put(k, v)
+	})
+	_ = db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.Produce(t, cl, &kgo.Record{Topic: plain, Partition: 0, Value: []byte(`{"n":"after"}`)})
+	m3 := startMember(t, seeds, m2.Dir, reg, nil)
+	kafkatest.WaitFor(t, 60*time.Second, "partitions 1 and 2 refused, partition 0 consumed to its end", func() bool {
+		refused := m3.Consumer.Refused()
+		end, got := kafkatest.EndOffsets(t, seeds, plain), kafkatest.Committed(t, seeds, group, plain)
+		return len(refused) == 2 && strings.Contains(refused[storage.Partition{Topic: plain, Partition: 2}], "the local store") && got[0] == end[0]
+	})
+	if m3.Engine.Owns(later.Source) {
+		t.Fatal("the refused partition's sagas run here")
+	}
 }

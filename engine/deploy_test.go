@@ -491,3 +491,28 @@ func TestNewerRecordLeavesItsPartitionAlone(t *testing.T) {
 		t.Fatalf("readiness %v, want incompatible naming orders/0", hc.Err())
 	}
 }
+
+// A saga parked before its first step (its saga was not declared) resumes
+// as pending where it is declared, runs with the current definition, and
+// the engine's counts come back to zero.
+func TestParkedPendingSagaResumes(t *testing.T) {
+	var c calls
+	dir := t.TempDir()
+	seed(t, dir, rec("o-1", storage.StatusPending, ""))
+	other := deploySaga(c.steps("x", "x"))
+	other.Name = "other"
+	h := start(t, registry(other), dir)
+	h.idle()
+	if g := h.get(id(0)); g.Status != storage.StatusParked || g.Park.From != storage.StatusPending {
+		t.Fatalf("%s %+v, want parked from pending", g.Status, g.Park)
+	}
+	h.stop()
+	h = start(t, registry(deploySaga(c.steps("v1", "a", "b"))), dir)
+	h.idle()
+	if g := h.get(id(0)); g.Status != storage.StatusCompleted || !slices.Equal(c.of("o-1"), []string{"v1:a", "v1:b"}) {
+		t.Fatalf("%s, ran %v", g.Status, c.of("o-1"))
+	}
+	if q, r := h.eng.Stats(); q != 0 || r != 0 {
+		t.Fatalf("Stats() = %d pending, %d executing after the resumed saga completed, want 0, 0", q, r)
+	}
+}

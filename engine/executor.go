@@ -242,7 +242,7 @@ const (
 func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Bool) {
 	starting := q.status == storage.StatusPending // counted in e.starting (dispatchLocked)
 	defer func() { e.finished(l, ps, starting, q.concKey) }()
-	defer e.deactivate(sagaRef{q.pos, q.name})
+	defer e.deactivate(sagaRef{q.pos, q.name}, cancelled)
 	stop := ps.ctx // done: start no new step (shutdown or partition released)
 	rec := q.rec
 	if rec == nil {
@@ -270,10 +270,12 @@ func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Boo
 		}
 		rec.Status = storage.StatusExecuting
 		ok := e.persist(rec)
-		e.mu.Lock()
-		e.starting--
-		starting = false
-		e.mu.Unlock()
+		if starting { // a parked saga resumed as pending was not counted
+			e.mu.Lock()
+			e.starting--
+			starting = false
+			e.mu.Unlock()
+		}
 		if !ok {
 			return
 		}
@@ -478,9 +480,14 @@ type sagaRef struct {
 	name string
 }
 
-func (e *Engine) deactivate(r sagaRef) {
+// deactivate forgets a saga that leaves the executor — unless it was
+// queued and dispatched again meanwhile (a cancelled parked saga): that
+// run's registration stays.
+func (e *Engine) deactivate(r sagaRef, flag *atomic.Bool) {
 	e.mu.Lock()
-	delete(e.active, r)
+	if e.active[r] == flag {
+		delete(e.active, r)
+	}
 	e.mu.Unlock()
 }
 
