@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -459,5 +460,73 @@ func TestCheckFindsDamagedAndNewerRecords(t *testing.T) {
 	}
 	if rep.OK() || rep.NewerRecords != 1 || rep.Sagas != 1 || !strings.Contains(strings.Join(rep.Problems, "\n"), "checksum mismatch") {
 		t.Fatalf("check: %+v", rep)
+	}
+}
+
+// Every released store schema opens in this release: older ones are
+// migrated (after a copy), the current one is opened as it is, and the
+// sagas are all there. A new schema needs its fixture here.
+func TestEveryReleasedSchemaOpens(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	sagas := func() []*storage.Saga {
+		var out []*storage.Saga
+		for i, st := range []storage.Status{storage.StatusPending, storage.StatusExecuting, storage.StatusCompleted, storage.StatusCompensating, storage.StatusRolledBack, storage.StatusFailed} {
+			s := storagetest.NewSaga("order", "orders", int32(i%2), int64(i), "")
+			s.Version, s.Status, s.CreatedAt, s.UpdatedAt = 1, st, t0.Add(time.Duration(i)*time.Second), t0
+			out = append(out, s)
+		}
+		return out
+	}
+	fixtures := map[int]func(t *testing.T, path string){
+		1: func(t *testing.T, path string) { writeSchema1(t, path, sagas(), false) },
+		2: func(t *testing.T, path string) { // the layout v0.1.0 writes (the rolling-upgrade tests open stores v0.1.0 itself wrote)
+			st, err := storage.OpenBolt(path, storage.BoltOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var changes = map[storage.Partition][]storage.Change{}
+			for _, s := range sagas() {
+				p := s.Source.TopicPartition()
+				changes[p] = append(changes[p], storage.Change{Key: storage.ChangeKey(s), Value: storage.EncodeSaga(nil, s)})
+			}
+			for p, cs := range changes {
+				if _, err := st.Apply(context.Background(), p, cs, int64(len(cs))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = st.Close()
+		},
+	}
+	for schema := storage.OldestSchema; schema <= storage.SchemaVersion; schema++ {
+		t.Run(fmt.Sprintf("schema %d", schema), func(t *testing.T) {
+			write, ok := fixtures[schema]
+			if !ok {
+				t.Fatalf("no fixture for store schema %d: add one (a store as the release that introduced it writes it)", schema)
+			}
+			path := filepath.Join(t.TempDir(), "sagaz.db")
+			write(t, path)
+			st, err := storage.OpenBolt(path, storage.BoltOptions{})
+			if err != nil {
+				t.Fatalf("open schema %d: %v", schema, err)
+			}
+			m := st.Migration()
+			if (schema < storage.SchemaVersion) != (m != nil) {
+				t.Fatalf("schema %d: migration %+v", schema, m)
+			}
+			want := sagas()
+			for _, s := range want {
+				got, err := st.Get(context.Background(), s.ID())
+				if err != nil || got.Status != s.Status {
+					t.Fatalf("schema %d: %s: %+v %v", schema, s.ID(), got, err)
+				}
+			}
+			if n := len(list(t, st, 0)); n != len(want) {
+				t.Fatalf("schema %d: %d sagas listed, want %d", schema, n, len(want))
+			}
+			_ = st.Close()
+			if rep, err := storage.Check(context.Background(), path, 0); err != nil || !rep.OK() || rep.Schema != storage.SchemaVersion {
+				t.Fatalf("schema %d after the open: %+v %v", schema, rep, err)
+			}
+		})
 	}
 }
