@@ -404,7 +404,11 @@ func fmtTime(t time.Time) string {
 func showSaga(w io.Writer, s *httpapi.SagaView) error {
 	kv := newTable(w)
 	fmt.Fprintf(kv, "Saga\t%s\n", s.ID)
-	fmt.Fprintf(kv, "Name\t%s (trigger %s)\n", s.Saga, s.Trigger)
+	if s.Definition != "" {
+		fmt.Fprintf(kv, "Name\t%s (trigger %s, definition %s)\n", s.Saga, s.Trigger, s.Definition)
+	} else {
+		fmt.Fprintf(kv, "Name\t%s (trigger %s)\n", s.Saga, s.Trigger)
+	}
 	fmt.Fprintf(kv, "Status\t%s\n", s.Status)
 	if s.IdempotencyKey != "" {
 		fmt.Fprintf(kv, "Key\t%s\n", s.IdempotencyKey)
@@ -418,9 +422,6 @@ func showSaga(w io.Writer, s *httpapi.SagaView) error {
 	fmt.Fprintf(kv, "Updated\t%s (%s after creation)\n", fmtTime(s.UpdatedAt), s.UpdatedAt.Sub(s.CreatedAt).Round(time.Millisecond))
 	if s.Error != "" {
 		fmt.Fprintf(kv, "Error\t%s\n", s.Error)
-	}
-	if s.Definition != "" {
-		fmt.Fprintf(kv, "Definition\t%s\n", s.Definition)
 	}
 	if p := s.Parked; p != nil {
 		fmt.Fprintf(kv, "Parked\tsince %s (was %s): %s\n", fmtTime(p.Since), p.From, p.Reason)

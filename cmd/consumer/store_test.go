@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/storage"
 	"github.com/sagaz-go/sagaz/storage/storagetest"
 )
@@ -105,5 +107,28 @@ func TestStoreCommands(t *testing.T) {
 	}
 	if _, code := sagaz(t, noEnv, "store", "check", "--data-dir", t.TempDir()); code != exitError {
 		t.Fatalf("check of a missing store: exit %d", code)
+	}
+}
+
+// A parked saga, shown and listed: why it waits and how to move it on.
+func TestParkedSagaInTheCLI(t *testing.T) {
+	since := time.Date(2026, 12, 1, 10, 4, 12, 0, time.UTC)
+	v := httpapi.SagaView{ID: "orders.created:3:1207:order", Saga: "order", Trigger: "kafka:orders.created", Status: storage.StatusParked,
+		Definition: "sha256:6f1e00000000aaaa", CreatedAt: since, UpdatedAt: since,
+		Parked: &storage.Park{Reason: `saga "order" started with definition sha256:6f1e00000000aaaa`, Since: since, From: storage.StatusExecuting},
+		Steps:  []storage.Step{{Name: "reserve", Status: storage.StepCompleted, Attempts: 1}, {Name: "charge", Status: storage.StepPending}}, OwnedHere: true}
+	var out strings.Builder
+	if err := showSaga(&out, &v); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Status   parked", "definition sha256:6f1e00000000aaaa", "(was executing): saga \"order\" started with definition",
+		"sagaz sagas retry orders.created:3:1207:order [--map OLD=NEW]", "sagaz sagas cancel orders.created:3:1207:order"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("show lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := sagaTable(&out, &sagaPage{Sagas: []httpapi.SagaView{v}}); err != nil || !strings.Contains(out.String(), "parked: saga \"order\" started with") {
+		t.Fatalf("list: %v\n%s", err, out.String())
 	}
 }
