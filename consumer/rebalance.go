@@ -52,15 +52,18 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 
 // restore brings p's local state up to date from its changelog, retrying
 // until it succeeds or the client closes (a partition is not consumed on
-// stale state). A changelog holding a record of a newer release is not
-// retried: the error (wrapping storage.ErrNewerRecord) is returned at once.
+// stale state). A changelog holding a record of a newer release, and a
+// damaged store, are not retried: the error is returned at once.
 func (c *Consumer) restore(ctx context.Context, p storage.Partition) error {
 	cl := c.changelog
 	wait := 200 * time.Millisecond
 	for {
 		start := time.Now()
 		n, err := cl.Restore(ctx, c.cfg.Client, c.store, p)
-		if errors.Is(err, storage.ErrNewerRecord) {
+		if errors.Is(err, storage.ErrNewerRecord) || errors.Is(err, storage.ErrDamaged) {
+			// Retrying cannot help: a newer release's record (the
+			// partition is refused), or a damaged store (the member stops,
+			// and the next start moves the file aside).
 			return err
 		}
 		if err == nil {
