@@ -520,7 +520,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("readiness", `document.querySelector("#readiness")?.textContent.startsWith("Ready")`)
 	b.wait("this member in the group", `document.querySelector("#members")?.textContent.includes("this member")`)
 	b.wait("lag per partition", `document.querySelectorAll("#lag tbody tr").length >= 2`)
-	b.wait("a second sample for the charts", `document.querySelectorAll("svg.chart polyline").length === 8`)
+	b.wait("a second sample for the charts", `document.querySelectorAll("svg.chart polyline").length === 9` /* 7 statuses, started and finished */)
 	b.shot("overview")
 
 	// Schedules and dead letters, read-only: shown, actions disabled.
