@@ -202,6 +202,8 @@ func TestEncodeSagaAllocatesOnce(t *testing.T) {
 	s := sampleSaga()
 	s.Origin = storage.Position{Topic: strings.Repeat("t", 300), Partition: 7, Offset: 1 << 50}
 	s.ConcurrencyKey = "customer-1"
+	s.Definition = "sha256:0123456789abcdef"
+	s.Status, s.Park = storage.StatusParked, &storage.Park{Reason: strings.Repeat("r", 400), Since: s.UpdatedAt, From: storage.StatusCompensating}
 	s.Extensions = []storage.Extension{{Tag: 99, Value: []byte("future")}}
 	s.Context = []byte(strings.Repeat("x", 5000))
 	if n := testing.AllocsPerRun(100, func() { storage.EncodeSaga(nil, s) }); n > 2 {

@@ -145,14 +145,19 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = binary.AppendUvarint(dst, extDefinition)
 		dst = appendStr(dst, s.Definition)
 	}
-	if parked {
-		var o []byte
-		o = binary.AppendUvarint(o, s.Version)
-		o = appendStr(o, s.Park.Reason)
-		o = appendTime(o, s.Park.Since)
+	if parked { // written in place: its length first, then the fields
+		since := int64(0)
+		if !s.Park.Since.IsZero() {
+			since = s.Park.Since.UnixNano()
+		}
+		var lb [3 * binary.MaxVarintLen64]byte
+		l := len(binary.AppendUvarint(lb[:0], s.Version)) + len(binary.AppendUvarint(lb[:0], uint64(len(s.Park.Reason)))) +
+			len(s.Park.Reason) + len(binary.AppendVarint(lb[:0], since))
 		dst = binary.AppendUvarint(dst, extPark)
-		dst = binary.AppendUvarint(dst, uint64(len(o)))
-		dst = append(dst, o...)
+		dst = binary.AppendUvarint(dst, uint64(l))
+		dst = binary.AppendUvarint(dst, s.Version)
+		dst = appendStr(dst, s.Park.Reason)
+		dst = binary.AppendVarint(dst, since)
 	}
 	for _, x := range s.Extensions {
 		dst = binary.AppendUvarint(dst, x.Tag)
@@ -300,6 +305,12 @@ func encodedSizeBound(s *Saga) int {
 	}
 	if s.ConcurrencyKey != "" {
 		n += 10 + 10 + len(s.ConcurrencyKey)
+	}
+	if s.Definition != "" {
+		n += 10 + 10 + len(s.Definition)
+	}
+	if s.Park != nil {
+		n += 10 + 10 + 10 + 10 + len(s.Park.Reason) + 10
 	}
 	for _, x := range s.Extensions {
 		n += 10 + 10 + len(x.Value)
