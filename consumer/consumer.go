@@ -75,6 +75,7 @@ type Consumer struct {
 	owned       map[string]map[int32]bool
 	uncommitted map[string]map[int32]kgo.EpochOffset
 	refused     map[storage.Partition]string // assigned, not consumed: newer records (refuse.go)
+	nRefused    atomic.Int32                 // len(refused), read without the lock
 	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
 	// reappend marks partitions whose changelog write failed: the next

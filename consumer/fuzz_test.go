@@ -1,6 +1,7 @@
 package consumer_test
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -45,24 +46,30 @@ func FuzzConsumerPath(f *testing.F) {
 		kafkatest.WaitFor(t, 30*time.Second, "the record to be committed", func() bool {
 			return kafkatest.Committed(t, seeds, group, r.Topic)[r.Partition] > r.Offset
 		})
-		if _, err := m.Store.Get(t.Context(), storage.FormatID(pos, "order")); err == nil {
-			return // a saga (or the existing saga of its key)
-		}
-		for _, dl := range kafkatest.ReadAll(t, seeds, dlq) {
-			if header(dl, consumer.HeaderOrigTopic) == r.Topic && header(dl, consumer.HeaderOrigPartition) == strconv.Itoa(int(r.Partition)) &&
-				header(dl, consumer.HeaderOrigOffset) == strconv.FormatInt(r.Offset, 10) {
-				return
+		// A keyed saga is recorded by the owner of its key's partition of
+		// the keys topic after the record's offset is committed (its start
+		// was acknowledged there first): look until it is, bounded.
+		ended := func() bool {
+			if _, err := m.Store.Get(t.Context(), storage.FormatID(pos, "order")); err == nil {
+				return true // a saga (or the existing saga of its key)
 			}
-		}
-		// Neither a new saga nor a dead letter: the record must have matched
-		// the existing saga of its idempotency key (or been ignored, which
-		// the order saga never does).
-		ev := engine.Event{Value: value}
-		if k, err := engine.KeyField("order_id").Value("order", &ev); err == nil {
-			if found, err := m.Store.FindKey(t.Context(), []string{"order"}, k); err == nil && len(found) > 0 {
-				return
+			for _, dl := range kafkatest.ReadAll(t, seeds, dlq) {
+				if header(dl, consumer.HeaderOrigTopic) == r.Topic && header(dl, consumer.HeaderOrigPartition) == strconv.Itoa(int(r.Partition)) &&
+					header(dl, consumer.HeaderOrigOffset) == strconv.FormatInt(r.Offset, 10) {
+					return true
+				}
 			}
+			// Neither a new saga nor a dead letter: the record must have
+			// matched the saga of its idempotency key (or been ignored,
+			// which the order saga never does).
+			ev := engine.Event{Value: value}
+			if k, err := engine.KeyField("order_id").Value("order", &ev); err == nil {
+				if found, err := m.Store.FindKey(t.Context(), []string{"order"}, k); err == nil && len(found) > 0 {
+					return true
+				}
+			}
+			return false
 		}
-		t.Fatalf("record %s/%d@%d (value %q) was neither recorded nor dead-lettered", r.Topic, r.Partition, r.Offset, value)
+		kafkatest.WaitFor(t, 30*time.Second, fmt.Sprintf("record %s/%d@%d (value %q) to end as a saga or a dead letter", r.Topic, r.Partition, r.Offset, value), ended)
 	})
 }

@@ -27,6 +27,7 @@ import (
 func (c *Consumer) refuse(p storage.Partition, cause error) {
 	c.mu.Lock()
 	c.refused[p] = cause.Error()
+	c.nRefused.Store(int32(len(c.refused)))
 	reason := c.refusedReasonLocked()
 	c.m.Refused.Set(float64(len(c.refused)))
 	c.mu.Unlock()
@@ -51,6 +52,7 @@ func (c *Consumer) unrefuse(parts map[string][]int32) {
 			}
 		}
 	}
+	c.nRefused.Store(int32(len(c.refused)))
 	reason := c.refusedReasonLocked()
 	c.m.Refused.Set(float64(len(c.refused)))
 	c.mu.Unlock()
@@ -65,8 +67,12 @@ func (c *Consumer) unrefuse(parts map[string][]int32) {
 	}
 }
 
-// isRefused reports whether p is refused here.
+// isRefused reports whether p is refused here (no lock taken while none
+// is: the poll loop asks for every partition of every batch).
 func (c *Consumer) isRefused(p storage.Partition) bool {
+	if c.nRefused.Load() == 0 {
+		return false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.refused[p]
