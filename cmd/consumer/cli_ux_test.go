@@ -347,7 +347,7 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 	// payments (events topic), nightly-report (cron topic).
 	for _, re := range []string{
 		`(?m)^orders.created\s+trigger\s+3\s*$`, `(?m)^sagaz.events\s+events\s+3\s*$`, `(?m)^sagaz.cron\s+cron\s+3\s*$`,
-		`(?m)^sagaz.dlq\s+dead-letter\s+3\s*$`, `(?m)^shop-changelog-orders.created\s+changelog\s+as orders.created\s+cleanup.policy=compact$`,
+		`(?m)^sagaz.dlq\s+dead-letter\s+3\s*$`, `(?m)^shop-changelog-orders.created\s+changelog\s+as orders.created\s+cleanup.policy=compact,min.cleanable.dirty.ratio=0.25,segment.ms=3600000$`,
 		`(?m)^shop-changelog-sagaz.events\s+changelog`, `(?m)^shop-changelog-sagaz.cron\s+changelog`,
 		`(?m)^shop-keys\s+keys\s+3\s*$`, `(?m)^shop-changelog-shop-keys\s+changelog`, `(?m)^shop-members\s+members\s+1\s+cleanup.policy=compact`,
 	} {
