@@ -296,8 +296,21 @@ func TestSagaPlacedByConcurrencyKeyIsFoundFromAnyMember(t *testing.T) {
 	for i := range 40 {
 		id := storage.FormatKeyedID("ship", fmt.Sprintf("o-%d", i))
 		for _, m := range ms {
-			var v map[string]any
-			if code := getJSON(t, "http://"+m.HTTP.Addr()+"/api/sagas/"+url.PathEscape(id), &v); code != 200 || v["concurrency_key"] == nil {
+			// Right after a rebalance a member may not know the owner's
+			// address yet (it answers 503 naming the member): poll.
+			var (
+				v    map[string]any
+				code int
+			)
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				v = nil
+				if code = getJSON(t, "http://"+m.HTTP.Addr()+"/api/sagas/"+url.PathEscape(id), &v); code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if code != 200 || v["concurrency_key"] == nil {
 				t.Fatalf("GET %s from a member: %d %v", id, code, v)
 			}
 		}
