@@ -520,7 +520,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("readiness", `document.querySelector("#readiness")?.textContent.startsWith("Ready")`)
 	b.wait("this member in the group", `document.querySelector("#members")?.textContent.includes("this member")`)
 	b.wait("lag per partition", `document.querySelectorAll("#lag tbody tr").length >= 2`)
-	b.wait("a second sample for the charts", `document.querySelectorAll("svg.chart polyline").length === 9` /* 7 statuses, started and finished */)
+	b.wait("a second sample for the charts", `document.querySelectorAll("svg.chart polyline").length === 10` /* 8 statuses, started and finished */)
 	b.shot("overview")
 
 	// Schedules and dead letters, read-only: shown, actions disabled.
@@ -662,6 +662,32 @@ func TestConsoleInBrowserWithoutToken(t *testing.T) {
 	b.goTo(u, "#/schedules")
 	b.click("pause", `#schedules-table tr[data-id="report:yearly"] button[data-act="pause"]`)
 	kafkatest.WaitFor(t, 10*time.Second, "the schedule to be paused", func() bool { return u.schedulePaused(t) })
+
+	// Resolve a failed saga by hand: a reason is required; the saga page
+	// then shows it resolved, with the resolution in its history.
+	u.compFail.Store(true)
+	u.produce(t, "orders", "o-stuck", `{"order_id":"o-stuck","amount":30,"fail_at":"charge","comp_fail":true}`)
+	stuckID := u.waitStatus(t, "key=o-stuck", "failed")
+	b.goTo(u, "#/saga/"+url.PathEscape(stuckID))
+	b.wait("the resolve form", `document.querySelector("#saga-status")?.dataset.status === "failed" && document.querySelector("#resolve-form")?.offsetParent !== null`)
+	b.click("resolve without a reason", "#act-resolve")
+	b.wait("the reason asked for", `document.querySelector("#toast")?.textContent.includes("a reason is required")`)
+	if st := u.sagaStatus(t, stuckID); st != "failed" {
+		t.Fatalf("resolved without a reason: %s", st)
+	}
+	b.set("#resolve-reason", "released the stock by hand")
+	b.shot("saga-to-resolve")
+	b.click("resolve", "#act-resolve")
+	b.wait("the resolved saga", `document.querySelector("#saga-status")?.dataset.status === "resolved" && document.querySelector("#resolve-form")?.offsetParent === null &&
+		document.querySelector('#saga-history tr[data-action="resolve"]')?.textContent.includes("released the stock by hand")`)
+	b.wait("the history in view", `(() => { const e = document.querySelector("#saga-history"); if (!e) return false; e.scrollIntoView(); return true })()`)
+	b.shot("saga-resolved-history")
+	if st := u.sagaStatus(t, stuckID); st != "resolved" {
+		t.Fatalf("the resolved saga is %s in the API", st)
+	}
+	b.goTo(u, "#/sagas?status=resolved")
+	b.wait("the resolved listing", `(() => { const r = [...document.querySelectorAll("#sagas-table tbody tr")]; return r.length === 1 && r[0].dataset.status === "resolved" })()`)
+	b.shot("sagas-resolved")
 
 	b.goTo(u, "#/login")
 	b.wait("the open-member note", `document.querySelector("#login-open")?.textContent.includes("no admin token")`)

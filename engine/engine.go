@@ -121,6 +121,14 @@ type Engine struct {
 	always  *partState                       // local partitions, and every partition when not partitioned
 	wg      sync.WaitGroup
 
+	// cancelNotes are the history entries of cancels of running sagas, by
+	// the run's cancel flag, recorded when the executor acts on them
+	// (guarded by mu).
+	cancelNotes map[*atomic.Bool][]storage.HistoryEntry
+	// opMu serialises operator actions (retry, resolve, cancel): each reads
+	// a saga, checks its status and writes it.
+	opMu sync.Mutex
+
 	// starting counts the running sagas still recorded pending: their
 	// transition to executing is being written (Stats counts them pending).
 	starting int
@@ -179,7 +187,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, routes: routes, log: cfg.Logger, clock: cfg.Clock,
 		maxIn: cfg.MaxInFlight, shutdown: cfg.ShutdownTimeout, onFinish: cfg.OnFinish,
-		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, health: cfg.Health, errLog: health.NewLogLimiter(5 * time.Second), onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[sagaRef]*atomic.Bool{},
+		mirror: cfg.Changelog, maxCtx: cfg.MaxContextBytes, health: cfg.Health, errLog: health.NewLogLimiter(5 * time.Second), onStep: cfg.OnStep, parted: cfg.Changelog != nil, active: map[sagaRef]*atomic.Bool{}, cancelNotes: map[*atomic.Bool][]storage.HistoryEntry{},
 		local: map[Source]*atomic.Int64{}, lanes: map[string]*lane{},
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 		outcomes:     logx.NewLimiter(cfg.Logger, cfg.LogLimit.PerSecond, cfg.LogLimit.Burst, cfg.Clock),

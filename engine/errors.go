@@ -30,9 +30,16 @@ var (
 	// group; ask that member.
 	ErrNotOwned = errors.New("engine: saga's partition is owned by another member")
 	// ErrConflict: the saga is not in a status the operation applies to
-	// (retry needs failed or parked; cancel needs pending, executing or
-	// parked), or no definition of this build can carry out the operation.
+	// (retry needs failed or parked, resolve failed; cancel needs pending,
+	// executing or parked), or no definition of this build can carry out
+	// the operation.
 	ErrConflict = errors.New("engine: saga status does not allow this")
+	// ErrInvalidContext: a context given to RetryWith is not a JSON object
+	// within the context size limit (or the saga is not failed).
+	ErrInvalidContext = errors.New("engine: invalid saga context")
+	// ErrInvalidReason: an operator's reason is missing where it is
+	// required (Resolve) or too long.
+	ErrInvalidReason = errors.New("engine: invalid reason")
 	// ErrNoField: Run.Int, Float or Bool found no value (or null) under the
 	// key asked for.
 	ErrNoField = errors.New("engine: saga data has no such field")

@@ -290,6 +290,7 @@ func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Boo
 			}
 			if cancelled.Load() { // an operator cancelled it: undo what is done
 				rec.Status, rec.Error = storage.StatusCompensating, "cancelled"
+				e.takeCancelNotes(rec, cancelled)
 				if !needsCompensation(decl, rec) {
 					rec.Status = storage.StatusRolledBack
 				}
@@ -488,6 +489,7 @@ func (e *Engine) deactivate(r sagaRef, flag *atomic.Bool) {
 	if e.active[r] == flag {
 		delete(e.active, r)
 	}
+	delete(e.cancelNotes, flag) // a cancel that came as the saga ended had no effect
 	e.mu.Unlock()
 }
 
@@ -565,7 +567,13 @@ func (e *Engine) finishedLog(rec *storage.Saga) {
 	case storage.StatusRolledBack:
 		e.logOutcome(rec, slog.LevelInfo, "saga rolled back")
 	case storage.StatusFailed:
-		e.logOutcome(rec, slog.LevelWarn, "saga failed", "action", "inspect with `sagaz sagas show "+rec.ID()+"`, then retry or cancel")
+		e.logOutcome(rec, slog.LevelWarn, "saga failed", "action", "inspect with `sagaz sagas show "+rec.ID()+"`, then retry (with an edited context if need be) or resolve")
+	case storage.StatusResolved:
+		var reason, by string
+		if n := len(rec.History); n > 0 {
+			reason, by = rec.History[n-1].Reason, rec.History[n-1].By
+		}
+		e.logOutcome(rec, slog.LevelInfo, "saga resolved by hand", "reason", reason, "by", by)
 	}
 }
 

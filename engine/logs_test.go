@@ -14,6 +14,7 @@ import (
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/logx"
+	"github.com/sagaz-go/sagaz/storage"
 )
 
 // logLines collects JSON log lines.
@@ -144,5 +145,36 @@ func TestNoKeyNoticeOnlyWhereThePositionIsTheKey(t *testing.T) {
 	lines := out.withMsg(t, "trigger has no idempotency key; the record position (topic, partition, offset) is the key")
 	if len(lines) != 1 || lines[0]["saga"] != "raw" {
 		t.Fatalf("no-key notices = %v, want one, for the kafka trigger only", lines)
+	}
+}
+
+// A resolution is logged at info with its reason and who resolved it, and
+// the failed line points at retry and resolve; onFinish hears the resolved
+// status (metrics count it).
+func TestResolutionIsLogged(t *testing.T) {
+	out := &logLines{}
+	var finished []string
+	var mu sync.Mutex
+	h := start(t, outcomeSagas(), "", func(c *engine.Config) {
+		c.Logger = logx.New(out, "json", slog.LevelInfo)
+		c.OnFinish = func(s *storage.Saga) { mu.Lock(); finished = append(finished, s.Status.String()); mu.Unlock() }
+	})
+	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"f","decline":"y","stuck":"y"}`)[0].ID
+	h.idle()
+	if err := h.eng.Resolve(context.Background(), id, engine.Audit{Reason: "released by hand", By: "token:ab"}); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if l := out.withMsg(t, "saga failed"); len(l) != 1 || !strings.Contains(l[0]["action"].(string), "resolve") {
+		t.Errorf("failed line %v, want it to point at resolve", l)
+	}
+	l := out.withMsg(t, "saga resolved by hand")
+	if len(l) != 1 || l[0]["level"] != "INFO" || l[0]["saga_id"] != id || l[0]["reason"] != "released by hand" || l[0]["by"] != "token:ab" {
+		t.Fatalf("resolved lines %v", l)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(finished, ",") != "failed,resolved" {
+		t.Errorf("OnFinish heard %v, want failed then resolved", finished)
 	}
 }

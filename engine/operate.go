@@ -46,6 +46,15 @@ func (e *Engine) checkOwned(pos storage.Position) error {
 // another member runs it, and an error wrapping storage.ErrNotFound for an
 // unknown ID.
 func (e *Engine) Cancel(ctx context.Context, id string) error {
+	return e.CancelWith(ctx, id, Audit{})
+}
+
+// CancelWith is Cancel recording who cancels and why in the saga's history
+// (a running saga records it when it stops, at its next step boundary).
+func (e *Engine) CancelWith(ctx context.Context, id string, a Audit) error {
+	if err := checkReason(a.Reason, false); err != nil {
+		return err
+	}
 	pos, name, err := e.locate(ctx, id)
 	if err != nil {
 		return err
@@ -53,8 +62,17 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 	if err := e.checkOwned(pos); err != nil {
 		return err
 	}
-	rec, running := e.takeOut(sagaRef{pos, name})
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
+	entry := e.entry(storage.ActionCancel, a)
+	ref := sagaRef{pos, name}
+	rec, running := e.takeOut(ref)
 	if running != nil {
+		e.mu.Lock()
+		if e.active[ref] == running { // else it has just left: the cancel has nothing to stop
+			e.cancelNotes[running] = append(e.cancelNotes[running], entry)
+		}
+		e.mu.Unlock()
 		running.Store(true) // the executor compensates at the next step boundary
 		return nil
 	}
@@ -66,6 +84,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 	if rec.Status.Terminal() {
 		return fmt.Errorf("%w: %s is %s", ErrConflict, id, rec.Status)
 	}
+	storage.AppendHistory(rec, entry)
 	v, reason := e.routes.bind(rec)
 	if rec.Status == storage.StatusParked || reason != "" {
 		if rec.Status != storage.StatusParked {
@@ -97,7 +116,8 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 // gave up is tried again (and the rest of the compensation after it). A
 // parked saga is moved onto the current declaration, its steps mapped by
 // name (RetryWith maps them otherwise). It returns ErrConflict unless the
-// saga is failed or parked.
+// saga is failed or parked. It is RetryWith without options (see there for
+// the history).
 func (e *Engine) Retry(ctx context.Context, id string) error {
 	return e.RetryWith(ctx, id, RetryOptions{})
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ func (e *Engine) bindOrPark(rec *storage.Saga, cancelled *atomic.Bool) (*Saga, b
 			e.park(rec, reason)
 		}
 		if cancelled.Load() { // an operator cancelled it meanwhile
+			e.takeCancelNotes(rec, cancelled)
 			if err := e.cancelParked(rec); err != nil {
 				e.log.Warn("cancel of a parked saga not carried out", "saga_id", rec.ID(), "err", err)
 			}
@@ -134,8 +136,16 @@ func (e *Engine) cancelParked(rec *storage.Saga) error {
 	return nil
 }
 
-// RetryOptions says how RetryWith moves a parked saga on.
+// RetryOptions says how RetryWith resumes a failed saga or moves a parked
+// saga on, and who does it and why (recorded in the saga's history).
 type RetryOptions struct {
+	// Context, if set, replaces a failed saga's context: a JSON object of
+	// at most Config.MaxContextBytes. A field the saga declares Sensitive
+	// given as Masked ("***", as the API shows it) keeps its recorded
+	// value. The replaced context is kept in the history entry (see
+	// storage.AppendHistory for its bounds). Only for failed sagas.
+	Context json.RawMessage
+	Audit
 	// Steps maps the steps a parked saga recorded to the steps of the
 	// current declaration: old name -> new name. A recorded step that took
 	// effect (completed, or compensated) and is not in the map keeps its
@@ -146,14 +156,36 @@ type RetryOptions struct {
 	Steps map[string]string
 }
 
-// RetryWith is Retry with options. A parked saga is moved onto the current
-// declaration — the steps that took effect mapped onto its steps (see
-// RetryOptions) — and resumes in the status it was parked from: the steps
-// left run (executing), or the compensation goes on (compensating). It
-// returns an error wrapping ErrInvalidMapping for a mapping that does not
-// fit, ErrConflict when the saga is neither failed nor parked, is being
-// looked at by the executor right now, or is not declared in this build.
+// RetryWith is Retry with options, recorded in the saga's history (in the
+// same write as the retry).
+//
+// A failed saga without a Context resumes where it stopped (a compensation
+// that gave up is tried again). With a Context its context is replaced
+// first, and a saga that was compensating because a step failed goes
+// forward again: the steps whose effect stands (completed, or whose
+// compensation gave up) count as done, and the others — compensated since,
+// the step that failed, the steps after it — run again, with the new
+// context, from the first of them. (A saga that failed while compensating
+// for a cancel keeps compensating, with the new context; one that failed
+// before compensating resumes its steps.)
+//
+// A parked saga is moved onto the current declaration — the steps that
+// took effect mapped onto its steps (see RetryOptions) — and resumes in the
+// status it was parked from: the steps left run (executing), or the
+// compensation goes on (compensating).
+//
+// It returns an error wrapping ErrInvalidMapping for a mapping that does
+// not fit, ErrInvalidContext for a context that is not a JSON object within
+// the size limit (or given for a saga that is not failed),
+// ErrInvalidReason for a reason that is too long, ErrConflict when the saga
+// is neither failed nor parked (a resolved saga is finished for good), is
+// being looked at by the executor right now, or is not declared in this
+// build, ErrNotOwned when another member runs it and an error wrapping
+// storage.ErrNotFound for an unknown ID.
 func (e *Engine) RetryWith(ctx context.Context, id string, opts RetryOptions) error {
+	if err := checkReason(opts.Reason, false); err != nil {
+		return err
+	}
 	pos, name, err := e.locate(ctx, id)
 	if err != nil {
 		return err
@@ -161,6 +193,8 @@ func (e *Engine) RetryWith(ctx context.Context, id string, opts RetryOptions) er
 	if err := e.checkOwned(pos); err != nil {
 		return err
 	}
+	e.opMu.Lock() // one operator action at a time: two retries never both enqueue
+	defer e.opMu.Unlock()
 	if _, running := e.takeOut(sagaRef{pos, name}); running != nil {
 		return fmt.Errorf("%w: %s is being resumed right now; try again", ErrConflict, id)
 	}
@@ -168,14 +202,21 @@ func (e *Engine) RetryWith(ctx context.Context, id string, opts RetryOptions) er
 	if err != nil {
 		return err
 	}
+	entry := e.entry(storage.ActionRetry, opts.Audit)
 	switch rec.Status {
 	case storage.StatusFailed:
 		if len(opts.Steps) > 0 {
 			return fmt.Errorf("%w: %s is failed: a step mapping applies to parked sagas only", ErrInvalidMapping, id)
 		}
-		return e.retryFailed(rec)
+		return e.retryFailedWith(rec, opts.Context, entry)
 	case storage.StatusParked:
+		if opts.Context != nil {
+			return fmt.Errorf("%w: %s is parked: an edited context applies to failed sagas only", ErrInvalidContext, id)
+		}
+		storage.AppendHistory(rec, entry)
 		return e.retryParked(rec, opts)
+	case storage.StatusResolved:
+		return fmt.Errorf("%w: %s was resolved by hand%s; a resolved saga is finished for good", ErrConflict, id, resolvedBy(rec))
 	default:
 		return fmt.Errorf("%w: %s is %s; only failed and parked sagas can be retried", ErrConflict, id, rec.Status)
 	}

@@ -155,8 +155,15 @@ func (a *API) register(mux *routeMux, g *guard) error {
 	mux.HandleFunc("GET /api/sagas", a.listings.limit(a.listSagas))
 	mux.HandleFunc("GET /api/sagas/{id}", a.getSaga)
 	mux.HandleFunc("GET /api/events/{id}", a.getEvent)
-	mux.HandleFunc("POST /api/sagas/{id}/retry", a.retry)
-	mux.HandleFunc("POST /api/sagas/{id}/cancel", a.operate(a.Engine.Cancel))
+	mux.HandleFunc("POST /api/sagas/{id}/retry", operate(a, "retry", `no body, or {"context": {...}, "reason": "..."} (a failed saga), or {"steps": {"<recorded step>": "<step of the current definition>", ...}, "reason": "..."} (a parked saga)`, http.StatusAccepted, "accepted", func(ctx context.Context, id string, req RetryRequest) error {
+		return a.Engine.RetryWith(ctx, id, engine.RetryOptions{Context: req.Context, Steps: req.Steps, Audit: engine.Audit{Reason: req.Reason, By: caller(ctx)}})
+	}))
+	mux.HandleFunc("POST /api/sagas/{id}/cancel", operate(a, "cancel", `no body, or {"reason": "..."}`, http.StatusAccepted, "accepted", func(ctx context.Context, id string, req ReasonRequest) error {
+		return a.Engine.CancelWith(ctx, id, engine.Audit{Reason: req.Reason, By: caller(ctx)})
+	}))
+	mux.HandleFunc("POST /api/sagas/{id}/resolve", operate(a, "resolve", `{"reason": "..."}`, http.StatusOK, "resolved", func(ctx context.Context, id string, req ReasonRequest) error {
+		return a.Engine.Resolve(ctx, id, engine.Audit{Reason: req.Reason, By: caller(ctx)})
+	}))
 	mux.HandleFunc("POST /api/fire", a.fire)
 	mux.HandleFunc("POST /webhooks/{name}", a.webhook)
 	if a.Schedules != nil {
@@ -221,10 +228,63 @@ type SagaView struct {
 	// waits (its reason, since when, and the status it resumes in).
 	Definition string        `json:"definition,omitempty"`
 	Parked     *storage.Park `json:"parked,omitempty"`
+	// History is what operators did to the saga, oldest first (in the
+	// saga's own view, not in listings).
+	History []HistoryView `json:"history,omitempty"`
 	// OwnedHere is false when another member runs the saga's partition now:
 	// this copy may be behind; Owner names that member when known.
 	OwnedHere bool   `json:"owned_here"`
 	Owner     string `json:"owner,omitempty"`
+}
+
+// HistoryView is one entry of a saga's history: when, what (retry,
+// retry_with_context, resolve, cancel), why and by whom ("token:<id>" or
+// "console:<id>", the first 8 hex digits of the SHA-256 of the token used;
+// "" when the API takes no token).
+type HistoryView struct {
+	At     time.Time      `json:"at"`
+	Action storage.Action `json:"action"`
+	Reason string         `json:"reason,omitempty"`
+	By     string         `json:"by,omitempty"`
+	// For retry_with_context: the context the edit replaced, as JSON
+	// (sensitive fields masked) when the entry keeps all of it, and its
+	// size. PreviousContextTruncated says the entry keeps less (its first
+	// bytes, or none once the history outgrew its bound);
+	// PreviousContextPrefix then shows the bytes kept, as text, unless the
+	// saga declares sensitive fields.
+	PreviousContext          json.RawMessage `json:"previous_context,omitempty"`
+	PreviousContextBytes     int             `json:"previous_context_bytes,omitempty"`
+	PreviousContextTruncated bool            `json:"previous_context_truncated,omitempty"`
+	PreviousContextPrefix    string          `json:"previous_context_prefix,omitempty"`
+}
+
+// RetryRequest is the optional body of POST /api/sagas/{id}/retry.
+type RetryRequest struct {
+	// Context, if set, replaces a failed saga's context before it resumes:
+	// a JSON object within the member's context size limit (see
+	// engine.Engine.RetryWith for where the saga resumes).
+	Context json.RawMessage `json:"context,omitempty"`
+	// Reason is recorded in the saga's history.
+	Reason string `json:"reason,omitempty"`
+	// Steps, for a parked saga, maps its recorded steps onto the steps of
+	// the current definition (old name -> new name; "" leaves a step's
+	// effect uncompensated). Steps not named keep their name.
+	Steps map[string]string `json:"steps,omitempty"`
+}
+
+// ReasonRequest is the body of POST /api/sagas/{id}/resolve (the reason
+// is required) and the optional body of POST /api/sagas/{id}/cancel.
+type ReasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+// OperateAnswer answers an operator action on a saga: accepted (retry,
+// cancel: the saga goes on in the background) or resolved, with the saga
+// as it stands once the action is recorded (its history included).
+type OperateAnswer struct {
+	ID     string    `json:"id"`
+	Status string    `json:"status"`
+	Saga   *SagaView `json:"saga,omitempty"`
 }
 
 func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaView {
@@ -247,7 +307,36 @@ func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaV
 	if !v.OwnedHere && a.Owner != nil {
 		v.Owner = a.Owner(ctx, s.Source.TopicPartition())
 	}
+	if withContext {
+		v.History = historyView(s.History, decl)
+	}
 	return v
+}
+
+// historyView shows a saga's history, its previous contexts masked like
+// the context.
+func historyView(h []storage.HistoryEntry, decl *engine.Saga) []HistoryView {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make([]HistoryView, len(h))
+	for i, e := range h {
+		v := HistoryView{At: e.At, Action: e.Action, Reason: e.Reason, By: e.By, PreviousContextBytes: e.PreviousContextSize}
+		switch {
+		case !e.PreviousContextTruncated() && len(e.PreviousContext) > 0 && json.Valid(e.PreviousContext):
+			v.PreviousContext = e.PreviousContext
+			if decl != nil {
+				v.PreviousContext = decl.MaskContext(e.PreviousContext)
+			}
+		case e.PreviousContextSize > 0:
+			v.PreviousContextTruncated = true
+			if decl == nil || len(decl.Sensitive) == 0 {
+				v.PreviousContextPrefix = string(e.PreviousContext)
+			}
+		}
+		out[i] = v
+	}
+	return out
 }
 
 func (a *API) listSagas(w http.ResponseWriter, r *http.Request) {
@@ -348,18 +437,38 @@ func (a *API) sagaError(w http.ResponseWriter, r *http.Request, id string, err e
 		WriteError(w, http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, engine.ErrInvalidMapping):
 		WriteError(w, http.StatusBadRequest, "bad step mapping", err.Error())
+	case errors.Is(err, engine.ErrInvalidContext):
+		WriteError(w, http.StatusBadRequest, "bad context", err.Error())
+	case errors.Is(err, engine.ErrInvalidReason):
+		WriteError(w, http.StatusBadRequest, "bad reason", err.Error())
 	default:
 		WriteError(w, http.StatusInternalServerError, "error", err.Error())
 	}
 }
 
-func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
+// operate serves an operator action on one saga (retry, cancel, resolve):
+// its optional JSON body (a Req; unknown fields refused) is checked here,
+// then the member that owns the saga does it (act) — this one, or the one
+// the request is forwarded to — and answers code with an OperateAnswer.
+func operate[Req any](a *API, action, example string, code int, status string, act func(ctx context.Context, id string, req Req) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		body, err := io.ReadAll(io.LimitReader(r.Body, a.MaxBodyBytes))
-		if err != nil {
-			WriteError(w, http.StatusBadRequest, "cannot read body", err.Error())
+		body, ok := a.readBody(w, r)
+		if !ok {
 			return
+		}
+		var req Req
+		if len(bytes.TrimSpace(body)) > 0 {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			err := dec.Decode(&req)
+			if err == nil && dec.More() {
+				err = errors.New("data after the JSON object")
+			}
+			if err != nil {
+				WriteError(w, http.StatusBadRequest, "bad "+action+" request", fmt.Sprintf("want %s: %v", example, err))
+				return
+			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		home, err := a.home(id)
@@ -369,49 +478,17 @@ func (a *API) operate(op func(context.Context, string) error) http.HandlerFunc {
 		if err == nil && a.toOwner(w, r, home.TopicPartition(), body) {
 			return
 		}
-		if err := op(r.Context(), id); err != nil {
+		if err := act(r.Context(), id, req); err != nil {
 			a.sagaError(w, r, id, err)
 			return
 		}
-		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "accepted"})
-	}
-}
-
-// RetryRequest is the optional body of POST /api/sagas/{id}/retry: for a
-// parked saga, how its recorded steps map onto the steps of the current
-// definition (old name -> new name; "" leaves a step's effect
-// uncompensated). Steps not named keep their name.
-type RetryRequest struct {
-	Steps map[string]string `json:"steps"`
-}
-
-// retry answers POST /api/sagas/{id}/retry: a failed saga resumes where it
-// stopped; a parked one moves onto the current definition with its steps
-// mapped (RetryRequest, by name when absent).
-func (a *API) retry(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	body, ok := a.readBody(w, r)
-	if !ok {
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	if home, err := a.home(id); err == nil && a.toOwner(w, r, home.TopicPartition(), body) {
-		return
-	}
-	var req RetryRequest
-	if len(bytes.TrimSpace(body)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			WriteError(w, http.StatusBadRequest, "bad retry request", `want no body, or {"steps": {"<recorded step>": "<step of the current definition>", ...}}: `+err.Error())
-			return
+		out := OperateAnswer{ID: id, Status: status}
+		if s, err := a.Store.Get(r.Context(), id); err == nil {
+			v := a.view(r.Context(), s, true)
+			out.Saga = &v
 		}
+		writeJSON(w, code, out)
 	}
-	if err := a.Engine.RetryWith(r.Context(), id, engine.RetryOptions{Steps: req.Steps}); err != nil {
-		a.sagaError(w, r, id, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "accepted"})
 }
 
 // readBody reads at most MaxBodyBytes within BodyReadTimeout, answering

@@ -51,15 +51,19 @@ type env struct {
 	m       *sagaztest.Member
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, testRegistry(), 2048) }
+
+// newEnvWith starts a member of reg and the API in front of it, taking
+// bodies of up to maxBody bytes.
+func newEnvWith(t *testing.T, reg *engine.Registry, maxBody int64) *env {
 	c := kafkatest.NewCluster(t, kfake.NumBrokers(1))
 	seeds := c.ListenAddrs()
-	m := sagaztest.Start(t, seeds, "api-test", "", testRegistry(), nil)
+	m := sagaztest.Start(t, seeds, "api-test", "", reg, nil)
 	producer := kafkatest.Client(t, seeds)
 	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Logger: sagaztest.Logger(), ReadHeaderTimeout: 300 * time.Millisecond,
 		Auth: httpapi.Auth{AdminTokens: []string{token}},
 		API: &httpapi.API{Engine: m.Engine, Store: m.Store, Producer: producer, EventsTopic: m.Consumer.Config().EventsTopic,
-			Webhooks: map[string]httpapi.WebhookAuth{"signups": {Secrets: []string{"hook-secret"}}}, MaxBodyBytes: 2048, ProduceTimeout: 2 * time.Second}})
+			Webhooks: map[string]httpapi.WebhookAuth{"signups": {Secrets: []string{"hook-secret"}}}, MaxBodyBytes: maxBody, ProduceTimeout: 2 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"mime"
@@ -129,8 +131,12 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 		p := path.Clean("/" + r.URL.Path)
 		switch {
 		case p == "/api" || strings.HasPrefix(p, "/api/"):
-			if !g.api(w, r) {
+			who, ok := g.api(w, r)
+			if !ok {
 				return
+			}
+			if who != "" {
+				r = r.WithContext(context.WithValue(r.Context(), callerKey{}, who))
 			}
 		case p == "/metrics" && len(g.metrics) > 0:
 			tok, ok := bearer(r)
@@ -143,37 +149,73 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 	})
 }
 
-// api authorizes an /api request; false means it answered.
-func (g *guard) api(w http.ResponseWriter, r *http.Request) bool {
+// api authorizes an /api request and says who its credentials name
+// (caller); false means it answered.
+func (g *guard) api(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if !g.tokensRequired() {
-		return g.browser(w, r)
+		return "", g.browser(w, r)
 	}
 	tok, ok := bearer(r)
 	rl := g.role(tok)
+	who := ""
+	if rl != roleNone {
+		who = "token:" + tokenID(tok)
+	}
 	if !ok && g.sessions != nil {
 		if path.Clean("/"+r.URL.Path) == "/api/session" {
-			return true // the login itself: it checks the token it is given
+			return "", true // the login itself: it checks the token it is given
 		}
-		if srl, ok := g.sessions.sessionRole(r); ok {
-			rl = srl
+		if se, ok := g.sessions.sessionRole(r); ok {
+			rl, who = se.role, se.by
 		}
 	}
 	switch {
 	case rl == roleAdmin:
-		return true
+		// A member forwarding a request to the saga's owner (group.go)
+		// says whom it acts for.
+		if by := r.Header.Get(HeaderOnBehalfOf); by != "" && ok && r.Header.Get(HeaderScope) == "local" && len(by) <= 256 {
+			who = by
+		}
+		return who, true
 	case rl == roleRead:
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			return true
+			return who, true
 		}
 		WriteError(w, http.StatusForbidden, "read-only token", r.Method+" needs an admin token; this token may only read")
-		return false
+		return "", false
 	case !ok:
 		unauthorized(w, "the API needs Authorization: Bearer <token> (or a console login)")
-		return false
+		return "", false
 	default:
 		unauthorized(w, "the token is not accepted")
-		return false
+		return "", false
 	}
+}
+
+// HeaderOnBehalfOf, on a request one member forwards to another, names the
+// caller of the member that forwards it, so that the saga's history names
+// the operator rather than the group's token. The receiving member takes
+// it from a request between members (Sagaz-Scope: local) carrying an admin
+// token only.
+const HeaderOnBehalfOf = "Sagaz-On-Behalf-Of"
+
+type callerKey struct{}
+
+// caller returns who the request's credentials name, for a saga's history:
+// "token:<id>" for an admin or read-only token, "console:<id>" for a
+// console login opened with one, where <id> is the first 8 hex digits of
+// the token's SHA-256 (printf %s "$TOKEN" | sha256sum | cut -c1-8); "" when
+// the API takes no token.
+func caller(ctx context.Context) string {
+	who, _ := ctx.Value(callerKey{}).(string)
+	return who
+}
+
+// tokenID names a token without revealing it: the first 8 hex digits of
+// its SHA-256.
+func tokenID(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:4])
 }
 
 // browser applies the checks of the token-less (loopback) mode; false

@@ -128,6 +128,7 @@ func TestEveryRouteByTokenState(t *testing.T) {
 		{read, "GET", "/api/../api/sagas", "", 0},
 		{write, "POST", "/api/sagas/" + id + "/retry", "", 0},
 		{write, "POST", "/api/sagas/" + id + "/cancel", "", 0},
+		{write, "POST", "/api/sagas/" + id + "/resolve", `{"reason":"done by hand"}`, 0},
 		{write, "POST", "/api/fire", `{"event_type":"user.invited"}`, 202},
 		{write, "POST", "/api/schedules/report:report/pause", "", 409},
 		{write, "POST", "/api/schedules/report:report/resume", "", 409},

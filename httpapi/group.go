@@ -91,6 +91,9 @@ func (a *API) peerRequest(ctx context.Context, method, base, path, rawQuery stri
 	if a.PeerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+a.PeerToken)
 	}
+	if who := caller(ctx); who != "" {
+		req.Header.Set(HeaderOnBehalfOf, who)
+	}
 	return a.peerClient().Do(req)
 }
 

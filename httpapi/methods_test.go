@@ -82,7 +82,7 @@ func TestWrongMethodIs405(t *testing.T) {
 			methods[path] = append(methods[path], "HEAD")
 		}
 	}
-	for _, want := range []string{"/webhooks/{name}", "/api/sagas", "/api/sagas/{id}/retry", "/api/schedules/{id}/backfill", "/api/deadletters/replay", "/api/session", "/ui/", "/{$}"} {
+	for _, want := range []string{"/webhooks/{name}", "/api/sagas", "/api/sagas/{id}/retry", "/api/sagas/{id}/resolve", "/api/schedules/{id}/backfill", "/api/deadletters/replay", "/api/session", "/ui/", "/{$}"} {
 		if methods[want] == nil {
 			t.Fatalf("the server does not serve %s: %v", want, srv.Routes())
 		}

@@ -30,18 +30,19 @@ type sessions struct {
 	now    func() time.Time
 }
 
-// session is one login: its expiry and what the token it was opened with
-// may do.
+// session is one login: its expiry, what the token it was opened with
+// may do, and who that token names in a saga's history (see caller).
 type session struct {
 	expires time.Time
 	role    role
+	by      string
 }
 
 func newSessions(ttl time.Duration) *sessions {
 	return &sessions{ttl: ttl, byHash: map[[32]byte]session{}, csrf: http.NewCrossOriginProtection(), now: time.Now}
 }
 
-func (s *sessions) create(r role) (id string, expires time.Time) {
+func (s *sessions) create(r role, by string) (id string, expires time.Time) {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	id = hex.EncodeToString(b[:])
@@ -64,7 +65,7 @@ func (s *sessions) create(r role) (id string, expires time.Time) {
 		}
 		delete(s.byHash, oldest)
 	}
-	s.byHash[sha256.Sum256([]byte(id))] = session{expires: expires, role: r}
+	s.byHash[sha256.Sum256([]byte(id))] = session{expires: expires, role: r, by: by}
 	return id, expires
 }
 
@@ -97,17 +98,17 @@ func (s *sessions) end(r *http.Request) {
 	}
 }
 
-// sessionRole returns what the request's console session may do, if it
-// carries a valid one and, for a state-changing method, comes from the
-// console's own origin (the browser's Sec-Fetch-Site or Origin header;
-// http.CrossOriginProtection). The guard accepts such a request as if it
-// carried the token the session was opened with.
-func (s *sessions) sessionRole(r *http.Request) (role, bool) {
+// sessionRole returns the request's console session (what it may do, whom
+// it names), if it carries a valid one and, for a state-changing method,
+// comes from the console's own origin (the browser's Sec-Fetch-Site or
+// Origin header; http.CrossOriginProtection). The guard accepts such a
+// request as if it carried the token the session was opened with.
+func (s *sessions) sessionRole(r *http.Request) (session, bool) {
 	se, ok := s.lookup(r)
 	if !ok || s.csrf.Check(r) != nil {
-		return roleNone, false
+		return session{}, false
 	}
-	return se.role, true
+	return se, true
 }
 
 // secureRequest reports whether the browser reached us over TLS (directly,
@@ -160,12 +161,13 @@ func (a *API) registerSessions(mux *routeMux) {
 			WriteError(w, http.StatusBadRequest, "bad login", `want {"token": "<admin or read-only token>"}`)
 			return
 		}
-		rl := a.guard.role(strings.TrimSpace(in.Token))
+		tok := strings.TrimSpace(in.Token)
+		rl := a.guard.role(tok)
 		if rl == roleNone {
 			WriteError(w, http.StatusUnauthorized, "wrong token", "the token is not an admin or a read-only token of this member")
 			return
 		}
-		id, exp := a.sessions.create(rl)
+		id, exp := a.sessions.create(rl, "console:"+tokenID(tok))
 		http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", Expires: exp, MaxAge: int(a.SessionTTL / time.Second),
 			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secureRequest(r)})
 		writeJSON(w, http.StatusOK, SessionInfo{TokenRequired: true, Authenticated: true, ReadOnly: rl == roleRead, Expires: exp})

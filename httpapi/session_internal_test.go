@@ -15,7 +15,7 @@ func TestSessionsExpireAndAreBounded(t *testing.T) {
 		r.AddCookie(&http.Cookie{Name: SessionCookie, Value: id})
 		return r
 	}
-	id, exp := s.create(roleAdmin)
+	id, exp := s.create(roleAdmin, "")
 	if !exp.Equal(now.Add(time.Hour)) {
 		t.Fatalf("expiry %v", exp)
 	}
@@ -26,10 +26,10 @@ func TestSessionsExpireAndAreBounded(t *testing.T) {
 	if _, ok := s.lookup(req(id)); ok {
 		t.Fatal("an expired session is still valid")
 	}
-	first, _ := s.create(roleAdmin)
+	first, _ := s.create(roleAdmin, "")
 	for range maxSessions {
 		now = now.Add(time.Second)
-		s.create(roleAdmin)
+		s.create(roleAdmin, "")
 	}
 	if len(s.byHash) != maxSessions {
 		t.Fatalf("%d sessions kept, want at most %d", len(s.byHash), maxSessions)

@@ -32,11 +32,13 @@ func TestFinishedSeriesExistAtZero(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.NewEngine(reg, func() (int, int) { return 0, 0 })
 	m.Known([]string{"order", "refund"})
-	if n := testutil.CollectAndCount(m.Finished); n != 6 {
-		t.Fatalf("%d finished series, want 2 sagas x 3 terminal statuses", n)
+	if n := testutil.CollectAndCount(m.Finished); n != 8 {
+		t.Fatalf("%d finished series, want 2 sagas x 4 terminal statuses", n)
 	}
-	if v := testutil.ToFloat64(m.Finished.WithLabelValues("refund", "failed")); v != 0 {
-		t.Errorf("refund failed = %v", v)
+	for _, st := range []string{"completed", "rolled_back", "failed", "resolved"} {
+		if v := testutil.ToFloat64(m.Finished.WithLabelValues("refund", st)); v != 0 {
+			t.Errorf("refund %s = %v", st, v)
+		}
 	}
 }
 

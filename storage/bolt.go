@@ -133,9 +133,12 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 					return err
 				}
 			}
-			// A release that does not know parked sagas may have written
-			// to the file since this one did (a rollback).
-			return repairParked(tx)
+			// A release that does not know parked or resolved sagas may
+			// have written to the file since this one did (a rollback).
+			if err := repairParked(tx); err != nil {
+				return err
+			}
+			return repairResolved(tx)
 		})
 	}
 	if err != nil {

@@ -123,6 +123,7 @@ func FuzzDecodeSaga(f *testing.F) {
 	ext := sampleSaga()
 	ext.Extensions = []storage.Extension{{Tag: 1, Value: []byte("x")}}
 	f.Add(storage.EncodeSaga(nil, ext))
+	f.Add(storage.EncodeSaga(nil, historySaga())) // a resolved saga with its history
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := storage.DecodeSaga(b)
 		if err != nil {

@@ -49,7 +49,7 @@ func (r *Report) problem(format string, a ...any) {
 
 // Check reads the store file at path without changing it: its schema,
 // bbolt's page checks, every record's checksum and decoding, the status
-// index and the parked set against the records, and counts. It opens the
+// index, the parked set and the resolved set against the records, and counts. It opens the
 // file read-only; a file a running member holds is locked (an error after
 // lockTimeout, default 2s: stop the member first). Damage is reported in
 // the Report, not as an error.
@@ -122,10 +122,12 @@ func Check(ctx context.Context, path string, lockTimeout time.Duration) (*Report
 }
 
 // checkPartition checks one partition's records against its status index
-// and parked set (schema 2 layout; a schema 1 index is only counted).
+// and its parked and resolved sets (schema 2 layout; a schema 1 index is
+// only counted).
 func checkPartition(r *Report, pb *partBuckets, p Partition) {
 	wantIndex := map[string]bool{}
 	wantParked := map[string]Status{}
+	wantResolved := map[string]bool{}
 	unread := map[string]bool{} // name + 0 + offset of records not read: their entries are not checked
 	entry := func(name []byte, off []byte) string { return string(name) + "\x00" + string(off) }
 	c := pb.sagas.Cursor()
@@ -156,6 +158,9 @@ func checkPartition(r *Report, pb *partBuckets, p Partition) {
 			wantIndex[string(indexKey(s.stored(), s.Name, unixNanos(s.CreatedAt), off))] = true
 			if s.Status == StatusParked {
 				wantParked[string(parkKey(s.Name, unixNanos(s.CreatedAt), off))] = s.Park.From
+			}
+			if s.Status == StatusResolved {
+				wantResolved[string(parkKey(s.Name, unixNanos(s.CreatedAt), off))] = true
 			}
 		}
 	}
@@ -190,6 +195,21 @@ func checkPartition(r *Report, pb *partBuckets, p Partition) {
 	}
 	for k := range wantParked {
 		r.problem("partition %s: a parked record is not in the parked set (%x; the next open repairs it)", p, k)
+	}
+	if pb.resolved != nil {
+		rc := pb.resolved.Cursor()
+		for k, _ := rc.First(); k != nil; k, _ = rc.Next() {
+			if len(k) >= 1+16 && unread[entry(k[:len(k)-17], k[len(k)-8:])] {
+				continue
+			}
+			if !wantResolved[string(k)] {
+				r.problem("partition %s: resolved entry %x matches no resolved record (the next open repairs it)", p, k)
+			}
+			delete(wantResolved, string(k))
+		}
+	}
+	for k := range wantResolved {
+		r.problem("partition %s: a resolved record is not in the resolved set (%x; the next open repairs it)", p, k)
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 //	    "x"  meta records: name -> value (created on first use)
 //	    "p"  parked sagas: name + 0x00 + created(8) + offset(8) -> status parked from (1)
 //	         (created on first use; see parked.go)
+//	    "r"  resolved sagas: name + 0x00 + created(8) + offset(8) -> empty
+//	         (created on first use; see resolved.go)
 //	    "n"  next offset (8)
 //	    "c"  next changelog offset (8): the changelog is applied below it
 //
@@ -133,6 +135,7 @@ func idemKey(name, key string) []byte {
 type partBuckets struct {
 	root, sagas, idem, index *bolt.Bucket
 	parked                   *bolt.Bucket // nil until a saga of the partition is parked
+	resolved                 *bolt.Bucket // nil until a saga of the partition is resolved
 	nextOff                  int64
 	nextRead, nextDirty      bool
 }
@@ -199,5 +202,5 @@ func openPart(tx *bolt.Tx, p Partition, create bool) (*partBuckets, error) {
 		}
 	}
 	return &partBuckets{root: root, sagas: root.Bucket(bucketSagas), idem: root.Bucket(bucketIdem), index: root.Bucket(bucketIndex),
-		parked: root.Bucket(bucketPark)}, nil
+		parked: root.Bucket(bucketPark), resolved: root.Bucket(bucketResolved)}, nil
 }

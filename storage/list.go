@@ -138,17 +138,18 @@ func decodeCursor(s string) (*listPos, error) {
 }
 
 // rangeIter walks one (status, name) range of a partition's status index
-// (or, for the parked status, of its parked set: parked.go), whose keys
-// sort by (created, offset): ascending, or descending in the listing order.
-// A record the range holds but whose status is not the range's — a parked
-// saga, indexed under the status it was parked from — is skipped by the
-// readers (want).
+// (or, for the parked status, of its parked set: parked.go; for the
+// resolved status, of its resolved set: resolved.go), whose keys sort by
+// (created, offset): ascending, or descending in the listing order. A
+// record the range holds but whose status is not the range's — a parked
+// saga, indexed under the status it was parked from; a resolved saga,
+// indexed under failed — is skipped by the readers (want).
 type rangeIter struct {
 	pb     *partBuckets
 	part   Partition
 	name   string
 	status Status
-	prefix []byte // status + name + 0x00 (parked set: name + 0x00)
+	prefix []byte // status + name + 0x00 (parked and resolved sets: name + 0x00)
 	c      *bolt.Cursor
 	desc   bool
 	k      []byte // current key; nil when exhausted
@@ -233,11 +234,11 @@ func (r *rangeIter) next() {
 
 // saga reads the record the iterator is on. A nil saga with a nil error
 // means the range does not list it (want): a parked saga in the range of
-// the status it was parked from, or an entry of the parked set whose saga
-// is gone.
+// the status it was parked from, a resolved saga in the range of failed,
+// or an entry of the parked or resolved set whose saga is gone.
 func (r *rangeIter) saga(b *Bolt) (*Saga, error) {
 	v := r.pb.sagas.Get(sagaKey(r.at.off, r.at.name))
-	if v == nil && r.status == StatusParked {
+	if v == nil && (r.status == StatusParked || r.status == StatusResolved) {
 		return nil, nil
 	}
 	s, err := b.decodeStored(v)
@@ -273,11 +274,17 @@ func ranges(pb *partBuckets, p Partition, statuses []Status, name string, desc b
 	var its []*rangeIter
 	for _, st := range statuses {
 		bucket, prefix := pb.index, []byte{byte(st)}
-		if st == StatusParked {
+		switch st {
+		case StatusParked:
 			if pb.parked == nil {
 				continue
 			}
 			bucket, prefix = pb.parked, nil
+		case StatusResolved:
+			if pb.resolved == nil {
+				continue
+			}
+			bucket, prefix = pb.resolved, nil
 		}
 		ns := []string{name}
 		if name == "" {
@@ -432,7 +439,7 @@ func (b *Bolt) CountStatus(ctx context.Context, st Status, include func(Partitio
 			if err != nil || pb == nil {
 				return err
 			}
-			if st != StatusParked {
+			if st != StatusParked && st != StatusResolved {
 				c := pb.index.Cursor()
 				for k, _ := c.Seek([]byte{byte(st)}); k != nil && k[0] == byte(st) && len(k) >= 18; k, _ = c.Next() {
 					out[string(k[1:len(k)-17])]++ // status, name, 0, created (8), offset (8)
@@ -448,6 +455,15 @@ func (b *Bolt) CountStatus(ctx context.Context, st Status, include func(Partitio
 					}
 				}
 			})
+			if st == StatusResolved || st == StatusFailed {
+				resolvedCounts(pb, func(name string) { // indexed under failed
+					if st == StatusResolved {
+						out[name]++
+					} else if out[name]--; out[name] <= 0 {
+						delete(out, name)
+					}
+				})
+			}
 			return nil
 		})
 	})

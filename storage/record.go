@@ -23,6 +23,9 @@ import (
 //	        str error, uvarint comp attempts, str comp error, varint comp ended
 //	uvarint extension count, then per extension: uvarint tag, bytes value
 //	        tag 1: the origin (Saga.Origin): str topic, varint partition, offset
+//	        tag 4: the operator history (Saga.History) and the resolution:
+//	               uvarint record version the resolution was written with
+//	               (0: none), then the entries (history.go)
 //	        tag 16: the definition (Saga.Definition): its fingerprint's bytes
 //	        tag 17: the park (Saga.Park): uvarint record version, str reason,
 //	                varint since
@@ -40,7 +43,8 @@ import (
 // is ErrCorrupt: the bytes were damaged after they were written.
 //
 // Extension tags are taken in ranges, so that work in parallel does not
-// collide: 1 to 15 fields of a saga's run (1 the origin); 16 to 31 fields
+// collide: 1 to 15 fields of a saga's run (1 the origin, 4 the operator
+// history and the resolution); 16 to 31 fields
 // of definition versions and deploys (16 the definition, 17 the park); 32
 // and up fields of group-wide limits (32 the concurrency key). A new field
 // takes the next free tag of its range; a tag is never reused.
@@ -52,6 +56,12 @@ import (
 // version it was written with: a release that rewrites the record without
 // knowing tag 17 keeps the tag but bumps the version, so the stale park is
 // recognised and dropped.
+//
+// Resolved sagas, likewise: a resolved saga is recorded as failed, with
+// tag 4 naming the record version its resolution was written with: a
+// release that does not know resolved reads the saga as failed, and if it
+// rewrites the record (a retry) it keeps tag 4 but bumps the version, so
+// the stale resolution is recognised and dropped (the history stays).
 const (
 	recordVersion1 = 1
 	recordVersion  = 2
@@ -64,6 +74,7 @@ const RecordVersion = recordVersion
 // Extension tags this release knows.
 const (
 	extOrigin         = 1
+	extHistory        = 4
 	extDefinition     = 16
 	extPark           = 17
 	extConcurrencyKey = 32
@@ -127,6 +138,10 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	if parked {
 		n++
 	}
+	history := len(s.History) > 0 || s.Status == StatusResolved
+	if history {
+		n++
+	}
 	dst = binary.AppendUvarint(dst, uint64(n))
 	if s.Origin.Topic != "" {
 		var ob [96]byte // on the stack for topics of usual length
@@ -158,6 +173,12 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = binary.AppendUvarint(dst, s.Version)
 		dst = appendStr(dst, s.Park.Reason)
 		dst = binary.AppendVarint(dst, since)
+	}
+	if history { // rare (an operator acted): a buffer of its own
+		hv := appendHistoryExt(nil, s)
+		dst = binary.AppendUvarint(dst, extHistory)
+		dst = binary.AppendUvarint(dst, uint64(len(hv)))
+		dst = append(dst, hv...)
 	}
 	for _, x := range s.Extensions {
 		dst = binary.AppendUvarint(dst, x.Tag)
@@ -192,6 +213,7 @@ func DecodeSaga(b []byte) (*Saga, error) {
 	d := decoder{b: b[1:]}
 	s := &Saga{Status: Status(d.byte())}
 	var park *Park
+	var resolvedAt uint64
 	s.Version = d.uvarint()
 	s.Name = d.str()
 	s.Trigger = d.str()
@@ -255,6 +277,13 @@ func DecodeSaga(b []byte) (*Saga, error) {
 					park = p
 				}
 				continue
+			case extHistory:
+				h, at, err := decodeHistoryExt(val)
+				if err != nil {
+					d.fail("history")
+				}
+				s.History, resolvedAt = h, at
+				continue
 			}
 			if tag == extOrigin {
 				od := decoder{b: val}
@@ -279,11 +308,14 @@ func DecodeSaga(b []byte) (*Saga, error) {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
 	}
-	if d.err == nil && (s.Status < StatusPending || s.Status > StatusFailed) { // parked is never a status byte
+	if d.err == nil && (s.Status < StatusPending || s.Status > StatusFailed) { // parked and resolved are never a status byte
 		d.fail("status")
 	}
 	if d.err != nil {
 		return nil, d.err
+	}
+	if resolvedAt != 0 && resolvedAt == s.Version && s.Status == StatusFailed {
+		s.Status = StatusResolved // else written before a release that does not know resolved rewrote the record
 	}
 	if park != nil && s.Status.resumable() {
 		park.From, s.Park, s.Status = s.Status, park, StatusParked
@@ -311,6 +343,9 @@ func encodedSizeBound(s *Saga) int {
 	}
 	if s.Park != nil {
 		n += 10 + 10 + 10 + 10 + len(s.Park.Reason) + 10
+	}
+	if len(s.History) > 0 || s.Status == StatusResolved {
+		n += 10 + 10 + historySize(s.History)
 	}
 	for _, x := range s.Extensions {
 		n += 10 + 10 + len(x.Value)

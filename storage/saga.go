@@ -10,7 +10,7 @@ import (
 
 // Status is the life-cycle state of a saga. The names are the external
 // contract: pending, executing, completed, compensating,
-// rolled_back, failed, parked.
+// rolled_back, failed, parked, resolved.
 type Status uint8
 
 // Saga statuses. The zero value is not a valid status; in a Query it means
@@ -27,18 +27,25 @@ const (
 	// with the reason in Saga.Park, for a member that has the definition
 	// or for an operator; it is not terminal.
 	StatusParked
+	// StatusResolved: a failed saga an operator marked resolved by hand,
+	// with a reason (Saga.History). It is terminal and no longer counts as
+	// failed. Its record carries the status byte of failed, with the
+	// resolution in an extension (record.go), so that releases that do not
+	// know it read the saga as failed.
+	StatusResolved
 )
 
-// Statuses lists every valid status in life-cycle order (parked last: a
-// saga can be parked from pending, executing or compensating).
-var Statuses = []Status{StatusPending, StatusExecuting, StatusCompleted, StatusCompensating, StatusRolledBack, StatusFailed, StatusParked}
+// Statuses lists every valid status in life-cycle order (resolved after
+// failed, which it comes from; parked last: a saga can be parked from
+// pending, executing or compensating).
+var Statuses = []Status{StatusPending, StatusExecuting, StatusCompleted, StatusCompensating, StatusRolledBack, StatusFailed, StatusResolved, StatusParked}
 
 // NonTerminal lists the statuses a saga can still move on from; recovery
 // resumes sagas in these (a parked saga resumes when its definition is
 // found).
 var NonTerminal = []Status{StatusPending, StatusExecuting, StatusCompensating, StatusParked}
 
-var statusNames = [...]string{"", "pending", "executing", "completed", "compensating", "rolled_back", "failed", "parked"}
+var statusNames = [...]string{"", "pending", "executing", "completed", "compensating", "rolled_back", "failed", "parked", "resolved"}
 
 func (s Status) String() string {
 	if s.Valid() {
@@ -47,8 +54,8 @@ func (s Status) String() string {
 	return "status(" + strconv.Itoa(int(s)) + ")"
 }
 
-// Valid reports whether s is one of the seven statuses.
-func (s Status) Valid() bool { return s >= StatusPending && s <= StatusParked }
+// Valid reports whether s is one of the eight statuses.
+func (s Status) Valid() bool { return s >= StatusPending && s <= StatusResolved }
 
 // resumable reports whether a saga may be parked from s (and is recorded
 // in s while parked).
@@ -58,7 +65,7 @@ func (s Status) resumable() bool {
 
 // Terminal reports whether a saga in s is finished for good.
 func (s Status) Terminal() bool {
-	return s == StatusCompleted || s == StatusRolledBack || s == StatusFailed
+	return s == StatusCompleted || s == StatusRolledBack || s == StatusFailed || s == StatusResolved
 }
 
 // MarshalText implements encoding.TextMarshaler (JSON uses the name).
@@ -86,7 +93,7 @@ func ParseStatus(name string) (Status, error) {
 			return Status(i), nil
 		}
 	}
-	return 0, fmt.Errorf("%w: %q (want one of pending, executing, completed, compensating, rolled_back, failed, parked)", ErrInvalidStatus, name)
+	return 0, fmt.Errorf("%w: %q (want one of pending, executing, completed, compensating, rolled_back, failed, parked, resolved)", ErrInvalidStatus, name)
 }
 
 // StepStatus is the state of one step of a saga.
@@ -195,6 +202,9 @@ type Saga struct {
 	// Park says why a parked saga (Status StatusParked) waits; nil
 	// otherwise.
 	Park *Park `json:"parked,omitempty"`
+	// History is what operators did to the saga (retries, context edits,
+	// resolutions, cancellations), oldest first, bounded (AppendHistory).
+	History []HistoryEntry `json:"history,omitempty"`
 	// Extensions are fields of the record this release does not know (a
 	// newer release wrote them); they are kept and written back unchanged.
 	Extensions []Extension `json:"-"`
@@ -213,10 +223,15 @@ type Park struct {
 
 // stored is the status byte a record of s carries: a parked saga is
 // recorded in the status it was parked from (with the park in an
-// extension), so that releases that do not know parking read it as that.
+// extension), so that releases that do not know parking read it as that;
+// a resolved saga is recorded as failed (with its resolution in an
+// extension), so that releases that do not know resolved read it as failed.
 func (s *Saga) stored() Status {
 	if s.Status == StatusParked && s.Park != nil {
 		return s.Park.From
+	}
+	if s.Status == StatusResolved {
+		return StatusFailed
 	}
 	return s.Status
 }
@@ -316,6 +331,7 @@ func (s *Saga) Clone() *Saga {
 	c.Context = append([]byte(nil), s.Context...)
 	c.Steps = append([]Step(nil), s.Steps...)
 	c.Extensions = append([]Extension(nil), s.Extensions...)
+	c.History = append([]HistoryEntry(nil), s.History...) // entries are never changed in place
 	if s.Park != nil {
 		p := *s.Park
 		c.Park = &p

@@ -48,22 +48,33 @@ func (b *Bolt) Counts(ctx context.Context) ([]Count, error) {
 				cur.N++
 			}
 			// Parked sagas are indexed under the status they were parked
-			// from: count them as parked instead.
-			parked := map[string]int{}
-			parkedCounts(pb, func(name string, from Status) {
-				parked[name]++
+			// from, resolved ones under failed: count them as parked and
+			// resolved instead.
+			parked, resolved := map[string]int{}, map[string]int{}
+			uncount := func(name string, st Status) {
 				for i := len(out) - 1; i >= 0 && out[i].Partition == p; i-- {
-					if out[i].Saga == name && out[i].Status == from {
+					if out[i].Saga == name && out[i].Status == st {
 						out[i].N--
 						break
 					}
 				}
+			}
+			parkedCounts(pb, func(name string, from Status) {
+				parked[name]++
+				uncount(name, from)
 			})
-			if len(parked) == 0 {
+			resolvedCounts(pb, func(name string) {
+				resolved[name]++
+				uncount(name, StatusFailed)
+			})
+			if len(parked)+len(resolved) == 0 {
 				return nil
 			}
 			for _, name := range slices.Sorted(maps.Keys(parked)) {
 				out = append(out, Count{Partition: p, Saga: name, Status: StatusParked, N: parked[name]})
+			}
+			for _, name := range slices.Sorted(maps.Keys(resolved)) {
+				out = append(out, Count{Partition: p, Saga: name, Status: StatusResolved, N: resolved[name]})
 			}
 			kept := out[:0]
 			for _, c := range out {

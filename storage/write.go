@@ -177,6 +177,9 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 			if err := pb.setParked(u.s); err != nil {
 				return err
 			}
+			if err := pb.setResolved(u.s); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -273,6 +276,9 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 				if err := pb.setParked(c.s); err != nil {
 					return err
 				}
+				if err := pb.setResolved(c.s); err != nil {
+					return err
+				}
 				if c.s.IdempotencyKey != "" {
 					ik := idemKey(c.s.Name, c.s.IdempotencyKey)
 					if pb.idem.Get(ik) == nil {
@@ -320,6 +326,11 @@ func deleteSaga(pb *partBuckets, s *Saga) error {
 			return err
 		}
 	}
+	if pb.resolved != nil {
+		if err := pb.resolved.Delete(parkKey(s.Name, unixNanos(s.CreatedAt), s.Source.Offset)); err != nil {
+			return err
+		}
+	}
 	if s.IdempotencyKey != "" {
 		ik := idemKey(s.Name, s.IdempotencyKey)
 		if v := pb.idem.Get(ik); bytes.Equal(v, k[:8]) {
@@ -339,7 +350,7 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 			return err
 		}
 		var victims []*Saga
-		for _, it := range ranges(pb, p, []Status{StatusCompleted, StatusRolledBack, StatusFailed}, "", false) {
+		for _, it := range ranges(pb, p, []Status{StatusCompleted, StatusRolledBack, StatusFailed, StatusResolved}, "", false) {
 			for it.first(); it.k != nil && len(victims) < limit; it.next() {
 				s, err := it.saga(b)
 				if err != nil {

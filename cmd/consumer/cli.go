@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -176,6 +178,7 @@ type sagasOpts struct {
 	watch                bool
 	interval             time.Duration
 	mapping              stepMapping
+	contextFile, reason  string
 }
 
 // stepMapping is retry's --map OLD=NEW (repeatable): how a parked saga's
@@ -211,17 +214,19 @@ func sagasFlags(getenv func(string) string) (*flag.FlagSet, *sagasOpts) {
 	o := &sagasOpts{}
 	o.apiFlags.define(fs, getenv)
 	fs.StringVar(&o.sagas, "sagas", getenv("SAGAZ_SAGAS"), "show NAME: YAML file or directory of sagas (env SAGAZ_SAGAS)")
-	fs.StringVar(&o.status, "status", "", "list: only sagas in this status (pending, executing, completed, compensating, rolled_back, failed, parked)")
+	fs.StringVar(&o.status, "status", "", "list: only sagas in this status (pending, executing, completed, compensating, rolled_back, failed, resolved, parked)")
 	fs.Var(&o.mapping, "map", "retry of a parked saga: OLD=NEW maps a recorded step onto a step of the current definition (repeatable; unmapped steps keep their name; OLD= leaves OLD's effect uncompensated)")
 	fs.StringVar(&o.saga, "saga", "", "list: only sagas of this name")
 	fs.IntVar(&o.limit, "limit", 50, "list: sagas per page (1-1000)")
 	fs.StringVar(&o.cursor, "cursor", "", "list: the next page's cursor, from a previous listing")
 	fs.BoolVar(&o.watch, "watch", false, "list: list again every --interval until interrupted")
 	fs.DurationVar(&o.interval, "interval", 2*time.Second, "list --watch: time between listings")
+	fs.StringVar(&o.contextFile, "context-file", "", "retry: a JSON file whose object replaces the saga's context (the saga goes forward from the step that failed)")
+	fs.StringVar(&o.reason, "reason", "", "retry, cancel, resolve: why (recorded in the saga's history; required by resolve)")
 	return fs, o
 }
 
-// sagasCmd: sagas list|show|retry|cancel.
+// sagasCmd: sagas list|show|retry|resolve|cancel.
 func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(string) string) error {
 	fs, o := sagasFlags(getenv)
 	pos, err := parseArgs(fs, args, "sagas", w)
@@ -229,23 +234,29 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 		return err
 	}
 	if len(pos) == 0 {
-		return usagef("sagas", "missing subcommand: list, show ID, retry ID or cancel ID")
+		return usagef("sagas", "missing subcommand: list, show ID, retry ID, resolve ID or cancel ID")
 	}
 	sub, rest := pos[0], pos[1:]
-	if sub != "list" {
-		var listOnly []string
-		fs.Visit(func(f *flag.Flag) {
-			switch f.Name {
-			case "status", "saga", "limit", "cursor", "watch", "interval":
-				listOnly = append(listOnly, "--"+f.Name)
-			}
-		})
-		if len(listOnly) > 0 {
-			return usagef("sagas", "%s: only for sagas list", strings.Join(listOnly, ", "))
+	// Flags that belong to other subcommands are refused, not ignored.
+	var misplaced []string
+	fs.Visit(func(f *flag.Flag) {
+		var only []string
+		switch f.Name {
+		case "status", "saga", "limit", "cursor", "watch", "interval":
+			only = []string{"list"}
+		case "context-file", "map":
+			only = []string{"retry"}
+		case "reason":
+			only = []string{"retry", "cancel", "resolve"}
+		default:
+			return
 		}
-	}
-	if sub != "retry" && len(o.mapping) > 0 {
-		return usagef("sagas", "--map: only for sagas retry (of a parked saga)")
+		if !slices.Contains(only, sub) {
+			misplaced = append(misplaced, "--"+f.Name+": only for sagas "+strings.Join(only, ", "))
+		}
+	})
+	if len(misplaced) > 0 {
+		return usagef("sagas", "%s", strings.Join(misplaced, "; "))
 	}
 	c, err := o.client("sagas")
 	if err != nil {
@@ -285,26 +296,62 @@ func sagasCmd(ctx context.Context, args []string, w io.Writer, getenv func(strin
 			return err
 		}
 		return o.emit(w, out, func(w io.Writer) error { return showSaga(w, &out) })
-	case "retry", "cancel":
+	case "retry", "cancel", "resolve":
 		id, err := needID()
 		if err != nil {
 			return err
 		}
-		var body []byte
-		if len(o.mapping) > 0 {
-			body, _ = json.Marshal(httpapi.RetryRequest{Steps: o.mapping})
+		body, err := operateBody(sub, o)
+		if err != nil {
+			return err
 		}
-		var out map[string]string
+		var out httpapi.OperateAnswer
 		if err := c.do(ctx, http.MethodPost, "/api/sagas/"+id+"/"+sub, body, &out); err != nil {
 			return err
 		}
 		return o.emit(w, out, func(w io.Writer) error {
-			_, err := fmt.Fprintf(w, "%s: %s accepted\n", rest[0], sub)
+			msg := sub + " accepted"
+			if sub == "resolve" {
+				msg = "resolved"
+			}
+			_, err := fmt.Fprintf(w, "%s: %s\n", rest[0], msg)
 			return err
 		})
 	default:
-		return usagef("sagas", "unknown sagas command %q (want list, show, retry or cancel)", sub)
+		return usagef("sagas", "unknown sagas command %q (want list, show, retry, resolve or cancel)", sub)
 	}
+}
+
+// operateBody is the request body of sagas retry, cancel or resolve: the
+// reason, and for retry the context read from --context-file (checked to
+// be a JSON object here, so a typo is a usage error rather than a trip to
+// the service).
+func operateBody(sub string, o *sagasOpts) ([]byte, error) {
+	if sub == "resolve" && strings.TrimSpace(o.reason) == "" {
+		return nil, usagef("sagas", "sagas resolve needs --reason TEXT: what was done about the saga (it goes into the saga's history)")
+	}
+	req := httpapi.RetryRequest{Reason: o.reason}
+	if len(o.mapping) > 0 {
+		req.Steps = o.mapping
+	}
+	if o.contextFile != "" {
+		raw, err := os.ReadFile(o.contextFile)
+		if err != nil {
+			return nil, usagef("sagas", "--context-file: %v", err)
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+			if err == nil {
+				err = errors.New("it holds null")
+			}
+			return nil, usagef("sagas", "--context-file %s: want a JSON object (the saga's new context): %v", o.contextFile, err)
+		}
+		req.Context = raw
+	}
+	if req.Reason == "" && req.Context == nil && req.Steps == nil {
+		return nil, nil
+	}
+	return json.Marshal(req)
 }
 
 // sagaPage is the answer of GET /api/sagas.
@@ -468,7 +515,35 @@ func showSaga(w io.Writer, s *httpapi.SagaView) error {
 			fmt.Fprintf(w, "\nContext\n%s\n", buf.String())
 		}
 	}
-	return nil
+	return showHistory(w, s.History)
+}
+
+// showHistory prints what operators did to the saga, oldest first: when,
+// what, by whom, why, and for a context edit the context it replaced.
+func showHistory(w io.Writer, h []httpapi.HistoryView) error {
+	if len(h) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nHistory")
+	tw := newTable(w)
+	fmt.Fprintln(tw, "AT\tACTION\tBY\tREASON")
+	for _, e := range h {
+		by := e.By
+		if by == "" {
+			by = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", fmtTime(e.At), e.Action, by, oneLine(e.Reason, 100))
+		// Under the reason (the last column: its width is no column's).
+		switch {
+		case len(e.PreviousContext) > 0:
+			fmt.Fprintf(tw, "\t\t\t↳ replaced context: %s\n", oneLine(string(e.PreviousContext), 200))
+		case e.PreviousContextTruncated && e.PreviousContextPrefix != "":
+			fmt.Fprintf(tw, "\t\t\t↳ replaced context (%d bytes, the first kept): %s…\n", e.PreviousContextBytes, oneLine(e.PreviousContextPrefix, 200))
+		case e.PreviousContextTruncated:
+			fmt.Fprintf(tw, "\t\t\t↳ replaced context (%d bytes, not kept)\n", e.PreviousContextBytes)
+		}
+	}
+	return tw.Flush()
 }
 
 // runningStep returns the index of the step an unfinished saga is at (-1

@@ -193,6 +193,7 @@ func TestOutputFormats(t *testing.T) {
 	}{
 		{[]string{"sagas", "retry", "orders.created:0:5:order"}, "orders.created:0:5:order: retry accepted\n"},
 		{[]string{"sagas", "cancel", "orders.created:0:5:order"}, "orders.created:0:5:order: cancel accepted\n"},
+		{[]string{"sagas", "resolve", "orders.created:0:5:order", "--reason", "done by hand"}, "orders.created:0:5:order: resolved\n"},
 		{[]string{"fire", "order.requested", `{"order_id":"o-9"}`}, "order.requested: fire accepted (event e1 at sagaz.events/0 offset 7); sagas: sagaz.events:0:7:order\n"},
 		{[]string{"sagas", "list"}, "ID                        SAGA   STATUS     UPDATED               ERROR\norders.created:0:5:order  order  executing  2026-11-26T10:00:03Z\n"},
 	} {

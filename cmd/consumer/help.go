@@ -94,17 +94,22 @@ func init() {
 			}, run: runCmd},
 		{name: "triggers", usage: "[flags]", summary: "the trigger table (of the service at --api, else of this binary)",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := triggersFlags(getenv); return fs }, run: triggersCmd},
-		{name: "sagas", usage: "list [--status S] [--saga NAME] [--watch] | show ID | show NAME [--sagas PATH] | retry ID [--map OLD=NEW] | cancel ID",
-			summary: "list and inspect sagas; retry a failed or parked one; cancel a running or parked one",
-			detail: "  list      this member's sagas, newest first (--status pending|executing|completed|compensating|rolled_back|failed|parked,\n" +
-				"            --saga NAME, --limit N, --cursor C; --watch re-lists every --interval until interrupted)\n" +
-				"  show ID   one saga: status, error, each step's status, attempts, errors and times, the running step, the context\n" +
-				"  show NAME a saga's definition (compiled in, or YAML with --sagas): triggers, steps, compensations\n" +
-				"  retry ID  a failed saga resumes where it stopped (a compensation that gave up is tried again); a parked saga\n" +
-				"            moves onto the current definition, its recorded steps mapped by name or by --map OLD=NEW (repeatable;\n" +
-				"            OLD= leaves OLD's effect uncompensated), and resumes in the status it was parked from\n" +
-				"  cancel ID a pending or executing saga stops after its current step and is compensated; a parked saga is\n" +
-				"            compensated with the compensations of a definition that knows its completed steps",
+		{name: "sagas", usage: "list [--status S] [--saga NAME] [--watch] | show ID | show NAME [--sagas PATH] | retry ID [--context-file F] [--map OLD=NEW] [--reason R] | resolve ID --reason R | cancel ID [--reason R]",
+			summary: "list and inspect sagas; retry a failed (with an edited context) or parked one, or resolve a failed one by hand; cancel a running or parked one",
+			detail: "  list       this member's sagas, newest first (--status pending|executing|completed|compensating|rolled_back|failed|\n" +
+				"             resolved|parked, --saga NAME, --limit N, --cursor C; --watch re-lists every --interval until interrupted)\n" +
+				"  show ID    one saga: status, error, each step's status, attempts, errors and times, the running step, the context,\n" +
+				"             and its history (who retried, edited, resolved or cancelled it, when and why)\n" +
+				"  show NAME  a saga's definition (compiled in, or YAML with --sagas): triggers, steps, compensations\n" +
+				"  retry ID   a failed saga resumes where it stopped (a compensation that gave up is tried again); with\n" +
+				"             --context-file F (a JSON object) its context is replaced first and it goes forward again from the\n" +
+				"             step that failed (the replaced context is kept in its history). A parked saga moves onto the current\n" +
+				"             definition, its recorded steps mapped by name or by --map OLD=NEW (repeatable; OLD= leaves OLD's effect\n" +
+				"             uncompensated), and resumes in the status it was parked from\n" +
+				"  resolve ID a failed saga dealt with by hand is marked resolved (--reason required): it no longer counts as failed\n" +
+				"  cancel ID  a pending or executing saga stops after its current step and is compensated; a parked saga is\n" +
+				"             compensated with the compensations of a definition that knows its completed steps\n" +
+				"  --reason R goes into the saga's history with the action and the token that did it",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := sagasFlags(getenv); return fs }, run: sagasCmd},
 		{name: "fire", usage: "EVENT_TYPE ['{\"field\": \"value\"}'] [--idempotency-key K]", summary: "fire a manual event (POST /api/fire)",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := fireFlags(getenv); return fs }, run: fireCmd},

@@ -11,7 +11,7 @@
 // disabled. Without an admin token (loopback only) nothing needs a login.
 
 const INTERVAL = 5000; // ms between refreshes of the page shown
-const STATUSES = ["pending", "executing", "compensating", "completed", "rolled_back", "failed", "parked"];
+const STATUSES = ["pending", "executing", "compensating", "completed", "rolled_back", "failed", "resolved", "parked"];
 const REASONS = ["decode", "transform_error", "transform_panic", "missing_key", "bad_context", "oversized", "no_route"];
 
 const main = document.getElementById("main");
@@ -170,7 +170,7 @@ function loginAsAdmin(id) {
 function readOnlyNote() {
   if (!readOnly()) return null;
   return h("p", { class: "banner note-ro", id: "readonly-note" },
-    "Read-only login: you can see everything, but the actions (retry, cancel, pause, resume, trigger now, replay) need an admin token. ",
+    "Read-only login: you can see everything, but the actions (retry, resolve, cancel, pause, resume, trigger now, replay) need an admin token. ",
     loginAsAdmin());
 }
 
@@ -460,9 +460,37 @@ function pageSagas(params) {
 
 // ---------- one saga ----------
 
+// historyTable shows what operators did to a saga: when, what, by whom,
+// why, and the context a retry with an edited context replaced.
+function historyTable(history) {
+  if (!history || !history.length) return null;
+  const rows = history.map((e) => h("tr", { "data-action": e.action },
+    h("td", {}, fmtTime(e.at)), h("td", {}, e.action.replaceAll("_", " ")), h("td", {}, e.by || "—"), h("td", {}, e.reason || ""),
+    h("td", {}, e.previous_context !== undefined ? h("details", {}, h("summary", {}, `replaced context (${e.previous_context_bytes} bytes)`),
+      h("pre", {}, JSON.stringify(e.previous_context, null, 2)))
+      : e.previous_context_truncated ? h("details", {}, h("summary", {}, `replaced context (${e.previous_context_bytes} bytes, ${e.previous_context_prefix ? "the first kept" : "not kept"})`),
+        e.previous_context_prefix ? h("pre", {}, e.previous_context_prefix + "…") : null) : "")));
+  return [h("h2", {}, "History"), table(null, ["At", "Action", "By", "Reason", ""], rows, { id: "saga-history" })];
+}
+
 function pageSaga(id) {
   const data = h("div", { id: "saga" });
-  main.replaceChildren(h("h1", {}, "Saga ", h("span", { class: "id" }, id)), data);
+  const path = "/api/sagas/" + encodeURIComponent(id);
+  // Resolve a failed saga by hand: outside the part the refresh redraws, so
+  // that a reason being typed survives it.
+  const reason = h("input", { id: "resolve-reason", name: "reason", size: 60, maxlength: 1024,
+    placeholder: "what was done about it (recorded in the saga's history)" });
+  const resolveButton = h("button", { type: "submit", id: "act-resolve" }, "Mark resolved");
+  const resolveForm = h("form", { id: "resolve-form", class: "actions resolve", hidden: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!reason.value.trim()) {
+      toast("Resolve: say what was done about the saga (a reason is required)", true);
+      reason.focus();
+      return;
+    }
+    if (await act("Resolve", "POST", path + "/resolve", { reason: reason.value })) reason.value = "";
+  } }, h("label", { for: "resolve-reason" }, "Failed, and dealt with by hand? "), reason, resolveButton);
+  main.replaceChildren(h("h1", {}, "Saga ", h("span", { class: "id" }, id)), resolveForm, data);
   return {
     async refresh() {
       let s;
@@ -475,9 +503,11 @@ function pageSaga(id) {
         }
         throw e;
       }
-      const path = "/api/sagas/" + encodeURIComponent(id);
       const parked = s.status === "parked";
       const canRetry = s.status === "failed" || parked, canCancel = s.status === "pending" || s.status === "executing" || parked;
+      resolveForm.hidden = s.status !== "failed";
+      resolveButton.disabled = readOnly();
+      resolveButton.title = readOnly() ? READ_ONLY_TITLE : "";
       // A parked saga moves onto the current definition: its recorded steps
       // keep their names unless mapped here ("old=new, other=").
       const mapping = parked ? h("input", { id: "retry-map", type: "text", size: "40", placeholder: "step mapping: old=new, other= (optional)",
@@ -494,7 +524,7 @@ function pageSaga(id) {
       };
       const actions = h("div", { class: "actions" },
         mapping,
-        actionButton({ id: "act-retry", disabled: !canRetry, title: canRetry ? undefined : "only failed or parked sagas can be retried",
+        actionButton({ id: "act-retry", disabled: !canRetry, title: canRetry ? undefined : s.status === "resolved" ? "a resolved saga is finished for good" : "only failed or parked sagas can be retried",
           onclick: () => {
             let body;
             try { body = retryBody(); } catch (e) { toast(`Retry: ${e.message}`, true); return; }
@@ -547,7 +577,8 @@ function pageSaga(id) {
       }));
       data.replaceChildren(...kids(readOnlyNote(), actions, facts, h("h2", {}, "Steps"), timeline, h("h2", {}, "Context"),
         h("p", { class: "note" }, "Fields the saga declares sensitive are shown as ***."),
-        h("pre", { id: "saga-context" }, s.context === undefined ? "(none)" : JSON.stringify(s.context, null, 2))));
+        h("pre", { id: "saga-context" }, s.context === undefined ? "(none)" : JSON.stringify(s.context, null, 2)),
+        historyTable(s.history)));
     },
   };
 }
