@@ -90,7 +90,7 @@ func sumEnd(m map[int32]int64) int64 {
 
 func waitCommittedAtEnd(t *testing.T, seeds []string) {
 	t.Helper()
-	kafkatest.WaitCommittedAtEnd(t, seeds, group, topic, 60*time.Second)
+	kafkatest.WaitSettled(t, seeds, group, topic, 60*time.Second)
 }
 
 func checkOneSagaPerOrder(t *testing.T, want map[string]storage.Status, all []*storage.Saga) {

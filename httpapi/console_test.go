@@ -244,7 +244,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	}
 	// Replayed again: the idempotency key de-duplicates it.
 	e.expect(200, "POST", "/api/deadletters/replay", body, "Authorization", "Bearer "+token)
-	kafkatest.WaitCommittedAtEnd(t, e.seeds, "console-test", "cards", 30*time.Second)
+	kafkatest.WaitSettled(t, e.seeds, "console-test", "cards", 30*time.Second)
 	if n := len(e.expect(200, "GET", "/api/sagas?saga=card", "")["sagas"].([]any)); n != 1 {
 		t.Fatalf("a keyed replay started %d sagas, want 1", n)
 	}

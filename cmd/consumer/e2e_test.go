@@ -112,7 +112,7 @@ func TestBinarySIGKILLedWhileEventsStreamIn(t *testing.T) {
 	<-streamDone
 
 	p := startBinary(t, bin, dir, seeds)
-	kafkatest.WaitCommittedAtEnd(t, seeds, "e2e", topic, 120*time.Second)
+	kafkatest.WaitSettled(t, seeds, "e2e", topic, 120*time.Second)
 	kafkatest.WaitFor(t, 60*time.Second, "every saga to finish", func() bool {
 		return p.Metric("sagaz_sagas_pending") == 0 && p.Metric("sagaz_sagas_executing") == 0
 	})

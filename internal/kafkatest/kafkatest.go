@@ -151,3 +151,13 @@ func WaitCommittedAtEnd(t testing.TB, seeds []string, group, topic string, timeo
 		return true
 	})
 }
+
+// WaitSettled waits until group has committed everything of topic and then
+// everything of its keys topic (<group>-keys, if it exists): keyed sagas
+// are recorded by the keys topic's partition that owns the key, after the
+// event's own offset is committed.
+func WaitSettled(t testing.TB, seeds []string, group, topic string, timeout time.Duration) {
+	t.Helper()
+	WaitCommittedAtEnd(t, seeds, group, topic, timeout)
+	WaitCommittedAtEnd(t, seeds, group, group+"-keys", timeout)
+}
