@@ -32,6 +32,13 @@ import (
 // The chaos tests run group members as processes of this test binary
 // (SAGAZ_CHAOS_MEMBER selects helper mode), so they can be SIGKILLed.
 func TestMain(m *testing.M) {
+	if os.Getenv("SAGAZ_KSTEPS_MEMBER") != "" { // kafkasteps_test.go
+		if err := kstepsMember(); err != nil {
+			fmt.Fprintln(os.Stderr, "ksteps member:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if name := os.Getenv("SAGAZ_CHAOS_MEMBER"); name != "" {
 		if err := chaosMember(name); err != nil {
 			fmt.Fprintln(os.Stderr, "chaos member:", err)

@@ -94,6 +94,13 @@ type Config struct {
 	ReleaseTimeout time.Duration
 }
 
+// Defaults returns the configuration with the defaults applied (the
+// topic names a member uses, for instance).
+func (c Config) Defaults() Config {
+	c.setDefaults()
+	return c
+}
+
 func (c *Config) setDefaults() {
 	if c.Group == "" {
 		c.Group = "sagaz"

@@ -63,6 +63,8 @@ type Consumer struct {
 	topics    []string
 	synthetic map[string]bool // topics whose records name their source and trigger in headers
 	keysTopic string          // where keyed sagas start (engine/keys.go); "" when no trigger has a key
+	triggered map[string]bool // topics with kafka triggers
+	replies   *replyLoop      // nil: no saga waits for replies; set by Run before the group client exists
 	log       *slog.Logger
 	m         *Metrics
 
@@ -136,6 +138,10 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 		c.health = health.New(nil) // the caller does not look: keep them here
 	}
 	c.topics, c.synthetic, c.keysTopic = consumedTopics(eng.Routes(), &cfg)
+	c.triggered = map[string]bool{}
+	for _, t := range eng.Routes().Topics() {
+		c.triggered[t] = true
+	}
 	c.m.known(eng.Routes(), c.topics)
 	return c, nil
 }
@@ -256,6 +262,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.dlLog.Flush()
+	var err error
+	if c.replies, err = c.newReplyLoop(); err != nil {
+		return err
+	}
 	opts := append(append([]kgo.Opt(nil), c.cfg.Client...),
 		kgo.ConsumerGroup(c.cfg.Group),
 		kgo.ConsumeTopics(c.topics...),
@@ -282,6 +292,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	opts = append(opts, c.cfg.GroupClientOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
+		if c.replies != nil {
+			c.replies.cl.Close()
+		}
 		return fmt.Errorf("consumer: kafka client: %w", err)
 	}
 	c.cl = cl
@@ -291,6 +304,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.expireLoop(ctx) }()
 	go func() { defer wg.Done(); c.watch(ctx) }()
+	if c.replies != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.replies.run(ctx) }()
+	}
 	c.loop(ctx)
 	wg.Wait()
 

@@ -88,8 +88,8 @@ type dlKey struct {
 // A record already acknowledged for the same position (the batch was
 // fetched again after a rewind) is not produced again, and the metric
 // counts each dead letter once.
-func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad []recordReject, starts []*storage.Saga) map[storage.Partition]error {
-	dls := make([]sideRecord, 0, len(rejects)+len(bad)+len(starts))
+func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad []recordReject, starts []*storage.Saga, signals []*engine.Signal) map[storage.Partition]error {
+	dls := make([]sideRecord, 0, len(rejects)+len(bad)+len(starts)+len(signals))
 	add := func(dl sideRecord) {
 		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.what}]; !done {
 			dls = append(dls, dl)
@@ -97,6 +97,9 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 	}
 	for _, s := range starts {
 		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, what: "start:" + s.Name, rec: c.startRecord(s)})
+	}
+	for _, s := range signals {
+		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, what: "signal:" + s.Field, rec: c.signalRecord(s)})
 	}
 	for _, r := range rejects {
 		saga, trigger := "", ""
@@ -176,7 +179,11 @@ func (c *Consumer) noteDeadLetter(dl sideRecord, produced *kgo.Record) {
 	}
 	m[dlKey{dl.offset, dl.what}] = struct{}{}
 	if !dl.dead {
-		c.m.StartsForwarded.Inc()
+		if strings.HasPrefix(dl.what, "signal:") {
+			c.m.SignalsForwarded.Inc()
+		} else {
+			c.m.StartsForwarded.Inc()
+		}
 		return
 	}
 	r := dl.rec
@@ -198,6 +205,13 @@ func (c *Consumer) startRecord(s *storage.Saga) *kgo.Record {
 	place := engine.Placement(s)
 	return &kgo.Record{Topic: c.keysTopic, Partition: engine.KeyPartition(s.Name, place, c.partitionCounts[c.keysTopic]),
 		Key: engine.StartKey(s.Name, place), Value: s.Context, Headers: rh, Timestamp: s.EventTime}
+}
+
+// signalRecord is an awaited event's signal, for the partition of the keys
+// topic that owns its correlation (engine/await.go).
+func (c *Consumer) signalRecord(s *engine.Signal) *kgo.Record {
+	return &kgo.Record{Topic: c.keysTopic, Partition: engine.CorrelationPartition(s.Topic, s.Field, s.Value, c.partitionCounts[c.keysTopic]),
+		Key: s.Key(), Value: s.Payload, Headers: kgoHeaders(s.Headers()), Timestamp: s.Time}
 }
 
 // forgetDeadLetters drops the memory of dead letters below a committed

@@ -28,6 +28,9 @@ type Metrics struct {
 	Expired          prometheus.Counter     // terminal sagas expired after the retention
 	StartsForwarded  prometheus.Counter     // keyed sagas' starts produced to the keys topic
 	Refused          prometheus.Gauge       // owned partitions not consumed: they hold records of a newer release
+	SignalsForwarded prometheus.Counter     // events of awaited topics produced to the keys topic
+	RepliesApplied   prometheus.Counter     // replies (and await resumes) that moved their saga on
+	RepliesIgnored   *prometheus.CounterVec // by reason: malformed, unknown, late, duplicate
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -60,6 +63,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Starts of keyed sagas produced to the keys topic (the partition that owns the key records them)."}),
 		Refused: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_refused",
 			Help: "Assigned partitions this member does not consume because their changelog or store holds records of a newer release (see /readyz, condition incompatible)."}),
+		SignalsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_signals_forwarded_total",
+			Help: "Events of awaited topics produced to the keys topic, where await steps are correlated."}),
+		RepliesApplied: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_replies_applied_total",
+			Help: "Replies to commands, and events of await steps, that moved their saga on."}),
+		RepliesIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_replies_ignored_total",
+			Help: "Replies ignored, by reason: malformed, unknown (no such saga), late (for an attempt that timed out), duplicate (the saga does not wait for it)."}, []string{"reason"}),
+	}
+	for _, r := range []string{engine.IgnoreMalformed, engine.IgnoreUnknown, engine.IgnoreLate, engine.IgnoreDuplicate} {
+		m.RepliesIgnored.WithLabelValues(r)
 	}
 	// Labelled counters exist from the start, at 0, for every label value
 	// known in advance: a rate() or an alert needs the series before the
@@ -73,7 +85,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
 			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions,
-			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded, m.Refused)
+			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded, m.Refused,
+			m.SignalsForwarded, m.RepliesApplied, m.RepliesIgnored)
 	}
 	return m
 }

@@ -227,6 +227,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 			return // a refused partition is paused; records fetched before are neither handled nor committed
 		}
 		synthetic, starts := c.synthetic[p.Topic], p.Topic == c.keysTopic
+		awaited, triggered := c.eng.Awaits(p.Topic), synthetic || c.triggered[p.Topic]
 		for _, r := range p.Records {
 			if len(r.Value) > c.cfg.MaxEventBytes {
 				bad = append(bad, recordReject{r, ReasonOversized, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(r.Value), c.cfg.MaxEventBytes)})
@@ -236,9 +237,15 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 			i++
 			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
-			if starts {
+			switch {
+			case starts:
 				c.eng.PrepareStart(&b.work, ev)
-			} else {
+			case awaited && !triggered: // only awaited: no trigger to miss
+				c.eng.PrepareSignals(&b.work, ev)
+			case awaited:
+				c.eng.PrepareSignals(&b.work, ev)
+				c.eng.Prepare(&b.work, ev, synthetic)
+			default:
 				c.eng.Prepare(&b.work, ev, synthetic)
 			}
 		}
@@ -247,10 +254,10 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
 		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
-	if len(b.work.Rejects) == 0 && len(bad) == 0 && len(b.work.Forward) == 0 {
+	if len(b.work.Rejects) == 0 && len(bad) == 0 && len(b.work.Forward) == 0 && len(b.work.Signals) == 0 {
 		return nil
 	}
-	failed := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward)
+	failed := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward, b.work.Signals)
 	if len(failed) == 0 {
 		return nil
 	}

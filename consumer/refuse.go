@@ -128,4 +128,7 @@ func (c *Consumer) acquire(ctx context.Context, p storage.Partition) {
 	case n > 0:
 		c.log.Info("resumed unfinished sagas", "partition", p.String(), "sagas", n)
 	}
+	if err == nil || !errors.Is(err, storage.ErrNewerRecord) {
+		c.replies.add(ctx, p) // the replies to its waiting sagas, from where they were handled (replies.go)
+	}
 }

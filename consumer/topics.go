@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,7 +27,15 @@ const (
 	RoleChangelog  = "changelog"   // compacted mirror of a consumed topic's saga state
 	RoleKeys       = "keys"        // keyed sagas' starts, one partition per key (its partition count must not change)
 	RoleMembers    = "members"     // where each member publishes its advertised URL (compacted, one partition)
+	RoleReplies    = "replies"     // replies to the commands of the sagas of a topic, co-partitioned with it
+	RoleCommands   = "commands"    // commands produced by command steps (consumed by participants)
+	RoleAwaited    = "awaited"     // events await steps wait for (consumed, forwarded as signals)
 )
+
+// ReplyTopic names the replies topic of a topic's sagas for a group:
+// "<group>-replies-<topic>", with the topic's partition count, so replies
+// to the sagas of partition N come back on partition N.
+func ReplyTopic(group, topic string) string { return group + "-replies-" + topic }
 
 // TopicSpec is a topic a group member needs, as the member creates it when
 // topic creation is on.
@@ -37,7 +46,8 @@ type TopicSpec struct {
 	// broker's default). A changelog gets its source topic's partition
 	// count, whatever it is.
 	Partitions int32 `json:"partitions"`
-	// Source is a changelog's source topic.
+	// Source is the topic a changelog or replies topic is co-partitioned
+	// with (same partition count).
 	Source string `json:"source,omitempty"`
 	// Configs are the topic configs it is created with.
 	Configs map[string]string `json:"configs,omitempty"`
@@ -48,7 +58,14 @@ type TopicSpec struct {
 // a trigger of theirs exists. cfg has its defaults.
 func consumedTopics(routes *engine.Routes, cfg *Config) (topics []string, synthetic map[string]bool, keysTopic string) {
 	topics, synthetic = routes.Topics(), map[string]bool{}
-	keyed := false
+	awaited := routes.Awaited()
+	for t := range awaited { // events of await steps, forwarded as signals
+		if !slices.Contains(topics, t) {
+			topics = append(topics, t)
+		}
+	}
+	sort.Strings(topics)
+	keyed := len(awaited) > 0 // await steps correlate in the keys topic
 	for _, r := range routes.All() {
 		topic := cfg.EventsTopic
 		switch r.Trigger.Source() {
@@ -82,10 +99,13 @@ func RequiredTopics(routes *engine.Routes, cfg Config, changelogs bool) []TopicS
 	cfg.setDefaults()
 	consumed, synthetic, keys := consumedTopics(routes, &cfg)
 	var out []TopicSpec
+	awaited := routes.Awaited()
 	for _, t := range consumed {
 		role := RoleTrigger
 		if t == keys {
 			role = RoleKeys
+		} else if len(awaited[t]) > 0 && len(routes.Match(engine.SourceKafka, t)) == 0 {
+			role = RoleAwaited
 		} else if synthetic[t] {
 			role = RoleEvents
 			if t == cfg.CronTopic {
@@ -107,6 +127,43 @@ func RequiredTopics(routes *engine.Routes, cfg Config, changelogs bool) []TopicS
 				Source: t, Configs: changelogConfigs()})
 		}
 	}
+	for _, t := range replySources(routes, &cfg) {
+		out = append(out, TopicSpec{Name: ReplyTopic(cfg.Group, t), Role: RoleReplies, Partitions: cfg.TopicPartitions, Source: t})
+	}
+	for _, t := range routes.CommandTopics() {
+		if !slices.ContainsFunc(out, func(s TopicSpec) bool { return s.Name == t }) {
+			out = append(out, TopicSpec{Name: t, Role: RoleCommands, Partitions: cfg.TopicPartitions})
+		}
+	}
+	return out
+}
+
+// replySources are the topics in which sagas with command or await steps
+// live: the topics of their kafka triggers without a key, the events and
+// cron topics of their other triggers, and the keys topic when they can be
+// keyed. Each gets a replies topic. cfg has its defaults.
+func replySources(routes *engine.Routes, cfg *Config) []string {
+	set := map[string]bool{}
+	for _, r := range routes.TalkingRoutes() {
+		switch r.Trigger.Source() {
+		case engine.SourceKafka: // a keyed trigger's sagas all live in the keys topic
+			if r.Trigger.Key().IsZero() {
+				set[r.Trigger.Topic()] = true
+			} else {
+				set[cfg.KeysTopic] = true
+			}
+		case engine.SourceCron:
+			set[cfg.CronTopic] = true
+		default: // webhook and manual events may carry an Idempotency-Key
+			set[cfg.EventsTopic] = true
+			set[cfg.KeysTopic] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for t := range set {
+		out = append(out, t)
+	}
+	sort.Strings(out)
 	return out
 }
 
@@ -175,13 +232,13 @@ func ensureTopics(ctx context.Context, cl *kgo.Client, specs []TopicSpec, create
 		cfgs := map[group]map[string]*string{}
 		for i := range states {
 			s := &states[i]
-			if (s.Role == RoleChangelog) != changelogs || counts[s.Name] != 0 {
+			if (s.Source != "") != changelogs || counts[s.Name] != 0 {
 				continue
 			}
 			p := s.Partitions
 			if changelogs {
 				if p = counts[s.Source]; p == 0 {
-					return states, fmt.Errorf("consumer: changelog topic %s: its source topic %s does not exist", s.Name, s.Source)
+					return states, fmt.Errorf("consumer: %s topic %s: its source topic %s does not exist", s.Role, s.Name, s.Source)
 				}
 			}
 			g := group{p, fmt.Sprint(s.Configs)}
@@ -213,9 +270,13 @@ func ensureTopics(ctx context.Context, cl *kgo.Client, specs []TopicSpec, create
 	for i := range states {
 		s := &states[i]
 		s.Have = counts[s.Name]
-		if s.Role == RoleChangelog && counts[s.Source] != 0 && s.Have != counts[s.Source] {
-			return states, fmt.Errorf("consumer: changelog topic %s has %d partitions, topic %s has %d: they must match (state of partition N lives in changelog partition N)",
-				s.Name, s.Have, s.Source, counts[s.Source])
+		if s.Source != "" && counts[s.Source] != 0 && s.Have != counts[s.Source] {
+			what := "state of partition N lives in changelog partition N"
+			if s.Role == RoleReplies {
+				what = "replies to the sagas of partition N come back on partition N"
+			}
+			return states, fmt.Errorf("consumer: %s topic %s has %d partitions, topic %s has %d: they must match (%s)",
+				s.Role, s.Name, s.Have, s.Source, counts[s.Source], what)
 		}
 	}
 	return states, nil

@@ -186,3 +186,47 @@ func TestKnownLabelValuesExistBeforeTheFirstIncrement(t *testing.T) {
 		t.Errorf("sagas started{order} = %v before anything started", v)
 	}
 }
+
+// Sagas with command and await steps need more: a replies topic per topic
+// their sagas live in (a keyed trigger's live in the keys topic), created
+// with that topic's partition count; the command topics; the awaited
+// topics (consumed, with their changelogs) and the keys topic.
+func TestRequiredTopicsOfKafkaSteps(t *testing.T) {
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "ask",
+		Steps:    []engine.Step{{Name: "c", Command: &engine.Command{Topic: "cmds"}, Timeout: time.Second}},
+		Triggers: []engine.Trigger{engine.Kafka("plain", engine.PassThrough)}})
+	reg.Register(engine.Saga{Name: "wait",
+		Steps:    []engine.Step{{Name: "w", Await: &engine.Await{Topic: "payments", Field: "id", Value: engine.ContextValue("id")}, Timeout: time.Second}},
+		Triggers: []engine.Trigger{engine.Kafka("keyed", engine.PassThrough, engine.WithKey(engine.KeyField("id")))}})
+	rs, err := reg.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := consumer.RequiredTopics(rs, consumer.Config{Group: "g", TopicPartitions: 6}, true)
+	roles := map[string]string{}
+	for _, s := range specs {
+		roles[s.Name] = s.Role + "/" + s.Source
+	}
+	for name, want := range map[string]string{
+		"plain": "trigger/", "keyed": "trigger/", "payments": "awaited/", "g-keys": "keys/", "cmds": "commands/",
+		"g-replies-plain": "replies/plain", "g-replies-g-keys": "replies/g-keys", "g-changelog-payments": "changelog/payments",
+	} {
+		if roles[name] != want {
+			t.Errorf("%s: %q, want %q (all: %v)", name, roles[name], want, roles)
+		}
+	}
+	if _, ok := roles["g-replies-keyed"]; ok {
+		t.Error("a keyed trigger's topic holds no saga: it needs no replies topic")
+	}
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(4, "plain"))
+	states, err := consumer.EnsureTopics(context.Background(), []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, specs, true, -1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range states {
+		if s.Name == "g-replies-plain" && s.Have != 4 {
+			t.Errorf("replies of a 4-partition topic created with %d partitions", s.Have)
+		}
+	}
+}

@@ -73,6 +73,13 @@ type Batch struct {
 	// Meta records to write with the batch: the outcomes of its webhook and
 	// manual events (outcome.go).
 	Meta []storage.Meta
+	// Signals are the events of awaited topics to forward to the keys-topic
+	// partitions that own their correlations (PrepareSignals): the consumer
+	// produces them before it commits the batch's offsets.
+	Signals []*Signal
+	// awaits are the registrations and signals of keys-topic records, which
+	// Record correlates.
+	awaits []awaitOp
 }
 
 // Reset empties the batch for reuse.
@@ -81,7 +88,10 @@ func (b *Batch) Reset() {
 	clear(b.Rejects)
 	clear(b.Forward)
 	clear(b.Meta)
+	clear(b.Signals)
+	clear(b.awaits)
 	b.Sagas, b.Rejects, b.Ignored, b.Offsets, b.Forward, b.Meta = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0], b.Forward[:0], b.Meta[:0]
+	b.Signals, b.awaits = b.Signals[:0], b.awaits[:0]
 }
 
 // Prepare routes ev to its triggers (Routes.Resolve: synthetic says ev is a
@@ -246,10 +256,21 @@ func transform(rt *Route, ev *Event) (data map[string]any, err error) {
 // sagas for execution. Sagas that match an existing one (re-delivery, same
 // idempotency key) start nothing. Results are in the order of b.Sagas.
 func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, error) {
-	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Meta) == 0 {
+	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Meta) == 0 && len(b.awaits) == 0 {
 		return nil, nil
 	}
 	sb := storage.StartBatch{Sagas: b.Sagas, Offsets: b.Offsets, Meta: b.Meta}
+	var outs []outKeyed
+	var awaitMeta []storage.Meta
+	if len(b.awaits) > 0 {
+		e.awaitMu.Lock()
+		defer e.awaitMu.Unlock()
+		var err error
+		if awaitMeta, outs, err = e.correlate(ctx, b.awaits); err != nil {
+			return nil, err
+		}
+		sb.Meta = append(append([]storage.Meta(nil), b.Meta...), awaitMeta...)
+	}
 	if e.mirror != nil {
 		for _, o := range b.Offsets {
 			if p := o.TopicPartition(); !isLocal(p.Topic) {
@@ -260,6 +281,10 @@ func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, e
 	res, err := e.store.Start(ctx, sb)
 	if err != nil {
 		return nil, err
+	}
+	e.mirrorMeta(awaitMeta) // b.Meta is mirrored below
+	for _, o := range outs {
+		e.send(o.p, o.key, o.rec)
 	}
 	for _, r := range res {
 		if r.Created {

@@ -66,6 +66,25 @@ type Config struct {
 	// LogLimit bounds those lines per outcome (default 10 a second, bursts
 	// of 100); dropped lines are counted and the count logged.
 	LogLimit RateLimit
+	// Sender produces the records of command and await steps (a group
+	// member's is consumer.Sender). Without one those steps fail for good
+	// (ErrNoTransport).
+	Sender Sender
+	// ReplyTopic names the topic replies to the sagas of a topic come back
+	// on (a group member's: consumer.ReplyTopic); "" when there is none.
+	ReplyTopic func(topic string) string
+	// KeysTopic is where await steps register and events are correlated
+	// (the consumer's keys topic).
+	KeysTopic string
+	// DurableDelay: a retry back-off of at least this long is recorded as a
+	// durable wait (the saga's goroutine returns; a timer resumes it)
+	// instead of slept (default 1s; negative: never, every back-off is
+	// slept). Back-offs of command and await steps are always durable.
+	DurableDelay time.Duration
+	// SignalWindow is how long an event of an awaited topic is kept for
+	// await steps that start waiting after it arrived (default
+	// DefaultSignalWindow).
+	SignalWindow time.Duration
 }
 
 // Changelog mirrors the state of a group member's partitions so that it
@@ -78,7 +97,8 @@ type Changelog interface {
 	// Next returns the changelog offset after the last acknowledged record
 	// of partition p: every change below it is reflected in the store.
 	Next(p storage.Partition) int64
-	// AppendMeta mirrors a partition's meta record (nil: deleted).
+	// AppendMeta mirrors a meta record of a partition (storage.PutMeta,
+	// storage.Meta; nil value: deleted), as Append does a saga.
 	AppendMeta(p storage.Partition, key string, value []byte)
 }
 
@@ -133,6 +153,29 @@ type Engine struct {
 	// transition to executing is being written (Stats counts them pending).
 	starting int
 
+	// Kafka steps (wait.go, timers.go, outbox.go, await.go). Under mu:
+	// inbox holds what was delivered to a saga until its executor applies
+	// it; waking the sagas
+	// queued on the resumes lane.
+	inbox   map[sagaRef][]delivery
+	waking  map[sagaRef]bool
+	resumes *lane
+	// Set by New, read-only afterwards.
+	sender       Sender
+	replyTopic   func(string) string
+	keysTopic    string
+	durable      time.Duration
+	signalWindow time.Duration
+	awaited      map[string][]string
+	out          *relay
+	// the timer loop's partitions, under tmu; twake wakes the loop
+	tmu    sync.Mutex
+	tparts map[storage.Partition]*timerPart
+	twake  chan struct{}
+	// awaitMu orders Record's correlation with the sweep of expired
+	// registrations and signals.
+	awaitMu sync.Mutex
+
 	ready    chan struct{}
 	base     context.Context // done when Run's context ends: no new steps
 	stopBase context.CancelFunc
@@ -180,6 +223,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.DurableDelay == 0 {
+		cfg.DurableDelay = time.Second
+	}
+	if cfg.SignalWindow <= 0 {
+		cfg.SignalWindow = DefaultSignalWindow
+	}
 	routes, err := cfg.Registry.Routes()
 	if err != nil {
 		return nil, err
@@ -192,6 +241,17 @@ func New(cfg Config) (*Engine, error) {
 		ready: make(chan struct{}), parts: map[storage.Partition]*partState{}, leaving: map[storage.Partition]*partState{},
 		outcomes:     logx.NewLimiter(cfg.Logger, cfg.LogLimit.PerSecond, cfg.LogLimit.Burst, cfg.Clock),
 		logCompleted: cfg.LogCompleted,
+		inbox:        map[sagaRef][]delivery{}, waking: map[sagaRef]bool{},
+		sender: cfg.Sender, replyTopic: cfg.ReplyTopic, keysTopic: cfg.KeysTopic, durable: cfg.DurableDelay, signalWindow: cfg.SignalWindow,
+		awaited: routes.Awaited(), out: newRelay(), tparts: map[storage.Partition]*timerPart{}, twake: make(chan struct{}, 1),
+	}
+	e.resumes = &lane{id: "~resume"}
+	e.order = append(e.order, e.resumes)
+	if cfg.Sender == nil {
+		for _, r := range routes.TalkingRoutes() {
+			e.log.Warn("saga has command or await steps but the engine has no Sender: those steps fail (run it in a group member)", "saga", r.Saga.Name)
+			break
+		}
 	}
 	e.base, e.stopBase = context.WithCancel(context.Background())
 	e.always = &partState{ctx: e.base, cancel: func() {}}
@@ -255,9 +315,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	stopBase := context.AfterFunc(ctx, e.stopBase)
 	defer stopBase()
 
+	var loops sync.WaitGroup
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	loops.Add(2)
+	go func() { defer loops.Done(); e.timerLoop(loopCtx) }()
+	go func() { defer loops.Done(); e.relayLoop(loopCtx) }()
+	defer func() { stopLoops(); loops.Wait() }()
+
 	start := e.clock.Now()
-	var n int
+	var n, waiting int
 	recover := func(s *storage.Saga) error {
+		if s.Wait != nil { // resumed by its reply, event or timer
+			waiting++
+			return nil
+		}
 		n++
 		e.enqueue(s)
 		return nil
@@ -275,6 +346,10 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 		err = e.store.ScanPartition(ctx, p, storage.NonTerminal, recover)
+		if err == nil { // its waiting sagas: timers watched, outbox produced
+			e.timerWatch(p)
+			_, err = e.resendOutbox(ctx, p)
+		}
 		if errors.Is(err, storage.ErrNewerRecord) {
 			e.log.Error("partition not resumed: it holds records written by a newer release", "partition", p.String(), "err", err)
 			if e.health != nil {
@@ -289,7 +364,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.mu.Unlock()
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
-	e.log.Info("recovery done", "unfinished_sagas", n, "took", e.clock.Now().Sub(start).Round(time.Millisecond))
+	e.log.Info("recovery done", "unfinished_sagas", n, "waiting_sagas", waiting, "took", e.clock.Now().Sub(start).Round(time.Millisecond))
 
 	e.mu.Lock()
 	e.state = stateRunning
@@ -397,10 +472,18 @@ func (e *Engine) Acquire(ctx context.Context, p storage.Partition) (int, error) 
 	e.mu.Unlock()
 	n := 0
 	err := e.store.ScanPartition(ctx, p, storage.NonTerminal, func(s *storage.Saga) error {
+		if s.Wait != nil { // resumed by its reply, event or timer
+			return nil
+		}
 		n++
 		e.enqueue(s)
 		return nil
 	})
+	if err != nil {
+		return n, err
+	}
+	e.timerWatch(p) // timers that fell due while no one owned p fire now
+	_, err = e.resendOutbox(ctx, p)
 	return n, err
 }
 
@@ -423,11 +506,16 @@ func (e *Engine) Release(ctx context.Context, p storage.Partition) error {
 	for _, l := range e.order {
 		e.queued -= l.drop(func(q queued) bool { return q.pos.TopicPartition() == p })
 	}
+	dropped := e.dropDeliveriesLocked(p)
 	if ps.running == 0 {
 		close(ps.drained)
 	}
 	e.maybeIdleLocked()
 	e.mu.Unlock()
+	e.timerForget(p)
+	for _, d := range dropped {
+		d.finish(Dropped)
+	}
 	defer func() {
 		e.mu.Lock()
 		if e.leaving[p] == ps {

@@ -334,8 +334,7 @@ func TestCompensationGivingUpEndsFailed(t *testing.T) {
 	))
 	h := start(t, reg, "", withClock(clock))
 	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"o"}`)[0].ID
-	h.idle()
-	s := h.get(id)
+	s := h.finish(clock, id) // back-offs of a second and more are durable waits
 	st := s.Steps[0]
 	if s.Status != storage.StatusFailed || st.Status != storage.StepCompensationFailed || st.CompAttempts != 3 || st.CompError != "warehouse down" {
 		t.Fatalf("saga %s step %+v", s.Status, st)

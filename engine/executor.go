@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -13,7 +12,6 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -172,6 +170,9 @@ func (e *Engine) dispatchLocked() {
 		if ps == nil { // released meanwhile (Release drops its queue; defensive)
 			continue
 		}
+		if !e.claimLocked(sagaRef{s.pos, s.name}) {
+			continue // it runs: its goroutine runs it again as it ends (wait.go)
+		}
 		ps.running++
 		picked.running++
 		picked.keyStarted(s)
@@ -235,6 +236,7 @@ const (
 	stepOK stepResult = iota
 	stepFailed
 	stepAbandoned // shutdown: leave the saga where it is recorded
+	stepWaiting   // the saga waits (recorded): a reply, an event or a timer resumes it
 )
 
 // execute carries one saga as far as it goes: the remaining steps, then
@@ -244,6 +246,7 @@ func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Boo
 	defer func() { e.finished(l, ps, starting, q.concKey) }()
 	defer e.deactivate(sagaRef{q.pos, q.name}, cancelled)
 	stop := ps.ctx // done: start no new step (shutdown or partition released)
+	ref := sagaRef{q.pos, q.name}
 	rec := q.rec
 	if rec == nil {
 		var err error
@@ -253,6 +256,12 @@ func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Boo
 			e.log.Error("cannot read queued saga", "saga_id", storage.FormatID(q.pos, q.name), "err", err)
 			return
 		}
+	}
+	if rec.Status.Terminal() { // what was delivered to it comes too late (wait.go)
+		for _, d := range e.takeInbox(ref) {
+			d.finish(Handled(IgnoreDuplicate))
+		}
+		return
 	}
 	// The definition the saga runs with (park.go): none here parks it.
 	decl, ok := e.bindOrPark(rec, cancelled)
@@ -280,6 +289,9 @@ func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Boo
 			return
 		}
 	}
+	if r := e.resume(decl, rec, run, ref); r != stepOK { // what was delivered while it waited (wait.go)
+		return
+	}
 	if rec.Status == storage.StatusExecuting {
 		for i := range decl.Steps {
 			if rec.Steps[i].Status == storage.StepCompleted {
@@ -299,8 +311,14 @@ func (e *Engine) execute(l *lane, q queued, ps *partState, cancelled *atomic.Boo
 				}
 				break
 			}
-			if r := e.runAction(stop, decl, rec, run, i); r != stepOK {
-				if r == stepAbandoned {
+			r := stepOK
+			if decl.Steps[i].waits() { // a command, an await or a sleep (wait.go)
+				r = e.startWaiting(stop, decl, rec, run, i, false)
+			} else {
+				r = e.runAction(stop, decl, rec, run, i)
+			}
+			if r != stepOK {
+				if r == stepAbandoned || r == stepWaiting {
 					return
 				}
 				break
@@ -333,7 +351,7 @@ func (e *Engine) runAction(stop context.Context, decl *Saga, rec *storage.Saga, 
 	if st.StartedAt.IsZero() {
 		st.StartedAt = e.now()
 	}
-	for attempt := 1; ; attempt++ {
+	for attempt := run.firstAttempt(i, false); ; attempt++ {
 		run.Attempt = attempt
 		st.Attempts++
 		err := e.call(sd.Action, sd.Timeout, run)
@@ -371,6 +389,9 @@ func (e *Engine) runAction(stop context.Context, decl *Saga, rec *storage.Saga, 
 		}
 		d := pol.Delay(attempt, rand.Float64())
 		run.Logger().Debug("step failed; retrying", "step", sd.Name, "attempt", attempt, "in", d, "err", err)
+		if e.durableDelay(d) { // a long back-off holds no goroutine (wait.go)
+			return e.waitRetry(rec, i, false, uint32(attempt), d)
+		}
 		if e.clock.Sleep(stop, d) != nil {
 			return stepAbandoned
 		}
@@ -402,7 +423,7 @@ func compensationCause(rec *storage.Saga) string {
 // still to run.
 func needsCompensation(decl *Saga, rec *storage.Saga) bool {
 	for i := range rec.Steps {
-		if rec.Steps[i].Status == storage.StepCompleted && decl.Steps[i].Compensate != nil {
+		if compensable(decl, rec, i) {
 			return true
 		}
 	}
@@ -415,15 +436,21 @@ func needsCompensation(decl *Saga, rec *storage.Saga) bool {
 func (e *Engine) compensate(stop context.Context, decl *Saga, rec *storage.Saga, run *Run) {
 	for i := len(decl.Steps) - 1; i >= 0; i-- {
 		st, sd := &rec.Steps[i], &decl.Steps[i]
-		if st.Status != storage.StepCompleted || sd.Compensate == nil {
+		if !compensable(decl, rec, i) {
 			continue
 		}
 		if stop.Err() != nil {
 			return
 		}
+		if sd.CompensateCommand != nil { // a command: the reply resumes the saga (wait.go)
+			if e.startWaiting(stop, decl, rec, run, i, true) != stepFailed || rec.Status != storage.StatusCompensating {
+				return
+			}
+			continue
+		}
 		pol := sd.CompensateRetry.orDefault(DefaultCompensateRetry)
 		run.Step, run.Compensating = sd.Name, true
-		for attempt := 1; ; attempt++ {
+		for attempt := run.firstAttempt(i, true); ; attempt++ {
 			run.Attempt = attempt
 			st.CompAttempts++
 			err := e.call(sd.Compensate, sd.Timeout, run)
@@ -464,6 +491,10 @@ func (e *Engine) compensate(stop context.Context, decl *Saga, rec *storage.Saga,
 			}
 			d := pol.Delay(attempt, rand.Float64())
 			run.Logger().Debug("compensation failed; retrying", "step", sd.Name, "attempt", attempt, "in", d, "err", err)
+			if e.durableDelay(d) {
+				e.waitRetry(rec, i, true, uint32(attempt), d)
+				return
+			}
 			if e.clock.Sleep(stop, d) != nil {
 				return
 			}
@@ -488,6 +519,9 @@ func (e *Engine) deactivate(r sagaRef, flag *atomic.Bool) {
 	e.mu.Lock()
 	if e.active[r] == flag {
 		delete(e.active, r)
+		if len(e.inbox[r]) > 0 { // delivered while it ran: it runs again (wait.go)
+			e.wakeSagaLocked(r)
+		}
 	}
 	delete(e.cancelNotes, flag) // a cancel that came as the saga ended had no effect
 	e.mu.Unlock()
@@ -516,42 +550,7 @@ func (e *Engine) call(fn StepFunc, timeout time.Duration, run *Run) (err error) 
 
 // persist records the saga durably, retrying while the store fails (a full
 // disk, say) until shutdown. It reports whether the state was recorded.
-func (e *Engine) persist(rec *storage.Saga) bool {
-	rec.UpdatedAt = e.now()
-	wait := 50 * time.Millisecond
-	for {
-		err := e.store.Update(context.Background(), rec)
-		if err == nil {
-			if e.storeBad.CompareAndSwap(true, false) && e.health != nil {
-				e.health.Clear(health.Store)
-				e.log.Info("recording saga state works again")
-			}
-			e.recorded(rec)
-			if rec.Status.Terminal() {
-				e.finishedLog(rec)
-				if e.onFinish != nil {
-					e.onFinish(rec)
-				}
-			}
-			return true
-		}
-		if errors.Is(err, storage.ErrClosed) || errors.Is(err, storage.ErrNotFound) {
-			e.log.Error("cannot record saga state", "saga_id", rec.ID(), "status", rec.Status, "err", err)
-			return false
-		}
-		e.storeBad.Store(true)
-		if e.health != nil {
-			e.health.Set(health.Store, "recording saga state fails: "+err.Error())
-		}
-		if ok, quiet := e.errLog.Allow("persist"); ok {
-			e.log.Error("recording saga state failed; retrying", "saga_id", rec.ID(), "status", rec.Status, "in", wait, "err", err, "similar_lines_suppressed", quiet)
-		}
-		if e.clock.Sleep(e.runCtx, wait) != nil {
-			return false
-		}
-		wait = min(wait*2, 5*time.Second)
-	}
-}
+func (e *Engine) persist(rec *storage.Saga) bool { return e.persistWith(rec, nil) }
 
 // finishedLog logs a saga's end: completed at debug (info with
 // Config.LogCompleted), rolled back at info, failed at warn — a failed saga

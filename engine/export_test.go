@@ -10,3 +10,5 @@ func SetKeepRecords(n int) func() {
 
 // NewRun returns a Run over the given JSON data, for tests of its accessors.
 func NewRun(raw string) *Run { return &Run{ID: "test", raw: []byte(raw)} }
+
+var EncodeOut = encodeOut

@@ -198,3 +198,25 @@ func (h *harness) count(q storage.Query) int {
 }
 
 func ok(context.Context, *engine.Run) error { return nil }
+
+// finish waits until saga id ends, moving the fake clock on whenever
+// nothing runs (durable back-offs and sleeps wait on the clock's timers).
+func (h *harness) finish(clock *fakeClock, id string) *storage.Saga {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		h.idle()
+		s := h.get(id)
+		if s.Status.Terminal() {
+			return s
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("saga %s still %s (wait %+v) after 20s", id, s.Status, s.Wait)
+		}
+		if s.Wait != nil && !s.Wait.Deadline.IsZero() {
+			clock.Advance(max(s.Wait.Deadline.Sub(clock.Now()), time.Millisecond))
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}

@@ -109,6 +109,10 @@ func StartHeaders(s *storage.Saga) []Header {
 // topic, ev) asks for to b: it lives at the record's position. A start of a
 // saga this binary does not declare, or a malformed start, is a reject.
 func (e *Engine) PrepareStart(b *Batch, ev *Event) {
+	if kind, ok := ev.Header(HeaderKeysKind); ok { // an await step's registration or signal
+		e.prepareAwaitRecord(b, ev, string(kind))
+		return
+	}
 	s, err := e.startOf(ev)
 	if err != nil {
 		b.Rejects = append(b.Rejects, Reject{Event: ev, Reason: ReasonNoRoute, Err: err})

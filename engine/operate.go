@@ -71,6 +71,9 @@ func (e *Engine) CancelWith(ctx context.Context, id string, a Audit) error {
 		e.mu.Lock()
 		if e.active[ref] == running { // else it has just left: the cancel has nothing to stop
 			e.cancelNotes[running] = append(e.cancelNotes[running], entry)
+			// If the run ends recording a wait, the cancel is applied when
+			// it runs again for this (wait.go).
+			e.inbox[ref] = append(e.inbox[ref], delivery{kind: deliverCancel, entry: &entry})
 		}
 		e.mu.Unlock()
 		running.Store(true) // the executor compensates at the next step boundary
@@ -83,6 +86,16 @@ func (e *Engine) CancelWith(ctx context.Context, id string, a Audit) error {
 	}
 	if rec.Status.Terminal() {
 		return fmt.Errorf("%w: %s is %s", ErrConflict, id, rec.Status)
+	}
+	if rec.Wait != nil && rec.Status != storage.StatusParked { // it waits: its executor applies the cancel (one writer per saga)
+		if rec.Status != storage.StatusExecuting {
+			return fmt.Errorf("%w: %s is compensating already", ErrConflict, id)
+		}
+		e.mu.Lock()
+		delete(e.waking, ref) // taken out of the resumes lane, if it was there
+		e.mu.Unlock()
+		e.deliver(pos, name, delivery{kind: deliverCancel, entry: &entry})
+		return nil
 	}
 	storage.AppendHistory(rec, entry)
 	v, reason := e.routes.bind(rec)

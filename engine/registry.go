@@ -86,9 +86,7 @@ func validateSaga(s *Saga) []error {
 			bad("step %q declared twice", st.Name)
 		}
 		steps[st.Name] = true
-		if st.Action == nil {
-			bad("step %q has no action", st.Name)
-		}
+		validateKafkaStep(&st, bad)
 		if st.Timeout < 0 {
 			bad("step %q has a negative timeout", st.Name)
 		}

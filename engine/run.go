@@ -36,6 +36,7 @@ type Run struct {
 	maxCtx int // the context's size limit (0: none)
 	data   map[string]any
 	dirty  bool
+	retry  retryFrom // set when a durable back-off ended: the attempt to go on with
 }
 
 // Logger returns a logger that carries the saga ID.

@@ -56,8 +56,27 @@ type Step struct {
 	// DefaultCompensateRetry).
 	CompensateRetry RetryPolicy
 	// Timeout bounds one attempt; its context is cancelled when it passes.
-	// Zero means no timeout.
+	// Zero means no timeout. For a command or await step it is how long an
+	// attempt waits for its reply or event (required): a durable deadline,
+	// not a context.
 	Timeout time.Duration
+
+	// Command makes this a command step (instead of Action): each attempt
+	// produces the command and waits, holding no goroutine, for the
+	// participant's reply (docs/architecture.md). A reply that does not
+	// come within Timeout fails the attempt; a step that fails for good that
+	// way may still have run at the participant, so it is compensated like
+	// a completed step.
+	Command *Command
+	// CompensateCommand makes the compensation a command (instead of
+	// Compensate), retried by CompensateRetry.
+	CompensateCommand *Command
+	// Await makes this an await step: it waits, holding no goroutine, for an
+	// event matching a correlation; Timeout bounds each attempt.
+	Await *Await
+	// Sleep makes this a sleep step: it waits this long (a durable timer:
+	// it survives restarts and rebalances).
+	Sleep time.Duration
 }
 
 // RetryPolicy says how often and how fast a failing step is retried:

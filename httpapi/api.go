@@ -235,6 +235,58 @@ type SagaView struct {
 	// this copy may be behind; Owner names that member when known.
 	OwnedHere bool   `json:"owned_here"`
 	Owner     string `json:"owner,omitempty"`
+	// Waiting says what the saga waits for, when it waits (a command's
+	// reply, an event, a sleep, a retry back-off).
+	Waiting *WaitView `json:"waiting,omitempty"`
+}
+
+// WaitView is what a waiting saga waits for.
+type WaitView struct {
+	// Kind is command, event, sleep or retry.
+	Kind         storage.WaitKind `json:"kind"`
+	Step         string           `json:"step"`
+	Compensating bool             `json:"compensating,omitempty"`
+	Attempt      uint32           `json:"attempt"`
+	Since        time.Time        `json:"since"`
+	Deadline     time.Time        `json:"deadline,omitzero"`
+	// For says it in words.
+	For string `json:"for"`
+	// Topic is the command's or the awaited event's topic; Field and Value
+	// the awaited correlation.
+	Topic string `json:"topic,omitempty"`
+	Field string `json:"field,omitempty"`
+	Value string `json:"value,omitempty"`
+}
+
+// waitView describes a saga's wait (nil when it does not wait).
+func waitView(s *storage.Saga) *WaitView {
+	w := s.Wait
+	if w == nil || s.Status.Terminal() {
+		return nil
+	}
+	v := &WaitView{Kind: w.Kind, Compensating: w.Compensating, Attempt: w.Attempt, Since: w.Since, Deadline: w.Deadline, Topic: w.Topic, Field: w.Field, Value: w.Value}
+	if w.Step < len(s.Steps) {
+		v.Step = s.Steps[w.Step].Name
+	}
+	what := "command"
+	if w.Compensating {
+		what = "compensation command"
+	}
+	switch w.Kind {
+	case storage.WaitCommand:
+		v.For = fmt.Sprintf("the reply to step %s's %s on %s (attempt %d)", v.Step, what, w.Topic, w.Attempt)
+	case storage.WaitEvent:
+		v.For = fmt.Sprintf("an event on %s whose %s is %q (attempt %d)", w.Topic, w.Field, w.Value, w.Attempt)
+	case storage.WaitSleep:
+		v.For = "the end of step " + v.Step + "'s sleep"
+	case storage.WaitRetry:
+		a := "attempt"
+		if w.Compensating {
+			a = "compensation attempt"
+		}
+		v.For = fmt.Sprintf("the back-off before %s %d of step %s", a, w.Attempt+1, v.Step)
+	}
+	return v
 }
 
 // HistoryView is one entry of a saga's history: when, what (retry,
@@ -290,7 +342,7 @@ type OperateAnswer struct {
 func (a *API) view(ctx context.Context, s *storage.Saga, withContext bool) SagaView {
 	v := SagaView{ID: s.ID(), Saga: s.Name, Trigger: s.Trigger, Status: s.Status, Source: s.Source, Origin: s.Origin, ConcurrencyKey: s.ConcurrencyKey, EventTime: s.EventTime,
 		IdempotencyKey: s.IdempotencyKey, Steps: s.Steps, Error: s.Error, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Version: s.Version,
-		Definition: s.Definition, Parked: s.Park, OwnedHere: a.Engine.Owns(s.Source)}
+		Definition: s.Definition, Parked: s.Park, OwnedHere: a.Engine.Owns(s.Source), Waiting: waitView(s)}
 	decl := a.Engine.Routes().Saga(s.Name)
 	if len(v.Steps) == 0 && decl != nil && s.Status == storage.StatusPending { // recorded before it ran
 		v.Steps = engine.PendingSteps(decl)

@@ -209,6 +209,19 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	}
 	m.onClose(m.Changelog.Close)
 
+	// Command and await steps: their records go out through the sender,
+	// their replies come back on the replies topic of the saga's topic.
+	cc := cfg.Consumer.Defaults()
+	var sender engine.Sender
+	if len(routes.TalkingRoutes()) > 0 {
+		s, err := consumer.NewSender(kopts, log)
+		if err != nil {
+			return m, err
+		}
+		m.onClose(s.Close)
+		sender = s
+	}
+
 	em := metrics.NewEngine(cfg.Metrics, func() (int, int) { return m.Engine.Stats() })
 	onFinish := em.OnFinish
 	if f := cfg.OnFinish; f != nil {
@@ -216,7 +229,8 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	}
 	if m.Engine, err = engine.New(engine.Config{Store: m.Store, Registry: cfg.Registry, Logger: log,
 		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, Health: m.Health,
-		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog, LogCompleted: cfg.LogCompleted}); err != nil {
+		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog, LogCompleted: cfg.LogCompleted,
+		Sender: sender, ReplyTopic: consumer.ReplyTopics(routes, cc), KeysTopic: cc.KeysTopic}); err != nil {
 		return m, err
 	}
 	// Series known in advance exist at 0; failed sagas are counted from the
@@ -231,6 +245,12 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	}
 	metrics.RegisterFailed(cfg.Metrics, routes.SagaNames(), countOwned(storage.StatusFailed))
 	metrics.RegisterParked(cfg.Metrics, routes.SagaNames(), countOwned(storage.StatusParked))
+
+	metrics.RegisterWaiting(cfg.Metrics, func(ctx context.Context) (int, error) {
+		return m.Store.CountWaiting(ctx, func(p storage.Partition) bool {
+			return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
+		})
+	})
 
 	ccfg := cfg.Consumer
 	ccfg.Logger, ccfg.Metrics, ccfg.Health = log, m.ConsumerMetrics, m.Health

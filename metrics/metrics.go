@@ -153,3 +153,27 @@ func Gatherer(g prometheus.Gatherer) prometheus.Gatherer {
 		return mfs, err
 	})
 }
+
+var waitingDesc = prometheus.NewDesc("sagaz_sagas_waiting",
+	"Sagas waiting, holding no goroutine, for a command's reply, an event, a sleep or a retry back-off, in the partitions this member owns.",
+	nil, nil)
+
+// RegisterWaiting registers sagaz_sagas_waiting, counted at scrape time by
+// count (bounded to 5s; on error the gauge is left out of the scrape).
+func RegisterWaiting(reg prometheus.Registerer, count func(ctx context.Context) (int, error)) {
+	reg.MustRegister(&waitingCollector{count: count})
+}
+
+type waitingCollector struct {
+	count func(ctx context.Context) (int, error)
+}
+
+func (c *waitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- waitingDesc }
+
+func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n, err := c.count(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n))
+	}
+}

@@ -21,6 +21,10 @@
 // triggers (transformer and idempotency key included). Steps run exactly as
 // in the service: retry policies, Permanent errors, panics, compensation
 // in reverse order — only time is fake (Step.Timeout still uses real time).
+// Sleep steps and long retry back-offs, durable waits in the service, cost
+// no time either: the harness moves its clock to their end. Command and
+// await steps need Kafka: here they fail for good (engine.ErrNoTransport);
+// test them against kfake with package participant.
 package sagatest
 
 import (
@@ -212,7 +216,9 @@ func Start(saga engine.Saga, opts ...Option) (*Harness, error) {
 	test.Steps = make([]engine.Step, len(saga.Steps))
 	for i, st := range saga.Steps {
 		h.steps[st.Name] = true
-		st.Action = h.wrap(st.Name, false, st.Action)
+		if st.Action != nil {
+			st.Action = h.wrap(st.Name, false, st.Action)
+		}
 		if st.Compensate != nil {
 			st.Compensate = h.wrap(st.Name, true, st.Compensate)
 		}
@@ -249,6 +255,40 @@ func Start(saga engine.Saga, opts ...Option) (*Harness, error) {
 		return nil, fmt.Errorf("engine stopped: %v", err)
 	}
 	return h, nil
+}
+
+// settle waits until the saga ends, or waits for something no fake time
+// brings (a command's reply, an event): while it waits for a sleep or a
+// retry back-off, the fake clock moves on to the deadline.
+func (h *Harness) settle(ctx context.Context, id string) (*storage.Saga, error) {
+	for {
+		if err := h.eng.WaitIdle(ctx); err != nil {
+			return nil, fmt.Errorf("sagatest: saga %q did not end within %s (a step that never returns?)", h.saga.Name, h.opts.wait)
+		}
+		s, err := h.store.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		w := s.Wait
+		if s.Status.Terminal() || w == nil || w.Deadline.IsZero() || w.Kind != storage.WaitSleep && w.Kind != storage.WaitRetry {
+			return s, nil
+		}
+		h.Clock.Advance(max(w.Deadline.Sub(h.Clock.Now()), 0))
+		for { // the timer loop resumes it; wait for its next recorded state
+			g, err := h.store.Get(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if g.Version != s.Version {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("sagatest: saga %q did not resume after its %s ended", h.saga.Name, w.Kind)
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
 }
 
 // Close stops the engine and removes the store.
@@ -357,10 +397,7 @@ func (h *Harness) run(src engine.Source, ev engine.Event, failures []Failure) (*
 	if len(out) == 0 {
 		return nil, nil // ignored
 	}
-	if err := h.eng.WaitIdle(ctx); err != nil {
-		return nil, fmt.Errorf("sagatest: saga %q did not end within %s (a step that never returns?)", h.saga.Name, h.opts.wait)
-	}
-	s, err := h.store.Get(ctx, out[0].ID)
+	s, err := h.settle(ctx, out[0].ID)
 	if err != nil {
 		return nil, err
 	}

@@ -154,3 +154,23 @@ func TestPanicsAreFailures(t *testing.T) {
 		t.Fatalf("status %s calls %+v", res.Status, res.Calls)
 	}
 }
+
+// Sleep steps and long retry back-offs are durable waits in the service;
+// the harness moves its fake clock over them.
+func TestSleepsAndLongBackoffsCostNoTime(t *testing.T) {
+	saga := engine.Saga{Name: "slow",
+		Steps: []engine.Step{
+			{Name: "nap", Sleep: time.Hour},
+			{Name: "flaky", Action: func(context.Context, *engine.Run) error { return nil },
+				Retry: engine.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Minute}},
+		},
+		Triggers: []engine.Trigger{engine.Manual("slow", engine.PassThrough)}}
+	h := sagatest.New(t, saga)
+	res, err := h.Run(map[string]any{"id": 1}, sagatest.FailStep("flaky", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != storage.StatusCompleted || res.Attempts("flaky", false) != 3 || res.Elapsed < time.Hour+2*time.Minute {
+		t.Fatalf("status %s, %d attempts, elapsed %s", res.Status, res.Attempts("flaky", false), res.Elapsed)
+	}
+}

@@ -124,6 +124,9 @@ func FuzzDecodeSaga(f *testing.F) {
 	ext.Extensions = []storage.Extension{{Tag: 1, Value: []byte("x")}}
 	f.Add(storage.EncodeSaga(nil, ext))
 	f.Add(storage.EncodeSaga(nil, historySaga())) // a resolved saga with its history
+	w := sampleSaga()
+	w.Wait, w.Uncertain = &storage.Wait{Kind: storage.WaitCommand, Step: 1, Attempt: 2, Topic: "c"}, []int{1}
+	f.Add(storage.EncodeSaga(nil, w))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := storage.DecodeSaga(b)
 		if err != nil {
@@ -206,6 +209,9 @@ func TestEncodeSagaAllocatesOnce(t *testing.T) {
 	s.Definition = "sha256:0123456789abcdef"
 	s.Status, s.Park = storage.StatusParked, &storage.Park{Reason: strings.Repeat("r", 400), Since: s.UpdatedAt, From: storage.StatusCompensating}
 	s.Extensions = []storage.Extension{{Tag: 99, Value: []byte("future")}}
+	s.Wait = &storage.Wait{Kind: storage.WaitEvent, Step: 1, Attempt: 2, Since: s.UpdatedAt, Deadline: s.UpdatedAt.Add(time.Hour),
+		Topic: "payments", Field: "order_id", Value: strings.Repeat("v", 200)}
+	s.Uncertain = []int{0, 1}
 	s.Context = []byte(strings.Repeat("x", 5000))
 	if n := testing.AllocsPerRun(100, func() { storage.EncodeSaga(nil, s) }); n > 2 {
 		t.Fatalf("EncodeSaga made %.0f allocations, want at most 2 (record, long origin topic)", n)
@@ -213,5 +219,43 @@ func TestEncodeSagaAllocatesOnce(t *testing.T) {
 	s.Origin.Topic = "orders.created"
 	if n := testing.AllocsPerRun(100, func() { storage.EncodeSaga(nil, s) }); n != 1 {
 		t.Fatalf("EncodeSaga made %.0f allocations, want 1", n)
+	}
+}
+
+// A record's wait (extension 2) and uncertain steps (extension 3) survive a
+// round trip next to an unknown extension; a release that does not know the
+// two tags keeps them as extensions and writes them back unchanged; damage
+// inside them is refused.
+func TestWaitExtensions(t *testing.T) {
+	in := sampleSaga()
+	in.Origin = storage.Position{Topic: "orders", Partition: 1, Offset: 9}
+	in.Wait = &storage.Wait{Kind: storage.WaitEvent, Step: 2, Attempt: 3, Compensating: true, Since: time.Unix(1700000000, 5).UTC(),
+		Deadline: time.Unix(1700000600, 0).UTC(), Topic: "payments", Field: "order_id", Value: "o-\x00-1"}
+	in.Uncertain = []int{0, 2}
+	in.Extensions = []storage.Extension{{Tag: 9, Value: []byte("newer")}}
+	enc := storage.EncodeSaga(nil, in)
+	out, err := storage.DecodeSaga(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip:\n in %+v %+v\nout %+v %+v", in, in.Wait, out, out.Wait)
+	}
+	if c := in.Clone(); c.Wait == in.Wait || !reflect.DeepEqual(c.Wait, in.Wait) || !reflect.DeepEqual(c.Uncertain, in.Uncertain) {
+		t.Fatal("Clone shares or loses the wait")
+	}
+	// The same record as an older release sees it: tags 2 and 3 unknown.
+	older := sampleSaga()
+	older.Extensions = []storage.Extension{{Tag: 2, Value: []byte{1, 0, 1, 0, 0, 0, 0, 0, 0}}, {Tag: 3, Value: []byte{1, 1}}}
+	got, err := storage.DecodeSaga(storage.EncodeSaga(nil, older))
+	if err != nil || got.Wait == nil || got.Wait.Kind != storage.WaitCommand || got.Wait.Attempt != 1 || !reflect.DeepEqual(got.Uncertain, []int{1}) || len(got.Extensions) != 0 {
+		t.Fatalf("tags 2 and 3 from raw extensions: %+v %+v, %v", got, got.Wait, err)
+	}
+	for _, bad := range [][]byte{{0, 0, 1, 0, 0, 0, 0, 0, 0}, {9, 0, 1, 0, 0, 0, 0, 0, 0}, {1, 0, 1, 0, 0, 0, 0, 0, 0, 7}, {1}} {
+		b := sampleSaga()
+		b.Extensions = []storage.Extension{{Tag: 2, Value: bad}}
+		if s, err := storage.DecodeSaga(storage.EncodeSaga(nil, b)); !errors.Is(err, storage.ErrCorrupt) {
+			t.Errorf("wait %x decoded as %+v, %v", bad, s, err)
+		}
 	}
 }

@@ -23,8 +23,11 @@ import (
 //	         (created on first use; see parked.go)
 //	    "r"  resolved sagas: name + 0x00 + created(8) + offset(8) -> empty
 //	         (created on first use; see resolved.go)
+//	    "w"  waiting sagas: offset(8) + name -> deadline(8), or empty (created on first use; wait.go)
+//	    "t"  timer index: deadline(8) + offset(8) + name -> empty (created on first use; wait.go)
 //	    "n"  next offset (8)
 //	    "c"  next changelog offset (8): the changelog is applied below it
+//	    "wn" how many sagas wait (8; the entries of "w")
 //
 // created is the saga's CreatedAt in Unix ns with the sign bit flipped, so
 // that the big-endian bytes sort in time order: each (status, name) range
@@ -35,16 +38,19 @@ import (
 // Offsets arrive in order and time moves forward, so saga inserts are
 // appends, and status index keys mostly grow at the end of their range.
 var (
-	bucketMeta  = []byte("meta")
-	bucketParts = []byte("parts")
-	bucketSagas = []byte("s")
-	bucketIdem  = []byte("k")
-	bucketIndex = []byte("i")
-	bucketMetaP = []byte("x")
-	bucketPark  = []byte("p")
-	keyNext     = []byte("n")
-	keyCLNext   = []byte("c")
-	keySchema   = []byte("schema")
+	bucketMeta   = []byte("meta")
+	bucketParts  = []byte("parts")
+	bucketSagas  = []byte("s")
+	bucketIdem   = []byte("k")
+	bucketIndex  = []byte("i")
+	bucketMetaP  = []byte("x")
+	bucketPark   = []byte("p")
+	bucketWaits  = []byte("w")
+	bucketTimers = []byte("t")
+	keyNext      = []byte("n")
+	keyCLNext    = []byte("c")
+	keyWaiting   = []byte("wn")
+	keySchema    = []byte("schema")
 )
 
 const schemaVersion = 2
@@ -138,6 +144,9 @@ type partBuckets struct {
 	resolved                 *bolt.Bucket // nil until a saga of the partition is resolved
 	nextOff                  int64
 	nextRead, nextDirty      bool
+	// the timer index (wait.go), looked up on first use
+	waits, timers *bolt.Bucket
+	waitsChecked  bool
 }
 
 // next returns the partition's recorded next offset (0 if none).

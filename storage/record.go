@@ -23,6 +23,11 @@ import (
 //	        str error, uvarint comp attempts, str comp error, varint comp ended
 //	uvarint extension count, then per extension: uvarint tag, bytes value
 //	        tag 1: the origin (Saga.Origin): str topic, varint partition, offset
+//	        tag 2: the wait (Saga.Wait): byte kind, uvarint step, uvarint attempt,
+//	               byte flags (1: compensating), varint since, deadline,
+//	               str topic, field, value
+//	        tag 3: the uncertain steps (Saga.Uncertain): uvarint count, then
+//	               uvarint step index each
 //	        tag 4: the operator history (Saga.History) and the resolution:
 //	               uvarint record version the resolution was written with
 //	               (0: none), then the entries (history.go)
@@ -43,8 +48,8 @@ import (
 // is ErrCorrupt: the bytes were damaged after they were written.
 //
 // Extension tags are taken in ranges, so that work in parallel does not
-// collide: 1 to 15 fields of a saga's run (1 the origin, 4 the operator
-// history and the resolution); 16 to 31 fields
+// collide: 1 to 15 fields of a saga's run (1 the origin, 2 the wait, 3 the
+// uncertain steps, 4 the operator history and the resolution); 16 to 31 fields
 // of definition versions and deploys (16 the definition, 17 the park); 32
 // and up fields of group-wide limits (32 the concurrency key). A new field
 // takes the next free tag of its range; a tag is never reused.
@@ -74,6 +79,8 @@ const RecordVersion = recordVersion
 // Extension tags this release knows.
 const (
 	extOrigin         = 1
+	extWait           = 2
+	extUncertain      = 3
 	extHistory        = 4
 	extDefinition     = 16
 	extPark           = 17
@@ -129,6 +136,12 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	if s.Origin.Topic != "" {
 		n++
 	}
+	if s.Wait != nil {
+		n++
+	}
+	if len(s.Uncertain) > 0 {
+		n++
+	}
 	if s.ConcurrencyKey != "" {
 		n++
 	}
@@ -151,6 +164,16 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 		dst = binary.AppendUvarint(dst, extOrigin)
 		dst = binary.AppendUvarint(dst, uint64(len(o)))
 		dst = append(dst, o...)
+	}
+	if s.Wait != nil { // written in place: its length first
+		dst = binary.AppendUvarint(dst, extWait)
+		dst = binary.AppendUvarint(dst, uint64(waitSize(s.Wait)))
+		dst = appendWait(dst, s.Wait)
+	}
+	if len(s.Uncertain) > 0 {
+		dst = binary.AppendUvarint(dst, extUncertain)
+		dst = binary.AppendUvarint(dst, uint64(uncertainSize(s.Uncertain)))
+		dst = appendUncertain(dst, s.Uncertain)
 	}
 	if s.ConcurrencyKey != "" {
 		dst = binary.AppendUvarint(dst, extConcurrencyKey)
@@ -260,6 +283,20 @@ func DecodeSaga(b []byte) (*Saga, error) {
 			tag := d.uvarint()
 			val := d.bytes()
 			switch tag {
+			case extWait:
+				w, err := decodeWait(val)
+				if err != nil {
+					d.fail(err.Error())
+				}
+				s.Wait = w
+				continue
+			case extUncertain:
+				u, err := decodeUncertain(val)
+				if err != nil {
+					d.fail(err.Error())
+				}
+				s.Uncertain = u
+				continue
 			case extConcurrencyKey:
 				s.ConcurrencyKey = string(val)
 				continue
@@ -334,6 +371,12 @@ func encodedSizeBound(s *Saga) int {
 	}
 	if s.Origin.Topic != "" {
 		n += 10 + 10 + 10 + len(s.Origin.Topic) + 10 + 10
+	}
+	if s.Wait != nil {
+		n += 10 + 10 + waitSize(s.Wait)
+	}
+	if len(s.Uncertain) > 0 {
+		n += 10 + 10 + uncertainSize(s.Uncertain)
 	}
 	if s.ConcurrencyKey != "" {
 		n += 10 + 10 + len(s.ConcurrencyKey)

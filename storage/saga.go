@@ -205,6 +205,14 @@ type Saga struct {
 	// History is what operators did to the saga (retries, context edits,
 	// resolutions, cancellations), oldest first, bounded (AppendHistory).
 	History []HistoryEntry `json:"history,omitempty"`
+	// Wait, set while the saga waits for a reply, an event, a sleep or a
+	// retry delay, says what for and until when (record extension 2).
+	Wait *Wait `json:"wait,omitempty"`
+	// Uncertain lists the steps (by index) whose action's outcome is not
+	// known: a command that timed out for good, or was still out when the
+	// saga was cancelled. They are compensated like completed steps
+	// (record extension 3).
+	Uncertain []int `json:"uncertain,omitempty"`
 	// Extensions are fields of the record this release does not know (a
 	// newer release wrote them); they are kept and written back unchanged.
 	Extensions []Extension `json:"-"`
@@ -336,6 +344,11 @@ func (s *Saga) Clone() *Saga {
 		p := *s.Park
 		c.Park = &p
 	}
+	if s.Wait != nil {
+		w := *s.Wait
+		c.Wait = &w
+	}
+	c.Uncertain = append([]int(nil), s.Uncertain...)
 	return &c
 }
 

@@ -108,6 +108,22 @@ type Store interface {
 	// keys must follow time), and returns their keys.
 	ExpireMeta(ctx context.Context, p Partition, prefix string, cutoff time.Time, limit int) ([]string, error)
 
+	// Write durably replaces the recorded state of existing sagas (as
+	// Update) and writes meta records (as PutMeta) in one transaction: all
+	// or nothing.
+	Write(ctx context.Context, b WriteBatch) error
+
+	// ScanMeta calls fn for each meta record of p whose key starts with
+	// prefix, in key order.
+	ScanMeta(ctx context.Context, p Partition, prefix string, fn func(key string, value []byte) error) error
+
+	// Timers returns, in deadline order, up to limit timers of p due at or
+	// before now — starting after the timer whose Key is after (nil: from
+	// the earliest) — and the deadline of the next one. A non-terminal saga
+	// with a Wait that has a Deadline has one timer; the index follows
+	// every write and Apply.
+	Timers(ctx context.Context, p Partition, now time.Time, after []byte, limit int) (TimerPage, error)
+
 	// Close waits for writes in progress and releases the store.
 	Close() error
 }

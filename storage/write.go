@@ -123,66 +123,87 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 
 // Update implements Store.
 func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
-	type upd struct {
-		p       Partition
-		key     []byte
-		rec     []byte
-		s       *Saga
-		status  Status
-		created int64
-	}
-	ups := make([]upd, len(sagas))
-	for i, s := range sagas {
-		if err := validate(s); err != nil {
-			return err
-		}
-		if !s.Status.Valid() {
-			return fmt.Errorf("%w: status %d", ErrInvalidSaga, s.Status)
-		}
-		if s.Status == StatusParked && (s.Park == nil || !s.Park.From.resumable()) {
-			return fmt.Errorf("%w: a parked saga needs its Park, parked from pending, executing or compensating", ErrInvalidSaga)
-		}
-		s.Version++
-		ups[i] = upd{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.stored(),
-			created: unixNanos(s.CreatedAt)}
+	ups, err := prepareUpdates(sagas)
+	if err != nil {
+		return err
 	}
 	return b.submit(ctx, func(w *wtx) error {
 		for _, u := range ups {
-			pb, err := w.part(u.p, false)
-			if err != nil {
-				return err
-			}
-			var old []byte
-			if pb != nil {
-				old = pb.sagas.Get(u.key)
-			}
-			if old == nil {
-				return fmt.Errorf("%w: update of %s", ErrNotFound, u.s.ID())
-			}
-			prev, ok := indexKeyOf(old, u.s.Name, u.s.Source.Offset)
-			if !ok {
-				return b.malformed(old, u.s.ID())
-			}
-			if err := pb.sagas.Put(u.key, u.rec); err != nil {
-				return err
-			}
-			if next := indexKey(u.status, u.s.Name, u.created, u.s.Source.Offset); !bytes.Equal(prev, next) {
-				if err := pb.index.Delete(prev); err != nil {
-					return err
-				}
-				if err := pb.index.Put(next, nil); err != nil {
-					return err
-				}
-			}
-			if err := pb.setParked(u.s); err != nil {
-				return err
-			}
-			if err := pb.setResolved(u.s); err != nil {
+			if err := b.putUpdate(w, u); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// sagaUpdate is a saga's new state, encoded before the transaction.
+type sagaUpdate struct {
+	p       Partition
+	key     []byte
+	rec     []byte
+	s       *Saga
+	status  Status
+	created int64
+}
+
+// prepareUpdates validates and encodes the new states (each Version
+// bumped).
+func prepareUpdates(sagas []*Saga) ([]sagaUpdate, error) {
+	ups := make([]sagaUpdate, len(sagas))
+	for i, s := range sagas {
+		if err := validate(s); err != nil {
+			return nil, err
+		}
+		if !s.Status.Valid() {
+			return nil, fmt.Errorf("%w: status %d", ErrInvalidSaga, s.Status)
+		}
+		if s.Status == StatusParked && (s.Park == nil || !s.Park.From.resumable()) {
+			return nil, fmt.Errorf("%w: a parked saga needs its Park, parked from pending, executing or compensating", ErrInvalidSaga)
+		}
+		s.Version++
+		ups[i] = sagaUpdate{p: s.Source.TopicPartition(), key: sagaKey(s.Source.Offset, s.Name), rec: EncodeSaga(nil, s), s: s, status: s.stored(),
+			created: unixNanos(s.CreatedAt)}
+	}
+	return ups, nil
+}
+
+// putUpdate replaces an existing saga's record and moves its index, park,
+// resolution and timer entries.
+func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
+	pb, err := w.part(u.p, false)
+	if err != nil {
+		return err
+	}
+	var old []byte
+	if pb != nil {
+		old = pb.sagas.Get(u.key)
+	}
+	if old == nil {
+		return fmt.Errorf("%w: update of %s", ErrNotFound, u.s.ID())
+	}
+	prev, ok := indexKeyOf(old, u.s.Name, u.s.Source.Offset)
+	if !ok {
+		return b.malformed(old, u.s.ID())
+	}
+	if err := pb.sagas.Put(u.key, u.rec); err != nil {
+		return err
+	}
+	if next := indexKey(u.status, u.s.Name, u.created, u.s.Source.Offset); !bytes.Equal(prev, next) {
+		if err := pb.index.Delete(prev); err != nil {
+			return err
+		}
+		if err := pb.index.Put(next, nil); err != nil {
+			return err
+		}
+	}
+	if err := pb.setParked(u.s); err != nil {
+		return err
+	}
+	if err := pb.setResolved(u.s); err != nil {
+		return err
+	}
+	return syncWait(pb, u.key, u.s)
 }
 
 // Apply implements Store.
@@ -279,6 +300,9 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 				if err := pb.setResolved(c.s); err != nil {
 					return err
 				}
+				if err := syncWait(pb, c.key, c.s); err != nil {
+					return err
+				}
 				if c.s.IdempotencyKey != "" {
 					ik := idemKey(c.s.Name, c.s.IdempotencyKey)
 					if pb.idem.Get(ik) == nil {
@@ -330,6 +354,9 @@ func deleteSaga(pb *partBuckets, s *Saga) error {
 		if err := pb.resolved.Delete(parkKey(s.Name, unixNanos(s.CreatedAt), s.Source.Offset)); err != nil {
 			return err
 		}
+	}
+	if err := syncWait(pb, k, nil); err != nil {
+		return err
 	}
 	if s.IdempotencyKey != "" {
 		ik := idemKey(s.Name, s.IdempotencyKey)

@@ -20,6 +20,8 @@ import (
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/member"
+	"github.com/sagaz-go/sagaz/participant"
+	"github.com/sagaz-go/sagaz/sagas"
 )
 
 // runBroker runs kfake until killed, printing its address.
@@ -49,6 +51,72 @@ func benchSaga(topic string, maxConcurrent int) engine.Saga {
 	}
 }
 
+// benchRegistry returns the registry of a member child: the bench saga,
+// the demo transfer saga on topic with its commands to commands (waited for
+// up to two minutes, so a backlog does not time out), or a saga whose one
+// command, to commands, is never answered (its sagas wait an hour: the
+// memory of waiting sagas).
+func benchRegistry(saga, topic, commands string, maxConcurrent int) (*engine.Registry, error) {
+	reg := engine.NewRegistry()
+	switch saga {
+	case "bench":
+		reg.Register(benchSaga(topic, maxConcurrent))
+	case "transfer":
+		s := sagas.Transfer
+		s.Steps = append([]engine.Step(nil), s.Steps...)
+		for i := range s.Steps {
+			st := &s.Steps[i]
+			st.Timeout = 2 * time.Minute
+			for _, c := range []**engine.Command{&st.Command, &st.CompensateCommand} {
+				if *c != nil {
+					cmd := **c
+					cmd.Topic = commands
+					*c = &cmd
+				}
+			}
+		}
+		t := sagas.Transfer.Triggers[0]
+		s.Triggers = []engine.Trigger{engine.Kafka(topic, t.Transform(), engine.WithKey(t.Key()))}
+		reg.Register(s)
+	case "wait":
+		reg.Register(engine.Saga{Name: "wait",
+			Steps:    []engine.Step{{Name: "ask", Command: &engine.Command{Topic: commands}, Timeout: time.Hour}},
+			Triggers: []engine.Trigger{engine.Kafka(topic, engine.PassThrough)}})
+	default:
+		return nil, fmt.Errorf("-saga %q: want bench, transfer or wait", saga)
+	}
+	return reg, nil
+}
+
+// runParticipant runs the demo's accounts service (sagas.TransferCommands)
+// until killed, printing "ready" once it owns its partitions.
+func runParticipant(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("participant", flag.ContinueOnError)
+	brokers := fs.String("brokers", "", "seed brokers")
+	topic := fs.String("topic", sagas.AccountsTopic, "the command topic")
+	group := fs.String("group", "bench-accounts", "the participant's group")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	p, err := participant.New(participant.Config{Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}, Group: *group,
+		Topic: *topic, InstanceID: "bench", CreateTopics: true,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, sagas.TransferCommands)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	for p.Partitions() == 0 {
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	fmt.Println("ready")
+	return <-errc
+}
+
 // runMember runs one Sagaz group member (the member package, as the
 // binary assembles it) with the bench saga, and the HTTP server for metrics.
 func runMember(ctx context.Context, args []string) error {
@@ -68,6 +136,8 @@ func runMember(ctx context.Context, args []string) error {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
 	memprofile := fs.String("memprofile", os.Getenv("SAGAZ_BENCH_MEMPROFILE"), "write an allocation profile here at exit")
 	pprofAddr := fs.String("pprof", os.Getenv("SAGAZ_BENCH_PPROF"), "serve net/http/pprof here")
+	saga := fs.String("saga", "bench", "the saga: bench (3 no-op steps), transfer (the demo's command steps) or wait (a command never answered)")
+	commands := fs.String("commands-topic", sagas.AccountsTopic, "the command topic of -saga transfer or wait")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,8 +167,10 @@ func runMember(ctx context.Context, args []string) error {
 		go func() { _ = http.ListenAndServe(*pprofAddr, nil) }() //nolint:gosec // local profiling only
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	reg := engine.NewRegistry()
-	reg.Register(benchSaga(*topic, *maxConc))
+	reg, err := benchRegistry(*saga, *topic, *commands, *maxConc)
+	if err != nil {
+		return err
+	}
 	m, err := member.New(ctx, member.Config{
 		DataDir: *dir, Registry: reg, Logger: log, MaxInFlight: *maxInFlight, HTTPAddr: *addr,
 		Consumer: consumer.Config{

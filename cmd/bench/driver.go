@@ -31,6 +31,7 @@ import (
 
 type sizes struct {
 	ingest, complete, backlog int
+	transfers, waiting        int
 	latencyFor                time.Duration
 	loads                     []load
 }
@@ -99,8 +100,8 @@ func runDriver(ctx context.Context, args []string) error {
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	dataDir := fs.String("data", "", "working directory (default: a temporary one, removed afterwards)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the member of -profile-phase to this file")
-	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest or completion")
-	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory)")
+	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest, completion or commands")
+	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory, commands, waiting)")
 	memLimit := fs.String("memory-limit", "150MiB", "every member's soft memory limit (GOMEMLIMIT, as docs/operations.md recommends; empty: none)")
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
 	runs := fs.Int("runs", 1, "run every phase this many times and report each figure's median (the targets are judged on -runs 3)")
@@ -111,10 +112,12 @@ func runDriver(ctx context.Context, args []string) error {
 	if *runs < 1 {
 		return fmt.Errorf("-runs %d: want at least 1", *runs)
 	}
-	sz := sizes{ingest: 300_000, complete: 200_000, backlog: 1_000_000, latencyFor: 5 * time.Second, loads: loads}
+	sz := sizes{ingest: 300_000, complete: 200_000, backlog: 1_000_000, latencyFor: 5 * time.Second, loads: loads,
+		transfers: 20_000, waiting: 1_000_000}
 	mode := "quick"
 	if *full {
-		sz = sizes{ingest: 1_000_000, complete: 1_000_000, backlog: 1_000_000, latencyFor: 30 * time.Second, loads: loads}
+		sz = sizes{ingest: 1_000_000, complete: 1_000_000, backlog: 1_000_000, latencyFor: 30 * time.Second, loads: loads,
+			transfers: 100_000, waiting: 1_000_000}
 		mode = "full"
 	}
 	self, err := os.Executable()
@@ -214,6 +217,25 @@ func (d *driver) runOnce(ctx context.Context, sz sizes, phase func(string) bool,
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		rows = append(rows, ratioRow(rs, base, restoreTarget))
+	}
+	if phase("commands") {
+		rt, err := d.commands(ctx, sz.transfers)
+		if err != nil {
+			return nil, fmt.Errorf("commands: %w", err)
+		}
+		r := Row{Figure: "command round trips: command → demo participant (transaction) → reply → saga moved on, every transition durable",
+			Value: rt, Unit: "round trips/s", Target: "— (reported)"}
+		if base > 0 {
+			r.ratio, r.Ratio = rt/base, ratio(rt, base)
+		}
+		rows = append(rows, r)
+	}
+	if phase("waiting") {
+		row, err := d.waiting(ctx, sz.waiting)
+		if err != nil {
+			return nil, fmt.Errorf("waiting: %w", err)
+		}
+		rows = append(rows, row)
 	}
 	return rows, nil
 }
@@ -864,4 +886,120 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// produceJSON writes n records value(i) to topic (6 partitions), keyed by
+// key(i).
+func (d *driver) produceJSON(ctx context.Context, topic string, n int, key func(int) string, value func(int) string) error {
+	if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, topic); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	for i := range n {
+		d.cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key(i)), Value: []byte(value(i))}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		})
+	}
+	if err := d.cl.Flush(ctx); err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// commands: a backlog of demo transfers (two command steps each) through
+// a member and the demo participant, each in its own process; timed from
+// the member's readiness to the last transfer completed. Each transfer is
+// two round trips.
+func (d *driver) commands(ctx context.Context, n int) (float64, error) {
+	d.logf("commands: producing %d transfers", n)
+	id := func(i int) string { return "t-" + strconv.Itoa(i) }
+	transfers, commands := "bench.transfers"+d.run, "bench.commands"+d.run
+	err := d.produceJSON(ctx, transfers, n, id, func(i int) string {
+		return `{"transfer_id":"` + id(i) + `","from":"a-` + strconv.Itoa(i%100) + `","to":"a-` + strconv.Itoa((i+1)%100) + `","amount":10}`
+	})
+	if err != nil {
+		return 0, err
+	}
+	if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, commands); err != nil {
+		return 0, err
+	}
+	p, err := d.start(ctx, "participant", "-brokers", strings.Join(d.seeds, ","), "-topic", commands, "-group", "bench-accounts"+d.run)
+	if err != nil {
+		return 0, err
+	}
+	defer p.stop()
+	m, err := d.member(ctx, "commands", transfers, append(append([]string{"-saga", "transfer", "-commands-topic", commands}, d.profileArgs("commands")...), d.memberArgs...)...)
+	if err != nil {
+		return 0, err
+	}
+	defer m.stop()
+	t0, err := waitReady(ctx, m.addr)
+	if err != nil {
+		return 0, err
+	}
+	done := func() float64 {
+		return scrape(m.addr, `sagaz_sagas_finished_total{saga="transfer",status="completed"}`)
+	}
+	t1, err := waitFor(ctx, 15*time.Minute, "every transfer completed", func() (bool, error) {
+		if f := scrape(m.addr, `sagaz_sagas_finished_total{saga="transfer",status="rolled_back"}`); f > 0 {
+			return false, fmt.Errorf("%v transfers rolled back (replies slower than the timeout?)", f)
+		}
+		return done() >= float64(n), nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	rate := float64(2*n) / t1.Sub(t0).Seconds()
+	d.logf("commands: %d transfers (%d round trips) in %s: %.0f round trips/s", n, 2*n, t1.Sub(t0).Round(time.Millisecond), rate)
+	return rate, nil
+}
+
+// waiting: n sagas each waiting for the reply to a command nobody answers;
+// the member's resident memory once they all wait.
+func (d *driver) waiting(ctx context.Context, n int) (Row, error) {
+	d.logf("waiting: producing %d events", n)
+	topic, void := "bench.wait"+d.run, "bench.void"+d.run
+	err := d.produceJSON(ctx, topic, n, func(i int) string { return "w-" + strconv.Itoa(i) },
+		func(i int) string { return `{"id":"w-` + strconv.Itoa(i) + `"}` })
+	if err != nil {
+		return Row{}, err
+	}
+	if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, void); err != nil {
+		return Row{}, err
+	}
+	m, err := d.member(ctx, "waiting", topic, append([]string{"-saga", "wait", "-commands-topic", void}, d.memberArgs...)...)
+	if err != nil {
+		return Row{}, err
+	}
+	defer m.stop()
+	t0 := time.Now()
+	if _, err := waitFor(ctx, 30*time.Minute, fmt.Sprintf("%d sagas waiting", n), func() (bool, error) {
+		return scrape(m.addr, "sagaz_sagas_waiting") >= float64(n), nil
+	}); err != nil {
+		return Row{}, err
+	}
+	pid := m.cmd.Process.Pid
+	peak := statusKB(pid, "VmHWM") * 1024
+	// Once they all wait nothing runs; the store's pages are released every
+	// 500ms. Read the resident size over a few seconds, keep the last.
+	var rss int64
+	for range 10 {
+		rss = statusKB(pid, "VmRSS") * 1024
+		time.Sleep(500 * time.Millisecond)
+	}
+	d.logf("waiting: %d sagas waiting after %s; RSS %d MB (anon %d MB, file-backed %d MB), peak %d MB", n, time.Since(t0).Round(time.Second),
+		rss>>20, statusKB(pid, "RssAnon")>>10, statusKB(pid, "RssFile")>>10, peak>>20)
+	return Row{Figure: fmt.Sprintf("member RSS with %s sagas waiting for replies (no goroutine each)", thousands(n)), Value: float64(rss) / (1 << 20),
+		Unit: "MB", Text: fmt.Sprintf("%.0f MB (peak while they started: %.0f MB)", float64(rss)/(1<<20), float64(peak)/(1<<20)),
+		Target: "≤ 200 MB", Met: met(rss <= 200<<20)}, nil
 }

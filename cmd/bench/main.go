@@ -8,6 +8,7 @@
 //	bench [-full] [-json out.json] [-data dir]    run the benchmarks
 //	bench broker -port N                           (child) the kfake broker
 //	bench member -brokers ... -topic ...           (child) a Sagaz group member
+//	bench participant -brokers ...                 (child) the demo's accounts service
 package main
 
 import (
@@ -29,6 +30,8 @@ func main() {
 		err = runBroker(ctx, args[1:])
 	case len(args) > 0 && args[0] == "member":
 		err = runMember(ctx, args[1:])
+	case len(args) > 0 && args[0] == "participant":
+		err = runParticipant(ctx, args[1:])
 	default:
 		err = runDriver(ctx, args)
 	}

@@ -481,6 +481,13 @@ func showSaga(w io.Writer, s *httpapi.SagaView) error {
 		}
 		fmt.Fprintf(kv, "Owner\t%s runs it now; this copy may be behind\n", owner)
 	}
+	if wv := s.Waiting; wv != nil {
+		until := ""
+		if !wv.Deadline.IsZero() {
+			until = ", until " + fmtTime(wv.Deadline)
+		}
+		fmt.Fprintf(kv, "Waiting\tfor %s, since %s%s\n", wv.For, fmtTime(wv.Since), until)
+	}
 	if err := kv.Flush(); err != nil {
 		return err
 	}
@@ -549,6 +556,13 @@ func showHistory(w io.Writer, h []httpapi.HistoryView) error {
 // runningStep returns the index of the step an unfinished saga is at (-1
 // when none) and what it is doing there.
 func runningStep(s *httpapi.SagaView) (int, string) {
+	if wv := s.Waiting; wv != nil {
+		for i, st := range s.Steps {
+			if st.Name == wv.Step {
+				return i, "waiting: " + wv.Kind.String()
+			}
+		}
+	}
 	switch s.Status.String() {
 	case "executing":
 		for i, st := range s.Steps {

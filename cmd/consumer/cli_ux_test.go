@@ -344,9 +344,13 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, out)
 	}
-	// The sagas compiled in: orders.created (kafka), order.requested and
-	// payments (events topic), nightly-report (cron topic).
+	// The sagas compiled in: orders.created and transfers.requested
+	// (kafka), order.requested and payments (events topic), nightly-report
+	// (cron topic); transfer's command steps add accounts.commands and the
+	// replies topic of the topic its sagas live in (keyed: the keys topic).
 	for _, re := range []string{
+		`(?m)^transfers.requested\s+trigger\s+3\s*$`, `(?m)^accounts.commands\s+commands\s+3\s*$`,
+		`(?m)^shop-replies-shop-keys\s+replies\s+as shop-keys\s*$`,
 		`(?m)^orders.created\s+trigger\s+3\s*$`, `(?m)^sagaz.events\s+events\s+3\s*$`, `(?m)^sagaz.cron\s+cron\s+3\s*$`,
 		`(?m)^sagaz.dlq\s+dead-letter\s+3\s*$`, `(?m)^shop-changelog-orders.created\s+changelog\s+as orders.created\s+cleanup.policy=compact,min.cleanable.dirty.ratio=0.25,segment.ms=3600000$`,
 		`(?m)^shop-changelog-sagaz.events\s+changelog`, `(?m)^shop-changelog-sagaz.cron\s+changelog`,
@@ -364,7 +368,7 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 		Created bool
 		Have    int32 `json:"have_partitions"`
 	}
-	if err := json.Unmarshal([]byte(out), &states); code != exitOK || err != nil || len(states) != 10 {
+	if err := json.Unmarshal([]byte(out), &states); code != exitOK || err != nil || len(states) != 14 {
 		t.Fatalf("topics --create: exit %d %v\n%s", code, err, out)
 	}
 	adm := kadm.NewClient(kafkatest.Client(t, c.ListenAddrs()))
@@ -381,7 +385,7 @@ func TestTopicsListsAndCreatesWhatTheMemberNeeds(t *testing.T) {
 			t.Errorf("%s: created %v, %d partitions (broker: %d)", s.Topic, s.Created, s.Have, len(details[s.Topic].Partitions))
 		}
 	}
-	if out, code = sagaz(t, env, args[:4]...); code != exitOK || strings.Count(out, "exists (3 partitions)") != 9 || !strings.Contains(out, "exists (1 partitions)") {
+	if out, code = sagaz(t, env, args[:4]...); code != exitOK || strings.Count(out, "exists (3 partitions)") != 13 || !strings.Contains(out, "exists (1 partitions)") {
 		t.Errorf("second --create: exit %d\n%s", code, out)
 	}
 }

@@ -140,8 +140,13 @@ func init() {
 			detail: "For container health checks (the image has no shell): GETs /readyz on --http-addr (SAGAZ_HTTP_ADDR, as `run` uses;\n" +
 				"an unspecified host such as 0.0.0.0 is asked on loopback).",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := healthFlags(getenv); return fs }, run: healthcheckCmd},
-		{name: "demo", usage: "[--brokers ADDR] [--count N]", summary: "produce sample order events (some with fail_at)",
+		{name: "demo", usage: "[--brokers ADDR] [--count N] [--saga order|transfer]", summary: "produce sample order events (some with fail_at), or transfers",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := demoFlags(getenv); return fs }, run: demo},
+		{name: "demo-participant", usage: "[--brokers ADDR] [--instance-id ID]", summary: "run the accounts service of the transfer demo (replies to accounts.commands)",
+			detail: "Consumes accounts.commands in its own group (--group) and replies to each debit, credit and refund once, in Kafka\n" +
+				"transactions: fail_at refuses that command for good, delay_ms delays the reply, no_reply stays silent. Runs until\n" +
+				"SIGTERM or SIGINT. Give each process of the group its own --instance-id.",
+			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := participantFlags(getenv); return fs }, run: demoParticipant},
 		{name: "version", usage: "[-o table|json]", summary: "print the version and commit",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _ := versionFlags(); return fs }, run: versionCmd},
 		{name: "help", usage: "[COMMAND]", summary: "this help, or a command's arguments and flags",

@@ -10,7 +10,8 @@
 //	sagaz dlq list|replay ...                         list the dead-letter topic, replay dead letters
 //	sagaz topics [--create]                           the Kafka topics the configured member needs
 //	sagaz healthcheck                                 exit 0 when the service is ready (container health checks)
-//	sagaz demo [flags]                                produce sample order events (some with fail_at)
+//	sagaz demo [flags]                                produce sample order events (some with fail_at), or transfers
+//	sagaz demo-participant [flags]                    the accounts service of the transfer demo
 //	sagaz version | help [COMMAND]
 //
 // A bare "sagaz" prints the help. Flags may come anywhere on the line; each
@@ -172,6 +173,8 @@ Dev mode: embedded Kafka-compatible broker on %[1]s (data in %[2]s).
   Send an order:   echo '{"order_id":"o-1","amount":42}' | kcat -P -b %[1]s -t orders.created -k o-1 -X partitioner=murmur2_random
   Watch it fail:   echo '{"order_id":"o-2","fail_at":"charge"}' | kcat -P -b %[1]s -t orders.created -k o-2 -X partitioner=murmur2_random
   Sample events:   make demo   (or: bin/sagaz demo --count 20)
+  Transfers:       bin/sagaz demo-participant &   then: bin/sagaz demo --saga transfer --count 12
+                   (commands to accounts.commands, replies from the participant; fail_at, delay_ms, no_reply)
   Look at them:    bin/sagaz sagas list   (bin/sagaz sagas show ID; bin/sagaz help)
 `, cfg.Brokers, filepath.Join(cfg.DataDir, "kafka"), httpLine)
 }

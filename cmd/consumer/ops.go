@@ -190,6 +190,7 @@ type demoOpts struct {
 	count   int
 	prefix  string
 	sleep   int
+	saga    string
 }
 
 func demoFlags(getenv func(string) string) (*flag.FlagSet, *demoOpts) {
@@ -203,6 +204,7 @@ func demoFlags(getenv func(string) string) (*flag.FlagSet, *demoOpts) {
 	fs.IntVar(&o.count, "count", 10, "number of order events")
 	fs.StringVar(&o.prefix, "prefix", "demo", "order id prefix")
 	fs.IntVar(&o.sleep, "sleep-ms", 0, "sleep_ms of each event (each step sleeps that long)")
+	fs.StringVar(&o.saga, "saga", "order", "order (orders.created) or transfer (transfers.requested; run `sagaz demo-participant` too)")
 	return fs, o
 }
 
@@ -220,6 +222,9 @@ func demo(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 	if o.count < 1 {
 		return usagef("demo", "--count %d: want at least 1", o.count)
 	}
+	if o.saga != "order" && o.saga != "transfer" {
+		return usagef("demo", "--saga %q: want order or transfer", o.saga)
+	}
 	for _, b := range splitBrokers(o.brokers) {
 		if _, _, err := net.SplitHostPort(b); err != nil {
 			return usagef("demo", "--brokers %q: want host:port", b)
@@ -231,7 +236,10 @@ func demo(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 	}
 	defer cl.Close()
 	var recs []*kgo.Record
-	for i := 1; i <= o.count; i++ {
+	if o.saga == "transfer" {
+		recs = transferEvents(o.prefix, o.count)
+	}
+	for i := 1; o.saga == "order" && i <= o.count; i++ {
 		id := o.prefix + "-" + strconv.Itoa(i)
 		extra := ""
 		switch {
@@ -249,8 +257,33 @@ func demo(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("produce to %s: %w", o.brokers, err)
 	}
-	fmt.Fprintf(stdout, "produced %d order events to orders.created on %s\n", len(recs), o.brokers)
+	fmt.Fprintf(stdout, "produced %d %s events to %s on %s\n", len(recs), o.saga, recs[0].Topic, o.brokers)
 	return nil
+}
+
+// transferEvents are sample transfers between four accounts: every 5th
+// has its credit refused (a refund follows), every 7th its debit refused,
+// every 11th gets no reply to its credit (it times out, the debit is
+// refunded).
+func transferEvents(prefix string, n int) []*kgo.Record {
+	accounts := []string{"alice", "bob", "carol", "dave"}
+	var recs []*kgo.Record
+	for i := 1; i <= n; i++ {
+		id := prefix + "-t" + strconv.Itoa(i)
+		extra := ""
+		switch {
+		case i%5 == 0:
+			extra = `,"fail_at":"credit"`
+		case i%7 == 0:
+			extra = `,"fail_at":"debit"`
+		case i%11 == 0:
+			extra = `,"no_reply":"credit"`
+		}
+		from, to := accounts[i%4], accounts[(i+1)%4]
+		recs = append(recs, &kgo.Record{Topic: "transfers.requested", Key: []byte(id),
+			Value: []byte(fmt.Sprintf(`{"transfer_id":%q,"from":%q,"to":%q,"amount":%d%s}`, id, from, to, 10*i, extra))})
+	}
+	return recs
 }
 
 func splitBrokers(s string) []string {

@@ -545,7 +545,10 @@ function pageSaga(id) {
         s.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, s.error)] : null,
         s.parked ? [h("dt", {}, "Parked"), h("dd", { id: "saga-parked", class: "err" },
           `since ${fmtTime(s.parked.since)} (was ${s.parked.from.replace("_", " ")}): ${s.parked.reason}. It resumes where a member declaring its definition owns its partition; or retry it with the current definition, or cancel it.`)] : null,
-        s.definition ? [h("dt", {}, "Definition"), h("dd", { class: "id" }, s.definition)] : null);
+        s.definition ? [h("dt", {}, "Definition"), h("dd", { class: "id" }, s.definition)] : null,
+        s.waiting ? [h("dt", {}, "Waiting"), h("dd", { id: "saga-waiting", "data-kind": s.waiting.kind },
+          `for ${s.waiting.for}, since ${fmtTime(s.waiting.since)}`,
+          s.waiting.deadline ? `, until ${fmtTime(s.waiting.deadline)}` : "")] : null);
       // Timeline: each step's action and compensation on one time scale.
       const times = s.steps.flatMap((st) => [st.started_at, st.ended_at, st.compensated_at]).filter(Boolean).map((x) => new Date(x).getTime());
       const t0 = times.length ? Math.min(...times) : 0;
@@ -563,8 +566,10 @@ function pageSaga(id) {
       };
       const timeline = h("ol", { class: "timeline", id: "timeline" }, s.steps.map((st, i) => {
         const dur = st.started_at && st.ended_at ? fmtDur(new Date(st.ended_at) - new Date(st.started_at)) : "";
+        const waits = s.waiting && s.waiting.step === st.name;
         return h("li", { class: `st-${st.status}`, "data-step": st.name },
           h("div", { class: "step-head" }, h("span", { class: "step-name" }, `${i + 1}. ${st.name}`), badge(st.status),
+            waits ? h("span", { class: "badge st-waiting", title: s.waiting.for }, `waiting: ${s.waiting.kind}`) : null,
             h("span", { class: "muted" }, `${st.attempts} attempt${st.attempts === 1 ? "" : "s"}`),
             st.started_at ? h("span", { class: "muted" }, `started ${fmtTime(st.started_at)}`) : h("span", { class: "muted" }, "not started"),
             dur ? h("span", { class: "muted" }, `took ${dur}`) : null),

@@ -47,6 +47,10 @@ func Run(t *testing.T, open Opener) {
 		{"MetaRecords", testMeta},
 		{"KeyedSagasNamedByKey", testKeyed},
 		{"ExpireMetaByTime", testExpireMeta},
+		{"WaitsAndTimers", testWaitsAndTimers},
+		{"TimersFollowApply", testTimersFollowApply},
+		{"WriteAtomic", testWriteAtomic},
+		{"ScanMeta", testScanMeta},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
