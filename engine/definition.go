@@ -22,8 +22,9 @@ import (
 // moves it on (Engine.RetryWith with a step mapping, Engine.Cancel).
 
 // Fingerprint identifies the shape of a saga definition: its steps, in
-// order, by name, and which of them have a compensation — what the
-// executor relies on to resume a recorded saga step by step. Anything else
+// order, by name, which of them wait (a command, an await, a sleep) and
+// which have a compensation — what the executor relies on to resume a
+// recorded saga step by step. Anything else
 // in a step (the code of its action, retry policy, timeout) may change
 // without changing it. Compiled and YAML sagas share it: "sha256:" and 16
 // hex digits.
@@ -34,7 +35,15 @@ func fingerprintSteps(steps []Step) string {
 	io.WriteString(h, "sagaz-steps/1\n")
 	for _, st := range steps {
 		io.WriteString(h, st.Name)
-		if st.Compensate != nil {
+		switch { // a step that waits says what for (function steps as before)
+		case st.Command != nil:
+			io.WriteString(h, "\x00command")
+		case st.Await != nil:
+			io.WriteString(h, "\x00await")
+		case st.Sleep > 0:
+			io.WriteString(h, "\x00sleep")
+		}
+		if st.Compensate != nil || st.CompensateCommand != nil {
 			io.WriteString(h, "\x00compensated\n")
 		} else {
 			io.WriteString(h, "\x00\n")

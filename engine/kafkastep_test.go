@@ -511,3 +511,19 @@ func TestKafkaStepValidation(t *testing.T) {
 		}
 	}
 }
+
+// A step that waits is part of a definition's shape: a function step and a
+// command step of one name are different definitions; a compensation by
+// command is a compensation.
+func TestFingerprintOfStepsThatWait(t *testing.T) {
+	fn := engine.Saga{Steps: []engine.Step{{Name: "debit", Action: ok, Compensate: ok}}}
+	cmdStep := engine.Saga{Steps: []engine.Step{{Name: "debit", Command: cmd("c"), CompensateCommand: cmd("c")}}}
+	sleep := engine.Saga{Steps: []engine.Step{{Name: "debit", Sleep: time.Second}}}
+	if engine.Fingerprint(&fn) == engine.Fingerprint(&cmdStep) || engine.Fingerprint(&cmdStep) == engine.Fingerprint(&sleep) {
+		t.Fatal("a step's kind is not in the fingerprint")
+	}
+	bare := engine.Saga{Steps: []engine.Step{{Name: "debit", Command: cmd("c")}}}
+	if engine.Fingerprint(&bare) == engine.Fingerprint(&cmdStep) {
+		t.Fatal("a compensation by command is not in the fingerprint")
+	}
+}
