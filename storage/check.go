@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -29,6 +30,9 @@ type Report struct {
 	// read (written by a newer release): not damage, but this release
 	// cannot run those sagas.
 	NewerRecords int `json:"newer_records"`
+	// Waiting counts the sagas that wait (a command's reply, an event, a
+	// sleep, a back-off).
+	Waiting int `json:"waiting"`
 	// Problems lists what is wrong: bbolt's page checks, records whose
 	// checksum does not match or that do not decode, index entries that do
 	// not match their record. At most 100 are listed; ProblemCount counts
@@ -128,7 +132,8 @@ func checkPartition(r *Report, pb *partBuckets, p Partition) {
 	wantIndex := map[string]bool{}
 	wantParked := map[string]Status{}
 	wantResolved := map[string]bool{}
-	unread := map[string]bool{} // name + 0 + offset of records not read: their entries are not checked
+	wantWaits := map[string][]byte{} // saga key -> deadline (empty: none), as the timer index has it
+	unread := map[string]bool{}      // name + 0 + offset of records not read: their entries are not checked
 	entry := func(name []byte, off []byte) string { return string(name) + "\x00" + string(off) }
 	c := pb.sagas.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -161,6 +166,14 @@ func checkPartition(r *Report, pb *partBuckets, p Partition) {
 			}
 			if s.Status == StatusResolved {
 				wantResolved[string(parkKey(s.Name, unixNanos(s.CreatedAt), off))] = true
+			}
+			if s.Wait != nil && !s.Status.Terminal() && s.Status != StatusParked {
+				r.Waiting++
+				due := []byte{}
+				if !s.Wait.Deadline.IsZero() {
+					due = timerKey(unixNanos(s.Wait.Deadline), nil)
+				}
+				wantWaits[string(k)] = due
 			}
 		}
 	}
@@ -210,6 +223,50 @@ func checkPartition(r *Report, pb *partBuckets, p Partition) {
 	}
 	for k := range wantResolved {
 		r.problem("partition %s: a resolved record is not in the resolved set (%x; the next open repairs it)", p, k)
+	}
+	checkWaits(r, pb, p, wantWaits, unread)
+}
+
+// checkWaits checks the timer index (wait.go) against the waits the
+// records hold.
+func checkWaits(r *Report, pb *partBuckets, p Partition, want map[string][]byte, unread map[string]bool) {
+	skip := func(sk []byte) bool { return len(sk) > 8 && unread[string(sk[8:])+"\x00"+string(sk[:8])] }
+	n := 0
+	if wb := pb.root.Bucket(bucketWaits); wb != nil {
+		c := wb.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if skip(k) {
+				continue
+			}
+			n++
+			if due, ok := want[string(k)]; !ok || !bytes.Equal(due, v) {
+				r.problem("partition %s: waiting entry %x matches no waiting record", p, k)
+			}
+		}
+	}
+	timed := map[string]bool{}
+	if tb := pb.root.Bucket(bucketTimers); tb != nil {
+		c := tb.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if len(k) <= 16 || skip(k[8:]) {
+				continue
+			}
+			if due, ok := want[string(k[8:])]; !ok || !bytes.Equal(due, k[:8]) {
+				r.problem("partition %s: timer %x matches no waiting record's deadline", p, k)
+			}
+			timed[string(k[8:])] = true
+		}
+	}
+	for sk, due := range want {
+		if len(due) == 8 && !timed[sk] {
+			r.problem("partition %s: the deadline of waiting saga %x is not in the timer index", p, sk)
+		}
+	}
+	if n < len(want) {
+		r.problem("partition %s: %d waiting records are not in the timer index", p, len(want)-n)
+	}
+	if v := pb.root.Get(keyWaiting); len(v) == 8 && int(binary.BigEndian.Uint64(v)) != n || v == nil && n > 0 {
+		r.problem("partition %s: the count of waiting sagas says %d, the index holds %d", p, int64(binary.BigEndian.Uint64(append(make([]byte, 8-len(v)), v...))), n)
 	}
 }
 
