@@ -126,8 +126,10 @@ func init() {
 		{name: "topics", usage: "[--create] [run flags]", summary: "the Kafka topics the configured member needs, with their settings",
 			detail: "Lists every topic a member with this configuration (the run flags and SAGAZ_* variables: --group, topic names,\n" +
 				"--topic-partitions) consumes, produces to or creates: trigger topics, the events, cron and dead-letter topics, and\n" +
-				"the compacted changelogs <group>-changelog-<topic>. With --create it connects to --brokers and creates the missing\n" +
-				"ones (changelogs with their source's partition count), as a member with --create-topics would.",
+				"the compacted changelogs <group>-changelog-<topic>; for sagas with command or await steps the replies topics\n" +
+				"<group>-replies-<topic>, the command topics and the awaited topics. With --create it connects to --brokers and\n" +
+				"creates the missing ones (changelogs and replies topics with their source's partition count), as a member with\n" +
+				"--create-topics would.",
 			flags: func(getenv func(string) string) *flag.FlagSet { fs, _, _, _ := topicsFlags(getenv); return fs }, run: topicsCmd},
 		{name: "store", usage: "check | migrate [--data-dir DIR]", summary: "check a stopped member's saga store, or migrate it to this release's schema",
 			detail: "  check    the store's schema, bbolt's page checks, every record's checksum, the status index and the parked\n" +
