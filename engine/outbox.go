@@ -171,6 +171,9 @@ func newRelay() *relay {
 
 // send produces an outbox entry unless it is in flight already.
 func (e *Engine) send(p storage.Partition, key string, r *OutRecord) {
+	if e.sender == nil { // no transport: the entry stays until a member with one owns p
+		return
+	}
 	k := outKey{p, key}
 	e.out.mu.Lock()
 	if _, ok := e.out.inflight[k]; ok {
