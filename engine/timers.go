@@ -117,9 +117,16 @@ func (e *Engine) timerLoop(ctx context.Context) {
 		if len(due) > 0 {
 			continue // look again: more may be due
 		}
-		wait = min(wait, max(sweep.Sub(now), 0))
+		wait = max(min(wait, max(sweep.Sub(now), 0)), time.Millisecond)
 		t := make(chan struct{})
-		stop := e.clock.AfterFunc(max(wait, time.Millisecond), func() { close(t) })
+		stop := e.clock.AfterFunc(wait, func() { close(t) })
+		if !e.clock.Now().Before(now.Add(wait)) {
+			// The time reached the deadline while the timer was being set (a
+			// clock moved on by a test, or a stalled goroutine): the timer,
+			// counted from later, would fire late or, on a fake clock, never.
+			stop()
+			continue
+		}
 		select {
 		case <-ctx.Done():
 		case <-e.twake:
