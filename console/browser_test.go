@@ -692,3 +692,72 @@ func TestConsoleInBrowserWithoutToken(t *testing.T) {
 	b.goTo(u, "#/login")
 	b.wait("the open-member note", `document.querySelector("#login-open")?.textContent.includes("no admin token")`)
 }
+
+// A saga parked by a deploy (its definition's second step renamed) is
+// retried from its page with a step mapping; the mapping being typed
+// survives the page's refreshes.
+func TestConsoleInBrowserRetriesParkedSaga(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "moves"))
+	seeds := c.ListenAddrs()
+	dir := t.TempDir()
+	hold := make(chan struct{})
+	done := func(context.Context, *engine.Run) error { return nil }
+	definition := func(second string, blocks bool) *engine.Registry {
+		act := done
+		if blocks {
+			act = func(ctx context.Context, _ *engine.Run) error {
+				select {
+				case <-hold:
+				case <-ctx.Done():
+				}
+				return ctx.Err()
+			}
+		}
+		reg := engine.NewRegistry()
+		reg.Register(engine.Saga{Name: "move", Steps: []engine.Step{{Name: "pack", Action: done}, {Name: second, Action: act}},
+			Triggers: []engine.Trigger{engine.Kafka("moves", engine.PassThrough, engine.WithKey(engine.KeyField("id")))}})
+		return reg
+	}
+	start := func(reg *engine.Registry) *uiMember {
+		m := sagaztest.StartWith(t, seeds, "ui-park", dir, reg, func(c *member.Config) {
+			c.HTTPAddr = "127.0.0.1:0"
+			c.API = &httpapi.API{}
+			c.Consumer.TopicPartitions = 1
+		})
+		kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
+		return &uiMember{m: m, base: "http://" + m.HTTP.Addr(), producer: kafkatest.Client(t, seeds)}
+	}
+
+	// The release that declares "ship" starts the saga, which is still
+	// running it when the member stops.
+	u := start(definition("ship", true))
+	u.produce(t, "moves", "m-1", `{"id":"m-1"}`)
+	id := u.waitStatus(t, "key=m-1", "executing")
+	u.m.Stop()
+	close(hold)
+	// The next release calls that step "deliver": the saga is parked.
+	u = start(definition("deliver", false))
+	u.waitStatus(t, "key=m-1", "parked")
+
+	b := newBrowser(t)
+	b.goTo(u, "#/saga/"+url.PathEscape(id))
+	b.wait("the parked saga and the mapping field", `document.querySelector("#saga-status")?.dataset.status === "parked" && document.querySelector("#retry-map")?.offsetParent !== null`)
+	b.wait("the first refresh", `document.querySelector("#live").textContent.startsWith("Updated")`)
+	live := eval[string](b, `document.querySelector("#live").textContent`)
+	b.set("#retry-map", "ship=deliver")
+	b.wait("a refresh of the saga", fmt.Sprintf(`document.querySelector("#live").textContent !== %q && document.querySelector("#live").textContent.startsWith("Updated")`, live))
+	if v := eval[string](b, `document.querySelector("#retry-map").value`); v != "ship=deliver" {
+		t.Fatalf("the mapping being typed is %q after a refresh", v)
+	}
+	b.shot("saga-parked-mapping")
+	b.click("retry with the current definition", "#act-retry")
+	b.wait("the retried saga", `document.querySelector("#saga-status")?.dataset.status === "completed" && document.querySelector("#retry-map")?.offsetParent === null`)
+	var s struct {
+		Status string
+		Steps  []struct{ Name, Status string }
+	}
+	if code := u.get(t, "/api/sagas/"+url.PathEscape(id), &s); code != 200 || s.Status != "completed" || len(s.Steps) != 2 ||
+		s.Steps[1].Name != "deliver" || s.Steps[1].Status != "completed" {
+		t.Fatalf("the retried saga: %d %+v", code, s)
+	}
+}

@@ -490,7 +490,14 @@ function pageSaga(id) {
     }
     if (await act("Resolve", "POST", path + "/resolve", { reason: reason.value })) reason.value = "";
   } }, h("label", { for: "resolve-reason" }, "Failed, and dealt with by hand? "), reason, resolveButton);
-  main.replaceChildren(h("h1", {}, "Saga ", h("span", { class: "id" }, id)), resolveForm, data);
+  // A parked saga moves onto the current definition: its recorded steps
+  // keep their names unless mapped here ("old=new, other="). Outside the
+  // redrawn part too, so that a mapping being typed survives a refresh.
+  const mapping = h("input", { id: "retry-map", type: "text", size: "40", placeholder: "old=new, other= (optional)",
+    title: "how the recorded steps map onto the current definition's (by name when empty; old= leaves old's effect uncompensated)" });
+  const mapRow = h("div", { id: "retry-map-row", class: "actions", hidden: true },
+    h("label", { for: "retry-map" }, "Step mapping for “Retry with the current definition”: "), mapping);
+  main.replaceChildren(h("h1", {}, "Saga ", h("span", { class: "id" }, id)), resolveForm, mapRow, data);
   return {
     async refresh() {
       let s;
@@ -508,12 +515,9 @@ function pageSaga(id) {
       resolveForm.hidden = s.status !== "failed";
       resolveButton.disabled = readOnly();
       resolveButton.title = readOnly() ? READ_ONLY_TITLE : "";
-      // A parked saga moves onto the current definition: its recorded steps
-      // keep their names unless mapped here ("old=new, other=").
-      const mapping = parked ? h("input", { id: "retry-map", type: "text", size: "40", placeholder: "step mapping: old=new, other= (optional)",
-        title: "how the recorded steps map onto the current definition's (by name when empty; old= leaves old's effect uncompensated)" }) : null;
+      mapRow.hidden = !parked;
       const retryBody = () => {
-        if (!mapping || !mapping.value.trim()) return undefined;
+        if (!parked || !mapping.value.trim()) return undefined;
         const steps = {};
         for (const pair of mapping.value.split(",").map((x) => x.trim()).filter(Boolean)) {
           const at = pair.indexOf("=");
@@ -523,12 +527,11 @@ function pageSaga(id) {
         return { steps };
       };
       const actions = h("div", { class: "actions" },
-        mapping,
         actionButton({ id: "act-retry", disabled: !canRetry, title: canRetry ? undefined : s.status === "resolved" ? "a resolved saga is finished for good" : "only failed or parked sagas can be retried",
-          onclick: () => {
+          onclick: async () => {
             let body;
             try { body = retryBody(); } catch (e) { toast(`Retry: ${e.message}`, true); return; }
-            act("Retry", "POST", path + "/retry", body);
+            if (await act("Retry", "POST", path + "/retry", body) && body) mapping.value = "";
           } }, parked ? "Retry with the current definition" : "Retry"),
         actionButton({ id: "act-cancel", class: "danger", disabled: !canCancel, title: canCancel ? undefined : "only pending, executing or parked sagas can be cancelled",
           onclick: () => { if (confirm(`Cancel ${id}? Its completed steps are compensated.`)) act("Cancel", "POST", path + "/cancel"); } }, "Cancel"));
