@@ -215,7 +215,12 @@ func (rl *replyLoop) handle(ctx context.Context, r *kgo.Record) {
 	}
 	reply, err := engine.ParseReply(headers(r.Headers), r.Value)
 	if err != nil {
-		rl.c.log.Debug("malformed reply ignored", "replies", rp.String(), "offset", r.Offset, "err", err)
+		// Not from a participant that follows the protocol (or a producer
+		// that wrote to the wrong topic): counted, and said at WARN so the
+		// operator finds which record, at most once per 10 s.
+		if ok, quiet := rl.c.errLog.Allow("malformed-reply"); ok {
+			rl.c.log.Warn("malformed reply ignored", "replies", rp.String(), "offset", r.Offset, "err", err, "similar_lines_suppressed", quiet)
+		}
 		ignore(engine.IgnoreMalformed)
 		return
 	}
