@@ -59,9 +59,9 @@ func Describe(w io.Writer, s *engine.Saga, def *Definition) error {
 			}
 			continue
 		}
-		fmt.Fprintf(w, "       action:        Go function  (%s%s)\n", retryWords(st.Retry, engine.DefaultRetry), timeoutWords(st.Timeout))
-		if st.Compensate != nil {
-			fmt.Fprintf(w, "       compensation:  Go function  (%s%s)\n", retryWords(st.CompensateRetry, engine.DefaultCompensateRetry), timeoutWords(st.Timeout))
+		fmt.Fprintf(w, "       action:        %s\n", compiledWords(&st, false))
+		if st.Compensate != nil || st.CompensateCommand != nil {
+			fmt.Fprintf(w, "       compensation:  %s\n", compiledWords(&st, true))
 		} else {
 			fmt.Fprintf(w, "       compensation:  none\n")
 		}
@@ -71,7 +71,16 @@ func Describe(w io.Writer, s *engine.Saga, def *Definition) error {
 
 func callWords(c CallInfo) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s  (", c.Method, c.URL)
+	switch c.Kind {
+	case kindSleep:
+		return fmt.Sprintf("sleep %s  (a durable timer)", c.Sleep)
+	case kindCommand:
+		fmt.Fprintf(&b, "command to %s, key %s, payload %s  (the reply's JSON object merged into the context; ", c.Topic, orDefault(c.Key, "the saga ID"), map[bool]string{true: "as declared", false: "the context"}[c.Payload])
+	case kindAwait:
+		fmt.Fprintf(&b, "await an event on %s with %s = %s, stored under %s  (", c.Topic, c.Field, c.Value, c.Into)
+	default:
+		fmt.Fprintf(&b, "%s %s  (", c.Method, c.URL)
+	}
 	if c.Expect != nil {
 		fmt.Fprintf(&b, "expect %v, ", c.Expect)
 	}
@@ -82,6 +91,33 @@ func callWords(c CallInfo) string {
 	}
 	b.WriteString(")")
 	return b.String()
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// compiledWords describes a compiled step's action or compensation from
+// its declaration.
+func compiledWords(st *engine.Step, compensation bool) string {
+	pol, def := st.Retry, engine.DefaultRetry
+	cmd := st.Command
+	if compensation {
+		pol, def, cmd = st.CompensateRetry, engine.DefaultCompensateRetry, st.CompensateCommand
+	}
+	switch {
+	case cmd != nil:
+		return fmt.Sprintf("command to %s  (%s%s)", cmd.Topic, retryWords(pol, def), timeoutWords(st.Timeout))
+	case !compensation && st.Await != nil:
+		into := orDefault(st.Await.Into, st.Name)
+		return fmt.Sprintf("await an event on %s by %s, stored under %s  (%s%s)", st.Await.Topic, st.Await.Field, into, retryWords(pol, def), timeoutWords(st.Timeout))
+	case !compensation && st.Sleep > 0:
+		return fmt.Sprintf("sleep %s  (a durable timer)", st.Sleep)
+	}
+	return fmt.Sprintf("Go function  (%s%s)", retryWords(pol, def), timeoutWords(st.Timeout))
 }
 
 func retryWords(p, def engine.RetryPolicy) string {

@@ -11,8 +11,10 @@ var (
 	// values joined (errors.Join), each naming file:line:column; every one
 	// matches ErrInvalid.
 	ErrInvalid = errors.New("declarative: invalid saga file")
-	// ErrNotSupported: the file uses a step kind that is not built yet
-	// (kafka command, await-event, sleep).
+	// ErrNotSupported: the file uses a feature that is not built yet.
+	//
+	// Deprecated: every step kind (http, command, await, sleep) is
+	// supported now; Load no longer returns it.
 	ErrNotSupported = errors.New("not supported yet")
 	// ErrDestinationRefused: an HTTP step's destination is not allowed by
 	// the saga's allow_hosts, or is a link-local or cloud-metadata address
@@ -37,7 +39,7 @@ type Error struct {
 	Column int
 	Path   string
 	Msg    string
-	Err    error // the underlying error, if any (e.g. ErrNotSupported)
+	Err    error // the underlying error, if any
 }
 
 func (e *Error) Error() string {

@@ -60,13 +60,23 @@ type StepInfo struct {
 
 // CallInfo describes an action or a compensation.
 type CallInfo struct {
-	Kind    string // "http"
-	Method  string
-	URL     string // as written (templates unevaluated)
+	Kind    string // "http", "command", "await" or "sleep"
 	Timeout time.Duration
 	Retry   engine.RetryPolicy
-	Expect  []int // nil: any 2xx
-	Save    []string
+	// HTTP calls.
+	Method string
+	URL    string // as written (templates unevaluated)
+	Expect []int  // nil: any 2xx
+	Save   []string
+	// Commands and awaits.
+	Topic   string
+	Key     string // a command's key as written ("": the saga's ID)
+	Payload bool   // a command declares its payload (false: the context)
+	Field   string // an await's correlation field
+	Value   string // an await's value as written
+	Into    string // the context field an awaited event is stored under
+	// Sleeps.
+	Sleep time.Duration
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
@@ -225,20 +235,13 @@ func (p *parser) file1(src []byte, vars map[string]string) []*Definition {
 	}
 }
 
-// notYetSteps are step kinds that need the Kafka steps feature.
-var notYetSteps = notYet{
-	"kafka": "Kafka command steps need the Kafka steps feature, which has not landed; use http",
-	"await": "await-event steps need the Kafka steps feature, which has not landed; use http",
-	"sleep": "sleep steps need the Kafka steps feature, which has not landed; use http",
-}
-
 var (
 	sagaKeys    = []string{"name", "description", "triggers", "context", "http", "steps", "previous"}
 	prevKeys    = []string{"description", "steps"}
 	triggerKeys = []string{"kafka", "cron", "webhook", "manual", "name", "idempotency_key", "when", "context",
 		"max_concurrent", "rate_limit", "catch_up", "catch_up_window", "overlap", "jitter"}
 	httpDefaultKeys = []string{"allow_hosts", "tls", "max_response_bytes", "follow_redirects", "headers"}
-	callKeys        = []string{"http", "retry", "timeout"}
+	callKeys        = []string{"http", "command", "await", "sleep", "retry", "timeout"}
 	httpKeys        = append([]string{"method", "url", "body", "expect", "retry_on", "save"}, httpDefaultKeys...)
 	retryKeys       = []string{"max_attempts", "initial_delay", "max_delay", "multiplier", "jitter"}
 	tlsKeys         = []string{"ca_file", "cert_file", "key_file", "insecure_skip_verify"}

@@ -34,6 +34,19 @@ steps:
         url: http://127.0.0.1:1/a
 `
 
+// kminimal is a valid saga with a command step.
+const kminimal = `name: s
+triggers:
+  - manual: go
+steps:
+  - name: a
+    action:
+      command:
+        topic: accounts.commands
+        key: ${{ context.from }}
+        payload: {op: debit}
+`
+
 // TestLoadErrorsArePositioned: every mistake is reported at its
 // file:line:column with the element's path and what was expected.
 func TestLoadErrorsArePositioned(t *testing.T) {
@@ -83,12 +96,14 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			`:6:5: steps[0]: missing field "name"`}},
 		{"duplicate step", minimal + "  - name: a\n    action: {http: {method: GET, url: 'http://127.0.0.1:1/'}}\n", []string{
 			`:10:5: steps[1].name: step "a" is declared twice (first at line 5)`}},
-		{"kafka step not yet", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      kafka: {topic: x}\n", 1), []string{
-			`:7:7: steps[0].action.kafka: kafka steps are not supported yet`}},
-		{"await and sleep not yet", minimal + "    compensation:\n      await: {topic: x}\n  - name: b\n    action:\n      sleep: 5s\n", []string{
-			`:11:7: steps[0].compensation.await: await steps are not supported yet`, `:14:7: steps[1].action.sleep: sleep steps are not supported yet`}},
+		{"kafka is not a step kind", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      kafka: {topic: x}\n", 1), []string{
+			`:7:7: steps[0].action.kafka: unknown field "kafka", want one of: http, command, await, sleep, retry, timeout`}},
+		{"await and sleep are not compensations", minimal + "    compensation:\n      await: {topic: x}\n  - name: b\n    action:\n      sleep: 5s\n    compensation:\n      sleep: 1s\n", []string{
+			`:11:7: steps[0].compensation.await: a compensation is an http call or a command, not await (await and sleep are actions only)`,
+			`:16:7: steps[1].compensation.sleep: a compensation is an http call or a command, not sleep`,
+			`:15:5: steps[1].compensation: a sleep step has nothing to compensate: remove its compensation`}},
 		{"action without kind", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      timeout: 5s\n", 1), []string{
-			`:7:7: steps[0].action: missing the step kind: want http`}},
+			`:7:7: steps[0].action: missing the step kind: want http, command, await or sleep`}},
 		{"bad method and url", strings.Replace(strings.Replace(minimal, "POST", "FETCH", 1), "http://127.0.0.1:1/a", "ftp://x/a", 1), []string{
 			`:8:17: steps[0].action.http.method: "FETCH": want one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS`,
 			`:9:14: steps[0].action.http.url: "ftp://x/a": want an absolute http:// or https:// URL`}},
@@ -128,6 +143,42 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			`:10:26: steps[0].action.http.tls.cert_file: cert_file needs key_file`}},
 		{"bad key path", strings.Replace(minimal, "  - manual: go", "  - manual: go\n    idempotency_key: a..b", 1), []string{
 			`:4:22: triggers[0].idempotency_key: "a..b" is not a field path`}},
+		// Steps that talk over Kafka.
+		{"http and command", kminimal + "      http: {method: GET, url: 'http://127.0.0.1:1/'}\n", []string{
+			`:11:7: steps[0].action.http: an action has one kind, and this one already has command (want one of http, command, await or sleep)`}},
+		{"command without topic", strings.Replace(kminimal, "        topic: accounts.commands\n", "", 1), []string{
+			`:8:9: steps[0].action.command: missing field "topic" (want the topic the command is produced to`}},
+		{"bad command topic", strings.Replace(kminimal, "topic: accounts.commands", "topic: accounts commands", 1), []string{
+			`:8:16: steps[0].action.command.topic: topic "accounts commands" has ' ': want [A-Za-z0-9._-]`}},
+		{"templated topic", strings.Replace(kminimal, "topic: accounts.commands", "topic: acc.${{ context.x }}", 1), []string{
+			`:8:16: steps[0].action.command.topic: "acc.${{ context.x }}": a topic is a fixed name`}},
+		{"command key syntax error", strings.Replace(kminimal, "${{ context.from }}", "${{ context.from + }}", 1), []string{
+			`:9:33: steps[0].action.command.key: expression "context.from +": Syntax error`}},
+		{"command payload cannot see response", strings.Replace(kminimal, "payload: {op: debit}", "payload: {id: \"${{ response.id }}\"}", 1), []string{
+			`:10:28: steps[0].action.command.payload.id: expression "response.id": undeclared reference to 'response' (variables here: context, saga, env)`}},
+		{"unknown command field", kminimal + "        partition: 3\n", []string{
+			`:11:9: steps[0].action.command.partition: unknown field "partition", want one of: topic, key, payload`}},
+		{"bad command timeout", kminimal + "      timeout: 3\n", []string{
+			`:11:16: steps[0].action.timeout: got "3", want a duration of at least 1ms such as 500ms, 10s or 1m30s`}},
+		{"command timeouts differ", kminimal + "      timeout: 3s\n    compensation:\n      command: {topic: accounts.commands}\n      timeout: 5s\n", []string{
+			`:14:16: steps[0].compensation.timeout: 5s differs from the action's timeout (3s): a step's command compensation waits as long as its action`}},
+		{"http compensation outlasts the command", kminimal + "      timeout: 3s\n    compensation:\n      http: {method: POST, url: 'http://127.0.0.1:1/undo'}\n      timeout: 10s\n", []string{
+			`:14:16: steps[0].compensation.timeout: 10s is longer than the action's timeout (3s): the step's one timeout bounds its http call too; want at most 3s`}},
+		{"await missing its parts", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      await: {topic: payments}\n", 1), []string{
+			`:7:7: steps[0].action: missing field "timeout" (want how long to wait for the event`,
+			`:7:14: steps[0].action.await: missing field "field" (want the event's top-level field`,
+			`:7:14: steps[0].action.await: missing field "value" (want the value the event's field must have`}},
+		{"await on a nested field", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      await: {topic: payments, field: order.id, value: '${{ context.id }}', into: ''}\n      timeout: 1h\n", 1), []string{
+			`:7:39: steps[0].action.await.field: "order.id": want a top-level field name of the event`,
+			`:7:83: steps[0].action.await.into: empty field name`}},
+		{"await value expression error", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      await: {topic: payments, field: id, value: '${{ event.id }}'}\n      timeout: 1h\n", 1), []string{
+			`steps[0].action.await.value: expression "event.id": undeclared reference to 'event'`}},
+		{"bad sleep", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      sleep: 5\n      timeout: 1s\n      retry: {max_attempts: 2}\n", 1), []string{
+			`:7:14: steps[0].action.sleep: got "5", want a duration of at least 1ms`,
+			`:8:7: steps[0].action.timeout: a sleep step has no timeout: it waits for its sleep duration`,
+			`:9:7: steps[0].action.retry: a sleep step has no retry policy (it cannot fail)`}},
+		{"sleep with a compensation", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      sleep: 5s\n    compensation:\n      command: {topic: accounts.commands}\n", 1), []string{
+			`:8:5: steps[0].compensation: a sleep step has nothing to compensate: remove its compensation`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,14 +233,6 @@ func TestLoadCollectsEveryError(t *testing.T) {
 	var de *declarative.Error
 	if !errors.As(err, &de) || de.Line != 3 || de.Column != 12 || de.Path != "triggers[0].kafka" {
 		t.Errorf("errors.As *Error: %+v", de)
-	}
-}
-
-func TestLoadNotSupportedIsTyped(t *testing.T) {
-	path := write(t, t.TempDir(), "k.yaml", strings.Replace(minimal, "      http:\n        method: POST\n        url: http://127.0.0.1:1/a\n", "      kafka: {topic: x}\n", 1))
-	_, err := declarative.Load(path)
-	if !errors.Is(err, declarative.ErrNotSupported) {
-		t.Fatalf("want ErrNotSupported, got %v", err)
 	}
 }
 

@@ -29,55 +29,199 @@ func (p *parser) step(n *yaml.Node, path string, defaults *httpSettings, vars ma
 		}
 	}
 	info := StepInfo{Name: st.Name}
-	if an := f.required("action", "what the step does: a mapping with http (and optional retry, timeout)"); an != nil {
-		if c, pol, ci, ok := p.call(an, f.sub("action"), defaults, vars, engine.DefaultRetry); ok {
-			st.Action, st.Retry, info.Action = c.stepFunc(st.Name, false), pol, ci
-		}
+	var act, comp *half
+	if an := f.required("action", "what the step does: a mapping with http, command, await or sleep (and optional retry, timeout)"); an != nil {
+		act = p.call(an, f.sub("action"), defaults, vars, engine.DefaultRetry, st.Name, false)
 	}
 	if cn := f.get("compensation"); cn != nil {
-		if c, pol, ci, ok := p.call(cn, f.sub("compensation"), defaults, vars, engine.DefaultCompensateRetry); ok {
-			st.Compensate, st.CompensateRetry, info.Compensation = c.stepFunc(st.Name, true), pol, &ci
+		comp = p.call(cn, f.sub("compensation"), defaults, vars, engine.DefaultCompensateRetry, st.Name, true)
+		if act != nil && act.kind == kindSleep {
+			p.errorf(f.keys["compensation"], f.sub("compensation"), "a sleep step has nothing to compensate: remove its compensation")
 		}
 	}
-	return st, info, len(p.errs) == nerr
+	if act != nil && comp != nil {
+		p.shareTimeout(act, comp)
+	}
+	if act != nil {
+		switch act.kind {
+		case kindHTTP:
+			st.Action = act.http.stepFunc(st.Name, false)
+		case kindCommand:
+			st.Command, st.Timeout = act.cmd.engineCommand(st.Name, false), act.timeout
+		case kindAwait:
+			st.Await, st.Timeout = act.await, act.timeout
+		case kindSleep:
+			st.Sleep = act.sleep
+		}
+		if act.kind != kindSleep {
+			st.Retry = act.retry
+		}
+		info.Action = act.info
+	}
+	if comp != nil {
+		switch comp.kind {
+		case kindHTTP:
+			st.Compensate = comp.http.stepFunc(st.Name, true)
+		case kindCommand:
+			st.CompensateCommand, st.Timeout = comp.cmd.engineCommand(st.Name, true), comp.timeout
+		}
+		st.CompensateRetry = comp.retry
+		ci := comp.info
+		info.Compensation = &ci
+	}
+	return st, info, len(p.errs) == nerr && act != nil && (comp != nil || f.get("compensation") == nil)
+}
+
+// Step kinds.
+const (
+	kindHTTP    = "http"
+	kindCommand = "command"
+	kindAwait   = "await"
+	kindSleep   = "sleep"
+)
+
+var stepKinds = []string{kindHTTP, kindCommand, kindAwait, kindSleep}
+
+// half is a parsed action or compensation.
+type half struct {
+	kind        string
+	http        *httpCall
+	cmd         *commandCall
+	await       *engine.Await
+	sleep       time.Duration
+	retry       engine.RetryPolicy
+	timeout     time.Duration
+	timeoutNode *yaml.Node // nil: the default timeout
+	node        *yaml.Node
+	path        string
+	info        CallInfo
+}
+
+// waits reports whether the half waits on Kafka for as long as the
+// step's engine Timeout.
+func (h *half) waits() bool { return h.kind == kindCommand || h.kind == kindAwait }
+
+// shareTimeout reconciles the timeouts of a step's action and
+// compensation: the engine has one Timeout per step, which bounds a
+// command's (or an await's) wait and every attempt of an HTTP call of the
+// same step. Two that wait share it (one given is taken by both); an HTTP
+// call's timeout must not be longer than it.
+func (p *parser) shareTimeout(act, comp *half) {
+	switch {
+	case act.waits() && comp.waits():
+		switch {
+		case act.timeoutNode != nil && comp.timeoutNode != nil && act.timeout != comp.timeout:
+			p.errorf(comp.timeoutNode, join(comp.path, "timeout"), "%s differs from the action's timeout (%s): a step's command compensation waits as long as its action (one timeout per step); give both the same timeout, or give it once", comp.timeout, act.timeout)
+		case act.timeoutNode == nil && comp.timeoutNode != nil:
+			act.timeout = comp.timeout
+		default:
+			comp.timeout = act.timeout
+		}
+		act.info.Timeout, comp.info.Timeout = act.timeout, comp.timeout
+	case act.waits() && comp.kind == kindHTTP:
+		p.boundHTTP(comp, act, "action")
+	case comp.waits() && act.kind == kindHTTP:
+		p.boundHTTP(act, comp, "compensation")
+	}
+}
+
+func (p *parser) boundHTTP(h, w *half, other string) {
+	if h.timeout <= w.timeout {
+		return
+	}
+	if h.timeoutNode != nil {
+		p.errorf(h.timeoutNode, join(h.path, "timeout"), "%s is longer than the %s's timeout (%s): the step's one timeout bounds its http call too; want at most %s", h.timeout, other, w.timeout, w.timeout)
+		return
+	}
+	h.timeout, h.info.Timeout = w.timeout, w.timeout
+	if h.http != nil {
+		h.http.timeout = w.timeout
+	}
 }
 
 // call parses an action or a compensation.
-func (p *parser) call(n *yaml.Node, path string, defaults *httpSettings, vars map[string]string, defRetry engine.RetryPolicy) (*httpCall, engine.RetryPolicy, CallInfo, bool) {
-	f, ok := p.mapping(n, path, callKeys, notYetSteps)
+func (p *parser) call(n *yaml.Node, path string, defaults *httpSettings, vars map[string]string, defRetry engine.RetryPolicy, step string, compensation bool) *half {
+	f, ok := p.mapping(n, path, callKeys, nil)
 	if !ok {
-		return nil, engine.RetryPolicy{}, CallInfo{}, false
+		return nil
 	}
 	nerr := len(p.errs)
-	pol := defRetry
-	if rn := f.get("retry"); rn != nil {
-		pol = p.retry(rn, f.sub("retry"), defRetry)
+	what := "an action"
+	if compensation {
+		what = "a compensation"
 	}
-	timeout := DefaultTimeout
-	if d, ok := f.duration("timeout", time.Millisecond); ok {
-		timeout = d
+	h := &half{node: f.node, path: path, retry: defRetry}
+	for _, k := range f.order {
+		if !slices.Contains(stepKinds, k) {
+			continue
+		}
+		if h.kind != "" {
+			p.errorf(f.keys[k], f.sub(k), "%s has one kind, and this one already has %s (want one of http, command, await or sleep)", what, h.kind)
+			continue
+		}
+		h.kind = k
 	}
-	var c *httpCall
-	ci := CallInfo{Kind: "http", Timeout: timeout, Retry: pol}
-	hn := f.get("http")
-	if _, present := f.keys["http"]; !present {
-		later := false
-		for k := range notYetSteps {
-			_, later = f.keys[k]
-			if later {
-				break
+	if h.kind == "" {
+		// A kind key that was rejected, or an unknown key (kafka:), is
+		// reported already.
+		if !slices.ContainsFunc(stepKinds, func(k string) bool { _, ok := f.keys[k]; return ok }) && len(f.keys) == len(f.order) {
+			want := "http, command, await or sleep"
+			if compensation {
+				want = "http or command"
 			}
+			p.errorf(f.node, path, "missing the step kind: want %s", want)
 		}
-		if !later {
-			p.errorf(f.node, path, "missing the step kind: want http (kafka, await and sleep are %s)", ErrNotSupported)
+		return nil
+	}
+	if compensation && (h.kind == kindAwait || h.kind == kindSleep) {
+		p.errorf(f.keys[h.kind], f.sub(h.kind), "a compensation is an http call or a command, not %s (await and sleep are actions only)", h.kind)
+		return nil
+	}
+	if rn := f.get("retry"); rn != nil {
+		if h.kind == kindSleep {
+			p.errorf(f.keys["retry"], f.sub("retry"), "a sleep step has no retry policy (it cannot fail)")
+		} else {
+			h.retry = p.retry(rn, f.sub("retry"), defRetry)
 		}
-	} else if hn != nil {
-		c = p.httpCall(hn, f.sub("http"), defaults, vars, timeout, &ci)
 	}
-	if len(p.errs) > nerr || c == nil {
-		return nil, pol, ci, false
+	h.timeout = DefaultTimeout
+	switch {
+	case h.kind == kindSleep:
+		if tn := f.keys["timeout"]; tn != nil {
+			p.errorf(tn, f.sub("timeout"), "a sleep step has no timeout: it waits for its sleep duration")
+		}
+		h.timeout = 0
+	case h.kind == kindAwait && f.get("timeout") == nil:
+		f.required("timeout", "how long to wait for the event, e.g. 10m or 24h")
 	}
-	return c, pol, ci, true
+	if h.kind != kindSleep {
+		if d, ok := f.duration("timeout", time.Millisecond); ok {
+			h.timeout, h.timeoutNode = d, f.get("timeout")
+		}
+	}
+	h.info = CallInfo{Kind: h.kind, Timeout: h.timeout, Retry: h.retry}
+	switch h.kind {
+	case kindHTTP:
+		if hn := f.get("http"); hn != nil {
+			h.http = p.httpCall(hn, f.sub("http"), defaults, vars, h.timeout, &h.info)
+		}
+	case kindCommand:
+		if cn := f.get("command"); cn != nil {
+			h.cmd = p.commandCall(cn, f.sub("command"), vars, &h.info)
+		}
+	case kindAwait:
+		if an := f.get("await"); an != nil {
+			h.await = p.awaitCall(an, f.sub("await"), step, vars, &h.info)
+		}
+	case kindSleep:
+		if d, ok := f.duration("sleep", time.Millisecond); ok {
+			h.sleep, h.info.Sleep = d, d
+		}
+	}
+	if len(p.errs) > nerr || (h.http == nil && h.cmd == nil && h.await == nil && h.sleep == 0) {
+		return nil
+	}
+	return h
 }
 
 // retry reads a retry policy; fields left out keep the default's value.
