@@ -456,3 +456,56 @@ func TestLoadPreviousVersions(t *testing.T) {
 		t.Fatalf("a previous version equal to the current steps: %v", err)
 	}
 }
+
+// TestFingerprintOfKafkaSteps: a step that changes kind (http, command,
+// await, sleep), or gains or loses a command compensation, is a new
+// definition: a deploy that changes what a step waits for is detected
+// like a renamed step.
+func TestFingerprintOfKafkaSteps(t *testing.T) {
+	const head = "name: s\ntriggers: [{manual: go}]\nsteps:\n  - name: a\n"
+	variants := map[string]string{
+		"http":             "    action: {http: {method: POST, url: 'http://127.0.0.1:1/a'}}\n",
+		"command":          "    action: {command: {topic: t.commands}}\n",
+		"command+undo":     "    action: {command: {topic: t.commands}}\n    compensation: {command: {topic: t.commands}}\n",
+		"await":            "    action: {await: {topic: t.events, field: id, value: '${{ context.id }}'}, timeout: 1m}\n",
+		"sleep":            "    action: {sleep: 5s}\n",
+		"http+command":     "    action: {http: {method: POST, url: 'http://127.0.0.1:1/a'}}\n    compensation: {command: {topic: t.commands}}\n",
+		"await+command":    "    action: {await: {topic: t.events, field: id, value: '${{ context.id }}'}, timeout: 1m}\n    compensation: {command: {topic: t.commands}}\n",
+		"sleep, then http": "    action: {sleep: 5s}\n  - name: b\n    action: {http: {method: POST, url: 'http://127.0.0.1:1/b'}}\n",
+	}
+	seen := map[string]string{}
+	dir := t.TempDir()
+	for name, steps := range variants {
+		defs, err := declarative.Load(write(t, dir, "v.yaml", head+steps))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		fp := defs[0].Fingerprint
+		if other, dup := seen[fp]; dup {
+			t.Errorf("%s and %s have the same fingerprint %s", name, other, fp)
+		}
+		seen[fp] = name
+		if fp != engine.Fingerprint(func() *engine.Saga { s := defs[0].Saga(); return &s }()) {
+			t.Errorf("%s: the definition's fingerprint is not the engine's", name)
+		}
+	}
+	if len(seen) != len(variants) {
+		t.Errorf("%d fingerprints for %d variants", len(seen), len(variants))
+	}
+	// What a step sends or waits for may change as a URL may (the
+	// fingerprint is the shape): a topic, a payload, a timeout, a sleep's
+	// duration, how a compensation is made.
+	same := []string{
+		"    action: {command: {topic: other.commands, payload: {x: 1}}, timeout: 5s}\n    compensation: {http: {method: POST, url: 'http://127.0.0.1:1/u'}}\n",
+		"    action: {command: {topic: t.commands, key: '${{ context.id }}'}}\n    compensation: {command: {topic: t.undo}}\n",
+	}
+	for _, steps := range same {
+		defs, err := declarative.Load(write(t, dir, "v.yaml", head+steps))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[defs[0].Fingerprint] != "command+undo" {
+			t.Errorf("%s: fingerprint %s, want command+undo's", steps, defs[0].Fingerprint)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +33,9 @@ func TestValidateCommand(t *testing.T) {
 	if !strings.Contains(out.String(), "ok  order-http  (../../examples/sagas/order-http.yaml:") || !strings.Contains(out.String(), "3 steps, sha256:") {
 		t.Errorf("validate output:\n%s", out.String())
 	}
+	if !strings.Contains(out.String(), "ok  transfer-yaml  (../../examples/sagas/transfer.yaml:") {
+		t.Errorf("validate output lacks the YAML transfer example:\n%s", out.String())
+	}
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("name: order\ntriggers: [{manual: x}]\nsteps:\n  - name: a\n    action: {http: {method: GET, url: 'http://127.0.0.1/'}}\n"), 0o644); err != nil {
@@ -41,14 +45,14 @@ func TestValidateCommand(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), bad+`:1:1: name: saga "order" is already declared (compiled into the binary)`) {
 		t.Fatalf("a compiled saga's name: %v", err)
 	}
-	if err := os.WriteFile(bad, []byte("name: x\ntriggers: [{manual: x}]\nsteps:\n  - name: a\n    action:\n      await: {topic: t}\n  - name: b\n    action: {http: {method: GET, url: '${{ context.u + }}'}}\n"), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte("name: x\ntriggers: [{manual: x}]\nsteps:\n  - name: a\n    action:\n      sleep: 5s\n      timeout: 1s\n  - name: b\n    action: {http: {method: GET, url: '${{ context.u + }}'}}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	err = run(context.Background(), []string{"validate", bad}, &out, noEnv)
 	if err != nil && strings.Count(err.Error(), "\n") != 2 {
 		t.Errorf("want exactly two problems:\n%v", err)
 	}
-	for _, w := range []string{bad + ":6:7: steps[0].action.await: await steps are not supported yet", bad + ":8:56: steps[1].action.http.url: expression \"context.u +\": Syntax error"} {
+	for _, w := range []string{bad + ":7:7: steps[0].action.timeout: a sleep step has no timeout", bad + ":9:56: steps[1].action.http.url: expression \"context.u +\": Syntax error"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("want %q in %v", w, err)
 		}
@@ -85,7 +89,7 @@ func TestSagasShowDefinition(t *testing.T) {
 		t.Errorf("show order:\n%s", out.String())
 	}
 	err := run(context.Background(), []string{"sagas", "show", "nope"}, &out, env)
-	if err == nil || !strings.Contains(err.Error(), `no saga named "nope"`) || !strings.Contains(err.Error(), "[order-http]") {
+	if err == nil || !strings.Contains(err.Error(), `no saga named "nope"`) || !strings.Contains(err.Error(), "[order-http transfer-yaml]") {
 		t.Errorf("unknown name: %v", err)
 	}
 }
@@ -177,5 +181,86 @@ steps:
 	want := []string{"/one " + id + "/one", "/two/r-1 " + id + "/two"}
 	if strings.Join(keys, "|") != strings.Join(want, "|") {
 		t.Errorf("participant calls %q, want %q", keys, want)
+	}
+}
+
+// TestBinaryRunsYAMLTransfer: examples/sagas/transfer.yaml runs in the
+// built binary in dev mode (every topic its commands need created) against
+// the demo's accounts service (`sagaz demo-participant`, here in-process):
+// a transfer completes with both replies in its context, one whose credit
+// is refused is rolled back with the refund command.
+func TestBinaryRunsYAMLTransfer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := sagaztest.BuildBinary(t, ".")
+	_, port, _ := net.SplitHostPort(sagaztest.FreeAddr(t))
+	p := sagaztest.StartBinary(t, bin, dir, "--sagas", "../../examples/sagas/transfer.yaml", "--data-dir", filepath.Join(dir, "data"), "--dev-broker-port", port)
+	base := "http://" + p.HTTP
+	kafkatest.WaitFor(t, 60*time.Second, "/readyz", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- demoParticipant(ctx, []string{"--brokers", "127.0.0.1:" + port, "--instance-id", "yaml-test", "--log-level", "error"}, io.Discard, noEnv)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("demo-participant: %v", err)
+		}
+	}()
+	fire := func(body string) string {
+		resp, err := http.Post(base+"/api/fire", "application/json", strings.NewReader(`{"event_type":"transfer.yaml",`+body[1:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var acc struct {
+			SagaIDs []string `json:"saga_ids"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&acc)
+		if resp.StatusCode != http.StatusAccepted || len(acc.SagaIDs) != 1 {
+			t.Fatalf("fire %s: %d %+v", body, resp.StatusCode, acc)
+		}
+		return acc.SagaIDs[0]
+	}
+	type view struct {
+		Status  string
+		Context map[string]any
+		Steps   []struct{ Name, Status string }
+	}
+	ended := func(id string) *view {
+		var v view
+		kafkatest.WaitFor(t, 90*time.Second, id+" to end", func() bool {
+			resp, err := http.Get(base + "/api/sagas/" + id)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			v = view{}
+			return json.NewDecoder(resp.Body).Decode(&v) == nil && (v.Status == "completed" || v.Status == "rolled_back" || v.Status == "failed")
+		})
+		return &v
+	}
+	okID := fire(`{"transfer_id":"y-1","from":"alice","to":"bob","amount":10}`)
+	badID := fire(`{"transfer_id":"y-2","from":"alice","to":"bob","amount":10,"fail_at":"credit"}`)
+	ok := ended(okID)
+	debit, _ := ok.Context["debit"].(map[string]any)
+	credit, _ := ok.Context["credit"].(map[string]any)
+	if ok.Status != "completed" || debit["amount"] != float64(-10) || debit["account"] != "alice" || credit["amount"] != float64(10) || credit["account"] != "bob" {
+		t.Errorf("%s: %s, context %v: want completed with the debit and credit replies", okID, ok.Status, ok.Context)
+	}
+	bad := ended(badID)
+	refund, _ := bad.Context["refund"].(map[string]any)
+	if bad.Status != "rolled_back" || refund["amount"] != float64(10) || refund["account"] != "alice" {
+		t.Errorf("%s: %s, context %v: want rolled_back with the debit refunded", badID, bad.Status, bad.Context)
 	}
 }
