@@ -26,7 +26,7 @@ import (
 // Where an expression runs decides which variables it sees:
 //
 //	triggers (when, context):  event, meta, env
-//	steps (url, headers, body): context, saga, env
+//	steps (url, headers, body; a command's key and payload; an await's value): context, saga, env
 //	save (after a response):   context, saga, env, response
 //
 // No function reads files, the environment at run time, the clock, or

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +209,46 @@ func TestYAMLKafkaStepsEndToEnd(t *testing.T) {
 	}
 	if len(release) != 1 || release[0].Step != "reserve" || release[0].Body["op"] != "release" || release[0].Body["reservation"] != "r-o-2" {
 		t.Errorf("compensation commands %+v, want one release of reservation r-o-2 (from the reserve's reply)", release)
+	}
+}
+
+// TestDescribeKafkaSteps: `sagaz sagas show NAME` says what each step
+// sends or waits for.
+func TestDescribeKafkaSteps(t *testing.T) {
+	defs, err := declarative.Load(write(t, t.TempDir(), "stock.yaml", stockSaga))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := defs[0].Saga()
+	var b strings.Builder
+	if err := declarative.Describe(&b, &s, defs[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		"action:        command to yk.stock, key stock-${{ context.order_id }}, payload as declared  (the reply's JSON object merged into the context; 3 attempts",
+		"timeout 20s)",
+		"compensation:  command to yk.stock, key stock-${{ context.order_id }}, payload as declared",
+		"2. pause\n       action:        sleep 400ms  (a durable timer)\n       compensation:  none",
+		"action:        await an event on yk.payments with order_id = ${{ context.order_id }}, stored under payment  (3 attempts, backoff 100ms x2 up to 10s, jitter 0.2, timeout 1m0s)",
+		"4. ship\n       action:        command to yk.stock",
+	} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("describe lacks %q:\n%s", w, b.String())
+		}
+	}
+	// A compiled saga's Kafka steps are described from the declaration.
+	b.Reset()
+	compiled := engine.Saga{Name: "c", Steps: []engine.Step{
+		{Name: "x", Command: &engine.Command{Topic: "c.cmds"}, CompensateCommand: &engine.Command{Topic: "c.undo"}, Timeout: time.Second},
+		{Name: "y", Await: &engine.Await{Topic: "c.events", Field: "id", Value: engine.ContextValue("id")}, Timeout: time.Minute},
+		{Name: "z", Sleep: time.Second},
+	}}
+	if err := declarative.Describe(&b, &compiled, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"action:        command to c.cmds  (", "compensation:  command to c.undo  (", "await an event on c.events by id, stored under y", "sleep 1s"} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("describe of a compiled saga lacks %q:\n%s", w, b.String())
+		}
 	}
 }
