@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
 )
@@ -217,6 +219,23 @@ func TestBinaryRunsYAMLTransfer(t *testing.T) {
 			t.Errorf("demo-participant: %v", err)
 		}
 	}()
+	admin := kadm.NewClient(kafkatest.Client(t, []string{"127.0.0.1:" + port}))
+	kafkatest.WaitFor(t, 60*time.Second, "the accounts service to get its partitions", func() bool {
+		gs, err := admin.DescribeGroups(context.Background(), "sagaz-demo-accounts")
+		if err != nil {
+			return false
+		}
+		g, ok := gs["sagaz-demo-accounts"]
+		if !ok || g.State != "Stable" {
+			return false
+		}
+		for _, m := range g.Members {
+			if a, ok := m.Assigned.AsConsumer(); ok && len(a.Topics) > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	fire := func(body string) string {
 		resp, err := http.Post(base+"/api/fire", "application/json", strings.NewReader(`{"event_type":"transfer.yaml",`+body[1:]))
 		if err != nil {
