@@ -26,6 +26,7 @@ type composeFile struct {
 		Build       any               `yaml:"build"`
 		Command     []string          `yaml:"command"`
 		Environment map[string]string `yaml:"environment"`
+		Volumes     []string          `yaml:"volumes"`
 		DependsOn   map[string]struct {
 			Condition string `yaml:"condition"`
 		} `yaml:"depends_on"`
@@ -136,6 +137,26 @@ func TestComposeStackStartsAsWritten(t *testing.T) {
 		if env["SAGAZ_BROKERS"] == "" {
 			t.Fatalf("%s: no SAGAZ_BROKERS: it would start the embedded dev broker", name)
 		}
+		// Bind mounts of this repository's files (./x:/y[:ro]): a setting
+		// that names a path under /y names the file under ../x here.
+		for _, v := range svc.Volumes {
+			parts := strings.Split(v, ":")
+			if len(parts) < 2 || !strings.HasPrefix(parts[0], "./") {
+				continue // a named volume (the data directory, rewritten below)
+			}
+			host, err := filepath.Abs(filepath.Join("..", parts[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(host); err != nil {
+				t.Fatalf("%s mounts %s, which this repository does not have: %v", name, parts[0], err)
+			}
+			for k, val := range env {
+				if rest, ok := strings.CutPrefix(val, parts[1]); ok && (rest == "" || strings.HasPrefix(rest, "/")) {
+					env[k] = host + rest
+				}
+			}
+		}
 		env["SAGAZ_BROKERS"] = strings.Join(brokers, ",")
 		env["SAGAZ_DATA_DIR"] = filepath.Join(dir, name)
 		env["SAGAZ_HTTP_ADDR"] = sagaztest.FreeAddr(t)
@@ -186,10 +207,7 @@ func TestComposeStackStartsAsWritten(t *testing.T) {
 	}
 
 	// The replicas, ready by their own health check.
-	type member struct {
-		name, http string
-		env        []string
-	}
+	type member = composeMember
 	var members []member
 	for _, name := range []string{"sagaz-1", "sagaz-2"} {
 		env := envOf(name)
@@ -252,9 +270,51 @@ func TestComposeStackStartsAsWritten(t *testing.T) {
 	// An order, as the file's header comment sends it, completes on one of them.
 	id := unique("compose-order")
 	kcatProduce(t, "orders.created", []string{fmt.Sprintf(`%s|{"order_id":%q,"amount":42}`, id, id)}, "x-test=compose")
-	kafkatest.WaitFor(t, 60*time.Second, "the order's saga to complete", func() bool {
+	waitCompleted(t, members, "order", id)
+
+	// The accounts service with its command and environment (its group made
+	// unique, as the members' is), and a transfer of the saga the members
+	// load from YAML: its command steps are answered and it completes.
+	acc := cf.Services["accounts"]
+	if acc.Build == nil || len(acc.Command) == 0 || acc.Command[0] != "demo-participant" {
+		t.Fatalf("accounts: %v, want the image running demo-participant", acc.Command)
+	}
+	if acc.DependsOn["kafka-init"].Condition != "service_completed_successfully" {
+		t.Fatal("accounts must wait for kafka-init (it creates accounts.commands)")
+	}
+	if cf.Services["sagaz-1"].Environment["SAGAZ_SAGAS"] == "" && image["SAGAZ_SAGAS"] == "" {
+		t.Fatal("the members load no YAML saga (SAGAZ_SAGAS)")
+	}
+	accCmd := exec.Command(bin, append(append([]string(nil), acc.Command...), "--group", group+"-accounts")...)
+	accCmd.Env = []string{"SAGAZ_BROKERS=" + strings.Join(brokers, ",")}
+	for k, v := range acc.Environment {
+		if k != "SAGAZ_BROKERS" {
+			accCmd.Env = append(accCmd.Env, k+"="+v)
+		}
+	}
+	af := logFile("accounts")
+	accCmd.Stdout, accCmd.Stderr = af, af
+	if err := accCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = accCmd.Process.Signal(os.Interrupt); _ = accCmd.Wait() })
+	xfer := unique("compose-transfer")
+	kcatProduce(t, "transfers.yaml.requested", []string{fmt.Sprintf(`%s|{"transfer_id":%q,"from":"alice","to":"bob","amount":10}`, xfer, xfer)}, "x-test=compose")
+	waitCompleted(t, members, "transfer-yaml", xfer)
+}
+
+type composeMember = struct {
+	name, http string
+	env        []string
+}
+
+// waitCompleted waits until one of the members lists saga's instance with
+// idempotency key id as completed.
+func waitCompleted(t *testing.T, members []composeMember, saga, id string) {
+	t.Helper()
+	kafkatest.WaitFor(t, 90*time.Second, "the "+saga+" saga "+id+" to complete", func() bool {
 		for _, m := range members {
-			resp, err := http.Get("http://" + m.http + "/api/sagas?saga=order&status=completed&limit=1000")
+			resp, err := http.Get("http://" + m.http + "/api/sagas?saga=" + saga + "&status=completed&limit=1000")
 			if err != nil {
 				continue
 			}

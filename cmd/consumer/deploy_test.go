@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -100,14 +101,26 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s does not set SAGAZ_WEBHOOK_SECRET_PAYMENTS: the service would not start", name)
 		}
 		ids[s.Environment["SAGAZ_GROUP_INSTANCE_ID"]] = true
-		if len(s.Volumes) != 1 || !strings.HasSuffix(s.Volumes[0], ":/data") {
+		var data []string
+		for _, v := range s.Volumes {
+			if named, ok := strings.CutSuffix(v, ":/data"); ok {
+				data = append(data, named)
+			} else if host, _, _ := strings.Cut(v, ":"); !strings.HasPrefix(host, "./") || !strings.HasSuffix(v, ":ro") {
+				t.Errorf("%s: volume %s: want the data volume, or a read-only mount of this repository's files", name, v)
+			} else if _, err := os.Stat(filepath.Join("..", "..", host)); err != nil {
+				t.Errorf("%s mounts %s: %v", name, host, err)
+			}
+		}
+		if len(data) != 1 {
 			t.Errorf("%s: volumes %v, want one volume on /data", name, s.Volumes)
 		} else {
-			v := strings.TrimSuffix(s.Volumes[0], ":/data")
-			volumes[v] = true
-			if _, declared := c.Volumes[v]; !declared {
-				t.Errorf("%s: volume %s is not declared", name, v)
+			volumes[data[0]] = true
+			if _, declared := c.Volumes[data[0]]; !declared {
+				t.Errorf("%s: volume %s is not declared", name, data[0])
 			}
+		}
+		if p := s.Environment["SAGAZ_SAGAS"]; p != kinit.Environment["SAGAZ_SAGAS"] {
+			t.Errorf("%s loads the sagas %q, kafka-init %q: the topics it creates would not be the ones asked for", name, p, kinit.Environment["SAGAZ_SAGAS"])
 		}
 		if s.DependsOn["kafka-init"].Condition != "service_completed_successfully" {
 			t.Errorf("%s must start after the topics exist", name)
