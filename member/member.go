@@ -71,6 +71,11 @@ type Config struct {
 	// OnFinish, if set, is called after a saga reaches a terminal status and
 	// that status is recorded (besides the metrics).
 	OnFinish func(*storage.Saga)
+	// NoScheduler leaves the cron scheduler out: the member still consumes
+	// the cron topic (runs the sagas of ticks published there) but
+	// publishes no ticks itself. For tests that drive a cron.Scheduler of
+	// their own, whose clock they set.
+	NoScheduler bool
 	// HTTPAddr is the HTTP server's address ("" disables it): /healthz,
 	// /readyz, /metrics, and the API when API is set.
 	HTTPAddr string
@@ -266,7 +271,7 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	// Schedules: ticks published to the cron topic by the owner of each
 	// schedule's partition (placed once the consumer has found or created
 	// the cron topic).
-	if hasCron(routes) {
+	if hasCron(routes) && !cfg.NoScheduler {
 		cc := m.Consumer.Config()
 		producer, err := kgo.NewClient(append(append([]kgo.Opt(nil), kopts...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 		if err != nil {
