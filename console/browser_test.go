@@ -718,15 +718,7 @@ func TestConsoleInBrowserRetriesParkedSaga(t *testing.T) {
 			Triggers: []engine.Trigger{engine.Kafka("moves", engine.PassThrough, engine.WithKey(engine.KeyField("id")))}})
 		return reg
 	}
-	start := func(reg *engine.Registry) *uiMember {
-		m := sagaztest.StartWith(t, seeds, "ui-park", dir, reg, func(c *member.Config) {
-			c.HTTPAddr = "127.0.0.1:0"
-			c.API = &httpapi.API{}
-			c.Consumer.TopicPartitions = 1
-		})
-		kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
-		return &uiMember{m: m, base: "http://" + m.HTTP.Addr(), producer: kafkatest.Client(t, seeds)}
-	}
+	start := func(reg *engine.Registry) *uiMember { return startPlainUIMember(t, seeds, "ui-park", dir, reg) }
 
 	// The release that declares "ship" starts the saga, which is still
 	// running it when the member stops.
@@ -760,4 +752,66 @@ func TestConsoleInBrowserRetriesParkedSaga(t *testing.T) {
 		s.Steps[1].Name != "deliver" || s.Steps[1].Status != "completed" {
 		t.Fatalf("the retried saga: %d %+v", code, s)
 	}
+}
+
+// startPlainUIMember starts a member of group with its store in dir, the
+// API and console in loopback mode, and one partition per topic it creates.
+func startPlainUIMember(t *testing.T, seeds []string, group, dir string, reg *engine.Registry) *uiMember {
+	m := sagaztest.StartWith(t, seeds, group, dir, reg, func(c *member.Config) {
+		c.HTTPAddr = "127.0.0.1:0"
+		c.API = &httpapi.API{}
+		c.Consumer.TopicPartitions = 1
+	})
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
+	return &uiMember{m: m, base: "http://" + m.HTTP.Addr(), producer: kafkatest.Client(t, seeds)}
+}
+
+// A saga waiting on a durable timer (a sleep step): its page says what it
+// waits for, since when and until when, and marks the step that waits.
+func TestConsoleInBrowserShowsWaitingSaga(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "holds"))
+	seeds := c.ListenAddrs()
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "hold", Steps: []engine.Step{
+		{Name: "place", Action: func(context.Context, *engine.Run) error { return nil }},
+		{Name: "cool-off", Sleep: time.Hour},
+		{Name: "release", Action: func(context.Context, *engine.Run) error { return nil }},
+	}, Triggers: []engine.Trigger{engine.Kafka("holds", engine.PassThrough, engine.WithKey(engine.KeyField("id")))}})
+	u := startPlainUIMember(t, seeds, "ui-wait", "", reg)
+	u.produce(t, "holds", "h-1", `{"id":"h-1"}`)
+	var id string
+	var view struct {
+		Waiting *struct {
+			Kind     string
+			Step     string
+			Since    time.Time
+			Deadline time.Time
+		}
+	}
+	kafkatest.WaitFor(t, 30*time.Second, "the saga to wait on its sleep", func() bool {
+		rows := u.sagas(t, "key=h-1")
+		if len(rows) != 1 {
+			return false
+		}
+		id = rows[0].ID
+		return u.get(t, "/api/sagas/"+url.PathEscape(id), &view) == 200 && view.Waiting != nil
+	})
+	if view.Waiting.Kind != "sleep" || view.Waiting.Step != "cool-off" || view.Waiting.Deadline.Sub(view.Waiting.Since) != time.Hour {
+		t.Fatalf("the API's view of the wait: %+v", *view.Waiting)
+	}
+
+	b := newBrowser(t)
+	b.goTo(u, "#/saga/"+url.PathEscape(id))
+	b.wait("the waiting saga", `document.querySelector("#saga-waiting")?.dataset.kind === "sleep"`)
+	text := eval[string](b, `document.querySelector("#saga-waiting").textContent`)
+	if !strings.Contains(text, "since") || !strings.Contains(text, "until") {
+		t.Errorf("the wait reads %q: want what it waits for, since and until when", text)
+	}
+	if got := eval[string](b, `document.querySelector('#timeline li[data-step="cool-off"] .st-waiting')?.textContent || ""`); got != "waiting: sleep" {
+		t.Errorf("the waiting step's badge reads %q, want \"waiting: sleep\"", got)
+	}
+	if got := eval[int](b, `document.querySelectorAll("#timeline .st-waiting").length`); got != 1 {
+		t.Errorf("%d steps marked waiting, want 1", got)
+	}
+	b.shot("saga-waiting")
 }
