@@ -541,11 +541,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("the decode dead letter", `(() => { const r = [...document.querySelectorAll("#dl-table tbody tr")]; return r.length === 1 && r[0].dataset.reason === "decode" })()`)
 	b.shot("dead-letters-read-only")
 
-	// Sagas: the listing, labelled as this member's, narrowed by filters.
+	// Sagas: the group's listing (a group of one), saying who answered,
+	// narrowed by filters.
 	b.goTo(u, "#/sagas")
 	b.wait("five sagas", `document.querySelectorAll("#sagas-table tbody tr").length === 5`)
-	if h1 := eval[string](b, `document.querySelector("h1").textContent`); !strings.Contains(h1, "this member's sagas") {
+	if h1 := eval[string](b, `document.querySelector("h1").textContent`); !strings.Contains(h1, "the whole group") {
 		t.Fatalf("the sagas page must say whose sagas it lists: %q", h1)
+	}
+	if scope := eval[string](b, `document.querySelector("#sagas-scope").textContent`); !strings.Contains(scope, "1 of 1 member answered") {
+		t.Fatalf("the sagas page must say how many members answered: %q", scope)
 	}
 	b.set("#f-saga", "slow")
 	b.click("apply", `#saga-filters button[type=submit]`)
@@ -757,10 +761,14 @@ func TestConsoleInBrowserRetriesParkedSaga(t *testing.T) {
 // startPlainUIMember starts a member of group with its store in dir, the
 // API and console in loopback mode, and one partition per topic it creates.
 func startPlainUIMember(t *testing.T, seeds []string, group, dir string, reg *engine.Registry) *uiMember {
+	return startUIMemberParts(t, seeds, group, dir, reg, 1)
+}
+
+func startUIMemberParts(t *testing.T, seeds []string, group, dir string, reg *engine.Registry, parts int32) *uiMember {
 	m := sagaztest.StartWith(t, seeds, group, dir, reg, func(c *member.Config) {
 		c.HTTPAddr = "127.0.0.1:0"
 		c.API = &httpapi.API{}
-		c.Consumer.TopicPartitions = 1
+		c.Consumer.TopicPartitions = parts
 	})
 	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
 	return &uiMember{m: m, base: "http://" + m.HTTP.Addr(), producer: kafkatest.Client(t, seeds)}
@@ -814,4 +822,64 @@ func TestConsoleInBrowserShowsWaitingSaga(t *testing.T) {
 		t.Errorf("%d steps marked waiting, want 1", got)
 	}
 	b.shot("saga-waiting")
+}
+
+// Two members: the console of either lists the whole group's sagas and
+// shows a saga the other member runs, naming that member.
+func TestConsoleInBrowserGroupOfTwo(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "jobs"))
+	seeds := c.ListenAddrs()
+	reg := engine.NewRegistry()
+	reg.Register(engine.Saga{Name: "job", Steps: []engine.Step{{Name: "do", Action: func(context.Context, *engine.Run) error { return nil }}},
+		Triggers: []engine.Trigger{engine.Kafka("jobs", engine.PassThrough, engine.WithKey(engine.KeyField("id")))}})
+	a := startUIMemberParts(t, seeds, "ui-two", "", reg, 2)
+	startUIMemberParts(t, seeds, "ui-two", "", reg, 2)
+	const n = 12
+	for i := range n {
+		a.produce(t, "jobs", fmt.Sprint(i), fmt.Sprintf(`{"id":"j-%d"}`, i))
+	}
+	// Both members own partitions and know each other's address; every
+	// saga is listed through a.
+	var other string // a saga that b2 runs
+	kafkatest.WaitFor(t, 60*time.Second, "the group's listing through one member", func() bool {
+		var out struct {
+			Sagas []struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+			} `json:"sagas"`
+			Members     int   `json:"members"`
+			Unavailable []any `json:"unavailable"`
+		}
+		if a.get(t, "/api/sagas?limit=100&status=completed", &out) != 200 || out.Members != 2 || len(out.Unavailable) != 0 || len(out.Sagas) != n {
+			return false
+		}
+		for _, s := range out.Sagas {
+			resp, err := http.Get(a.base + "/api/sagas/" + url.PathEscape(s.ID))
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			if by := resp.Header.Get("Sagaz-Answered-By"); by != "" {
+				other = s.ID
+				return true
+			}
+		}
+		return false
+	})
+	resp, err := http.Get(a.base + "/api/sagas/" + url.PathEscape(other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	answeredBy := resp.Header.Get("Sagaz-Answered-By")
+
+	b := newBrowser(t)
+	b.goTo(a, "#/sagas")
+	b.wait("the whole group's sagas", fmt.Sprintf(`document.querySelectorAll("#sagas-table tbody tr").length === %d && document.querySelector("#sagas-scope")?.textContent.includes("2 of 2 members answered")`, n))
+	b.shot("sagas-group-of-two")
+	b.goTo(a, "#/saga/"+url.PathEscape(other))
+	b.wait("the saga the other member runs", `document.querySelector("#saga-status")?.dataset.status === "completed"`)
+	if got := eval[string](b, `document.querySelector("#saga-runs-on").textContent`); !strings.Contains(got, "member "+answeredBy) {
+		t.Errorf("Runs on reads %q, want the member that answered (%s)", got, answeredBy)
+	}
 }

@@ -70,6 +70,10 @@ async function api(method, path, body) {
   const r = await fetch(path, opts);
   let data = null;
   try { data = await r.json(); } catch { /* empty body */ }
+  // A question about one saga that another member answered (the owner of
+  // its partition): the page names that member.
+  const by = r.headers.get("Sagaz-Answered-By");
+  if (by && data && typeof data === "object") data.answered_by = by;
   if (!r.ok) {
     const e = new Error(data && data.error ? `${data.error}: ${data.detail}` : `${r.status} ${r.statusText}`);
     e.status = r.status;
@@ -425,9 +429,9 @@ function pageSagas(params) {
     if (idInput.value.trim()) location.hash = "#/saga/" + encodeURIComponent(idInput.value.trim());
   });
   const data = h("div", { id: "sagas" });
-  main.replaceChildren(h("h1", {}, "Sagas — this member's sagas"),
-    h("p", { class: "note" }, "This list reads this member's store: the sagas of the partitions it runs (and copies left from before a rebalance). Other members list theirs; a group-wide listing is not available yet."),
-    form, idForm, data);
+  const title = h("h1", {}, "Sagas");
+  const scope = h("p", { class: "note", id: "sagas-scope" });
+  main.replaceChildren(title, scope, form, idForm, data);
   loadSagaNames().then((names) => {
     const s = sagaSel.querySelector("select");
     for (const n of names) s.append(h("option", { value: n }, n));
@@ -439,6 +443,18 @@ function pageSagas(params) {
       for (const f of ["saga", "status", "since", "until", "key", "cursor"]) if (params.get(f)) q.set(f, params.get(f));
       q.set("limit", "50");
       const out = await api("GET", "/api/sagas?" + q);
+      // A member of a group answers for the whole group (it asks every
+      // member for the partitions it owns); one that is not says whose.
+      if (out.members !== undefined) {
+        title.textContent = "Sagas — the whole group";
+        const missing = out.unavailable || [];
+        scope.replaceChildren(`${out.members - missing.length} of ${out.members} member${out.members === 1 ? "" : "s"} answered; each lists the sagas of the partitions it runs.`,
+          ...missing.map((m) => h("span", { class: "err", "data-member": m.member_id },
+            ` Missing: the sagas of ${m.partitions} partition${m.partitions === 1 ? "" : "s"} of member ${m.member_id}${m.url ? " (" + m.url + ")" : ""}: ${m.error}.`)));
+      } else {
+        title.textContent = "Sagas — this member's sagas";
+        scope.textContent = "This list reads this member's store: the sagas of the partitions it runs (and copies left from before a rebalance).";
+      }
       const rows = out.sagas.map((s) => h("tr", { "data-id": s.id, "data-status": s.status },
         h("td", { class: "id" }, sagaLink(s.id)), h("td", {}, s.saga), h("td", {}, badge(s.status)), h("td", {}, s.trigger),
         h("td", {}, s.idempotency_key || ""), h("td", {}, fmtTime(s.created_at)), h("td", {}, fmtTime(s.updated_at)),
@@ -544,7 +560,8 @@ function pageSaga(id) {
         h("dt", {}, "Event time"), h("dd", {}, fmtTime(s.event_time)),
         h("dt", {}, "Created"), h("dd", {}, fmtTime(s.created_at)),
         h("dt", {}, "Updated"), h("dd", {}, fmtTime(s.updated_at), ` (version ${s.version})`),
-        h("dt", {}, "Runs on"), h("dd", {}, s.owned_here ? "this member" : `another member${s.owner ? ": " + s.owner : ""} — this copy may be behind`),
+        h("dt", {}, "Runs on"), h("dd", { id: "saga-runs-on" }, s.answered_by ? `member ${s.answered_by} (it answered through this one)`
+          : s.owned_here ? "this member" : `another member${s.owner ? ": " + s.owner : ""} — this copy may be behind`),
         s.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, s.error)] : null,
         s.parked ? [h("dt", {}, "Parked"), h("dd", { id: "saga-parked", class: "err" },
           `since ${fmtTime(s.parked.since)} (was ${s.parked.from.replace("_", " ")}): ${s.parked.reason}. It resumes where a member declaring its definition owns its partition; or retry it with the current definition, or cancel it.`)] : null,
