@@ -292,7 +292,11 @@ func (e *Engine) correlate(ctx context.Context, ops []awaitOp) ([]storage.Meta, 
 		meta = append(meta, storage.Meta{Partition: op.p, Key: sigKey, Value: s.encode()},
 			storage.Meta{Partition: op.p, Key: metaSigX + string(tsKey(now)) + sigKey[len(metaSig):], Value: []byte(sigKey)})
 		take := func(r *registration) {
-			if !r.Deadline.Before(now) && !s.At.Before(r.Since) {
+			// A live registration takes every signal that arrives while it
+			// lasts, whatever the event's timestamp says: producers' clocks
+			// differ, and the event comes after the wait began. (The
+			// timestamp rule is for kept signals, above.)
+			if !r.Deadline.Before(now) {
 				match(op.p, r, s)
 			}
 		}

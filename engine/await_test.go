@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,5 +148,36 @@ func TestAwaitTimesOut(t *testing.T) {
 	s := h.finish(clock, id)
 	if s.Status != storage.StatusRolledBack || s.Steps[0].Status != storage.StepFailed || len(s.Uncertain) != 0 {
 		t.Fatalf("saga %s steps %+v uncertain %v", s.Status, s.Steps, s.Uncertain)
+	}
+}
+
+// A live registration takes an event that arrives while it waits even when
+// the event's timestamp is earlier than the saga's (producers' clocks
+// differ); an await whose value in the context is an object fails at once
+// with a clear error instead of waiting for a value no event can carry.
+func TestAwaitLiveRegistrationAndObjectValues(t *testing.T) {
+	clock := newFakeClock()
+	snd := &fakeSender{}
+	h := start(t, paymentSaga(), "", withSender(snd), withClock(clock))
+	keys := &keysOwner{t: t, h: h, clock: clock}
+	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"o-9"}`)[0].ID
+	keys.record(waitSent(t, snd, 1)[0])
+	clock.Advance(time.Second)
+	keys.record(keys.signal("payments", `{"order_id":"o-9"}`, clock.Now().Add(-5*time.Second))) // stamped before the saga's event
+	res := resumes(waitSent(t, snd, 2))
+	if len(res) != 1 || header(res[0], engine.HeaderSagaID) != id {
+		t.Fatalf("the event that came while the saga waited did not resume it: %+v", res)
+	}
+
+	reg := engine.NewRegistry()
+	reg.Register(orderSaga("order",
+		engine.Step{Name: "paid", Await: &engine.Await{Topic: "payments", Field: "order_id", Value: engine.ContextValue("ref")},
+			Timeout: time.Hour, Retry: engine.RetryPolicy{MaxAttempts: 1}},
+	))
+	h2 := start(t, reg, "", withSender(&fakeSender{}), withClock(clock))
+	bad := h2.fire(engine.SourceKafka, "orders", `{"order_id":"o-10","ref":{"a":1}}`)[0].ID
+	kafkatestWait(t, "the await with an object value to fail", func() bool { return h2.get(bad).Status.Terminal() })
+	if s := h2.get(bad); !strings.Contains(s.Error, `"ref"`) || !strings.Contains(s.Error, "want a string, number or boolean") {
+		t.Fatalf("saga %s error %q", s.Status, s.Error)
 	}
 }

@@ -46,8 +46,14 @@ type Await struct {
 
 // ContextValue returns a function reading a field of the saga's context as
 // text (Run.String), failing when it is missing or empty: for Await.Value.
+// A value that is an object or an array is an error too: no event field
+// compares equal to it as text.
 func ContextValue(field string) func(r *Run) (string, error) {
 	return func(r *Run) (string, error) {
+		switch v := r.Get(field).(type) {
+		case map[string]any, []any:
+			return "", &FieldError{Key: field, Want: "a string, number or boolean", Value: v, Err: ErrFieldType}
+		}
 		if v := r.String(field); v != "" {
 			return v, nil
 		}

@@ -279,8 +279,8 @@ func TestTimeoutsRetryThenCompensateTheUncertainStep(t *testing.T) {
 	if !slices.Equal(s.Uncertain, []int{0}) || s.Steps[0].Status != storage.StepFailed || !strings.Contains(s.Steps[0].Error, "timed out") {
 		t.Fatalf("uncertain %v step %+v", s.Uncertain, s.Steps[0])
 	}
-	if got := deliver(h, reply(t, second, engine.OutcomeOK, `{}`)); got != engine.Handled(engine.IgnoreDuplicate) {
-		t.Fatalf("reply to an attempt of a step that failed: %s, want duplicate", got)
+	if got := deliver(h, reply(t, second, engine.OutcomeOK, `{}`)); got != engine.Handled(engine.IgnoreLate) {
+		t.Fatalf("reply to the attempt that timed out for good: %s, want late", got)
 	}
 	if got := deliver(h, reply(t, refund, engine.OutcomeOK, `{}`)); got != engine.Applied {
 		t.Fatalf("refund reply: %s", got)
@@ -467,8 +467,8 @@ func TestCancelWhileWaiting(t *testing.T) {
 	if header(refund, engine.HeaderKind) != engine.KindCompensation {
 		t.Fatalf("after cancel: %+v", refund)
 	}
-	if got := deliver(h, reply(t, debit, engine.OutcomeOK, `{}`)); got != engine.Handled(engine.IgnoreDuplicate) {
-		t.Fatalf("the debit's reply after the cancel: %s", got)
+	if got := deliver(h, reply(t, debit, engine.OutcomeOK, `{}`)); got != engine.Handled(engine.IgnoreLate) {
+		t.Fatalf("the debit's reply after the cancel: %s, want late (an attempt given up on)", got)
 	}
 	if err := h.eng.Cancel(context.Background(), id); !errors.Is(err, engine.ErrConflict) {
 		t.Fatalf("cancel of a compensating saga: %v", err)
@@ -525,5 +525,101 @@ func TestFingerprintOfStepsThatWait(t *testing.T) {
 	bare := engine.Saga{Steps: []engine.Step{{Name: "debit", Command: cmd("c")}}}
 	if engine.Fingerprint(&bare) == engine.Fingerprint(&cmdStep) {
 		t.Fatal("a compensation by command is not in the fingerprint")
+	}
+}
+
+// A command that timed out may have run even when the step is retried: if
+// the saga is cancelled during the back-off, or a later attempt is refused,
+// the step is compensated all the same.
+func TestTimedOutAttemptStaysUncertainThroughTheRetry(t *testing.T) {
+	retry := engine.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Minute, Multiplier: 1}
+	for _, end := range []string{"cancel during the back-off", "later attempt refused"} {
+		t.Run(end, func(t *testing.T) {
+			clock := newFakeClock()
+			reg := engine.NewRegistry()
+			reg.Register(transferSaga(5*time.Second, retry))
+			snd := &fakeSender{}
+			h := start(t, reg, "", withSender(snd), withClock(clock))
+			id := h.fire(engine.SourceKafka, "orders", `{"order_id":"t1","from":"a"}`)[0].ID
+			waitSent(t, snd, 1)
+			h.idle()
+			clock.Advance(5 * time.Second) // attempt 1 times out: it may have run
+			kafkatestWait(t, "the retry wait", func() bool { w := h.get(id).Wait; return w != nil && w.Kind == storage.WaitRetry })
+			sent := 1
+			if end == "cancel during the back-off" {
+				if err := h.eng.Cancel(context.Background(), id); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				clock.Advance(time.Minute)
+				second := waitSent(t, snd, 2)[1]
+				sent = 2
+				if got := deliver(h, reply(t, second, engine.OutcomeRefused, `{}`)); got != engine.Applied {
+					t.Fatalf("refusal of attempt 2: %s", got)
+				}
+			}
+			refund := waitSent(t, snd, sent+1)[sent]
+			if header(refund, engine.HeaderKind) != engine.KindCompensation || header(refund, engine.HeaderStep) != "debit" {
+				t.Fatalf("the debit whose first command timed out is not compensated: %+v", refund)
+			}
+			deliver(h, reply(t, refund, engine.OutcomeOK, `{}`))
+			s := h.finish(clock, id)
+			if s.Status != storage.StatusRolledBack || s.Steps[0].Status != storage.StepCompensated {
+				t.Fatalf("saga %s steps %+v", s.Status, s.Steps)
+			}
+		})
+	}
+}
+
+// An ok reply says the command ran: when its value cannot join the context
+// (not a JSON object), the step fails and what it did is compensated.
+func TestOKReplyThatCannotBeMergedIsCompensated(t *testing.T) {
+	for _, payload := range []string{`[1,2]`, `null`, `"done"`} {
+		t.Run(payload, func(t *testing.T) {
+			clock := newFakeClock()
+			reg := engine.NewRegistry()
+			reg.Register(transferSaga(time.Minute, engine.RetryPolicy{MaxAttempts: 1}))
+			snd := &fakeSender{}
+			h := start(t, reg, "", withSender(snd), withClock(clock))
+			id := h.fire(engine.SourceKafka, "orders", `{"order_id":"t1","from":"a"}`)[0].ID
+			debit := waitSent(t, snd, 1)[0]
+			h.idle()
+			if got := deliver(h, reply(t, debit, engine.OutcomeOK, payload)); got != engine.Applied {
+				t.Fatalf("reply: %s", got)
+			}
+			refund := waitSent(t, snd, 2)[1]
+			if header(refund, engine.HeaderKind) != engine.KindCompensation || header(refund, engine.HeaderStep) != "debit" {
+				t.Fatalf("the debit is not compensated: %+v", refund)
+			}
+			s := h.get(id)
+			if !strings.Contains(s.Steps[0].Error, "not a JSON object") || strings.Contains(s.Steps[0].Error, "event value") {
+				t.Errorf("step error %q: want what is wrong with the reply, said once", s.Steps[0].Error)
+			}
+			// The compensation's own reply, whatever its value, compensates.
+			if got := deliver(h, reply(t, refund, engine.OutcomeOK, payload)); got != engine.Applied {
+				t.Fatalf("refund reply: %s", got)
+			}
+			if s := h.finish(clock, id); s.Status != storage.StatusRolledBack || s.Steps[0].Status != storage.StepCompensated {
+				t.Fatalf("saga %s steps %+v", s.Status, s.Steps)
+			}
+		})
+	}
+}
+
+// A reply whose saga id header names another saga than its ref is not
+// applied to the saga the ref names.
+func TestReplyWithAnotherSagasIDIsUnknown(t *testing.T) {
+	reg := engine.NewRegistry()
+	reg.Register(transferSaga(time.Minute, engine.RetryPolicy{MaxAttempts: 1}))
+	snd := &fakeSender{}
+	h := start(t, reg, "", withSender(snd))
+	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"t1","from":"a"}`)[0].ID
+	debit := waitSent(t, snd, 1)[0]
+	h.idle()
+	r := reply(t, debit, engine.OutcomeOK, `{}`)
+	r.SagaID = "transfer:key:someone-else"
+	why, err := h.eng.CheckReply(context.Background(), h.get(id).Source.TopicPartition(), r)
+	if err != nil || why != engine.IgnoreUnknown {
+		t.Fatalf("CheckReply = %q, %v; want unknown", why, err)
 	}
 }

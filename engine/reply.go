@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -68,8 +69,8 @@ type Reply struct {
 const (
 	IgnoreMalformed = "malformed" // headers missing or unreadable
 	IgnoreUnknown   = "unknown"   // no such saga in this partition
-	IgnoreLate      = "late"      // for an attempt of the step that timed out
-	IgnoreDuplicate = "duplicate" // the saga does not wait for it (answered already, moved on, or finished)
+	IgnoreLate      = "late"      // for an attempt the saga gave up on (it timed out, or the saga was cancelled or moved on while it was out)
+	IgnoreDuplicate = "duplicate" // for an attempt whose reply was applied already, or one the saga never made
 )
 
 // ParseReply reads a reply record. The error says what is wrong with it.
@@ -134,7 +135,7 @@ func commandHeaders(rec *storage.Saga, sd *Step, comp bool, a uint32, replyTopic
 func replyMatch(decl *Saga, s *storage.Saga, r *Reply) string {
 	w := s.Wait
 	if w == nil || s.Status.Terminal() || decl == nil || w.Step >= len(decl.Steps) || decl.Steps[w.Step].Name != r.Step || w.Compensating != r.Compensation {
-		return IgnoreDuplicate
+		return pastAttempt(s, r)
 	}
 	want := storage.WaitCommand
 	if r.Event != "" {
@@ -147,6 +148,29 @@ func replyMatch(decl *Saga, s *storage.Saga, r *Reply) string {
 		return IgnoreLate
 	}
 	return IgnoreDuplicate
+}
+
+// pastAttempt classifies a reply the saga does not wait for: late when it
+// answers an attempt the saga made and gave up on (it timed out, or the
+// saga moved on without it), a duplicate otherwise (the attempt's reply
+// was applied already, or the saga never made that attempt).
+func pastAttempt(s *storage.Saga, r *Reply) string {
+	i := slices.IndexFunc(s.Steps, func(st storage.Step) bool { return st.Name == r.Step })
+	if i < 0 || r.Attempt == 0 {
+		return IgnoreDuplicate
+	}
+	st := &s.Steps[i]
+	made, applied := st.Attempts, st.Status == storage.StepCompleted
+	if r.Compensation {
+		made, applied = st.CompAttempts, st.Status == storage.StepCompensated
+	}
+	switch {
+	case r.Attempt > made:
+		return IgnoreDuplicate
+	case applied && r.Attempt == made:
+		return IgnoreDuplicate
+	}
+	return IgnoreLate
 }
 
 // CheckReply says whether a saga of partition p waits for r: "" when it
@@ -162,6 +186,9 @@ func (e *Engine) CheckReply(ctx context.Context, p storage.Partition, r *Reply) 
 	}
 	if err != nil {
 		return "", err
+	}
+	if r.SagaID != "" && r.SagaID != s.ID() { // the headers disagree on which saga it is for
+		return IgnoreUnknown, nil
 	}
 	return replyMatch(e.routes.Saga(s.Name), s, r), nil
 }

@@ -183,10 +183,13 @@ func (e *Engine) apply(decl *Saga, rec *storage.Saga, run *Run, d delivery) (ste
 		if rec.Status != storage.StatusExecuting || w.Compensating {
 			return stepWaiting, Handled(IgnoreDuplicate)
 		}
-		if w.Kind == storage.WaitCommand { // the command is out: it may run, so it is compensated
-			st := &rec.Steps[w.Step]
+		switch st := &rec.Steps[w.Step]; {
+		case w.Kind == storage.WaitCommand: // the command is out: it may run, so it is compensated
 			st.Status, st.EndedAt, st.Error = storage.StepFailed, e.now(), "cancelled while its command was out"
 			addUncertain(rec, w.Step)
+		case slices.Contains(rec.Uncertain, w.Step): // an earlier attempt's command timed out: it may have run
+			st.Status, st.EndedAt = storage.StepFailed, e.now()
+			st.Error = "cancelled while waiting to retry after a command that timed out (" + st.Error + ")"
 		}
 		rec.Wait = nil
 		rec.Status, rec.Error = storage.StatusCompensating, "cancelled"
@@ -259,16 +262,28 @@ func (e *Engine) recorded2(ok bool, r stepResult) (stepResult, Handled) {
 func (e *Engine) succeedWaiting(decl *Saga, rec *storage.Saga, run *Run, w *storage.Wait, r *Reply) (stepResult, Handled) {
 	sd, st := &decl.Steps[w.Step], &rec.Steps[w.Step]
 	run.Step, run.Compensating, run.Attempt = sd.Name, w.Compensating, int(w.Attempt)
-	if err := mergeReply(run, sd, w, r.Payload); err != nil {
+	err := mergeReply(run, sd, w, r.Payload)
+	var raw []byte
+	if err == nil {
+		raw, err = run.commit()
+	}
+	switch {
+	case err == nil:
+		rec.Context = raw
+	case w.Kind == storage.WaitCommand && !w.Compensating:
+		// The participant says the command ran, but its reply cannot join
+		// the context (not a JSON object, or too large): the step fails for
+		// good, and what it did is undone.
+		run.discard()
+		return e.failWaiting(decl, rec, run, w, err, true, true)
+	case w.Kind == storage.WaitCommand:
+		// The compensation ran: it is done, whatever its reply says.
+		run.discard()
+		run.Logger().Warn("a compensation's reply is not merged into the context", "step", sd.Name, "attempt", w.Attempt, "err", err)
+	default:
 		run.discard()
 		return e.failWaiting(decl, rec, run, w, err, true, false)
 	}
-	raw, err := run.commit()
-	if err != nil {
-		run.discard()
-		return e.failWaiting(decl, rec, run, w, err, true, false)
-	}
-	rec.Context = raw
 	rec.Wait = nil
 	removeUncertain(rec, w.Step)
 	if w.Compensating {
@@ -307,7 +322,11 @@ func mergeReply(run *Run, sd *Step, w *storage.Wait, payload []byte) error {
 	}
 	m, err := decodeObject(payload)
 	if err != nil {
-		return fmt.Errorf("the reply's value is not a JSON object: %w", err)
+		var de *DecodeError
+		if errors.As(err, &de) && de.Err != nil {
+			err = de.Err
+		}
+		return fmt.Errorf("the reply's value is not a JSON object (%w)", err)
 	}
 	for k, v := range m {
 		run.Set(k, v)
@@ -335,13 +354,16 @@ func (e *Engine) failAttempt(decl *Saga, rec *storage.Saga, run *Run, i int, com
 	if !comp {
 		pol := sd.Retry.orDefault(DefaultRetry)
 		st.Error = err.Error()
+		if uncertain && (sd.Compensate != nil || sd.CompensateCommand != nil) {
+			// Kept until an attempt succeeds: if the step ends otherwise — a
+			// later attempt refused, a cancel during the back-off — what
+			// this attempt may have done is compensated.
+			addUncertain(rec, i)
+		}
 		if !permanent && int(attempt) < pol.MaxAttempts {
 			return e.waitRetry(rec, i, false, attempt, pol.Delay(int(attempt), rand.Float64()))
 		}
 		st.Status, st.EndedAt = storage.StepFailed, e.now()
-		if uncertain && (sd.Compensate != nil || sd.CompensateCommand != nil) {
-			addUncertain(rec, i)
-		}
 		rec.Error = fmt.Sprintf("step %q failed after %d attempt(s): %v", sd.Name, attempt, err)
 		rec.Status = storage.StatusCompensating
 		if !needsCompensation(decl, rec) {

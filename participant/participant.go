@@ -35,6 +35,7 @@
 package participant
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -97,7 +98,11 @@ type Command struct {
 
 // Handler runs a command and returns the reply's value (a JSON object, nil
 // for none), or an error: Refuse(err) refuses for good, ErrNoReply sends
-// nothing, any other error is a failure the saga retries. It should finish
+// nothing, any other error is a failure the saga retries. A nil error is a
+// success whatever the value: the reply says ok (the command ran, and is
+// not run again for that saga and step). A value that is not a JSON object
+// cannot join the saga's context, so the saga fails the step and
+// compensates it; the participant logs it as an error. It should finish
 // well within a hundredth of Config.TransactionTimeout (one transaction
 // answers up to a hundred commands).
 type Handler func(ctx context.Context, c *Command) ([]byte, error)
@@ -428,9 +433,10 @@ func (p *Participant) decide(ctx context.Context, c *Command, o *outcome, part i
 	payload, err := p.call(ctx, c)
 	switch {
 	case err == nil:
-		if len(payload) > 0 && !json.Valid(payload) {
-			o.Error = "the handler's reply is not JSON"
-			return
+		if len(bytes.TrimSpace(payload)) > 0 && !isObject(payload) {
+			// It ran: the reply says so (a failure would run it again). The
+			// saga cannot merge the value, so it compensates the step.
+			p.log.Error("the handler's reply is not a JSON object: the saga will compensate the step", "saga_id", c.SagaID, "step", c.Step, "attempt", c.Attempt)
 		}
 		o.Outcome, o.Payload = outcomeOK, payload
 	case errors.Is(err, ErrNoReply):
@@ -596,4 +602,10 @@ func (p *Participant) ensureStateTopic(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// isObject reports whether v is one JSON object.
+func isObject(v []byte) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(v, &m) == nil && m != nil
 }

@@ -169,6 +169,8 @@ func TestRepliesOncePerAttempt(t *testing.T) {
 			if first {
 				return nil, participant.ErrNoReply
 			}
+		case "list":
+			return []byte(`[1,2]`), nil // not an object: it ran all the same
 		}
 		return []byte(`{"done":"` + cmd.Step + `"}`), nil
 	})
@@ -180,13 +182,15 @@ func TestRepliesOncePerAttempt(t *testing.T) {
 		command("s1", "flaky", engine.KindAction, 1, "{}"), command("s1", "flaky", engine.KindAction, 2, "{}"),
 		command("s1", "quiet", engine.KindAction, 1, "{}"), command("s1", "quiet", engine.KindAction, 2, "{}"),
 		expired(command("s1", "late", engine.KindAction, 1, "{}")), // the saga stopped waiting for it: not run
+		command("s1", "list", engine.KindAction, 1, "{}"), command("s1", "list", engine.KindAction, 2, "{}"),
 	)
-	got := waitReplies(t, seeds, 7)
+	got := waitReplies(t, seeds, 9)
 	want := []string{
 		`s1/ok/action#1=ok()` + `{"done":"ok"}`, `s1/ok/action#2=ok()` + `{"done":"ok"}`,
 		`s1/refuse/action#1=refused(no funds)`, `s1/refuse/action#2=refused(no funds)`,
 		`s1/flaky/action#1=failed(try later)`, `s1/flaky/action#2=ok()` + `{"done":"flaky"}`,
 		`s1/quiet/action#2=ok()` + `{"done":"quiet"}`,
+		`s1/list/action#1=ok()[1,2]`, `s1/list/action#2=ok()[1,2]`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("replies %v, want %v", got, want)
@@ -196,7 +200,7 @@ func TestRepliesOncePerAttempt(t *testing.T) {
 			t.Errorf("reply %d: %s, want %s", i, got[i], want[i])
 		}
 	}
-	for step, n := range map[string]int{"ok": 1, "refuse": 1, "flaky": 2, "quiet": 2, "late": 0} {
+	for step, n := range map[string]int{"ok": 1, "refuse": 1, "flaky": 2, "quiet": 2, "late": 0, "list": 1} {
 		if c.get("s1/"+step) != n {
 			t.Errorf("handler ran %d times for %s, want %d", c.get("s1/"+step), step, n)
 		}
