@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -252,3 +254,57 @@ func TestDescribeKafkaSteps(t *testing.T) {
 		}
 	}
 }
+
+// An await whose value is an object (or a list) fails at once with a clear
+// error: no event field equals it as text, so it would only time out.
+func TestAwaitValueThatIsAnObjectFails(t *testing.T) {
+	defs, err := declarative.Load(write(t, t.TempDir(), "w.yaml", `name: waits
+triggers:
+  - kafka: w.orders
+context:
+  ref: ${{ event.ref }}
+steps:
+  - name: paid
+    action:
+      await: {topic: w.payments, field: order_id, value: "${{ context.ref }}"}
+      timeout: 1m
+      retry: {max_attempts: 1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := engine.NewRegistry()
+	reg.Register(defs[0].Saga())
+	eng, err := engine.New(engine.Config{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Sender: discardSender{},
+		ReplyTopic: func(topic string) string { return "replies-" + topic }, KeysTopic: "keys"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	<-eng.Ready()
+	for _, ref := range []string{`{"a":1}`, `[1,2]`} {
+		out, err := eng.Fire(context.Background(), engine.SourceKafka, engine.Event{Topic: "w.orders", Value: []byte(`{"ref":` + ref + `}`)})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("fire: %v %v", out, err)
+		}
+		var s *storage.Saga
+		kafkatest.WaitFor(t, 10*time.Second, "the saga to end", func() bool {
+			s, err = st.Get(context.Background(), out[0].ID)
+			return err == nil && s.Status.Terminal()
+		})
+		if !strings.Contains(s.Error, "want a string, number or boolean") {
+			t.Errorf("ref %s: saga %s error %q", ref, s.Status, s.Error)
+		}
+	}
+}
+
+type discardSender struct{}
+
+func (discardSender) Send(_ *engine.OutRecord, done func(error)) { done(nil) }

@@ -202,6 +202,10 @@ func (p *parser) awaitCall(n *yaml.Node, path, step string, vars map[string]stri
 		if err != nil {
 			return "", fmt.Errorf("value: %w", err)
 		}
+		switch v.(type) {
+		case map[string]any, []any: // no event field equals it as text
+			return "", fmt.Errorf("value: %q gives %s, want a string, number or boolean: %w", valueSrc, text(v), errEmptyValue)
+		}
 		if s := text(v); v != nil && s != "" {
 			return s, nil
 		}
@@ -210,4 +214,4 @@ func (p *parser) awaitCall(n *yaml.Node, path, step string, vars map[string]stri
 	return a
 }
 
-var errEmptyValue = errors.New("want a non-empty correlation value")
+var errEmptyValue = errors.New("want a non-empty correlation value (a string, number or boolean)")
