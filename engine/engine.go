@@ -85,6 +85,13 @@ type Config struct {
 	// await steps that start waiting after it arrived (default
 	// DefaultSignalWindow).
 	SignalWindow time.Duration
+	// OutboxStallTimeout: while producing an outbox record (a command, an
+	// await registration or resume) has kept failing for this long, the
+	// "outbox" condition is set on Health, naming the topic, the time it
+	// began and the error; it is cleared once the records are produced (or
+	// dropped, or their partition is no longer owned here). Default 60s,
+	// the consumer's StallTimeout.
+	OutboxStallTimeout time.Duration
 }
 
 // Changelog mirrors the state of a group member's partitions so that it
@@ -229,6 +236,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.SignalWindow <= 0 {
 		cfg.SignalWindow = DefaultSignalWindow
 	}
+	if cfg.OutboxStallTimeout <= 0 {
+		cfg.OutboxStallTimeout = 60 * time.Second
+	}
 	routes, err := cfg.Registry.Routes()
 	if err != nil {
 		return nil, err
@@ -243,7 +253,7 @@ func New(cfg Config) (*Engine, error) {
 		logCompleted: cfg.LogCompleted,
 		inbox:        map[sagaRef][]delivery{}, waking: map[sagaRef]bool{},
 		sender: cfg.Sender, replyTopic: cfg.ReplyTopic, keysTopic: cfg.KeysTopic, durable: cfg.DurableDelay, signalWindow: cfg.SignalWindow,
-		awaited: routes.Awaited(), out: newRelay(), tparts: map[storage.Partition]*timerPart{}, twake: make(chan struct{}, 1),
+		awaited: routes.Awaited(), out: newRelay(cfg.OutboxStallTimeout), tparts: map[storage.Partition]*timerPart{}, twake: make(chan struct{}, 1),
 	}
 	e.resumes = &lane{id: "~resume"}
 	e.order = append(e.order, e.resumes)

@@ -5,9 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -152,21 +155,27 @@ type outKey struct {
 }
 
 // relay is the outbox's bookkeeping: entries in flight (not produced again
-// while they are), acknowledged entries waiting for their delete.
+// while they are), acknowledged entries waiting for their delete, and the
+// entries whose last produce failed (for the "outbox" condition).
 type relay struct {
 	mu       sync.Mutex
 	inflight map[outKey]*outEntry
 	acked    []outKey
 	wake     chan struct{}
+	stall    time.Duration        // failing this long sets the "outbox" condition
+	failing  map[outKey]*outEntry // entries whose last produce failed
+	stalled  bool                 // the "outbox" condition is set
 }
 
 type outEntry struct {
 	rec     *OutRecord
 	backoff time.Duration
+	since   time.Time // the first failure since the entry was last sent without one; zero: none
+	err     error     // the last failure
 }
 
-func newRelay() *relay {
-	return &relay{inflight: map[outKey]*outEntry{}, wake: make(chan struct{}, 1)}
+func newRelay(stall time.Duration) *relay {
+	return &relay{inflight: map[outKey]*outEntry{}, failing: map[outKey]*outEntry{}, wake: make(chan struct{}, 1), stall: stall}
 }
 
 // send produces an outbox entry unless it is in flight already.
@@ -189,15 +198,17 @@ func (e *Engine) send(p storage.Partition, key string, r *OutRecord) {
 func (e *Engine) produce(k outKey, oe *outEntry) {
 	e.sender.Send(oe.rec, func(err error) {
 		if err == nil {
-			e.out.mu.Lock()
-			e.out.acked = append(e.out.acked, k)
-			e.out.mu.Unlock()
-			select {
-			case e.out.wake <- struct{}{}:
-			default:
-			}
+			e.finishOut(k)
 			return
 		}
+		e.out.mu.Lock()
+		if oe.since.IsZero() {
+			oe.since = e.now()
+		}
+		oe.err = err
+		e.out.failing[k] = oe
+		e.outboxHealthLocked()
+		e.out.mu.Unlock()
 		if ok, quiet := e.errLog.Allow("outbox"); ok {
 			e.log.Warn("producing a saga's record failed; retrying while its partition is owned here", "topic", oe.rec.Topic,
 				"partition", k.p.String(), "in", oe.backoff, "err", err, "similar_lines_suppressed", quiet)
@@ -206,14 +217,118 @@ func (e *Engine) produce(k outKey, oe *outEntry) {
 		oe.backoff = min(oe.backoff*2, 5*time.Second)
 		e.clock.AfterFunc(d, func() {
 			if e.base.Err() == nil && e.Owns(storage.Position{Topic: k.p.Topic, Partition: k.p.Partition}) {
+				if why := e.outboxStale(e.base, k.p, k.key); why != "" {
+					e.log.Info("outbox record dropped: its saga no longer waits for it", "topic", oe.rec.Topic,
+						"partition", k.p.String(), "entry", k.key[len(metaOut):], "why", why)
+					e.finishOut(k) // deleted like a produced one
+					return
+				}
 				e.produce(k, oe)
 				return
 			}
 			e.out.mu.Lock()
 			delete(e.out.inflight, k)
+			delete(e.out.failing, k)
+			e.outboxHealthLocked()
 			e.out.mu.Unlock()
 		})
 	})
+}
+
+// finishOut hands entry k to the relay for its delete (it was produced, or
+// it is no longer wanted).
+func (e *Engine) finishOut(k outKey) {
+	e.out.mu.Lock()
+	e.out.acked = append(e.out.acked, k)
+	if _, ok := e.out.failing[k]; ok {
+		delete(e.out.failing, k)
+		e.outboxHealthLocked()
+	}
+	e.out.mu.Unlock()
+	select {
+	case e.out.wake <- struct{}{}:
+	default:
+	}
+}
+
+// outboxHealthLocked sets the "outbox" condition while an entry has kept
+// failing for the stall timeout (naming the oldest failure's topic, time
+// and error), and clears it when none has. Called with e.out.mu held.
+func (e *Engine) outboxHealthLocked() {
+	if e.health == nil {
+		return
+	}
+	now := e.now()
+	var oldest *outEntry
+	n := 0
+	for _, oe := range e.out.failing {
+		if now.Sub(oe.since) < e.out.stall {
+			continue
+		}
+		n++
+		if oldest == nil || oe.since.Before(oldest.since) {
+			oldest = oe
+		}
+	}
+	if oldest == nil {
+		if e.out.stalled {
+			e.out.stalled = false
+			e.health.Clear(health.Outbox)
+			e.log.Info("producing the outbox's records works again")
+		}
+		return
+	}
+	e.out.stalled = true
+	e.health.Set(health.Outbox, fmt.Sprintf("producing commands to %s fails since %s: %v (%d outbox records failing for %s or more)",
+		oldest.rec.Topic, oldest.since.Format(time.RFC3339), oldest.err, n, e.out.stall))
+}
+
+// outboxStale says why the outbox entry key of partition p is no longer
+// wanted ("" while it is): a command or await registration whose saga does
+// not wait for that attempt any more — it moved on (a reply, a timeout, a
+// cancel), ended, or is gone. Entries of other kinds (the resumes of await
+// steps, whose saga lives elsewhere) are always wanted; so is an entry
+// whose saga cannot be read now (it is produced: duplicates are harmless).
+func (e *Engine) outboxStale(ctx context.Context, p storage.Partition, key string) string {
+	ref, step, comp, attempt, ok := parseOutKey(key)
+	if !ok {
+		return ""
+	}
+	s, err := e.store.Get(ctx, ref)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return "the saga is gone"
+	case err != nil:
+		return ""
+	case s.Status.Terminal():
+		return "the saga ended (" + s.Status.String() + ")"
+	}
+	w := s.Wait
+	if w == nil || (w.Kind != storage.WaitCommand && w.Kind != storage.WaitEvent) || w.Step < 0 || w.Step >= len(s.Steps) ||
+		s.Steps[w.Step].Name != step || w.Compensating != comp || w.Attempt != attempt {
+		return "the saga moved on"
+	}
+	return ""
+}
+
+// parseOutKey reads the outbox key of a command or an await registration
+// (metaOut + "c/" + saga ref + "/" + step + "/" + "a"|"c" + attempt).
+func parseOutKey(key string) (ref, step string, comp bool, attempt uint32, ok bool) {
+	rest, found := strings.CutPrefix(key, metaOut+"c/")
+	if !found {
+		return "", "", false, 0, false
+	}
+	ref, rest, found = strings.Cut(rest, "/") // topics and saga names hold no '/'
+	i := strings.LastIndexByte(rest, '/')
+	if !found || i < 0 || len(rest) < i+3 {
+		return "", "", false, 0, false
+	}
+	step, ka := rest[:i], rest[i+1:]
+	n, err := strconv.ParseUint(ka[1:], 10, 32)
+	if err != nil || (ka[0] != 'a' && ka[0] != 'c') {
+		return "", "", false, 0, false
+	}
+	return ref, step, ka[0] == 'c', uint32(n), true
 }
 
 // relayLoop deletes acknowledged outbox entries, many per store write,
@@ -253,7 +368,8 @@ func (e *Engine) relayLoop(ctx context.Context) {
 }
 
 // resendOutbox produces the outbox entries of p (an acquired partition, or
-// a local one at recovery).
+// a local one at recovery). Entries whose saga no longer waits for them
+// (outboxStale) are deleted instead.
 func (e *Engine) resendOutbox(ctx context.Context, p storage.Partition) (int, error) {
 	if e.sender == nil {
 		return 0, nil
@@ -262,7 +378,10 @@ func (e *Engine) resendOutbox(ctx context.Context, p storage.Partition) (int, er
 		key string
 		rec *OutRecord
 	}
-	var entries []entry
+	var (
+		entries []entry
+		stale   []storage.Meta
+	)
 	err := e.store.ScanMeta(ctx, p, metaOut, func(key string, value []byte) error {
 		r, err := decodeOut(value)
 		if err != nil {
@@ -272,10 +391,26 @@ func (e *Engine) resendOutbox(ctx context.Context, p storage.Partition) (int, er
 		entries = append(entries, entry{key, r})
 		return nil
 	})
+	n := 0
 	for _, en := range entries {
+		if why := e.outboxStale(ctx, p, en.key); why != "" {
+			e.log.Info("outbox record dropped: its saga no longer waits for it", "topic", en.rec.Topic,
+				"partition", p.String(), "entry", en.key[len(metaOut):], "why", why)
+			stale = append(stale, storage.Meta{Partition: p, Key: en.key})
+			continue
+		}
 		e.send(p, en.key, en.rec)
+		n++
 	}
-	return len(entries), err
+	if len(stale) > 0 {
+		if werr := e.store.Write(context.WithoutCancel(ctx), storage.WriteBatch{Meta: stale}); werr == nil {
+			e.mirrorMeta(stale)
+		} else if ok, quiet := e.errLog.Allow("outbox-delete"); ok {
+			// They stay, and are looked at again at the next Acquire.
+			e.log.Warn("deleting outbox records no saga waits for failed", "records", len(stale), "err", werr, "similar_lines_suppressed", quiet)
+		}
+	}
+	return n, err
 }
 
 // mirrorMeta mirrors meta records to the changelog, for the partitions

@@ -24,13 +24,19 @@ const (
 	Store      = "store"      // the saga store cannot be written (full disk, I/O error)
 	Stalled    = "stalled"    // an owned partition with lag has made no progress for the stall timeout
 	Damaged    = "damaged"    // the saga store is damaged
+	// Outbox: producing the records sagas send (commands, await
+	// registrations) has kept failing for the stall timeout.
+	Outbox = "outbox"
+	// Group: the group coordinator refuses this member's fetches or
+	// commits (its session was lost: UNKNOWN_MEMBER_ID and the like).
+	Group = "group"
 	// Incompatible: partitions hold records written by a newer release
 	// (a record format this one does not read); they are not consumed here.
 	Incompatible = "incompatible"
 )
 
 // Names lists every condition.
-var Names = []string{Recovering, Brokers, Topics, Joining, Restoring, Store, Stalled, Damaged, Incompatible}
+var Names = []string{Recovering, Brokers, Topics, Joining, Restoring, Store, Stalled, Damaged, Incompatible, Outbox, Group}
 
 // Reporter is what components need: set a condition with its reason (the
 // first Set starts its clock; later ones update the reason), and clear it.
