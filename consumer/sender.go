@@ -2,10 +2,13 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/engine"
@@ -17,9 +20,19 @@ import (
 // without (Partition -1) goes where its key says, murmur2 as Kafka's Java
 // client places keyed records, so an await registration lands in the keys
 // partition engine.CorrelationPartition names.
+//
+// A topic deleted and recreated gets a new topic ID, which the client does
+// not adopt: produces to it fail with UNKNOWN_TOPIC_ID until the topic is
+// purged from the client. So after a produce fails with UNKNOWN_TOPIC_ID or
+// UNKNOWN_TOPIC_OR_PARTITION, the topic is purged before the next record to
+// it is produced (the engine's outbox retries the failed one), and its
+// metadata is learned afresh.
 type Sender struct {
 	cl  *kgo.Client
 	log *slog.Logger
+
+	mu    sync.Mutex
+	purge map[string]bool // topics to purge before the next produce to them
 }
 
 // NewSender returns a Sender over the connection options opts; Close it
@@ -45,13 +58,30 @@ func NewSender(opts []kgo.Opt, log *slog.Logger) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consumer: sender client: %w", err)
 	}
-	return &Sender{cl: cl, log: log}, nil
+	return &Sender{cl: cl, log: log, purge: map[string]bool{}}, nil
 }
 
 // Send implements engine.Sender.
 func (s *Sender) Send(r *engine.OutRecord, done func(error)) {
+	s.mu.Lock()
+	purge := s.purge[r.Topic]
+	delete(s.purge, r.Topic)
+	s.mu.Unlock()
+	if purge {
+		// Not from the produce callback: purging waits for the client's
+		// metadata loop, which may be the one calling back.
+		s.cl.PurgeTopicsFromClient(r.Topic)
+		s.log.Info("topic unknown to the brokers (deleted, or deleted and recreated): purged from the producer, its metadata is learned again", "topic", r.Topic)
+	}
 	rec := &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: kgoHeaders(r.Headers)}
-	s.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done(err) })
+	s.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
+		if errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition) {
+			s.mu.Lock()
+			s.purge[r.Topic] = true
+			s.mu.Unlock()
+		}
+		done(err)
+	})
 }
 
 // Close flushes what is buffered (bounded to 10s) and closes the producer.

@@ -235,7 +235,8 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 	if m.Engine, err = engine.New(engine.Config{Store: m.Store, Registry: cfg.Registry, Logger: log,
 		MaxInFlight: cfg.MaxInFlight, ShutdownTimeout: cfg.ShutdownTimeout, Health: m.Health,
 		OnFinish: onFinish, OnStep: em.OnStep, Changelog: m.Changelog, LogCompleted: cfg.LogCompleted,
-		Sender: sender, ReplyTopic: consumer.ReplyTopics(routes, cc), KeysTopic: cc.KeysTopic}); err != nil {
+		Sender: sender, ReplyTopic: consumer.ReplyTopics(routes, cc), KeysTopic: cc.KeysTopic,
+		OutboxStallTimeout: cfg.Consumer.StallTimeout}); err != nil {
 		return m, err
 	}
 	// Series known in advance exist at 0; failed sagas are counted from the
