@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,20 +163,19 @@ type relay struct {
 	inflight map[outKey]*outEntry
 	acked    []outKey
 	wake     chan struct{}
-	stall    time.Duration        // failing this long sets the "outbox" condition
-	failing  map[outKey]*outEntry // entries whose last produce failed
-	stalled  bool                 // the "outbox" condition is set
+	stall    time.Duration // unacknowledged this long sets the "outbox" condition
+	stalled  bool          // the "outbox" condition is set
 }
 
 type outEntry struct {
 	rec     *OutRecord
 	backoff time.Duration
-	since   time.Time // the first failure since the entry was last sent without one; zero: none
-	err     error     // the last failure
+	since   time.Time // when this member first produced it
+	err     error     // the last failure; nil: none yet
 }
 
 func newRelay(stall time.Duration) *relay {
-	return &relay{inflight: map[outKey]*outEntry{}, failing: map[outKey]*outEntry{}, wake: make(chan struct{}, 1), stall: stall}
+	return &relay{inflight: map[outKey]*outEntry{}, wake: make(chan struct{}, 1), stall: stall}
 }
 
 // send produces an outbox entry unless it is in flight already.
@@ -189,7 +189,7 @@ func (e *Engine) send(p storage.Partition, key string, r *OutRecord) {
 		e.out.mu.Unlock()
 		return
 	}
-	oe := &outEntry{rec: r, backoff: 100 * time.Millisecond}
+	oe := &outEntry{rec: r, backoff: 100 * time.Millisecond, since: e.now()}
 	e.out.inflight[k] = oe
 	e.out.mu.Unlock()
 	e.produce(k, oe)
@@ -202,11 +202,7 @@ func (e *Engine) produce(k outKey, oe *outEntry) {
 			return
 		}
 		e.out.mu.Lock()
-		if oe.since.IsZero() {
-			oe.since = e.now()
-		}
 		oe.err = err
-		e.out.failing[k] = oe
 		e.outboxHealthLocked()
 		e.out.mu.Unlock()
 		if ok, quiet := e.errLog.Allow("outbox"); ok {
@@ -228,8 +224,9 @@ func (e *Engine) produce(k outKey, oe *outEntry) {
 			}
 			e.out.mu.Lock()
 			delete(e.out.inflight, k)
-			delete(e.out.failing, k)
-			e.outboxHealthLocked()
+			if e.out.stalled {
+				e.outboxHealthLocked()
+			}
 			e.out.mu.Unlock()
 		})
 	})
@@ -240,10 +237,6 @@ func (e *Engine) produce(k outKey, oe *outEntry) {
 func (e *Engine) finishOut(k outKey) {
 	e.out.mu.Lock()
 	e.out.acked = append(e.out.acked, k)
-	if _, ok := e.out.failing[k]; ok {
-		delete(e.out.failing, k)
-		e.outboxHealthLocked()
-	}
 	e.out.mu.Unlock()
 	select {
 	case e.out.wake <- struct{}{}:
@@ -251,9 +244,11 @@ func (e *Engine) finishOut(k outKey) {
 	}
 }
 
-// outboxHealthLocked sets the "outbox" condition while an entry has kept
-// failing for the stall timeout (naming the oldest failure's topic, time
-// and error), and clears it when none has. Called with e.out.mu held.
+// outboxHealthLocked sets the "outbox" condition while an entry has gone
+// unacknowledged for the stall timeout (naming the oldest one's topic, the
+// time it was first produced and its last error), and clears it when none
+// has. Called with e.out.mu held: after a failed produce, when an entry
+// leaves while the condition holds, and every second by the relay.
 func (e *Engine) outboxHealthLocked() {
 	if e.health == nil {
 		return
@@ -261,8 +256,8 @@ func (e *Engine) outboxHealthLocked() {
 	now := e.now()
 	var oldest *outEntry
 	n := 0
-	for _, oe := range e.out.failing {
-		if now.Sub(oe.since) < e.out.stall {
+	for k, oe := range e.out.inflight {
+		if now.Sub(oe.since) < e.out.stall || slices.Contains(e.out.acked, k) {
 			continue
 		}
 		n++
@@ -279,8 +274,12 @@ func (e *Engine) outboxHealthLocked() {
 		return
 	}
 	e.out.stalled = true
-	e.health.Set(health.Outbox, fmt.Sprintf("producing commands to %s fails since %s: %v (%d outbox records failing for %s or more)",
-		oldest.rec.Topic, oldest.since.Format(time.RFC3339), oldest.err, n, e.out.stall))
+	why := "no acknowledgement yet"
+	if oldest.err != nil {
+		why = oldest.err.Error()
+	}
+	e.health.Set(health.Outbox, fmt.Sprintf("producing commands to %s fails since %s: %s (%d outbox records unacknowledged for %s or more)",
+		oldest.rec.Topic, oldest.since.Format(time.RFC3339), why, n, e.out.stall))
 }
 
 // outboxStale says why the outbox entry key of partition p is no longer
@@ -334,10 +333,17 @@ func parseOutKey(key string) (ref, step string, comp bool, attempt uint32, ok bo
 // relayLoop deletes acknowledged outbox entries, many per store write,
 // until ctx ends.
 func (e *Engine) relayLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			e.out.mu.Lock()
+			e.outboxHealthLocked()
+			e.out.mu.Unlock()
+			continue
 		case <-e.out.wake:
 		}
 		e.out.mu.Lock()
@@ -362,6 +368,9 @@ func (e *Engine) relayLoop(ctx context.Context) {
 		e.out.mu.Lock()
 		for _, k := range acked {
 			delete(e.out.inflight, k)
+		}
+		if e.out.stalled {
+			e.outboxHealthLocked()
 		}
 		e.out.mu.Unlock()
 	}
