@@ -105,6 +105,8 @@ type Consumer struct {
 	partitionCounts map[string]int32
 	health          health.Reporter
 	stuckSince      map[storage.Partition]stuckState
+	groupSince      time.Time // a poll's error of no partition (the group's) since; guarded by mu
+	groupWhy        string
 	inflightSince   atomic.Int64
 	errLog          *health.LogLimiter
 	brokersDown     bool // owned by the watch goroutine

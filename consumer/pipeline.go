@@ -66,14 +66,7 @@ func (c *Consumer) loop(ctx context.Context) {
 		if fetches.IsClientClosed() {
 			break
 		}
-		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				c.stuck(storage.Partition{Topic: t, Partition: p}, "fetch: "+err.Error())
-				if ok, quiet := c.errLog.Allow("fetch"); ok {
-					c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err, "similar_lines_suppressed", quiet)
-				}
-			}
-		})
+		c.noteFetchErrors(fetches)
 		if fetches.NumRecords() == 0 {
 			if !p.settleOrFail() {
 				continue

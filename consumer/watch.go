@@ -2,12 +2,14 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/health"
 	"github.com/sagaz-go/sagaz/storage"
@@ -38,6 +40,41 @@ func (c *Consumer) stuck(p storage.Partition, why string) {
 // progressed records that partition p made progress (or is no longer ours).
 // Called with c.mu held.
 func (c *Consumer) progressedLocked(p storage.Partition) { delete(c.stuckSince, p) }
+
+// noteFetchErrors records a poll's errors: a partition's error makes it
+// stuck; an error of no partition (empty topic: the client's or the
+// group's, e.g. UNKNOWN_MEMBER_ID after the session was lost) is the
+// group's, held until a poll returns without one. The group's error held
+// for StallTimeout sets the "group" condition.
+func (c *Consumer) noteFetchErrors(fetches kgo.Fetches) {
+	group := ""
+	fetches.EachError(func(t string, p int32, err error) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed) {
+			return
+		}
+		if t == "" {
+			group = err.Error()
+			if ok, quiet := c.errLog.Allow("fetch-group"); ok {
+				c.log.Warn("fetch error of the group member (the client rejoins and retries)", "group", c.cfg.Group, "err", err, "similar_lines_suppressed", quiet)
+			}
+			return
+		}
+		c.stuck(storage.Partition{Topic: t, Partition: p}, "fetch: "+err.Error())
+		if ok, quiet := c.errLog.Allow("fetch"); ok {
+			c.log.Warn("fetch error (the client retries)", "topic", t, "partition", p, "err", err, "similar_lines_suppressed", quiet)
+		}
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if group == "" {
+		c.groupSince, c.groupWhy = time.Time{}, ""
+		return
+	}
+	if c.groupSince.IsZero() {
+		c.groupSince = time.Now()
+	}
+	c.groupWhy = group
+}
 
 type stuckState struct {
 	since time.Time
@@ -73,7 +110,16 @@ func (c *Consumer) evaluateStalls(now time.Time) {
 			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s: %s)", p, d.Round(time.Second), s.why))
 		}
 	}
+	group := ""
+	if !c.groupSince.IsZero() && now.Sub(c.groupSince) >= c.cfg.StallTimeout {
+		group = fmt.Sprintf("fetching fails for the group member since %s: %s", c.groupSince.UTC().Format(time.RFC3339), c.groupWhy)
+	}
 	c.mu.Unlock()
+	if group == "" {
+		c.health.Clear(health.Group)
+	} else {
+		c.health.Set(health.Group, group)
+	}
 	if at := c.inflightSince.Load(); at != 0 {
 		if d := now.Sub(time.Unix(0, at)); d >= c.cfg.StallTimeout {
 			stalled = append(stalled, fmt.Sprintf("a batch has been waiting for the store and the changelog for %s", d.Round(time.Second)))
