@@ -278,6 +278,9 @@ func medianRows(runs [][]Row) []Row {
 			return rs[i].Value < rs[j].Value
 		})
 		m := rs[len(rs)/2]
+		if m.Text == "" { // the value is printed from Value and Unit: keep it
+			m.Text = fmt.Sprintf("%s %s", humanize(m.Value), m.Unit)
+		}
 		m.Text = strings.TrimSpace(m.Text + fmt.Sprintf(" (median of %d runs)", len(rs)))
 		out = append(out, m)
 	}
