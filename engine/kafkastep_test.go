@@ -203,6 +203,9 @@ func TestReplyBeforeTheGoroutineEnds(t *testing.T) {
 	h = start(t, reg, "", withSender(snd))
 	id := h.fire(engine.SourceKafka, "orders", `{"order_id":"t1","from":"a"}`)[0].ID
 	kafkatestWait(t, "the saga to complete", func() bool { return h.get(id).Status == storage.StatusCompleted })
+	// A reply's done is called once its write is recorded: the second may
+	// come just after the completed saga is readable.
+	kafkatestWait(t, "both replies handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) >= 2 })
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(handled, []engine.Handled{engine.Applied, engine.Applied}) {
