@@ -114,10 +114,11 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	b := start("b", prev.Bin)
 	adm := kadm.NewClient(kafkatest.Client(t, seeds))
 	// ordersHere reports whether the member with that client id owns a
-	// partition of the orders or keys topic (where the order sagas run).
-	// The builds subscribe to different topic sets (this one also has the
-	// transfer saga's), and the assignor balances partition counts, so a
-	// member may be given none of them.
+	// partition of the keys topic, where the (keyed) order sagas run — an
+	// orders.created partition only forwards its events there. The
+	// assignor balances partition counts over the topics each build
+	// subscribes to (this one also has the transfer saga's), so a member
+	// may be given none.
 	ordersHere := func(name string) (owns, known bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -138,7 +139,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 				return false, false
 			}
 			for _, tp := range asg.Topics {
-				if (tp.Topic == topic || tp.Topic == group+"-keys") && len(tp.Partitions) > 0 {
+				if tp.Topic == group+"-keys" && len(tp.Partitions) > 0 {
 					return true, true
 				}
 			}
@@ -153,7 +154,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 				return true
 			}
 			owns, known := ordersHere(name)
-			return known && !owns // given no order partition: nothing of it can be in flight there
+			return known && !owns // given no keys partition: no order saga can be in flight there
 		})
 	}
 	busy(a, "a", "sagas executing on a (previous release)")
