@@ -52,47 +52,12 @@ func (pb *partBuckets) setParked(s *Saga) error {
 // and the status it was parked from, without decoding (nor allocating)
 // the rest.
 func parkedOfRecord(b []byte) (Status, bool) {
-	if len(b) < 6 || b[0] != recordVersion {
-		return 0, false // version 1 records have no extensions
-	}
-	st := Status(b[1])
-	if !st.resumable() {
+	val, version, st, ok := recordExtension(b, extPark)
+	if !ok || !st.resumable() {
 		return 0, false
 	}
-	d := decoder{b: b[2 : len(b)-4]}
-	ver := d.uvarint()
-	d.bytes() // name
-	d.bytes() // trigger
-	d.bytes() // topic
-	d.varint()
-	d.varint()
-	d.varint()
-	d.varint()
-	d.varint()
-	d.bytes() // idempotency key
-	d.bytes() // error
-	d.bytes() // context
-	n := d.uvarint()
-	for i := uint64(0); d.err == nil && i < n; i++ {
-		d.bytes()
-		d.byte()
-		d.uvarint()
-		d.varint()
-		d.varint()
-		d.bytes()
-		d.uvarint()
-		d.bytes()
-		d.varint()
-	}
-	n = d.uvarint()
-	for i := uint64(0); d.err == nil && i < n; i++ {
-		tag, val := d.uvarint(), d.bytes()
-		if tag == extPark && d.err == nil {
-			pd := decoder{b: val}
-			return st, pd.uvarint() == ver && pd.err == nil
-		}
-	}
-	return 0, false
+	d := decoder{b: val}
+	return st, d.uvarint() == version && d.err == nil // a park of an older version is stale
 }
 
 // repairParked makes every partition's parked set match its records, in
