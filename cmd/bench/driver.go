@@ -359,33 +359,12 @@ func (c *child) stop() error {
 	}
 }
 
-// produce writes n records {"id": "<prefix>-i"} to topic, keyed by id.
+// produce writes n records {"id": "<prefix>-i", ...} to topic, keyed by id.
 func (d *driver) produce(ctx context.Context, topic, prefix string, n int) error {
-	if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, topic); err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	for i := range n {
-		id := prefix + "-" + strconv.Itoa(i)
-		r := &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(`{"id":"` + id + `","amount":12.5,"customer":"c-` + strconv.Itoa(i%1000) + `"}`)}
-		d.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			if err != nil {
-				select {
-				case errc <- err:
-				default:
-				}
-			}
-		})
-	}
-	if err := d.cl.Flush(ctx); err != nil {
-		return err
-	}
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	id := func(i int) string { return prefix + "-" + strconv.Itoa(i) }
+	return d.produceJSON(ctx, topic, n, id, func(i int) string {
+		return `{"id":"` + id(i) + `","amount":12.5,"customer":"c-` + strconv.Itoa(i%1000) + `"}`
+	})
 }
 
 // baseline: a plain franz-go group consumer committing per poll, doing
