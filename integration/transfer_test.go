@@ -107,41 +107,10 @@ func waitGroupServing(t *testing.T, group string) {
 	})
 }
 
-// readCommittedTopic reads a topic as read_committed consumers see it, up
-// to its last stable offsets.
+// readCommittedTopic reads a topic as read_committed consumers see it.
 func readCommittedTopic(t *testing.T, topic string) []*kgo.Record {
 	t.Helper()
-	cl := kafkatest.Client(t, brokers)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	rd := kafkatest.Client(t, brokers, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	var out []*kgo.Record
-	for len(want) > 0 {
-		fs := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: %v", topic, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-			if end, ok := want[r.Partition]; ok && r.Offset >= end-1 {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	return out
+	return kafkatest.ReadCommitted(t, brokers, topic)
 }
 
 func recHeader(r *kgo.Record, k string) string {
