@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,15 +99,7 @@ func TestRollingUpgradeOnKafka(t *testing.T) {
 	})
 	stop(a)
 	stop(b)
-	var all []*storage.Saga
-	for _, name := range []string{"a", "b"} {
-		st, err := storage.OpenBolt(filepath.Join(dirs[name], "sagaz.db"), storage.BoltOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, sagaztest.Sagas(t, st)...)
-		_ = st.Close()
-	}
+	all := sagaztest.StoredSagas(t, dirs["a"], dirs["b"])
 	mu.Lock()
 	defer mu.Unlock()
 	checkOrders(t, want, all)

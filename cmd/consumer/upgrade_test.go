@@ -186,21 +186,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	stop(a)
 	stop(b)
 
-	var all []*storage.Saga
-	for _, name := range []string{"a", "b"} {
-		st, err := storage.OpenBolt(filepath.Join(dirs[name], "sagaz.db"), storage.BoltOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, sagaztest.Sagas(t, st)...)
-		if err := st.Close(); err != nil {
-			t.Fatal(err)
-		}
-		rep, err := storage.Check(context.Background(), filepath.Join(dirs[name], "sagaz.db"), 0)
-		if err != nil || !rep.OK() {
-			t.Fatalf("store of %s: %+v %v", name, rep, err)
-		}
-	}
+	all := sagaztest.StoredSagas(t, dirs["a"], dirs["b"])
 	mu.Lock()
 	defer mu.Unlock()
 	sagaztest.CheckOrders(t, "order", want, all, false)

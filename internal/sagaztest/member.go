@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,4 +152,27 @@ func CheckOrders(t testing.TB, name string, want map[string]storage.Status, all 
 	if len(seen) != len(want) {
 		t.Fatalf("%d of %d orders have a saga", len(seen), len(want))
 	}
+}
+
+// StoredSagas reads every saga of the closed stores in the data
+// directories dirs (their sagaz.db), and checks each store (storage.Check)
+// as an operator's `sagaz store check` would.
+func StoredSagas(t testing.TB, dirs ...string) []*storage.Saga {
+	t.Helper()
+	var all []*storage.Saga
+	for _, dir := range dirs {
+		path := filepath.Join(dir, "sagaz.db")
+		st, err := storage.OpenBolt(path, storage.BoltOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, Sagas(t, st)...)
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := storage.Check(context.Background(), path, 0); err != nil || !rep.OK() {
+			t.Fatalf("store %s: %+v %v", path, rep, err)
+		}
+	}
+	return all
 }
