@@ -116,47 +116,90 @@ func (c *Consumer) rewind(bs ...*batch) {
 	c.cl.SetOffsets(to)
 }
 
-// commit commits the offsets recorded durably since the last commit. A
-// failed partition stays for the next commit.
+// commit commits the offsets recorded durably since the last commit and
+// waits for the answer (shutdown). A failed partition stays for the next
+// commit.
 func (c *Consumer) commit(ctx context.Context) {
-	c.mu.Lock()
-	if len(c.uncommitted) == 0 {
-		c.mu.Unlock()
+	if toCommit := c.toCommit(); toCommit != nil {
+		c.commitOffsets(ctx, c.cl, toCommit)
+	}
+}
+
+// commitAsync is the pipeline's commit (step 4 of the commit protocol): it
+// sends the offsets recorded durably since the last commit and returns
+// without waiting for the answer, so the next poll and batch overlap the
+// round trip. Only durable offsets are ever marked, so an answer that comes
+// later changes nothing the invariant depends on. franz-go sends commits in
+// the order they are issued, and a synchronous commit (revoke, shutdown)
+// waits for the ones before it. At most one is in flight: while one is,
+// the marks wait for the next call (the next settled batch, or the next
+// idle poll, at most a second later).
+func (c *Consumer) commitAsync(ctx context.Context) {
+	if !c.committing.CompareAndSwap(false, true) {
 		return
+	}
+	toCommit := c.toCommit()
+	if toCommit == nil {
+		c.committing.Store(false)
+		return
+	}
+	start := time.Now()
+	c.cl.CommitOffsets(ctx, toCommit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		defer c.committing.Store(false)
+		if err != nil && ctx.Err() != nil {
+			return // shutting down: the final synchronous commit sends them again
+		}
+		c.committed(toCommit, resp, err)
+		c.m.CommitLatency.Observe(time.Since(start).Seconds())
+	})
+}
+
+// toCommit copies the marked offsets (nil: none).
+func (c *Consumer) toCommit() map[string]map[int32]kgo.EpochOffset {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.uncommitted) == 0 {
+		return nil
 	}
 	toCommit := make(map[string]map[int32]kgo.EpochOffset, len(c.uncommitted))
 	for t, ps := range c.uncommitted {
 		toCommit[t] = maps.Clone(ps)
 	}
-	c.mu.Unlock()
-	c.commitOffsets(ctx, c.cl, toCommit)
+	return toCommit
 }
 
 func (c *Consumer) commitOffsets(ctx context.Context, cl *kgo.Client, toCommit map[string]map[int32]kgo.EpochOffset) {
 	start := time.Now()
 	cl.CommitOffsetsSync(ctx, toCommit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			c.m.CommitErrors.Inc()
-			c.log.Warn("offset commit failed; retried with the next commit", "err", err)
-			return
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					c.m.CommitErrors.Inc()
-					c.log.Warn("offset commit failed for a partition; retried with the next commit", "topic", t.Topic, "partition", p.Partition, "err", err)
-					continue
-				}
-				if cur, ok := c.uncommitted[t.Topic][p.Partition]; ok && cur.Offset == toCommit[t.Topic][p.Partition].Offset {
-					delete(c.uncommitted[t.Topic], p.Partition)
-					if len(c.uncommitted[t.Topic]) == 0 {
-						delete(c.uncommitted, t.Topic)
-					}
+		c.committed(toCommit, resp, err)
+	})
+	c.m.CommitLatency.Observe(time.Since(start).Seconds())
+}
+
+// committed takes a commit's answer: committed partitions are unmarked
+// unless a newer offset was marked meanwhile; failed ones stay marked for
+// the next commit.
+func (c *Consumer) committed(toCommit map[string]map[int32]kgo.EpochOffset, resp *kmsg.OffsetCommitResponse, err error) {
+	if err != nil {
+		c.m.CommitErrors.Inc()
+		c.log.Warn("offset commit failed; retried with the next commit", "err", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				c.m.CommitErrors.Inc()
+				c.log.Warn("offset commit failed for a partition; retried with the next commit", "topic", t.Topic, "partition", p.Partition, "err", err)
+				continue
+			}
+			if cur, ok := c.uncommitted[t.Topic][p.Partition]; ok && cur.Offset == toCommit[t.Topic][p.Partition].Offset {
+				delete(c.uncommitted[t.Topic], p.Partition)
+				if len(c.uncommitted[t.Topic]) == 0 {
+					delete(c.uncommitted, t.Topic)
 				}
 			}
 		}
-	})
-	c.m.CommitLatency.Observe(time.Since(start).Seconds())
+	}
 }

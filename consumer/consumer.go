@@ -96,6 +96,9 @@ type Consumer struct {
 	joined    atomic.Bool  // set once the group assigned partitions (or nothing is consumed)
 	restoring atomic.Int32 // partitions being restored now
 	rebalance atomic.Bool  // a rebalance waits for the poll in hand
+	// committing is set while the pipeline's asynchronous commit is in
+	// flight (commitAsync); its callback clears it.
+	committing atomic.Bool
 
 	// Readiness (watch.go): stuckSince is guarded by mu; inflightSince (Unix
 	// ns, 0: none) is set by the batch goroutine.

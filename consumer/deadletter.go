@@ -132,11 +132,15 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 		cancel()
 		var failed []sideRecord
 		var firstErr error
+		purge := false
 		for _, res := range results {
 			dl := dls[which[res.Record]]
 			if res.Err == nil {
 				c.noteDeadLetter(dl, res.Record)
 				continue
+			}
+			if dl.dead && (errors.Is(res.Err, kerr.UnknownTopicID) || errors.Is(res.Err, kerr.UnknownTopicOrPartition)) {
+				purge = true
 			}
 			if errors.Is(res.Err, kerr.MessageTooLarge) && dl.dead {
 				trimDeadLetter(dl.rec, tooLargeForTopic) // the topic takes less than we assumed
@@ -148,6 +152,18 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 		}
 		if len(failed) == 0 {
 			return nil
+		}
+		if purge {
+			// The dead-letter topic was deleted (and perhaps recreated, as
+			// operators do to empty it): the producer keeps the old topic's
+			// id and would fail for ever. Purged, its metadata is learned
+			// again by the next produce. Only the producing side: the
+			// client consumes other topics.
+			c.cl.PurgeTopicsFromProducing(c.cfg.DeadLetterTopic)
+			if ok, quiet := c.errLog.Allow("dlq-purge"); ok {
+				c.log.Warn("dead-letter topic unknown to the brokers (deleted, or deleted and recreated): purged from the producer, its metadata is learned again",
+					"topic", c.cfg.DeadLetterTopic, "err", firstErr, "similar_lines_suppressed", quiet)
+			}
 		}
 		if ctx.Err() != nil || c.rebalance.Load() || attempt >= c.cfg.DeadLetterAttempts {
 			out := map[storage.Partition]error{}

@@ -71,7 +71,7 @@ func (c *Consumer) loop(ctx context.Context) {
 			if !p.settleOrFail() {
 				continue
 			}
-			c.commit(ctx)
+			c.commitAsync(ctx)
 			p.allow()
 			continue
 		}
@@ -150,7 +150,7 @@ func (p *pipeline) settle() *batch {
 		p.c.dropPartitions(b, b.lag) // marks gone; offsets set back to b's first records
 	}
 	p.c.recorded(b)
-	p.c.commit(p.ctx)
+	p.c.commitAsync(p.ctx)
 	return nil
 }
 

@@ -1,0 +1,108 @@
+package consumer_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sagaz-go/sagaz/consumer"
+	"github.com/sagaz-go/sagaz/health"
+	"github.com/sagaz-go/sagaz/internal/kafkatest"
+	"github.com/sagaz-go/sagaz/storage"
+)
+
+// Step 4 of the commit protocol does not hold the pipeline: while an
+// offset commit hangs, events produced meanwhile are still recorded and
+// their sagas run (order sagas are keyed, so each also takes the hop
+// through the keys topic, which needs further polls). Once the commit
+// answers, everything durable is committed, and every order has one saga.
+// A pipeline that waited for the answer records nothing more until the
+// commit is released, and this test fails.
+func TestHangingCommitDoesNotHoldRecording(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, topic))
+	seeds := c.ListenAddrs()
+	release := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	var commits atomic.Int32
+	c.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if commits.Add(1) == 1 { // the first commit hangs until the test releases it
+			c.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	m := startMember(t, seeds, "", newRegistry(), nil)
+	cl := kafkatest.Client(t, seeds)
+	produceOrders(t, cl, 0, 10, nil)
+	kafkatest.WaitFor(t, 30*time.Second, "the first offset commit to hang", func() bool { return commits.Load() >= 1 })
+	produceOrders(t, cl, 10, 10, nil)
+	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish while the first commit hangs", func() bool { return m.Finished.Load() >= 20 })
+	if commits.Load() != 1 {
+		t.Fatalf("%d commits reached the broker while the first one hung: commits must stay in order", commits.Load())
+	}
+	released = true
+	close(release)
+	waitCommittedAtEnd(t, seeds)
+	want := map[string]storage.Status{}
+	for i := range 20 {
+		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
+	}
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
+}
+
+// The dead-letter topic deleted and recreated, as operators do to empty it:
+// while it is missing, the partition holding a dead letter waits (nothing
+// is skipped) and readiness names it stalled; once the topic is back, the
+// dead letter is produced there, the partition goes on and every order
+// behind the poison record gets its saga. Without the producer's purge the
+// client keeps the deleted topic's id and fails for ever.
+func TestDeadLetterTopicDeletedAndRecreated(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
+	seeds := c.ListenAddrs()
+	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) {
+		cfg.StallTimeout = time.Second
+		cfg.DeadLetterAttempts = 1 // each attempt waits up to 15 s for the missing topic
+	})
+	cl := kafkatest.Client(t, seeds)
+	first := &kgo.Record{Topic: topic, Key: []byte("p1"), Value: []byte("not json")}
+	kafkatest.Produce(t, cl, first)
+	kafkatest.WaitFor(t, 30*time.Second, "the first dead letter", func() bool { return len(kafkatest.ReadAll(t, seeds, dlq)) == 1 })
+
+	adm := kadm.NewClient(cl)
+	if _, err := adm.DeleteTopic(context.Background(), dlq); err != nil {
+		t.Fatal(err)
+	}
+	second := &kgo.Record{Topic: topic, Key: []byte("p2"), Value: []byte("not json either")}
+	kafkatest.Produce(t, cl, second)
+	produceOrders(t, cl, 0, 5, nil)
+	kafkatest.WaitFor(t, 60*time.Second, "readiness to name the stalled partition", func() bool {
+		return holds(m, health.Stalled, topic+"/0")
+	})
+	if got := kafkatest.Committed(t, seeds, group, topic)[0]; got > second.Offset {
+		t.Fatalf("offset %d committed past the poison record at %d whose dead letter is not written: it was skipped", got, second.Offset)
+	}
+	deleted := time.Now()
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, dlq); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.WaitFor(t, 60*time.Second, "the five orders behind the dead letter", func() bool { return m.Finished.Load() == 5 })
+	waitCommittedAtEnd(t, seeds)
+	t.Logf("committed past the poison record %s after the topic was deleted", time.Since(deleted))
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready again", func() bool { return m.Ready() == nil })
+	got := kafkatest.ReadAll(t, seeds, dlq)
+	if len(got) != 1 || string(got[0].Value) != string(second.Value) {
+		t.Fatalf("recreated dead-letter topic holds %d records, want the second poison record once", len(got))
+	}
+}
