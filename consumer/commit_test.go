@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,29 +19,25 @@ import (
 	"github.com/sagaz-go/sagaz/storage"
 )
 
-// Step 4 of the commit protocol does not hold the pipeline: while an
-// offset commit hangs, events produced meanwhile are still recorded and
-// their sagas run (order sagas are keyed, so each also takes the hop
-// through the keys topic, which needs further polls). Once the commit
-// answers, everything durable is committed, and every order has one saga.
-// A pipeline that waited for the answer records nothing more until the
-// commit is released, and this test fails.
+// Step 4 of the commit protocol does not hold the pipeline: while offset
+// commits hang, events produced meanwhile are still recorded and their
+// sagas run (order sagas are keyed, so each also takes the hop through the
+// keys topic, which needs further polls and batches). Once the commits
+// answer, everything durable is committed, and every order has one saga.
+// A pipeline that waits for each commit's answer records one batch per
+// client request timeout (about 10 s) while commits hang, and this test
+// fails.
 func TestHangingCommitDoesNotHoldRecording(t *testing.T) {
 	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, topic))
 	seeds := c.ListenAddrs()
 	release := make(chan struct{})
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
 	var commits atomic.Int32
 	c.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		if commits.Add(1) == 1 { // the first commit hangs until the test releases it
-			c.SleepControl(func() { <-release })
-		}
+		commits.Add(1)
+		c.SleepControl(func() { <-release }) // every commit hangs until the test releases them
 		return nil, nil, false
 	})
 	m := startMember(t, seeds, "", newRegistry(), nil)
@@ -48,12 +45,11 @@ func TestHangingCommitDoesNotHoldRecording(t *testing.T) {
 	produceOrders(t, cl, 0, 10, nil)
 	kafkatest.WaitFor(t, 30*time.Second, "the first offset commit to hang", func() bool { return commits.Load() >= 1 })
 	produceOrders(t, cl, 10, 10, nil)
-	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish while the first commit hangs", func() bool { return m.Finished.Load() >= 20 })
-	if commits.Load() != 1 {
-		t.Fatalf("%d commits reached the broker while the first one hung: commits must stay in order", commits.Load())
+	kafkatest.WaitFor(t, 15*time.Second, "20 sagas to finish while the commits hang", func() bool { return m.Finished.Load() >= 20 })
+	if n := commits.Load(); n > 2 {
+		t.Fatalf("%d commits reached the broker while the first one hung: the pipeline sends one at a time (a second only if the client gave up on the first)", n)
 	}
-	released = true
-	close(release)
+	releaseOnce.Do(func() { close(release) })
 	waitCommittedAtEnd(t, seeds)
 	want := map[string]storage.Status{}
 	for i := range 20 {
