@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -101,4 +102,46 @@ func TestDeadLetterTopicDeletedAndRecreated(t *testing.T) {
 	if len(got) != 1 || string(got[0].Value) != string(second.Value) {
 		t.Fatalf("recreated dead-letter topic holds %d records, want the second poison record once", len(got))
 	}
+}
+
+// A lost group session: the coordinator forgets the member (a heartbeat
+// answered UNKNOWN_MEMBER_ID) and refuses it for a while (every JoinGroup
+// fails). The member does not say it is ready while it owns nothing: its
+// readiness names the lost partitions ("joining"); events produced
+// meanwhile wait in Kafka; once the coordinator takes it back, the member
+// is ready again and every order has its saga.
+func TestLostGroupSessionIsReportedAndRecovered(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, topic))
+	seeds := c.ListenAddrs()
+	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.StallTimeout = time.Second })
+	cl := kafkatest.Client(t, seeds)
+	produceOrders(t, cl, 0, 10, nil)
+	kafkatest.WaitFor(t, 30*time.Second, "the first 10 sagas", func() bool { return m.Finished.Load() == 10 })
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready", func() bool { return m.Ready() == nil })
+
+	joins := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.JoinGroup}, Group: group, TopLevel: true, Err: kerr.UnknownServerError, Count: -1})
+	heartbeat := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Heartbeat}, Group: group, TopLevel: true, Err: kerr.UnknownMemberID})
+	kafkatest.WaitFor(t, 30*time.Second, "readiness to name the lost session", func() bool {
+		return holds(m, health.Joining, "partitions lost")
+	})
+	produceOrders(t, cl, 10, 10, nil)
+	time.Sleep(2 * time.Second) // longer than the stall timeout: still not ready, nothing recorded
+	if err := m.Ready(); err == nil {
+		t.Fatal("ready while the group refuses the member")
+	}
+	if n := m.Finished.Load(); n != 10 {
+		t.Fatalf("%d sagas finished while the member owned no partition, want 10", n)
+	}
+	if heartbeat.Hits() == 0 || joins.Hits() == 0 {
+		t.Fatalf("faults fired: heartbeat %d, join %d", heartbeat.Hits(), joins.Hits())
+	}
+	joins.Remove()
+	kafkatest.WaitFor(t, 60*time.Second, "the 10 orders produced meanwhile", func() bool { return m.Finished.Load() == 20 })
+	kafkatest.WaitFor(t, 30*time.Second, "the member to be ready again", func() bool { return m.Ready() == nil })
+	waitCommittedAtEnd(t, seeds)
+	want := map[string]storage.Status{}
+	for i := range 20 {
+		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
+	}
+	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
 }
