@@ -127,13 +127,17 @@ func (c *Consumer) commit(ctx context.Context) {
 
 // commitAsync is the pipeline's commit (step 4 of the commit protocol): it
 // sends the offsets recorded durably since the last commit and returns
-// without waiting for the answer, so the next poll and batch overlap the
-// round trip. Only durable offsets are ever marked, so an answer that comes
-// later changes nothing the invariant depends on. franz-go sends commits in
-// the order they are issued, and a synchronous commit (revoke, shutdown)
-// waits for the ones before it. At most one is in flight: while one is,
-// the marks wait for the next call (the next settled batch, or the next
-// idle poll, at most a second later).
+// without waiting for the answer (it still waits, as any commit, while the
+// group is joining), so the next poll and batch overlap the round trip.
+// Only durable offsets are ever marked, so an answer that comes later
+// changes nothing the invariant depends on. franz-go sends commits in the
+// order they are issued, and a synchronous commit (revoke, shutdown) waits
+// for the ones before it. At most one is in flight: while one is, the
+// marks wait for the next call (the next settled batch, the back-pressure
+// ticker, or the next idle poll, at most a second later). Just before the
+// request is sent, partitions this member no longer owns are taken out of
+// it (keepOwned): a commit issued before a rebalance and sent after it
+// never commits a partition another member owns now.
 func (c *Consumer) commitAsync(ctx context.Context) {
 	if !c.committing.CompareAndSwap(false, true) {
 		return
@@ -144,14 +148,48 @@ func (c *Consumer) commitAsync(ctx context.Context) {
 		return
 	}
 	start := time.Now()
-	c.cl.CommitOffsets(ctx, toCommit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	// Bounded, so a revoke or shutdown, which waits for it, is too.
+	cctx, cancel := context.WithTimeout(ctx, asyncCommitTimeout)
+	cctx = kgo.PreCommitFnContext(cctx, c.keepOwned)
+	c.cl.CommitOffsets(cctx, toCommit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		defer c.committing.Store(false)
-		if err != nil && ctx.Err() != nil {
-			return // shutting down: the final synchronous commit sends them again
+		defer cancel()
+		if err != nil && (ctx.Err() != nil || errors.Is(err, errNoneOwned)) {
+			return // shutting down (the final synchronous commit sends them again), or nothing left to commit here
 		}
 		c.committed(toCommit, resp, err)
 		c.m.CommitLatency.Observe(time.Since(start).Seconds())
 	})
+}
+
+// asyncCommitTimeout bounds one asynchronous commit (a failed one stays
+// marked and goes with the next).
+const asyncCommitTimeout = 10 * time.Second
+
+var errNoneOwned = errors.New("consumer: no partition of the commit is owned by this member any more")
+
+// keepOwned takes the partitions this member does not own any more out of
+// a commit request about to be sent; it refuses the request when none is
+// left.
+func (c *Consumer) keepOwned(req *kmsg.OffsetCommitRequest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	topics := req.Topics[:0]
+	for _, t := range req.Topics {
+		parts := t.Partitions[:0]
+		for _, p := range t.Partitions {
+			if c.owned[t.Topic][p.Partition] {
+				parts = append(parts, p)
+			}
+		}
+		if t.Partitions = parts; len(parts) > 0 {
+			topics = append(topics, t)
+		}
+	}
+	if req.Topics = topics; len(topics) == 0 {
+		return errNoneOwned
+	}
+	return nil
 }
 
 // toCommit copies the marked offsets (nil: none).

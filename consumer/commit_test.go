@@ -41,7 +41,9 @@ func TestHangingCommitDoesNotHoldRecording(t *testing.T) {
 		c.SleepControl(func() { <-release }) // every commit hangs until the test releases them
 		return nil, nil, false
 	})
-	m := startMember(t, seeds, "", newRegistry(), nil)
+	// Heartbeats share the hung commit's connection: a session longer than
+	// the test keeps the member in its group meanwhile.
+	m := startMember(t, seeds, "", newRegistry(), func(cfg *consumer.Config) { cfg.SessionTimeout = 45 * time.Second })
 	cl := kafkatest.Client(t, seeds)
 	produceOrders(t, cl, 0, 10, nil)
 	kafkatest.WaitFor(t, 30*time.Second, "the first offset commit to hang", func() bool { return commits.Load() >= 1 })

@@ -363,6 +363,7 @@ func (c *Consumer) backpressure(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+			c.commitAsync(ctx) // what was durable before the pause, once the commit before it answered
 			if q, _ := c.eng.Stats(); q <= c.cfg.LowWater {
 				c.log.Info("resuming fetches", "pending", q)
 				return nil

@@ -75,7 +75,12 @@ func (s *Sender) Send(r *engine.OutRecord, done func(error)) {
 	}
 	rec := &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: kgoHeaders(r.Headers)}
 	s.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
-		if errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition) {
+		// Only UNKNOWN_TOPIC_ID says the topic was deleted (and
+		// recreated): UNKNOWN_TOPIC_OR_PARTITION also comes for a topic
+		// whose metadata lags, and a purge resets the idempotent
+		// producer's sequence numbers (the broker could take the next
+		// command for a duplicate of an earlier one and drop it).
+		if errors.Is(err, kerr.UnknownTopicID) {
 			s.mu.Lock()
 			s.purge[r.Topic] = true
 			s.mu.Unlock()

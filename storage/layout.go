@@ -210,13 +210,6 @@ func openPart(tx *bolt.Tx, p Partition, create bool) (*partBuckets, error) {
 			}
 		}
 	}
-	pb := &partBuckets{root: root, sagas: root.Bucket(bucketSagas), idem: root.Bucket(bucketIdem), index: root.Bucket(bucketIndex),
-		parked: root.Bucket(bucketPark), resolved: root.Bucket(bucketResolved)}
-	if tx.Writable() {
-		// Sagas are keyed by offset, so new ones are appended at the end of
-		// the bucket: pages split full instead of half full (bbolt's
-		// default), which would leave every page of the file half empty.
-		pb.sagas.FillPercent = 0.95
-	}
-	return pb, nil
+	return &partBuckets{root: root, sagas: root.Bucket(bucketSagas), idem: root.Bucket(bucketIdem), index: root.Bucket(bucketIndex),
+		parked: root.Bucket(bucketPark), resolved: root.Bucket(bucketResolved)}, nil
 }
