@@ -25,7 +25,7 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 	for _, o := range b.work.Offsets {
 		p := o.TopicPartition()
 		parts = append(parts, p)
-		if c.reappend[p] { // an earlier write failed: what it held may be missing
+		if _, gap := c.reappendUntil[p]; c.reappend[p] || gap { // an earlier write failed, or the store was ahead of the commits: what it holds may be missing
 			for j, r := range b.res {
 				if !r.Created && b.work.Sagas[j].Source.TopicPartition() == p {
 					if s, err := c.store.Get(ctx, r.ID); err == nil {
@@ -49,11 +49,15 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 		}
 		failed = fe.Partitions
 	}
-	for _, p := range parts {
+	for _, o := range b.work.Offsets {
+		p := o.TopicPartition()
 		if _, bad := failed[p]; bad {
 			c.reappend[p] = true
-		} else {
-			delete(c.reappend, p)
+			continue
+		}
+		delete(c.reappend, p)
+		if until, gap := c.reappendUntil[p]; gap && o.Next >= until {
+			delete(c.reappendUntil, p)
 		}
 	}
 	return failed

@@ -86,6 +86,13 @@ type Consumer struct {
 	// recorded at a time and the pipeline starts the next only after the
 	// previous one's done channel closed.
 	reappend map[storage.Partition]bool
+	// reappendUntil marks partitions assigned with the store ahead of the
+	// committed offset (adjust): they are fetched again from the committed
+	// offset and every batch below this offset re-appends the sagas it
+	// matches, so nothing recorded is committed past without being in the
+	// changelog. Owned like reappend (adjust runs while no batch is in
+	// flight).
+	reappendUntil map[storage.Partition]int64
 
 	// dlqSent remembers the dead letters acknowledged above each partition's
 	// committed offset, so a batch fetched again after a rewind does not
@@ -135,7 +142,7 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 	c := &Consumer{
 		cfg: cfg, eng: eng, store: store, changelog: cl, log: cfg.Logger, m: cfg.Metrics,
 		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{}, refused: map[storage.Partition]string{},
-		reappend: map[storage.Partition]bool{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
+		reappend: map[storage.Partition]bool{}, reappendUntil: map[storage.Partition]int64{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{},
 		topicsReady: make(chan struct{}), health: cfg.Health, stuckSince: map[storage.Partition]stuckState{}, errLog: health.NewLogLimiter(10 * time.Second),
 		dlLog: logx.NewLimiter(cfg.Logger, 0, 0, nil),
 	}

@@ -169,25 +169,29 @@ func (c *Consumer) forget(parts map[string][]int32) {
 	c.m.Partitions.Set(float64(countOwned(c.owned)))
 }
 
-// adjust resumes each assigned partition from the later of the committed
-// offset and the store's recorded next offset: records already recorded
-// durably (the process died before committing) are not fetched again.
+// adjust resumes each assigned partition from its committed offset. When
+// the store is ahead of it (this member recorded sagas there and died, or
+// lost the partition, before committing), those sagas may be missing from
+// the changelog (recorded, then the process died before the changelog's
+// acks): the partition is fetched again from the committed offset, the
+// store recognises every saga (nothing starts twice), and each batch up to
+// the store's next offset appends the stored sagas to the changelog again
+// before its offsets are committed (mirror). Committing past them instead
+// would strand them in this store if the partition moved before they ran.
+// It runs while no batch is in flight.
 func (c *Consumer) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	for t, ps := range offsets {
 		for p, o := range ps {
-			next, ok, err := c.store.NextOffset(ctx, storage.Partition{Topic: t, Partition: p})
+			part := storage.Partition{Topic: t, Partition: p}
+			next, ok, err := c.store.NextOffset(ctx, part)
 			if err != nil {
 				return nil, fmt.Errorf("read recorded offset of %s/%d: %w", t, p, err)
 			}
 			if committed := o.EpochOffset().Offset; ok && next > committed {
-				c.log.Info("resuming partition from the store's recorded offset", "topic", t, "partition", p, "committed", committed, "recorded", next)
-				ps[p] = kgo.NewOffset().At(next)
-				c.mu.Lock() // durable already: commit it with the next commit
-				if c.uncommitted[t] == nil {
-					c.uncommitted[t] = map[int32]kgo.EpochOffset{}
-				}
-				c.uncommitted[t][p] = kgo.EpochOffset{Epoch: -1, Offset: next}
-				c.mu.Unlock()
+				c.log.Info("store ahead of the committed offset: fetching again from it, mirroring the recorded sagas to the changelog before committing", "topic", t, "partition", p, "committed", committed, "recorded", next)
+				c.reappendUntil[part] = next
+			} else {
+				delete(c.reappendUntil, part)
 			}
 		}
 	}
