@@ -28,9 +28,7 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 		if _, gap := c.reappendUntil[p]; c.reappend[p] || gap { // an earlier write failed, or the store was ahead of the commits: what it holds may be missing
 			for j, r := range b.res {
 				if !r.Created && b.work.Sagas[j].Source.TopicPartition() == p {
-					if s, err := c.store.Get(ctx, r.ID); err == nil {
-						cl.Append(s)
-					}
+					_ = c.eng.Remirror(ctx, r.ID) // not found: expired meanwhile, nothing to mirror
 				}
 			}
 		}

@@ -466,6 +466,33 @@ func (e *Engine) recorded(s *storage.Saga) {
 	}
 }
 
+// Remirror appends the stored state of saga id to the changelog again
+// (the consumer's batch, for sagas whose earlier changelog records may be
+// missing), unless the saga is running here: a running saga appends each
+// of its transitions itself, and its stored state read now could be older
+// than one it appends meanwhile (appended after it, the older state would
+// be the changelog's last word). The saga is read and appended under the
+// engine's lock, so no executor takes it from its lane in between.
+func (e *Engine) Remirror(ctx context.Context, id string) error {
+	if e.mirror == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, err := e.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if isLocal(s.Source.Topic) || e.partOf(s.Source) == nil {
+		return nil
+	}
+	if _, running := e.active[sagaRef{pos: s.Source, name: s.Name}]; running {
+		return nil
+	}
+	e.mirror.Append(s)
+	return nil
+}
+
 // Acquire makes this engine the owner of partition p (the consumer calls it
 // when the group assigns p, after restoring p's state): p's unfinished
 // sagas are queued, and new ones run. It returns how many were queued.

@@ -122,3 +122,47 @@ func TestPartitionOwnership(t *testing.T) {
 		t.Errorf("Changelog.Append called %d times, want 7", got)
 	}
 }
+
+// Remirror appends a saga's stored state to the changelog again, except
+// while the saga runs here (its own transitions are appended; a state read
+// now could be older than one it appends meanwhile), and except for a
+// partition this engine does not own.
+func TestRemirrorSkipsRunningSagas(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan string, 1)
+	reg := engine.NewRegistry()
+	saga := orderSaga("order", engine.Step{Name: "a", Action: func(ctx context.Context, r *engine.Run) error {
+		if r.String("order_id") == "slow" {
+			entered <- r.ID
+			<-release
+		}
+		return nil
+	}})
+	saga.Triggers = []engine.Trigger{engine.Kafka("orders", engine.PassThrough, engine.WithMaxConcurrent(1))}
+	reg.Register(saga)
+	mirror := new(changelog)
+	h := start(t, reg, "", func(c *engine.Config) { c.Changelog = mirror })
+	if _, err := h.eng.Acquire(context.Background(), storage.Partition{Topic: "orders", Partition: 0}); err != nil {
+		t.Fatal(err)
+	}
+	res := startBatch(t, h, kafkaEvent(0, 0, "slow"), kafkaEvent(0, 1, "queued"), kafkaEvent(1, 0, "unowned"))
+	slowID := <-entered
+	ctx := context.Background()
+	before := mirror.appended.Load()
+	for _, id := range []string{slowID, res[2].ID} {
+		if err := h.eng.Remirror(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := mirror.appended.Load(); got != before {
+		t.Fatalf("Remirror of a running saga and of an unowned partition's saga appended %d records", got-before)
+	}
+	if err := h.eng.Remirror(ctx, res[1].ID); err != nil { // waits in its lane (MaxConcurrent 1)
+		t.Fatal(err)
+	}
+	if got := mirror.appended.Load(); got != before+1 {
+		t.Fatalf("Remirror of a queued saga appended %d records, want 1", got-before)
+	}
+	close(release)
+	h.idle()
+}
