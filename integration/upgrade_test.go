@@ -91,7 +91,7 @@ func TestRollingUpgradeOnKafka(t *testing.T) {
 	waitCommitted(t, group, group+"-keys")
 	kafkatest.WaitFor(t, 90*time.Second, "every saga to end", func() bool {
 		for _, p := range []*sagaztest.Proc{a, b} {
-			if p.Metric("sagaz_sagas_pending") != 0 || p.Metric("sagaz_sagas_executing") != 0 {
+			if p.Metric("sagaz_ready") != 1 || p.Metric("sagaz_sagas_pending") != 0 || p.Metric("sagaz_sagas_executing") != 0 {
 				return false
 			}
 		}

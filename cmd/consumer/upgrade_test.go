@@ -177,7 +177,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	}
 	kafkatest.WaitFor(t, 120*time.Second, "every saga to end", func() bool {
 		for _, p := range []*sagaztest.Proc{a, b} {
-			if p.Metric("sagaz_sagas_pending") != 0 || p.Metric("sagaz_sagas_executing") != 0 || p.Metric(`sagaz_sagas_parked{saga="order"}`) != 0 {
+			if p.Metric("sagaz_ready") != 1 || p.Metric("sagaz_sagas_pending") != 0 || p.Metric("sagaz_sagas_executing") != 0 || p.Metric(`sagaz_sagas_parked{saga="order"}`) != 0 {
 				return false
 			}
 		}
