@@ -136,7 +136,7 @@ func (c *Consumer) commit(ctx context.Context) {
 // order they are issued, and a synchronous commit (revoke, shutdown) waits
 // for the ones before it. At most one is in flight: while one is, the
 // marks wait for the next call (the next settled batch, the back-pressure
-// ticker, or the next idle poll, at most a second later). Just before the
+// wait, or the next idle poll: at most a second later). Just before the
 // request is sent, partitions this member no longer owns are taken out of
 // it (keepOwned): a commit issued before a rebalance and sent after it
 // never commits a partition another member owns now.

@@ -139,13 +139,7 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 				c.noteDeadLetter(dl, res.Record)
 				continue
 			}
-			// Only UNKNOWN_TOPIC_ID says the topic was deleted (and
-			// recreated): franz-go also reports UNKNOWN_TOPIC_OR_PARTITION
-			// for a topic that exists but whose metadata lags, and a purge
-			// resets the idempotent producer's sequence numbers, so the
-			// broker could take the next dead letter for a duplicate of an
-			// earlier one and drop it.
-			if dl.dead && errors.Is(res.Err, kerr.UnknownTopicID) {
+			if dl.dead && topicRecreated(res.Err) {
 				purge = true
 			}
 			if errors.Is(res.Err, kerr.MessageTooLarge) && dl.dead {

@@ -108,7 +108,7 @@ func (c *Consumer) loop(ctx context.Context) {
 // in-flight batch is durable, so that batch is committed without waiting
 // for new records.
 func (p *pipeline) poll() kgo.Fetches {
-	pctx, cancel := context.WithTimeout(p.ctx, time.Second)
+	pctx, cancel := context.WithTimeout(p.ctx, idleCommitEvery)
 	defer cancel()
 	if p.inflight != nil {
 		done := p.inflight.done
@@ -343,6 +343,10 @@ func (c *Consumer) record(ctx context.Context, b *batch) {
 	b.lag = c.mirror(ctx, b)
 }
 
+// idleCommitEvery bounds a poll, so an idle member (or one paused by
+// back-pressure) still commits, and retries failed commits, this often.
+const idleCommitEvery = time.Second
+
 // backpressure pauses fetching while too many sagas are pending.
 func (c *Consumer) backpressure(ctx context.Context) error {
 	if q, _ := c.eng.Stats(); q < c.cfg.HighWater {
@@ -358,12 +362,19 @@ func (c *Consumer) backpressure(ctx context.Context) error {
 	}()
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
+	committed := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
-			c.commitAsync(ctx) // what was durable before the pause, once the commit before it answered
+		case now := <-t.C:
+			// What was durable before the pause, once the commit before it
+			// answered: as often as an idle loop commits (a failing
+			// coordinator is not asked 500 times a second).
+			if now.Sub(committed) >= idleCommitEvery {
+				committed = now
+				c.commitAsync(ctx)
+			}
 			if q, _ := c.eng.Stats(); q <= c.cfg.LowWater {
 				c.log.Info("resuming fetches", "pending", q)
 				return nil

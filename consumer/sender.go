@@ -23,10 +23,10 @@ import (
 //
 // A topic deleted and recreated gets a new topic ID, which the client does
 // not adopt: produces to it fail with UNKNOWN_TOPIC_ID until the topic is
-// purged from the client. So after a produce fails with UNKNOWN_TOPIC_ID or
-// UNKNOWN_TOPIC_OR_PARTITION, the topic is purged before the next record to
-// it is produced (the engine's outbox retries the failed one), and its
-// metadata is learned afresh.
+// purged from the client. So after a produce fails that way
+// (topicRecreated), the topic is purged before the next record to it is
+// produced (the engine's outbox retries the failed one), and its metadata
+// is learned afresh.
 type Sender struct {
 	cl  *kgo.Client
 	log *slog.Logger
@@ -75,12 +75,7 @@ func (s *Sender) Send(r *engine.OutRecord, done func(error)) {
 	}
 	rec := &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: kgoHeaders(r.Headers)}
 	s.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
-		// Only UNKNOWN_TOPIC_ID says the topic was deleted (and
-		// recreated): UNKNOWN_TOPIC_OR_PARTITION also comes for a topic
-		// whose metadata lags, and a purge resets the idempotent
-		// producer's sequence numbers (the broker could take the next
-		// command for a duplicate of an earlier one and drop it).
-		if errors.Is(err, kerr.UnknownTopicID) {
+		if topicRecreated(err) {
 			s.mu.Lock()
 			s.purge[r.Topic] = true
 			s.mu.Unlock()
@@ -88,6 +83,15 @@ func (s *Sender) Send(r *engine.OutRecord, done func(error)) {
 		done(err)
 	})
 }
+
+// topicRecreated reports whether a produce failed because its topic was
+// deleted (and perhaps recreated): the one error after which a producer
+// purges the topic. Not UNKNOWN_TOPIC_OR_PARTITION: it also comes for a
+// topic that exists but whose metadata lags, and a purge restarts the
+// idempotent producer's sequence numbers for the topic, so the broker
+// could take the next record for a duplicate of an earlier one and drop
+// it.
+func topicRecreated(err error) bool { return errors.Is(err, kerr.UnknownTopicID) }
 
 // Close flushes what is buffered (bounded to 10s) and closes the producer.
 func (s *Sender) Close() {
