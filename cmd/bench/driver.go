@@ -555,6 +555,10 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 		if err != nil {
 			return 0, nil, err
 		}
+		storeBefore, err := histogram(m.addr, "sagaz_batch_record_seconds")
+		if err != nil {
+			return 0, nil, err
+		}
 		n, err := d.produceAtRate(ctx, topic, fmt.Sprintf("l%d", int(ld.fraction*100)), r, sz.latencyFor)
 		if err != nil {
 			return 0, nil, err
@@ -570,6 +574,12 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 		delta := after.minus(before)
 		p50, p99, p999 := delta.quantile(0.5), delta.quantile(0.99), delta.quantile(0.999)
 		d.logf("latency at %d events/s (%.0f%% of %.0f sagas/s): %d events, p50 %.1fms p99 %.1fms p99.9 %.1fms", r, ld.fraction*100, rate, n, p50*1e3, p99*1e3, p999*1e3)
+		if storeAfter, err := histogram(m.addr, "sagaz_batch_record_seconds"); err == nil {
+			// Where the time goes: each poll batch's durable write (store
+			// transaction, its fsync, the changelog's acks).
+			sd := storeAfter.minus(storeBefore)
+			d.logf("  batches recorded: %.0f, p50 %.1fms p99 %.1fms each", sd.total(), sd.quantile(0.5)*1e3, sd.quantile(0.99)*1e3)
+		}
 		rows = append(rows, Row{
 			Figure: fmt.Sprintf("latency at %.0f%% of completion capacity: produced → saga recorded (p50 / p99 / p99.9)", ld.fraction*100),
 			Value:  p99 * 1e3, Unit: "ms (p99)", Text: fmt.Sprintf("%.1f / %.1f / %.1f ms at %s events/s", p50*1e3, p99*1e3, p999*1e3, thousands(r)),
@@ -761,6 +771,14 @@ func (h hist) minus(o hist) hist {
 		out.counts[i] = h.counts[i] - o.counts[i]
 	}
 	return out
+}
+
+// total is the number of observations.
+func (h hist) total() float64 {
+	if len(h.counts) == 0 {
+		return 0
+	}
+	return h.counts[len(h.counts)-1]
 }
 
 // quantile interpolates linearly within the bucket holding q.
