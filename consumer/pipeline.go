@@ -250,7 +250,8 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	if len(b.work.Rejects) == 0 && len(bad) == 0 && len(b.work.Forward) == 0 && len(b.work.Signals) == 0 {
 		return nil
 	}
-	failed := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward, b.work.Signals)
+	failed, started := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward, b.work.Signals)
+	c.prepareDirect(b, started)
 	if len(failed) == 0 {
 		return nil
 	}
@@ -267,6 +268,33 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	}
 	c.m.BatchErrors.Inc()
 	return nil
+}
+
+// prepareDirect adds to the batch the keyed starts just acknowledged by
+// keys partitions this member owns (and consumes: not refused), as direct
+// starts: the batch records each at its start record's offset if that
+// partition is handled up to it (docs/architecture.md, invariant 2). The
+// others, and any left out then, are recorded when their records are
+// consumed. Ownership cannot change before the batch is settled: a
+// rebalance waits for it.
+func (c *Consumer) prepareDirect(b *batch, started []*kgo.Record) {
+	if len(started) == 0 {
+		return
+	}
+	c.mu.Lock()
+	owned := make(map[int32]bool, len(c.owned[c.keysTopic]))
+	for p, ok := range c.owned[c.keysTopic] {
+		owned[p] = ok
+	}
+	c.mu.Unlock()
+	for _, r := range started {
+		if !owned[r.Partition] || c.isRefused(storage.Partition{Topic: r.Topic, Partition: r.Partition}) {
+			continue
+		}
+		ev := &engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
+		c.eng.PrepareDirect(&b.work, ev)
+	}
 }
 
 // dropPartitions takes the given partitions out of a prepared batch and

@@ -586,6 +586,8 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 			Target: fmt.Sprintf("p99 ≤ %d ms", ld.p99.Milliseconds()), Met: met(p99 <= ld.p99.Seconds()),
 		})
 	}
+	d.logf("keyed starts recorded directly by this member: %.0f, deferred to the keys partition's consumer: %.0f",
+		scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="recorded"}`), scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="deferred"}`))
 	return rate, rows, nil
 }
 
