@@ -519,6 +519,9 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	}
 	rate := float64(n) / t1.Sub(t0).Seconds()
 	d.logf("ingest: %d events in %s: %.0f events/s", n, t1.Sub(t0).Round(time.Millisecond), rate)
+	d.logf("ingest: keyed starts recorded directly %.0f, deferred %.0f; start records consumed back %.0f",
+		scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="recorded"}`), scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="deferred"}`),
+		scrape(m.addr, `sagaz_records_consumed_total{topic="bench-ingest`+d.run+`-keys"}`))
 	return rate, nil
 }
 
