@@ -549,3 +549,34 @@ func TestSASLSCRAMAgainstBroker(t *testing.T) {
 		t.Fatal("a wrong SASL password was accepted")
 	}
 }
+
+// A member stopped while batches are in flight finishes the batch in hand
+// — its changelog records acknowledged, its offsets committed — before it
+// leaves the group, so the next owner does not fetch it again: every
+// partition's committed offset is where its store says it recorded up to.
+func TestShutdownFinishesTheBatchInHand(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(3, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 20000, nil)
+	m := startMember(t, seeds, "", newRegistry(), nil)
+	kafkatest.WaitFor(t, 60*time.Second, "sagas being recorded", func() bool {
+		return testutil.ToFloat64(m.Metrics.SagasStarted.WithLabelValues("order")) > 3000
+	})
+	m.Stop()
+	st, err := storage.OpenBolt(filepath.Join(m.Dir, "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// (The keys topic's partitions are left out: direct starts record
+	// ahead of what the keys topic's consumer has committed, by design.)
+	for p, off := range kafkatest.Committed(t, seeds, group, topic) {
+		next, _, err := st.NextOffset(context.Background(), storage.Partition{Topic: topic, Partition: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next != off {
+			t.Errorf("%s/%d: committed %d, recorded up to %d: the batch in hand was not finished", topic, p, off, next)
+		}
+	}
+}

@@ -368,7 +368,10 @@ func (c *Consumer) record(ctx context.Context, b *batch) {
 	c.health.Clear(health.Store)
 	c.m.StoreLatency.Observe(time.Since(start).Seconds())
 	c.observeRecorded(b)
-	b.lag = c.mirror(ctx, b)
+	// The batch in hand is finished even when shutdown begins: its
+	// changelog records are awaited (bounded by ChangelogFlushTimeout), so
+	// its offsets are committed before the member leaves the group.
+	b.lag = c.mirror(context.WithoutCancel(ctx), b)
 }
 
 // idleCommitEvery bounds a poll, so an idle member (or one paused by
