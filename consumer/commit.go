@@ -26,7 +26,7 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 	for _, o := range b.work.Offsets {
 		p := o.TopicPartition()
 		parts = append(parts, p)
-		if _, gap := c.reappendUntil[p]; c.reappend[p] || gap { // an earlier write failed, or the store was ahead of the commits: what it holds may be missing
+		if c.owesReappend(p) { // an earlier write failed, or the store was ahead of the commits: what it holds may be missing
 			for j, r := range b.res {
 				if !r.Created && b.work.Sagas[j].Source.TopicPartition() == p {
 					_ = c.eng.Remirror(ctx, r.ID) // not found: expired meanwhile, nothing to mirror
@@ -66,6 +66,8 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 		}
 		failed = fe.Partitions
 	}
+	c.reMu.Lock()
+	defer c.reMu.Unlock()
 	for _, o := range b.work.Offsets {
 		p := o.TopicPartition()
 		if _, bad := failed[p]; bad {
@@ -97,6 +99,17 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 	return failed
 }
 
+// owesReappend reports whether p's store may hold sagas its changelog
+// lacks (a failed changelog write, or the store ahead of the commits):
+// batches re-append what they match there, and no direct start is
+// recorded there meanwhile.
+func (c *Consumer) owesReappend(p storage.Partition) bool {
+	c.reMu.Lock()
+	defer c.reMu.Unlock()
+	_, gap := c.reappendUntil[p]
+	return gap || c.reappend[p]
+}
+
 // observeRecorded measures event time → saga durably recorded (before the
 // changelog and the offset commit, which the saga does not wait for).
 func (c *Consumer) observeRecorded(b *batch) {
@@ -113,8 +126,10 @@ func (c *Consumer) observeRecorded(b *batch) {
 	}
 }
 
-// recorded marks a durable batch's offsets for commit and counts it.
-func (c *Consumer) recorded(b *batch) {
+// count counts a durable batch's outcomes (before any of its partitions
+// is dropped for a changelog failure: what was recorded was recorded).
+func (c *Consumer) count(b *batch) {
+	c.m.DirectStarts.WithLabelValues("deferred").Add(float64(b.owed))
 	for j, r := range b.res {
 		s := b.work.Sagas[j]
 		switch {
@@ -141,6 +156,10 @@ func (c *Consumer) recorded(b *batch) {
 		c.m.DirectStarts.WithLabelValues("recorded").Inc()
 	}
 	c.m.Ignored.Add(float64(b.work.Ignored))
+}
+
+// recorded marks a durable batch's offsets for commit.
+func (c *Consumer) recorded(b *batch) {
 	c.mu.Lock()
 	for _, mk := range b.marks {
 		c.forgetDeadLetters(storage.Partition{Topic: mk.topic, Partition: mk.partition}, mk.at.Offset)

@@ -80,18 +80,22 @@ type Consumer struct {
 	nRefused    atomic.Int32                 // len(refused), read without the lock
 	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
+	// reMu guards reappend and reappendUntil: the batch goroutine
+	// (Consumer.record, one at a time) reads and updates them, and adjust
+	// writes reappendUntil from franz-go's goroutine (with a cooperative
+	// balancer, kept partitions go on being fetched and recorded while it
+	// runs).
+	reMu sync.Mutex
 	// reappend marks partitions whose changelog write failed: the next
-	// batch re-appends what it matches. Owned by the batch goroutine
-	// (Consumer.record); safe without a lock because at most one batch is
-	// recorded at a time and the pipeline starts the next only after the
-	// previous one's done channel closed.
+	// batch re-appends what it matches.
 	reappend map[storage.Partition]bool
-	// reappendUntil marks partitions assigned with the store ahead of the
-	// committed offset (adjust): they are fetched again from the committed
-	// offset and every batch below this offset re-appends the sagas it
-	// matches, so nothing recorded is committed past without being in the
-	// changelog. Owned like reappend (adjust runs while no batch is in
-	// flight).
+	// reappendUntil marks partitions whose store may hold sagas the
+	// changelog lacks, up to an offset: assigned with the store ahead of
+	// the committed offset (adjust), or with a direct start the changelog
+	// did not acknowledge. They are fetched from the committed offset and
+	// every batch below this offset re-appends the sagas it matches, so
+	// nothing recorded is committed past without being in the changelog;
+	// no direct start is recorded there meanwhile.
 	reappendUntil map[storage.Partition]int64
 
 	// dlqSent remembers the dead letters acknowledged above each partition's

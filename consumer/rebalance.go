@@ -178,7 +178,7 @@ func (c *Consumer) forget(parts map[string][]int32) {
 // the store's next offset appends the stored sagas to the changelog again
 // before its offsets are committed (mirror). Committing past them instead
 // would strand them in this store if the partition moved before they ran.
-// It runs while no batch is in flight.
+// It may run while a batch of other partitions is in flight (reMu).
 func (c *Consumer) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	for t, ps := range offsets {
 		for p, o := range ps {
@@ -187,12 +187,14 @@ func (c *Consumer) adjust(ctx context.Context, offsets map[string]map[int32]kgo.
 			if err != nil {
 				return nil, fmt.Errorf("read recorded offset of %s/%d: %w", t, p, err)
 			}
+			c.reMu.Lock()
 			if committed := o.EpochOffset().Offset; ok && next > committed {
 				c.log.Info("store ahead of the committed offset: fetching again from it, mirroring the recorded sagas to the changelog before committing", "topic", t, "partition", p, "committed", committed, "recorded", next)
 				c.reappendUntil[part] = next
 			} else {
 				delete(c.reappendUntil, part)
 			}
+			c.reMu.Unlock()
 		}
 	}
 	return offsets, nil
