@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -35,24 +34,6 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 		}
 		cl.AppendNext(p, o.Next)
 	}
-	// Direct starts were appended as they were recorded; the partitions
-	// they went to are flushed too. directUntil: past the last direct
-	// start handled in each.
-	var directUntil map[storage.Partition]int64
-	for j, r := range b.work.DirectResults {
-		if r.Deferred {
-			continue
-		}
-		s := b.work.Direct[j]
-		p := s.Source.TopicPartition()
-		if directUntil == nil {
-			directUntil = map[storage.Partition]int64{}
-		}
-		if _, seen := directUntil[p]; !seen && !slices.Contains(parts, p) {
-			parts = append(parts, p)
-		}
-		directUntil[p] = max(directUntil[p], s.Source.Offset+1)
-	}
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.ChangelogFlushTimeout)
 	defer cancel()
 	var failed map[storage.Partition]error
@@ -79,30 +60,12 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 			delete(c.reappendUntil, p)
 		}
 	}
-	// A direct start the changelog did not acknowledge is appended again
-	// when the partition's consumer reaches its record (which may be
-	// batches later: reappend alone would be cleared by a batch before
-	// it). Nothing of such a partition is committed by this batch, so it
-	// is not reported: the batch's own partitions go on.
-	for p, until := range directUntil {
-		if err, bad := failed[p]; bad {
-			c.reappendUntil[p] = max(c.reappendUntil[p], until)
-			if !slices.ContainsFunc(b.work.Offsets, func(o storage.Offset) bool { return o.TopicPartition() == p }) {
-				delete(failed, p)
-				c.log.Warn("changelog did not acknowledge direct starts; they are appended again when their records are consumed", "partition", p.String(), "err", err)
-			}
-		}
-	}
-	if len(failed) == 0 {
-		failed = nil
-	}
 	return failed
 }
 
 // owesReappend reports whether p's store may hold sagas its changelog
 // lacks (a failed changelog write, or the store ahead of the commits):
-// batches re-append what they match there, and no direct start is
-// recorded there meanwhile.
+// batches re-append what they match there.
 func (c *Consumer) owesReappend(p storage.Partition) bool {
 	c.reMu.Lock()
 	defer c.reMu.Unlock()
@@ -119,47 +82,19 @@ func (c *Consumer) observeRecorded(b *batch) {
 			c.m.RecordLatency.Observe(now.Sub(s.EventTime).Seconds())
 		}
 	}
-	for j, r := range b.work.DirectResults {
-		if s := b.work.Direct[j]; r.Created && !s.EventTime.IsZero() {
-			c.m.RecordLatency.Observe(now.Sub(s.EventTime).Seconds())
-		}
-	}
 }
 
-// count counts a durable batch's outcomes (before any of its partitions
-// is dropped for a changelog failure: what was recorded was recorded).
-func (c *Consumer) count(b *batch) {
-	c.m.DirectStarts.WithLabelValues("deferred").Add(float64(b.owed))
+// recorded marks a durable batch's offsets for commit and counts it.
+func (c *Consumer) recorded(b *batch) {
 	for j, r := range b.res {
 		s := b.work.Sagas[j]
-		switch {
-		case r.Created:
+		if r.Created {
 			c.m.SagasStarted.WithLabelValues(s.Name).Inc()
-		case r.Redelivered && s.Source.Topic == c.keysTopic:
-			// A keys-topic record recorded before (a direct start, or a
-			// batch fetched again) is no new event.
-		default:
+		} else {
 			c.m.Deduplicated.WithLabelValues(s.Name).Inc()
 		}
-	}
-	for j, r := range b.work.DirectResults {
-		s := b.work.Direct[j]
-		switch {
-		case r.Deferred:
-			c.m.DirectStarts.WithLabelValues("deferred").Inc()
-			continue
-		case r.Created:
-			c.m.SagasStarted.WithLabelValues(s.Name).Inc()
-		default:
-			c.m.Deduplicated.WithLabelValues(s.Name).Inc()
-		}
-		c.m.DirectStarts.WithLabelValues("recorded").Inc()
 	}
 	c.m.Ignored.Add(float64(b.work.Ignored))
-}
-
-// recorded marks a durable batch's offsets for commit.
-func (c *Consumer) recorded(b *batch) {
 	c.mu.Lock()
 	for _, mk := range b.marks {
 		c.forgetDeadLetters(storage.Partition{Topic: mk.topic, Partition: mk.partition}, mk.at.Offset)

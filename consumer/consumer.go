@@ -82,20 +82,18 @@ type Consumer struct {
 
 	// reMu guards reappend and reappendUntil: the batch goroutine
 	// (Consumer.record, one at a time) reads and updates them, and adjust
-	// writes reappendUntil from franz-go's goroutine (with a cooperative
-	// balancer, kept partitions go on being fetched and recorded while it
-	// runs).
+	// writes reappendUntil from franz-go's goroutine (franz-go calls it
+	// outside the BlockRebalanceOnPoll gate: with a cooperative balancer,
+	// kept partitions go on being fetched and recorded while it runs).
 	reMu sync.Mutex
 	// reappend marks partitions whose changelog write failed: the next
 	// batch re-appends what it matches.
 	reappend map[storage.Partition]bool
-	// reappendUntil marks partitions whose store may hold sagas the
-	// changelog lacks, up to an offset: assigned with the store ahead of
-	// the committed offset (adjust), or with a direct start the changelog
-	// did not acknowledge. They are fetched from the committed offset and
-	// every batch below this offset re-appends the sagas it matches, so
-	// nothing recorded is committed past without being in the changelog;
-	// no direct start is recorded there meanwhile.
+	// reappendUntil marks partitions assigned with the store ahead of the
+	// committed offset (adjust): they are fetched again from the committed
+	// offset and every batch below this offset re-appends the sagas it
+	// matches, so nothing recorded is committed past without being in the
+	// changelog.
 	reappendUntil map[storage.Partition]int64
 
 	// dlqSent remembers the dead letters acknowledged above each partition's

@@ -568,15 +568,15 @@ func TestShutdownFinishesTheBatchInHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	// (The keys topic's partitions are left out: direct starts record
-	// ahead of what the keys topic's consumer has committed, by design.)
-	for p, off := range kafkatest.Committed(t, seeds, group, topic) {
-		next, _, err := st.NextOffset(context.Background(), storage.Partition{Topic: topic, Partition: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if next != off {
-			t.Errorf("%s/%d: committed %d, recorded up to %d: the batch in hand was not finished", topic, p, off, next)
+	for _, tp := range []string{topic, group + "-keys"} {
+		for p, off := range kafkatest.Committed(t, seeds, group, tp) {
+			next, _, err := st.NextOffset(context.Background(), storage.Partition{Topic: tp, Partition: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next != off {
+				t.Errorf("%s/%d: committed %d, recorded up to %d: the batch in hand was not finished", tp, p, off, next)
+			}
 		}
 	}
 }

@@ -87,9 +87,8 @@ type dlKey struct {
 //
 // A record already acknowledged for the same position (the batch was
 // fetched again after a rewind) is not produced again, and the metric
-// counts each dead letter once. started are the keyed starts acknowledged
-// now, as the keys topic took them (partition and offset set).
-func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad []recordReject, starts []*storage.Saga, signals []*engine.Signal) (failedParts map[storage.Partition]error, started []*kgo.Record) {
+// counts each dead letter once.
+func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad []recordReject, starts []*storage.Saga, signals []*engine.Signal) map[storage.Partition]error {
 	dls := make([]sideRecord, 0, len(rejects)+len(bad)+len(starts)+len(signals))
 	add := func(dl sideRecord) {
 		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.what}]; !done {
@@ -117,7 +116,7 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 			rec: c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp, b.reason, b.err, "", "")})
 	}
 	if len(dls) == 0 {
-		return nil, nil
+		return nil
 	}
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -138,9 +137,6 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 			dl := dls[which[res.Record]]
 			if res.Err == nil {
 				c.noteDeadLetter(dl, res.Record)
-				if strings.HasPrefix(dl.what, "start:") {
-					started = append(started, res.Record)
-				}
 				continue
 			}
 			if dl.dead && topicRecreated(res.Err) {
@@ -155,7 +151,7 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 			}
 		}
 		if len(failed) == 0 {
-			return nil, started
+			return nil
 		}
 		if purge {
 			// The dead-letter topic was deleted (and perhaps recreated, as
@@ -174,7 +170,7 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 			for _, dl := range failed {
 				out[dl.part] = fmt.Errorf("produce %d record(s) to %s: %w", len(failed), dl.rec.Topic, firstErr)
 			}
-			return out, started
+			return out
 		}
 		c.log.Warn("dead-letter or keyed-start produce failed; retrying", "records", len(failed), "attempt", attempt, "in", wait, "err", firstErr)
 		t := time.NewTimer(wait)

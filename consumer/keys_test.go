@@ -3,9 +3,7 @@ package consumer_test
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,94 +69,5 @@ func TestOneSagaPerKeyAcrossPartitionsMembersAndSources(t *testing.T) {
 	}
 	if got := dedup(); got != 300 {
 		t.Fatalf("%v events matched an existing saga, want 300", got)
-	}
-}
-
-// Direct starts (docs/architecture.md, invariant 2) record a keyed start in
-// the batch that produced it, at its record's offset. With another
-// producer's starts (as another member forwards them) landing in the same
-// keys partitions at the same time, some for the same keys, each key still
-// starts exactly one saga, nothing is lost, and no event is counted twice.
-func TestDirectStartsWithForeignStartsInterleaved(t *testing.T) {
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(3, topic))
-	seeds := c.ListenAddrs()
-	m := startMember(t, seeds, "", newRegistry(), nil)
-	kafkatest.WaitFor(t, 30*time.Second, "the member ready", func() bool { return m.Ready() == nil })
-	const n = 3000
-	want := map[string]storage.Status{}
-	for i := range n {
-		want["o-"+strconv.Itoa(i)] = storage.StatusCompleted
-	}
-	foreign := func(key string, i int) *kgo.Record {
-		s := &storage.Saga{Name: "order", Trigger: "kafka:" + topic, IdempotencyKey: key,
-			Origin: storage.Position{Topic: "elsewhere", Partition: 0, Offset: int64(i)}}
-		var hs []kgo.RecordHeader
-		for _, h := range engine.StartHeaders(s) {
-			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-		}
-		return &kgo.Record{Topic: group + "-keys", Key: engine.StartKey("order", key), Headers: hs,
-			Value: []byte(fmt.Sprintf(`{"order_id":%q,"amount":12.5}`, key))}
-	}
-	// Kafka's partitioner (murmur2) puts each foreign start where the key's
-	// owner reads it, as a member's forwarded start.
-	fcl := kafkatest.Client(t, seeds, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
-	cl := kafkatest.Client(t, seeds)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // every other order again, and 500 orders only it starts
-		defer wg.Done()
-		var recs []*kgo.Record
-		for i := 0; i < n; i += 2 {
-			recs = append(recs, foreign("o-"+strconv.Itoa(i), i))
-			if i%10 == 0 {
-				recs = append(recs, foreign("f-"+strconv.Itoa(i/10), i))
-			}
-			if len(recs) >= 50 {
-				kafkatest.Produce(t, fcl, recs...)
-				recs = recs[:0]
-				time.Sleep(2 * time.Millisecond)
-			}
-		}
-		kafkatest.Produce(t, fcl, recs...)
-	}()
-	for from := 0; from < n; from += 100 {
-		produceOrders(t, cl, from, 100, nil)
-		time.Sleep(3 * time.Millisecond)
-	}
-	wg.Wait()
-	for i := range n / 10 {
-		want["f-"+strconv.Itoa(i)] = storage.StatusCompleted
-	}
-	kafkatest.WaitFor(t, 60*time.Second, "every order's saga to finish", func() bool { return m.Finished.Load() >= int64(len(want)) })
-	waitCommittedAtEnd(t, seeds)
-	m.WaitIdle(30 * time.Second)
-	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
-	started := testutil.ToFloat64(m.Metrics.SagasStarted.WithLabelValues("order"))
-	dedup := testutil.ToFloat64(m.Metrics.Deduplicated.WithLabelValues("order"))
-	recorded := testutil.ToFloat64(m.Metrics.DirectStarts.WithLabelValues("recorded"))
-	deferred := testutil.ToFloat64(m.Metrics.DirectStarts.WithLabelValues("deferred"))
-	t.Logf("direct starts: %v recorded, %v deferred", recorded, deferred)
-	if started != float64(len(want)) || dedup != float64(n/2) {
-		t.Fatalf("%v sagas started, %v events matched one; want %d and %d", started, dedup, len(want), n/2)
-	}
-	// This member owns every keys partition, and forwarded n starts: each
-	// recorded directly or deferred (how many of each depends on how the
-	// starts interleaved).
-	if recorded+deferred != n {
-		t.Fatalf("direct starts: %v recorded, %v deferred; want %d in all", recorded, deferred, n)
-	}
-	// Once every keys partition is handled to its end, the next start lands
-	// at its partition's next offset: it is recorded directly.
-	produceOrders(t, cl, n, 10, nil)
-	for i := range 10 {
-		want["o-"+strconv.Itoa(n+i)] = storage.StatusCompleted
-	}
-	kafkatest.WaitFor(t, 60*time.Second, "the last orders' sagas to finish", func() bool { return m.Finished.Load() >= int64(len(want)) })
-	waitCommittedAtEnd(t, seeds)
-	m.WaitIdle(30 * time.Second)
-	checkOneSagaPerOrder(t, want, sagasIn(t, m.Store))
-	if got := testutil.ToFloat64(m.Metrics.DirectStarts.WithLabelValues("recorded")); got == recorded {
-		t.Fatalf("none of the starts after a quiet keys topic was recorded directly (%v deferred in all)",
-			testutil.ToFloat64(m.Metrics.DirectStarts.WithLabelValues("deferred")))
 	}
 }

@@ -27,7 +27,6 @@ type Metrics struct {
 	Restoring        prometheus.Gauge       // partitions being restored now
 	Expired          prometheus.Counter     // terminal sagas expired after the retention
 	StartsForwarded  prometheus.Counter     // keyed sagas' starts produced to the keys topic
-	DirectStarts     *prometheus.CounterVec // by outcome: recorded, deferred (direct starts, docs/architecture.md)
 	Refused          prometheus.Gauge       // owned partitions not consumed: they hold records of a newer release
 	SignalsForwarded prometheus.Counter     // events of awaited topics produced to the keys topic
 	RepliesApplied   prometheus.Counter     // replies (and await resumes) that moved their saga on
@@ -62,8 +61,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Expired:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_sagas_expired_total", Help: "Terminal sagas deleted (with a changelog tombstone) after the retention."}),
 		StartsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_keyed_starts_forwarded_total",
 			Help: "Starts of keyed sagas produced to the keys topic (the partition that owns the key records them)."}),
-		DirectStarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sagaz_keyed_starts_direct_total",
-			Help: "Keyed starts produced to a keys partition this member owns and handled in the same batch at their record's offset (recorded: a saga started, or matched by its key), or left for that partition's consumer (deferred: records before it were not handled yet)."}, []string{"outcome"}),
 		Refused: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sagaz_partitions_refused",
 			Help: "Assigned partitions this member does not consume because their changelog or store holds records of a newer release (see /readyz, condition incompatible)."}),
 		SignalsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "sagaz_signals_forwarded_total",
@@ -89,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.RecordsConsumed, m.SagasStarted, m.Deduplicated, m.Ignored, m.DeadLetters, m.CommitLatency,
 			m.StoreLatency, m.RecordLatency, m.CommitErrors, m.BatchErrors, m.Paused, m.Rebalances, m.Partitions,
 			m.ChangelogRecords, m.RestoredRecords, m.RestoreSeconds, m.Restoring, m.Expired, m.StartsForwarded, m.Refused,
-			m.DirectStarts, m.SignalsForwarded, m.RepliesApplied, m.RepliesIgnored)
+			m.SignalsForwarded, m.RepliesApplied, m.RepliesIgnored)
 	}
 	return m
 }
@@ -99,8 +96,6 @@ func (m *Metrics) known(routes *engine.Routes, topics []string) {
 	for _, t := range topics {
 		m.RecordsConsumed.WithLabelValues(t)
 	}
-	m.DirectStarts.WithLabelValues("recorded")
-	m.DirectStarts.WithLabelValues("deferred")
 	for _, name := range routes.SagaNames() {
 		m.SagasStarted.WithLabelValues(name)
 		m.Deduplicated.WithLabelValues(name)

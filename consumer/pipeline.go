@@ -22,7 +22,6 @@ type batch struct {
 	// Set by Consumer.record; read by the pipeline only after done is closed.
 	done chan struct{}
 	res  []storage.StartResult
-	owed int                         // direct starts left out: their partition owes the changelog a re-append
 	err  error                       // the batch was not recorded (store): all of it is fetched again
 	lag  map[storage.Partition]error // recorded, but these partitions' changelog records were not acknowledged
 }
@@ -139,7 +138,6 @@ func (p *pipeline) settle() *batch {
 	if b.err != nil {
 		return b
 	}
-	p.c.count(b)
 	if len(b.lag) > 0 {
 		for part, err := range b.lag {
 			p.c.log.Error("changelog records not acknowledged; the partition is fetched again", "partition", part.String(), "err", err)
@@ -212,7 +210,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	b.events = b.events[:n]
 	b.work.Reset()
 	b.fetches, b.marks = fetches, b.marks[:0]
-	b.done, b.res, b.err, b.lag, b.owed = make(chan struct{}), nil, nil, nil, 0
+	b.done, b.res, b.err, b.lag = make(chan struct{}), nil, nil, nil
 	var (
 		i   int
 		bad []recordReject
@@ -252,8 +250,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	if len(b.work.Rejects) == 0 && len(bad) == 0 && len(b.work.Forward) == 0 && len(b.work.Signals) == 0 {
 		return nil
 	}
-	failed, started := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward, b.work.Signals)
-	c.prepareDirect(b, started)
+	failed := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward, b.work.Signals)
 	if len(failed) == 0 {
 		return nil
 	}
@@ -270,34 +267,6 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	}
 	c.m.BatchErrors.Inc()
 	return nil
-}
-
-// prepareDirect adds to the batch the keyed starts just acknowledged by
-// keys partitions this member owns (and consumes: not refused), as direct
-// starts: the batch records each at its start record's offset if that
-// partition is handled up to it (docs/architecture.md, invariant 2). The
-// others, and any left out then, are recorded when their records are
-// consumed. Ownership cannot change before the batch is settled: a
-// rebalance waits for it.
-func (c *Consumer) prepareDirect(b *batch, started []*kgo.Record) {
-	if len(started) == 0 {
-		return
-	}
-	c.mu.Lock()
-	owned := make(map[int32]bool, len(c.owned[c.keysTopic]))
-	for p, ok := range c.owned[c.keysTopic] {
-		owned[p] = ok
-	}
-	c.mu.Unlock()
-	for _, r := range started {
-		if !owned[r.Partition] || c.isRefused(storage.Partition{Topic: r.Topic, Partition: r.Partition}) ||
-			len(r.Value) > c.cfg.MaxEventBytes { // consumed, it is dead-lettered: so it must be here
-			continue
-		}
-		ev := &engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
-		c.eng.PrepareDirect(&b.work, ev)
-	}
 }
 
 // dropPartitions takes the given partitions out of a prepared batch and
@@ -364,21 +333,6 @@ func (c *Consumer) record(ctx context.Context, b *batch) {
 	start := time.Now()
 	c.inflightSince.Store(start.UnixNano())
 	defer c.inflightSince.Store(0)
-	// A partition whose changelog may lack sagas of its store takes no
-	// direct start: the changelog would then hold a saga above ones it
-	// lacks, and a release restoring it (v0.1.0 resumes at the restored
-	// next offset) would skip them. Decided here, after the previous
-	// batch's changelog answer. Those starts are recorded when consumed.
-	keep := b.work.Direct[:0]
-	for _, s := range b.work.Direct {
-		if c.owesReappend(s.Source.TopicPartition()) {
-			b.owed++
-			continue
-		}
-		keep = append(keep, s)
-	}
-	clear(b.work.Direct[len(keep):])
-	b.work.Direct = keep
 	if b.res, b.err = c.eng.Record(context.WithoutCancel(ctx), &b.work); b.err != nil {
 		b.err = fmt.Errorf("%w: %w", errStore, b.err)
 		return

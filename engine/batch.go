@@ -70,13 +70,6 @@ type Batch struct {
 	// (PrepareStart). A library engine (no Changelog) records them at once,
 	// in its local partition "~keys".
 	Forward []*storage.Saga
-	// Direct holds keyed starts this member produced to keys-topic
-	// partitions it owns, to record in this batch at their start records'
-	// offsets (PrepareDirect; storage.StartBatch.AtNext: only where the
-	// partition is handled up to that offset). Record sets DirectResults,
-	// in the same order.
-	Direct        []*storage.Saga
-	DirectResults []storage.StartResult
 	// Meta records to write with the batch: the outcomes of its webhook and
 	// manual events (outcome.go).
 	Meta []storage.Meta
@@ -94,13 +87,11 @@ func (b *Batch) Reset() {
 	clear(b.Sagas)
 	clear(b.Rejects)
 	clear(b.Forward)
-	clear(b.Direct)
 	clear(b.Meta)
 	clear(b.Signals)
 	clear(b.awaits)
 	b.Sagas, b.Rejects, b.Ignored, b.Offsets, b.Forward, b.Meta = b.Sagas[:0], b.Rejects[:0], 0, b.Offsets[:0], b.Forward[:0], b.Meta[:0]
 	b.Signals, b.awaits = b.Signals[:0], b.awaits[:0]
-	b.Direct, b.DirectResults = b.Direct[:0], nil
 }
 
 // Prepare routes ev to its triggers (Routes.Resolve: synthetic says ev is a
@@ -265,10 +256,10 @@ func transform(rt *Route, ev *Event) (data map[string]any, err error) {
 // sagas for execution. Sagas that match an existing one (re-delivery, same
 // idempotency key) start nothing. Results are in the order of b.Sagas.
 func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, error) {
-	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Meta) == 0 && len(b.awaits) == 0 && len(b.Direct) == 0 {
+	if len(b.Sagas) == 0 && len(b.Offsets) == 0 && len(b.Meta) == 0 && len(b.awaits) == 0 {
 		return nil, nil
 	}
-	sb := storage.StartBatch{Sagas: b.Sagas, Offsets: b.Offsets, Meta: b.Meta, AtNext: b.Direct}
+	sb := storage.StartBatch{Sagas: b.Sagas, Offsets: b.Offsets, Meta: b.Meta}
 	var outs []outKeyed
 	var awaitMeta []storage.Meta
 	if len(b.awaits) > 0 {
@@ -286,26 +277,19 @@ func (e *Engine) Record(ctx context.Context, b *Batch) ([]storage.StartResult, e
 				sb.Changelog = append(sb.Changelog, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: e.mirror.Next(p)})
 			}
 		}
-		for _, s := range b.Direct {
-			p := s.Source.TopicPartition()
-			sb.Changelog = append(sb.Changelog, storage.Offset{Topic: p.Topic, Partition: p.Partition, Next: e.mirror.Next(p)})
-		}
 	}
 	res, err := e.store.Start(ctx, sb)
 	if err != nil {
 		return nil, err
 	}
-	res, b.DirectResults = res[:len(b.Sagas):len(b.Sagas)], res[len(b.Sagas):]
 	e.mirrorMeta(awaitMeta) // b.Meta is mirrored below
 	for _, o := range outs {
 		e.send(o.p, o.key, o.rec)
 	}
-	for _, rs := range [][]storage.StartResult{res, b.DirectResults} {
-		for _, r := range rs {
-			if r.Created {
-				e.recorded(r.Saga)
-				e.enqueue(r.Saga)
-			}
+	for _, r := range res {
+		if r.Created {
+			e.recorded(r.Saga)
+			e.enqueue(r.Saga)
 		}
 	}
 	if e.mirror != nil {

@@ -121,23 +121,6 @@ func (e *Engine) PrepareStart(b *Batch, ev *Event) {
 	b.Sagas = append(b.Sagas, s)
 }
 
-// PrepareDirect adds to b.Direct the keyed start that ev, the record this
-// member just produced to a keys-topic partition it owns, carries — the
-// saga consuming that record would record (PrepareStart), to record in
-// this batch at the record's offset if the partition is handled up to it
-// (Batch.Direct). A record PrepareStart would reject is left to it.
-func (e *Engine) PrepareDirect(b *Batch, ev *Event) bool {
-	if _, ok := ev.Header(HeaderKeysKind); ok {
-		return false
-	}
-	s, err := e.startOf(ev)
-	if err != nil {
-		return false
-	}
-	b.Direct = append(b.Direct, s)
-	return true
-}
-
 func (e *Engine) startOf(ev *Event) (*storage.Saga, error) {
 	name, _ := ev.Header(HeaderStartSaga)
 	trigger, _ := ev.Header(HeaderStartTrigger)

@@ -143,15 +143,6 @@ type StartBatch struct {
 	// Meta records to put (PutMeta) in the same transaction, e.g. what an
 	// event of the batch did (its outcome).
 	Meta []Meta
-	// AtNext are sagas inserted only where each sits exactly at its
-	// partition's next offset once Sagas and Offsets are applied (in
-	// order: the next offset then moves past it, as consuming its record
-	// would move it). One at any other offset is left out, reported
-	// Deferred, and nothing moves: its record is still to be consumed, and
-	// a next offset must never pass a record that is not handled. The
-	// consumer's direct starts of keyed sagas (docs/architecture.md).
-	// Their results follow those of Sagas.
-	AtNext []*Saga
 }
 
 // Meta is one meta record of a partition (a nil Value deletes it).
@@ -180,13 +171,6 @@ type StartResult struct {
 	Created bool
 	// Saga is the inserted record when Created (status pending).
 	Saga *Saga
-	// Redelivered: not Created, and the record was handled before (it is
-	// below its partition's next offset as it was before the batch): a
-	// re-delivery, whatever it matched.
-	Redelivered bool
-	// Deferred: an AtNext saga left out because it was not at its
-	// partition's next offset (nothing was written for it).
-	Deferred bool
 }
 
 // Query filters List.

@@ -26,12 +26,8 @@ func validate(s *Saga) error {
 // Start implements Store.
 func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, error) {
 	now := b.opts.Now().UTC()
-	all := batch.Sagas
-	if len(batch.AtNext) > 0 {
-		all = append(append(make([]*Saga, 0, len(batch.Sagas)+len(batch.AtNext)), batch.Sagas...), batch.AtNext...)
-	}
-	recs := make([][]byte, len(all))
-	for i, s := range all {
+	recs := make([][]byte, len(batch.Sagas))
+	for i, s := range batch.Sagas {
 		if err := validate(s); err != nil {
 			return nil, err
 		}
@@ -47,32 +43,20 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 	}
 	var results []StartResult
 	err := b.submit(ctx, func(w *wtx) error {
-		results = make([]StartResult, len(all))
+		results = make([]StartResult, len(batch.Sagas))
 		part := func(p Partition) (*partBuckets, error) { return w.part(p, true) }
-		// A record below its partition's next offset as it was before this
-		// batch was handled before: whatever it matches, it is a re-delivery.
-		var before map[Partition]int64
-		again := func(s *Saga, pb *partBuckets) bool {
-			p := s.Source.TopicPartition()
-			n, ok := before[p]
-			if !ok {
-				if before == nil {
-					before = map[Partition]int64{}
-				}
-				n = pb.next()
-				before[p] = n
+		for i, s := range batch.Sagas {
+			pb, err := part(s.Source.TopicPartition())
+			if err != nil {
+				return err
 			}
-			return s.Source.Offset < n
-		}
-		insert := func(i int, s *Saga, pb *partBuckets) error {
-			redelivered := again(s, pb)
 			sk := sagaKey(s.Source.Offset, s.Name)
 			// Every saga recorded so far sits below the partition's recorded
 			// next offset (Start advances it past each saga it inserts), so a
 			// saga at or above it is new: no lookup needed.
 			if s.Source.Offset < pb.next() && pb.sagas.Get(sk) != nil {
-				results[i] = StartResult{ID: s.ID(), Redelivered: true}
-				return nil
+				results[i] = StartResult{ID: s.ID()}
+				continue
 			}
 			if s.IdempotencyKey != "" {
 				ik := idemKey(s.Name, s.IdempotencyKey)
@@ -83,9 +67,8 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 					if s.Keyed() {
 						id = s.ID()
 					}
-					results[i] = StartResult{ID: id, Redelivered: redelivered}
-					pb.advance(s.Source.Offset + 1)
-					return nil
+					results[i] = StartResult{ID: id}
+					continue
 				}
 				if err := pb.idem.Put(ik, sk[:8]); err != nil {
 					return err
@@ -99,16 +82,6 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			}
 			pb.advance(s.Source.Offset + 1)
 			results[i] = StartResult{ID: s.ID(), Created: true, Saga: s}
-			return nil
-		}
-		for i, s := range batch.Sagas {
-			pb, err := part(s.Source.TopicPartition())
-			if err != nil {
-				return err
-			}
-			if err := insert(i, s, pb); err != nil {
-				return err
-			}
 		}
 		for _, o := range batch.Offsets {
 			pb, err := part(o.TopicPartition())
@@ -116,20 +89,6 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 				return err
 			}
 			pb.advance(o.Next)
-		}
-		for j, s := range batch.AtNext {
-			i := len(batch.Sagas) + j
-			pb, err := part(s.Source.TopicPartition())
-			if err != nil {
-				return err
-			}
-			if s.Source.Offset != pb.next() {
-				results[i] = StartResult{ID: s.ID(), Deferred: true}
-				continue
-			}
-			if err := insert(i, s, pb); err != nil {
-				return err
-			}
 		}
 		for _, o := range batch.Changelog {
 			pb, err := part(o.TopicPartition())

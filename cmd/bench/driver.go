@@ -519,8 +519,7 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	}
 	rate := float64(n) / t1.Sub(t0).Seconds()
 	d.logf("ingest: %d events in %s: %.0f events/s", n, t1.Sub(t0).Round(time.Millisecond), rate)
-	d.logf("ingest: keyed starts recorded directly %.0f, deferred %.0f; start records consumed back %.0f",
-		scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="recorded"}`), scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="deferred"}`),
+	d.logf("ingest: start records consumed from the keys topic: %.0f",
 		scrape(m.addr, `sagaz_records_consumed_total{topic="bench-ingest`+d.run+`-keys"}`))
 	return rate, nil
 }
@@ -589,8 +588,6 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 			Target: fmt.Sprintf("p99 ≤ %d ms", ld.p99.Milliseconds()), Met: met(p99 <= ld.p99.Seconds()),
 		})
 	}
-	d.logf("keyed starts recorded directly by this member: %.0f, deferred to the keys partition's consumer: %.0f",
-		scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="recorded"}`), scrape(m.addr, `sagaz_keyed_starts_direct_total{outcome="deferred"}`))
 	return rate, rows, nil
 }
 

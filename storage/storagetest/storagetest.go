@@ -31,7 +31,6 @@ func Run(t *testing.T, open Opener) {
 		{"SameKeyInOneBatch", testSameKeyInOneBatch},
 		{"ConcurrentSameKeyStartsOne", testConcurrentSameKey},
 		{"NextOffsetNeverMovesBack", testNextOffset},
-		{"StartAtNextOnly", testStartAtNext},
 		{"UpdateMovesIndexes", testUpdate},
 		{"UpdateUnknownIsNotFound", testUpdateUnknown},
 		{"InvalidInput", testInvalidInput},
@@ -204,73 +203,6 @@ func testNextOffset(t *testing.T, open Opener) {
 	}
 	if got, ok, err := s.NextOffset(ctx, p); err != nil || !ok || got != 12 {
 		t.Fatalf("NextOffset = %d %v %v, want 12", got, ok, err)
-	}
-}
-
-// An AtNext saga is inserted only at its partition's next offset (after
-// the batch's sagas and offsets), and then moves it on; anywhere else it is
-// deferred and nothing moves — a next offset never passes a record that is
-// not handled. Its record consumed later is recognised by position.
-func testStartAtNext(t *testing.T, open Opener) {
-	s, _ := mustOpen(t, open)
-	ctx := context.Background()
-	p := storage.Partition{Topic: "keys", Partition: 1}
-	keyed := func(off int64, key string) *storage.Saga {
-		k := NewSaga("order", "keys", 1, off, key)
-		k.Origin = storage.Position{Topic: "orders", Offset: off}
-		return k
-	}
-	next := func() int64 {
-		t.Helper()
-		n, _, err := s.NextOffset(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	run := func(b storage.StartBatch) []storage.StartResult {
-		t.Helper()
-		res, err := s.Start(ctx, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(res) != len(b.Sagas)+len(b.AtNext) {
-			t.Fatalf("%d results for %d sagas and %d at next", len(res), len(b.Sagas), len(b.AtNext))
-		}
-		return res
-	}
-	run(storage.StartBatch{Offsets: []storage.Offset{{Topic: "keys", Partition: 1, Next: 5}}})
-
-	// Above the next offset: records 5 and 6 are not handled yet.
-	if res := run(storage.StartBatch{AtNext: []*storage.Saga{keyed(7, "a")}}); !res[0].Deferred || res[0].Created || next() != 5 {
-		t.Fatalf("at 7 with next 5: %+v, next %d; want deferred, next 5", res[0], next())
-	}
-	if _, err := s.Get(ctx, storage.FormatKeyedID("order", "a")); !errors.Is(err, storage.ErrNotFound) {
-		t.Fatalf("a deferred saga was stored: %v", err)
-	}
-	// At the next offset: inserted, next moves past it.
-	if res := run(storage.StartBatch{AtNext: []*storage.Saga{keyed(5, "a")}}); !res[0].Created || res[0].Deferred || next() != 6 {
-		t.Fatalf("at 5 with next 5: %+v, next %d; want created, next 6", res[0], next())
-	}
-	// The batch's consumed sagas and offsets count first: 6 (a saga) and 7
-	// (a record that started nothing) are handled, so 8 is at next.
-	res := run(storage.StartBatch{Sagas: []*storage.Saga{keyed(6, "b")}, Offsets: []storage.Offset{{Topic: "keys", Partition: 1, Next: 8}},
-		AtNext: []*storage.Saga{keyed(8, "c"), keyed(10, "d"), keyed(9, "a")}})
-	if !res[0].Created || !res[1].Created || !res[2].Deferred || res[3].Created || res[3].Deferred || res[3].ID != storage.FormatKeyedID("order", "a") {
-		t.Fatalf("results %+v; want b and c created, d deferred, a matched by its key", res)
-	}
-	if next() != 10 { // 9 was handled: its key had a saga already
-		t.Fatalf("next %d, want 10", next())
-	}
-	// The records recorded at next, consumed later, are re-deliveries.
-	res = run(storage.StartBatch{Sagas: []*storage.Saga{keyed(5, "a"), keyed(8, "c"), keyed(9, "a")}, Offsets: []storage.Offset{{Topic: "keys", Partition: 1, Next: 10}}})
-	for i, r := range res {
-		if r.Created || !r.Redelivered {
-			t.Fatalf("consumed again %d: %+v; want redelivered", i, r)
-		}
-	}
-	if next() != 10 {
-		t.Fatalf("next moved back to %d", next())
 	}
 }
 
