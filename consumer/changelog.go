@@ -180,7 +180,7 @@ func (c *Changelog) produceOne(p storage.Partition, r *kgo.Record) {
 
 // Append mirrors a saga's recorded state (engine.Changelog).
 func (c *Changelog) Append(s *storage.Saga) {
-	c.add(s.Source.TopicPartition(), storage.ChangeKey(s), storage.EncodeSaga(nil, s))
+	c.add(s.Source.TopicPartition(), storage.ChangeKey(s), storage.TakeRecord(s)) // the store's record of this state: not encoded again
 }
 
 // AppendNext mirrors a partition's next offset.

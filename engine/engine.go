@@ -455,6 +455,7 @@ func isLocal(topic string) bool { return strings.HasPrefix(topic, "~") }
 // — unless the partition was given up meanwhile (a step that outlived its
 // release): the next owner's state must not be overwritten by it.
 func (e *Engine) recorded(s *storage.Saga) {
+	defer storage.DropRecord(s) // the store's record of this state, if the changelog did not take it
 	if e.mirror == nil || isLocal(s.Source.Topic) {
 		return
 	}

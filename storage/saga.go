@@ -216,7 +216,34 @@ type Saga struct {
 	// Extensions are fields of the record this release does not know (a
 	// newer release wrote them); they are kept and written back unchanged.
 	Extensions []Extension `json:"-"`
+
+	// rec is the record the store just wrote for this state (Version
+	// recVersion), so the changelog mirrors it without encoding it again
+	// (TakeRecord); nil once taken.
+	rec        []byte
+	recVersion uint64
 }
+
+// TakeRecord returns the encoded record of s (EncodeSaga) and forgets it:
+// the record the store wrote for this state if s is unchanged since (the
+// store keeps it on s after a successful Start, Update or Write), else a
+// fresh encoding. The engine hands it to the changelog right after the
+// write, so a transition is encoded once. The caller must not modify it.
+func TakeRecord(s *Saga) []byte {
+	rec := s.rec
+	s.rec = nil
+	if rec != nil && s.recVersion == s.Version {
+		return rec
+	}
+	return EncodeSaga(nil, s)
+}
+
+// DropRecord forgets the record the store kept on s (see TakeRecord), so
+// it is not held while nothing will take it.
+func DropRecord(s *Saga) { s.rec = nil }
+
+// keepRecord notes that rec is the record written for s's current state.
+func (s *Saga) keepRecord(rec []byte) { s.rec, s.recVersion = rec, s.Version }
 
 // Park is why and since when a saga is parked, and the status it resumes
 // in.
@@ -336,6 +363,7 @@ func unescapeKey(s string) (string, error) {
 // Clone returns a deep copy of s.
 func (s *Saga) Clone() *Saga {
 	c := *s
+	c.rec = nil // the clone is changed on its own; its record is encoded afresh
 	c.Context = append([]byte(nil), s.Context...)
 	c.Steps = append([]Step(nil), s.Steps...)
 	c.Extensions = append([]Extension(nil), s.Extensions...)

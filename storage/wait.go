@@ -298,7 +298,7 @@ func (b *Bolt) Write(ctx context.Context, wb WriteBatch) error {
 	if err != nil {
 		return err
 	}
-	return b.submit(ctx, func(w *wtx) error {
+	err = b.submit(ctx, func(w *wtx) error {
 		for _, u := range ups {
 			if err := b.putUpdate(w, u); err != nil {
 				return err
@@ -306,6 +306,10 @@ func (b *Bolt) Write(ctx context.Context, wb WriteBatch) error {
 		}
 		return putMetas(w, meta)
 	})
+	if err == nil {
+		keepRecords(ups)
+	}
+	return err
 }
 
 func copyMeta(ms []Meta) ([]Meta, error) {

@@ -118,6 +118,11 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 	if err != nil {
 		return nil, err
 	}
+	for i, r := range results {
+		if r.Created {
+			r.Saga.keepRecord(recs[i])
+		}
+	}
 	return results, nil
 }
 
@@ -127,7 +132,7 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 	if err != nil {
 		return err
 	}
-	return b.submit(ctx, func(w *wtx) error {
+	err = b.submit(ctx, func(w *wtx) error {
 		for _, u := range ups {
 			if err := b.putUpdate(w, u); err != nil {
 				return err
@@ -135,6 +140,17 @@ func (b *Bolt) Update(ctx context.Context, sagas ...*Saga) error {
 		}
 		return nil
 	})
+	if err == nil {
+		keepRecords(ups)
+	}
+	return err
+}
+
+// keepRecords keeps each written record on its saga (TakeRecord).
+func keepRecords(ups []sagaUpdate) {
+	for _, u := range ups {
+		u.s.keepRecord(u.rec)
+	}
 }
 
 // sagaUpdate is a saga's new state, encoded before the transaction.
