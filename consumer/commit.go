@@ -112,22 +112,7 @@ func (c *Consumer) recorded(b *batch) {
 // rewind sets the fetch position of every partition in the given batches
 // back to its earliest unrecorded record, so they are fetched again.
 func (c *Consumer) rewind(bs ...*batch) {
-	to := map[string]map[int32]kgo.EpochOffset{}
-	for _, b := range bs {
-		b.fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
-			}
-			if to[p.Topic] == nil {
-				to[p.Topic] = map[int32]kgo.EpochOffset{}
-			}
-			first := p.Records[0].Offset
-			if cur, ok := to[p.Topic][p.Partition]; !ok || first < cur.Offset {
-				to[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: first}
-			}
-		})
-	}
-	c.cl.SetOffsets(to)
+	c.cl.SetOffsets(firstRecords(bs, func(storage.Partition) bool { return true }))
 }
 
 // commit commits the offsets recorded durably since the last commit and

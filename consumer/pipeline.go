@@ -15,8 +15,10 @@ import (
 
 // batch is one poll's worth of work between "polled" and "committed".
 type batch struct {
-	fetches kgo.Fetches
-	events  []engine.Event // backing store of work's events
+	fetches kgo.Fetches    // every poll the batch holds (pipeline.gather adds polls to a prepared batch)
+	events  []engine.Event // backing store of the first poll's events
+	records int            // records polled into the batch
+	partial bool           // some partitions were taken out while it was prepared (side records not produced)
 	work    engine.Batch   // the sagas, rejects and next offsets the engine records
 	marks   []mark         // the offsets to commit once work is durable
 	// Set by Consumer.record; read by the pipeline only after done is closed.
@@ -46,7 +48,8 @@ type pipeline struct {
 
 // loop polls and records batches as a two-stage pipeline: while batch N is
 // being recorded (the storage transaction, its fsync and the changelog
-// acks), batch N+1 is polled, routed, transformed and dead-lettered. Offsets
+// acks), batch N+1 is polled, routed, transformed and dead-lettered, and
+// grows with every poll that comes before N is done (gather). Offsets
 // of N are committed once N is durable. Rebalances are allowed only with
 // nothing in flight: between batches when idle, and at once when a
 // rebalance is waiting.
@@ -80,6 +83,9 @@ func (c *Consumer) loop(ctx context.Context) {
 		next := &p.slots[p.cur]
 		p.cur ^= 1
 		prepErr := c.prepare(ctx, next, fetches)
+		if prepErr == nil && !next.partial {
+			prepErr = p.gather(next)
+		}
 		if failed := p.settle(); failed != nil {
 			p.fail(failed.err, failed, next) // next was fetched past a batch that is not recorded
 			continue
@@ -103,11 +109,49 @@ func (c *Consumer) loop(ctx context.Context) {
 	}
 }
 
+// gather adds to the prepared batch next what the client fetches while the
+// batch in flight is being recorded, until that one is done (or next holds
+// MaxPollRecords, a rebalance waits, back-pressure applies, or shutdown
+// begins). The client buffers one fetch per broker and sends the next
+// fetch request only once the buffered one is polled: taken at once, a
+// record waits for one recording before its own, not for two. It stops at
+// the first poll whose side records could not all be produced (those
+// partitions are out of next and fetched again).
+func (p *pipeline) gather(next *batch) error {
+	c := p.c
+	for p.inflight != nil && p.ctx.Err() == nil && !c.rebalance.Load() {
+		select {
+		case <-p.inflight.done:
+			return nil
+		default:
+		}
+		room := c.cfg.MaxPollRecords - next.records
+		if q, _ := c.eng.Stats(); room <= 0 || q >= c.cfg.HighWater {
+			return nil
+		}
+		more := p.pollUpTo(room)
+		if more.IsClientClosed() {
+			return nil
+		}
+		c.noteFetchErrors(more)
+		if more.NumRecords() == 0 {
+			return nil // the batch in flight is done (or the poll's bound passed): settle it
+		}
+		if err := c.add(p.ctx, next, more); err != nil || next.partial {
+			return err
+		}
+	}
+	return nil
+}
+
 // poll fetches the next records. The poll is bounded (1s), so failed
 // commits are retried even when idle; it also returns as soon as the
 // in-flight batch is durable, so that batch is committed without waiting
 // for new records.
-func (p *pipeline) poll() kgo.Fetches {
+func (p *pipeline) poll() kgo.Fetches { return p.pollUpTo(p.c.cfg.MaxPollRecords) }
+
+// pollUpTo is poll for at most max records.
+func (p *pipeline) pollUpTo(max int) kgo.Fetches {
 	pctx, cancel := context.WithTimeout(p.ctx, idleCommitEvery)
 	defer cancel()
 	if p.inflight != nil {
@@ -120,7 +164,7 @@ func (p *pipeline) poll() kgo.Fetches {
 			}
 		}()
 	}
-	return p.c.cl.PollRecords(pctx, p.c.cfg.MaxPollRecords)
+	return p.c.cl.PollRecords(pctx, max)
 }
 
 // settle waits for the in-flight batch and commits it; on failure it
@@ -207,10 +251,24 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	if cap(b.events) < n {
 		b.events = make([]engine.Event, n)
 	}
-	b.events = b.events[:n]
 	b.work.Reset()
-	b.fetches, b.marks = fetches, b.marks[:0]
+	b.fetches, b.marks, b.records, b.partial = nil, b.marks[:0], 0, false
 	b.done, b.res, b.err, b.lag = make(chan struct{}), nil, nil, nil
+	return c.addTo(ctx, b, fetches, b.events[:n])
+}
+
+// add prepares the records of one more poll into the prepared batch b (see
+// pipeline.gather). A partition may then appear in b more than once: its
+// offsets and marks only rise, and a partition taken out of b is set back
+// to its first record in b.
+func (c *Consumer) add(ctx context.Context, b *batch, fetches kgo.Fetches) error {
+	return c.addTo(ctx, b, fetches, make([]engine.Event, fetches.NumRecords())) // b's earlier events stay where they are
+}
+
+func (c *Consumer) addTo(ctx context.Context, b *batch, fetches kgo.Fetches, events []engine.Event) error {
+	b.fetches = append(b.fetches[:len(b.fetches):len(b.fetches)], fetches...)
+	b.records += len(events)
+	r0, f0, s0 := len(b.work.Rejects), len(b.work.Forward), len(b.work.Signals) // what earlier polls of b produced already
 	var (
 		i   int
 		bad []recordReject
@@ -226,7 +284,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 				bad = append(bad, recordReject{r, ReasonOversized, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(r.Value), c.cfg.MaxEventBytes)})
 				continue
 			}
-			ev := &b.events[i]
+			ev := &events[i]
 			i++
 			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
@@ -247,13 +305,14 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		b.marks = append(b.marks, mark{p.Topic, p.Partition, kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}})
 		c.m.RecordsConsumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
-	if len(b.work.Rejects) == 0 && len(bad) == 0 && len(b.work.Forward) == 0 && len(b.work.Signals) == 0 {
+	if len(b.work.Rejects) == r0 && len(bad) == 0 && len(b.work.Forward) == f0 && len(b.work.Signals) == s0 {
 		return nil
 	}
-	failed := c.produceSide(ctx, b.work.Rejects, bad, b.work.Forward, b.work.Signals)
+	failed := c.produceSide(ctx, b.work.Rejects[r0:], bad, b.work.Forward[f0:], b.work.Signals[s0:])
 	if len(failed) == 0 {
 		return nil
 	}
+	b.partial = true
 	// The dead letters or keyed starts of some partitions could not be
 	// produced: those partitions are taken out of the batch and fetched
 	// again; the others go on.
@@ -311,17 +370,30 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 	for p, err := range parts {
 		c.stuck(p, err.Error())
 	}
+	c.cl.SetOffsets(firstRecords([]*batch{b}, func(p storage.Partition) bool { _, drop := parts[p]; return drop }))
+	return len(b.work.Offsets) == 0
+}
+
+// firstRecords returns, for each partition of the given batches that
+// which selects, the offset of its first record in them: where it is
+// fetched again from. A batch may hold several polls of a partition
+// (pipeline.gather), so this is the least of their first offsets.
+func firstRecords(bs []*batch, which func(storage.Partition) bool) map[string]map[int32]kgo.EpochOffset {
 	to := map[string]map[int32]kgo.EpochOffset{}
-	b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if _, drop := parts[storage.Partition{Topic: fp.Topic, Partition: fp.Partition}]; drop && len(fp.Records) > 0 {
+	for _, b := range bs {
+		b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 || !which(storage.Partition{Topic: fp.Topic, Partition: fp.Partition}) {
+				return
+			}
 			if to[fp.Topic] == nil {
 				to[fp.Topic] = map[int32]kgo.EpochOffset{}
 			}
-			to[fp.Topic][fp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: fp.Records[0].Offset}
-		}
-	})
-	c.cl.SetOffsets(to)
-	return len(b.work.Offsets) == 0
+			if cur, ok := to[fp.Topic][fp.Partition]; !ok || fp.Records[0].Offset < cur.Offset {
+				to[fp.Topic][fp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: fp.Records[0].Offset}
+			}
+		})
+	}
+	return to
 }
 
 // record is the batch goroutine (one at a time; the pipeline waits for
