@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -24,6 +25,10 @@ func (c *Consumer) mirror(ctx context.Context, b *batch) map[storage.Partition]e
 	parts := make([]storage.Partition, 0, len(b.work.Offsets))
 	for _, o := range b.work.Offsets {
 		p := o.TopicPartition()
+		if slices.Contains(parts, p) { // a batch of several polls has several offsets of a partition
+			cl.AppendNext(p, o.Next)
+			continue
+		}
 		parts = append(parts, p)
 		if c.owesReappend(p) { // an earlier write failed, or the store was ahead of the commits: what it holds may be missing
 			for j, r := range b.res {

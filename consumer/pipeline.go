@@ -19,8 +19,12 @@ type batch struct {
 	events  []engine.Event // backing store of the first poll's events
 	records int            // records polled into the batch
 	partial bool           // some partitions were taken out while it was prepared (side records not produced)
-	work    engine.Batch   // the sagas, rejects and next offsets the engine records
-	marks   []mark         // the offsets to commit once work is durable
+	// dropped are the partitions taken out of the batch (dropPartitions):
+	// their fetch positions were set back then, and a rewind of the batch
+	// leaves them alone — it would raise a position set lower since.
+	dropped map[storage.Partition]bool
+	work    engine.Batch // the sagas, rejects and next offsets the engine records
+	marks   []mark       // the offsets to commit once work is durable
 	// Set by Consumer.record; read by the pipeline only after done is closed.
 	done chan struct{}
 	res  []storage.StartResult
@@ -252,7 +256,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 		b.events = make([]engine.Event, n)
 	}
 	b.work.Reset()
-	b.fetches, b.marks, b.records, b.partial = nil, b.marks[:0], 0, false
+	b.fetches, b.marks, b.records, b.partial, b.dropped = nil, b.marks[:0], 0, false, nil
 	b.done, b.res, b.err, b.lag = make(chan struct{}), nil, nil, nil
 	return c.addTo(ctx, b, fetches, b.events[:n])
 }
@@ -371,18 +375,29 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 		c.stuck(p, err.Error())
 	}
 	c.cl.SetOffsets(firstRecords([]*batch{b}, func(p storage.Partition) bool { _, drop := parts[p]; return drop }))
+	if b.dropped == nil {
+		b.dropped = map[storage.Partition]bool{}
+	}
+	for p := range parts {
+		b.dropped[p] = true
+	}
 	return len(b.work.Offsets) == 0
 }
 
 // firstRecords returns, for each partition of the given batches that
 // which selects, the offset of its first record in them: where it is
 // fetched again from. A batch may hold several polls of a partition
-// (pipeline.gather), so this is the least of their first offsets.
+// (pipeline.gather), so this is the least of their first offsets. A
+// partition already taken out of a batch is not set back by that batch
+// again: its position was set back when it was taken out, and may have
+// been set lower since (a batch before it whose changelog records were
+// not acknowledged); setting it to this batch's first record would skip
+// the records in between.
 func firstRecords(bs []*batch, which func(storage.Partition) bool) map[string]map[int32]kgo.EpochOffset {
 	to := map[string]map[int32]kgo.EpochOffset{}
 	for _, b := range bs {
 		b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 || !which(storage.Partition{Topic: fp.Topic, Partition: fp.Partition}) {
+			if p := (storage.Partition{Topic: fp.Topic, Partition: fp.Partition}); len(fp.Records) == 0 || b.dropped[p] || !which(p) {
 				return
 			}
 			if to[fp.Topic] == nil {
