@@ -5,6 +5,7 @@ package sagaztest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -123,6 +124,14 @@ func Sagas(t testing.TB, st storage.Store) []*storage.Saga {
 // unless ignoreOthers is set (a broker shared with earlier runs).
 func CheckOrders(t testing.TB, name string, want map[string]storage.Status, all []*storage.Saga, ignoreOthers bool) {
 	t.Helper()
+	if err := OrdersMismatch(name, want, all, ignoreOthers); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// OrdersMismatch is CheckOrders' check: nil when it holds, else what is
+// wrong (for a test that waits for it to hold).
+func OrdersMismatch(name string, want map[string]storage.Status, all []*storage.Saga, ignoreOthers bool) error {
 	newest := map[string]*storage.Saga{}
 	for _, s := range all {
 		if s.Name != name {
@@ -139,19 +148,20 @@ func CheckOrders(t testing.TB, name string, want map[string]storage.Status, all 
 			if ignoreOthers {
 				continue
 			}
-			t.Fatalf("saga %s for unknown order %q", s.ID(), s.IdempotencyKey)
+			return fmt.Errorf("saga %s for unknown order %q", s.ID(), s.IdempotencyKey)
 		}
 		if prev, dup := seen[s.IdempotencyKey]; dup {
-			t.Fatalf("two sagas for %s: %s and %s", s.IdempotencyKey, prev.ID(), s.ID())
+			return fmt.Errorf("two sagas for %s: %s and %s", s.IdempotencyKey, prev.ID(), s.ID())
 		}
 		seen[s.IdempotencyKey] = s
 		if s.Status != w {
-			t.Fatalf("saga %s (%s): %s, want %s", s.ID(), s.IdempotencyKey, s.Status, w)
+			return fmt.Errorf("saga %s (%s): %s (version %d), want %s", s.ID(), s.IdempotencyKey, s.Status, s.Version, w)
 		}
 	}
 	if len(seen) != len(want) {
-		t.Fatalf("%d of %d orders have a saga", len(seen), len(want))
+		return fmt.Errorf("%d of %d orders have a saga", len(seen), len(want))
 	}
+	return nil
 }
 
 // StoredSagas reads every saga of the closed stores in the data
