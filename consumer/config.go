@@ -60,8 +60,9 @@ type Config struct {
 	// MaxEventBytes: larger record values go to the dead-letter topic with
 	// reason "oversized" (default 1 MiB).
 	MaxEventBytes int
-	// MaxPollRecords bounds one poll batch, and so one transaction
-	// (default 10000).
+	// MaxPollRecords bounds one batch — its first poll and the polls it
+	// gathers while the batch before it is recorded — and so one
+	// transaction (default 10000).
 	MaxPollRecords int
 	// HighWater: when this many sagas wait as pending, fetching pauses until
 	// they fall to LowWater (defaults 10000 and 5000).

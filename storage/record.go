@@ -211,6 +211,12 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
 }
 
+// checksumOK reports whether b is a record of format 2 whose checksum
+// holds (without decoding it).
+func checksumOK(b []byte) bool {
+	return len(b) >= 6 && b[0] == recordVersion && crc32.Checksum(b[:len(b)-4], crcTable) == binary.BigEndian.Uint32(b[len(b)-4:])
+}
+
 // DecodeSaga decodes a record written by EncodeSaga. It never panics: any
 // malformed input yields an error wrapping ErrCorrupt.
 func DecodeSaga(b []byte) (*Saga, error) {

@@ -80,7 +80,10 @@ type Store interface {
 	// tombstone (nil value) deletes the saga; a NextOffsetKey record moves
 	// the next offset forward. It then records changelogNext (the changelog
 	// offset after the last record given). It returns how many records
-	// changed the store.
+	// changed the store. The store ends as applying the records one by one
+	// would leave it; a saga record that a later one of the same saga in
+	// the same call replaces (a higher version, no tombstone between) may
+	// be skipped, and is then not counted.
 	Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error)
 
 	// ChangelogNext returns the changelog offset recorded for p by Apply or

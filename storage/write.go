@@ -232,8 +232,12 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		isNxt  bool
 		isMeta bool
 	}
+	superseded := supersededInBatch(changes)
 	ps := make([]prepared, 0, len(changes))
-	for _, c := range changes {
+	for i, c := range changes {
+		if superseded[i] {
+			continue
+		}
 		switch {
 		case bytes.HasPrefix(c.Key, []byte(metaPrefix)):
 			ps = append(ps, prepared{key: c.Key, value: c.Value, isMeta: true})
@@ -340,6 +344,53 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		return 0, err
 	}
 	return applied, nil
+}
+
+// supersededInBatch marks the saga records of a changelog batch that a
+// later record of the same saga in the batch replaces anyway: one with a
+// higher version, with no tombstone of the saga between them.
+// Applying the batch without them leaves the store as applying every
+// record in turn does (a record only replaces an older version, so the
+// saga ends at the highest version after its last tombstone, with the
+// stored one) — and a restore reads every transition of a saga written
+// within one flush interval of the next, so most of its records are
+// skipped, not decoded, written and indexed. Only a record of format 2
+// whose checksum holds is skipped: a damaged record is always decoded, and
+// refused, as before, even when a later one would replace it; and one
+// that supersedes others is decoded too (if it is damaged, the batch is
+// refused).
+func supersededInBatch(changes []Change) []bool {
+	var out []bool
+	later := make(map[string]uint64) // key -> highest version after this point (0: a tombstone comes first)
+	for i := len(changes) - 1; i >= 0; i-- {
+		c := changes[i]
+		if len(c.Key) <= 8 || c.Key[0] == NextOffsetKey[0] || bytes.HasPrefix(c.Key, []byte(metaPrefix)) {
+			continue // not a saga's record
+		}
+		if c.Value == nil {
+			later[string(c.Key)] = 0
+			continue
+		}
+		v := versionOfRecord(c.Value)
+		if v == 0 || !checksumOK(c.Value) { // damaged, of format 1 or of a newer format: decoded (and refused) below
+			continue
+		}
+		hi, seen := later[string(c.Key)]
+		if seen && hi > v { // equal versions are left to the version check: the first one stays, as one by one
+			if out == nil {
+				out = make([]bool, len(changes))
+			}
+			out[i] = true
+			continue
+		}
+		if !seen || hi < v {
+			later[string(c.Key)] = v
+		}
+	}
+	if out == nil {
+		return make([]bool, len(changes))
+	}
+	return out
 }
 
 // malformed is the error for a stored record that an index update could

@@ -100,7 +100,7 @@ func runDriver(ctx context.Context, args []string) error {
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	dataDir := fs.String("data", "", "working directory (default: a temporary one, removed afterwards)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the member of -profile-phase to this file")
-	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest, completion or commands")
+	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest, completion, restore or commands")
 	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory, commands, waiting)")
 	memLimit := fs.String("memory-limit", "150MiB", "every member's soft memory limit (GOMEMLIMIT, as docs/operations.md recommends; empty: none)")
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
@@ -664,7 +664,7 @@ func (d *driver) memoryAndRestart(ctx context.Context, n int) (Row, Row, error) 
 // restored every partition from the changelog.
 func (d *driver) restore(ctx context.Context, n int) (Row, error) {
 	start := time.Now()
-	m, err := d.member(ctx, "backlog-restored", "bench.backlog"+d.run, "-group", "bench-backlog"+d.run)
+	m, err := d.member(ctx, "backlog-restored", "bench.backlog"+d.run, append([]string{"-group", "bench-backlog" + d.run}, d.profileArgs("restore")...)...)
 	if err != nil {
 		return Row{}, err
 	}
