@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -211,10 +212,41 @@ func EncodeSaga(dst []byte, s *Saga) []byte {
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
 }
 
-// checksumOK reports whether b is a record of format 2 whose checksum
-// holds (without decoding it).
-func checksumOK(b []byte) bool {
-	return len(b) >= 6 && b[0] == recordVersion && crc32.Checksum(b[:len(b)-4], crcTable) == binary.BigEndian.Uint32(b[len(b)-4:])
+// recordHeadOf is the head of an encoded record (recordHead).
+type recordHeadOf struct {
+	version           uint64
+	name, topic, idem []byte
+	partition, offset int64
+}
+
+// isKey reports whether k is the changelog key of the record's saga
+// (ChangeKey).
+func (h recordHeadOf) isKey(k []byte) bool {
+	return len(k) == 8+len(h.name) && int64(binary.BigEndian.Uint64(k)) == h.offset && bytes.Equal(k[8:], h.name)
+}
+
+// recordHead reads the head of a record of format 2 whose checksum holds
+// and whose status byte is one DecodeSaga accepts — its version, name,
+// position and idempotency key — without decoding the rest (nor
+// allocating); false for any other record.
+func recordHead(b []byte) (recordHeadOf, bool) {
+	var h recordHeadOf
+	if len(b) < 6 || b[0] != recordVersion || crc32.Checksum(b[:len(b)-4], crcTable) != binary.BigEndian.Uint32(b[len(b)-4:]) ||
+		Status(b[1]) < StatusPending || Status(b[1]) > StatusFailed { // as DecodeSaga checks it
+		return h, false
+	}
+	d := decoder{b: b[2 : len(b)-4]}
+	h.version = d.uvarint()
+	h.name = d.bytes()
+	d.bytes() // trigger
+	h.topic = d.bytes()
+	h.partition = d.varint()
+	h.offset = d.varint()
+	d.varint() // event time
+	d.varint() // created
+	d.varint() // updated
+	h.idem = d.bytes()
+	return h, d.err == nil
 }
 
 // DecodeSaga decodes a record written by EncodeSaga. It never panics: any

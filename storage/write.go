@@ -232,7 +232,7 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		isNxt  bool
 		isMeta bool
 	}
-	superseded := supersededInBatch(changes)
+	superseded := supersededInBatch(p, changes)
 	ps := make([]prepared, 0, len(changes))
 	for i, c := range changes {
 		if superseded[i] {
@@ -346,51 +346,98 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 	return applied, nil
 }
 
-// supersededInBatch marks the saga records of a changelog batch that a
-// later record of the same saga in the batch replaces anyway: one with a
-// higher version, with no tombstone of the saga between them.
-// Applying the batch without them leaves the store as applying every
-// record in turn does (a record only replaces an older version, so the
-// saga ends at the highest version after its last tombstone, with the
-// stored one) — and a restore reads every transition of a saga written
-// within one flush interval of the next, so most of its records are
-// skipped, not decoded, written and indexed. Only a record of format 2
-// whose checksum holds is skipped: a damaged record is always decoded, and
-// refused, as before, even when a later one would replace it; and one
-// that supersedes others is decoded too (if it is damaged, the batch is
-// refused).
-func supersededInBatch(changes []Change) []bool {
-	var out []bool
-	later := make(map[string]uint64) // key -> highest version after this point (0: a tombstone comes first)
+// supersededInBatch marks the saga records of a changelog batch of
+// partition p that a later record of the same saga in the batch replaces
+// anyway, so Apply skips them: not decoded, written nor indexed. A restore
+// reads every transition of a saga written more than one flush interval
+// apart, so most of its records are skipped. Applying the batch without
+// them leaves the store as applying every record in turn does (a record
+// only replaces an older version): record i is skipped only when
+//   - a later record of the same saga has a higher version (equal versions
+//     are left to the version check, which keeps the first, as one by one
+//     does);
+//   - no tombstone, of any saga, lies between them (a tombstone frees the
+//     idempotency key of the saga it deletes);
+//   - no other saga's record in the batch carries the same saga name and
+//     idempotency key (which of them holds the key depends on the order the
+//     records are applied in);
+//   - it is sound: format 2, its checksum holds, its status byte is valid,
+//     and its key, topic and partition are its own. A damaged or misplaced
+//     record is decoded, and refused, as before — even when a later one
+//     replaces it. (A record whose checksum holds but whose body a full
+//     decode would refuse further on — a writer's bug, not damage — is
+//     skipped when a later one replaces it.)
+func supersededInBatch(p Partition, changes []Change) []bool {
+	out := make([]bool, len(changes))
+	type head struct {
+		version uint64
+		key     string // the saga's idempotency key with its name; "" if none
+	}
+	heads := make([]head, len(changes))
+	sound := make([]bool, len(changes))
+	keyOf := map[string]string{}  // saga -> its name and idempotency key
+	holder := map[string]string{} // name and idempotency key -> the first saga seen with it
+	shared := map[string]bool{}   // name and idempotency key carried by two sagas of the batch
+	for i, c := range changes {
+		if c.Value == nil || !isSagaKey(c.Key) {
+			continue
+		}
+		h, ok := recordHead(c.Value)
+		if !ok || string(h.topic) != p.Topic || h.partition != int64(p.Partition) || !h.isKey(c.Key) {
+			continue
+		}
+		sound[i] = true
+		heads[i].version = h.version
+		if len(h.idem) == 0 {
+			continue
+		}
+		ik, seen := keyOf[string(c.Key)]
+		if !seen {
+			ik = string(h.name) + "\x00" + string(h.idem)
+			keyOf[string(c.Key)] = ik
+			if first, taken := holder[ik]; !taken {
+				holder[ik] = string(c.Key)
+			} else if first != string(c.Key) {
+				shared[ik] = true
+			}
+		}
+		heads[i].key = ik
+	}
+	type after struct {
+		version uint64
+		tombs   int // tombstones after the record
+	}
+	later := map[string]after{} // saga -> its highest version after this point
+	tombs := 0
 	for i := len(changes) - 1; i >= 0; i-- {
 		c := changes[i]
-		if len(c.Key) <= 8 || c.Key[0] == NextOffsetKey[0] || bytes.HasPrefix(c.Key, []byte(metaPrefix)) {
-			continue // not a saga's record
+		if !isSagaKey(c.Key) {
+			continue
 		}
 		if c.Value == nil {
-			later[string(c.Key)] = 0
+			tombs++
 			continue
 		}
-		v := versionOfRecord(c.Value)
-		if v == 0 || !checksumOK(c.Value) { // damaged, of format 1 or of a newer format: decoded (and refused) below
+		if !sound[i] {
 			continue
 		}
-		hi, seen := later[string(c.Key)]
-		if seen && hi > v { // equal versions are left to the version check: the first one stays, as one by one
-			if out == nil {
-				out = make([]bool, len(changes))
-			}
+		v := heads[i].version
+		a, seen := later[string(c.Key)]
+		if seen && a.version > v && a.tombs == tombs && !shared[heads[i].key] {
 			out[i] = true
 			continue
 		}
-		if !seen || hi < v {
-			later[string(c.Key)] = v
+		if !seen || a.version < v || a.tombs != tombs {
+			later[string(c.Key)] = after{version: max(v, a.version), tombs: tombs}
 		}
 	}
-	if out == nil {
-		return make([]bool, len(changes))
-	}
 	return out
+}
+
+// isSagaKey reports whether a changelog key is a saga's (not a next
+// offset's nor a meta record's).
+func isSagaKey(k []byte) bool {
+	return len(k) > 8 && !bytes.Equal(k, NextOffsetKey) && !bytes.HasPrefix(k, []byte(metaPrefix))
 }
 
 // malformed is the error for a stored record that an index update could

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"reflect"
 	"testing"
 	"time"
 
@@ -12,41 +13,65 @@ import (
 
 // testApplyBatchIsApplyOneByOne: applying changelog records in one call
 // leaves the store as applying them one call each does — whatever the
-// order of versions, repeated and stale records, tombstones between
-// records of a saga, and states already stored. (A store may skip a
-// record that a later one of the same saga in the same call supersedes;
-// this is what makes that safe.)
+// order of versions, repeated and stale records, tombstones, next offsets,
+// states already stored, statuses (parked and resolved included), waits
+// and their timers, history, and idempotency keys that two sagas carry
+// (a changelog can hold that: a saga expires and another takes its key in
+// the same flush interval, whose records are produced in any order). A
+// store may skip a record that a later one replaces; this is what makes
+// that safe. It compares whole sagas, every status listing, the waiting
+// count, timers, the next and changelog offsets and who holds each key.
+// CreatedAt is the saga's own, as in real records (Start sets it once).
 func testApplyBatchIsApplyOneByOne(t *testing.T, open Opener) {
+	for _, shared := range []bool{false, true} {
+		applyBatchIsApplyOneByOne(t, open, 150, shared)
+	}
+}
+
+func applyBatchIsApplyOneByOne(t *testing.T, open Opener, seeds int, sharedKeys bool) {
 	ctx := context.Background()
 	p := storage.Partition{Topic: "t", Partition: 0}
-	statuses := []storage.Status{storage.StatusPending, storage.StatusExecuting, storage.StatusCompleted, storage.StatusCompensating, storage.StatusFailed}
-	for seed := int64(1); seed <= 30; seed++ {
+	statuses := storage.Statuses
+	for seed := int64(1); seed <= int64(seeds); seed++ {
 		rnd := rand.New(rand.NewSource(seed))
-		// Records of four sagas, in a random order with random versions.
-		// Each has its own idempotency key: a changelog never holds two
-		// live sagas with one key (the store it mirrors refuses the second).
-		var changes []storage.Change
+		key := func(off int64) string {
+			if sharedKeys {
+				return fmt.Sprintf("k%d", off%2)
+			}
+			return fmt.Sprintf("k%d", off)
+		}
 		record := func(off int64, version uint64) storage.Change {
-			s := NewSaga("order", "t", 0, off, fmt.Sprintf("k%d", off))
+			s := NewSaga("order", "t", 0, off, key(off))
 			s.Version = version
-			s.Status = statuses[rnd.Intn(len(statuses))]
-			s.CreatedAt = time.Unix(1700000000+int64(version), 0).UTC()
-			s.UpdatedAt = s.CreatedAt
+			SetStatus(s, storage.StatusExecuting)
+			SetStatus(s, statuses[rnd.Intn(len(statuses))])
+			s.CreatedAt = time.Unix(1700000000+off, 0).UTC()
+			s.UpdatedAt = s.CreatedAt.Add(time.Duration(version) * time.Second)
 			s.Steps[0].Status = storage.StepCompleted
+			if rnd.Intn(2) == 0 {
+				w := &storage.Wait{Kind: storage.WaitKind(1 + rnd.Intn(4)), Step: 1, Attempt: 1, Since: s.UpdatedAt}
+				if rnd.Intn(2) == 0 {
+					w.Deadline = s.UpdatedAt.Add(time.Duration(rnd.Intn(100)) * time.Second)
+				}
+				s.Wait = w
+			}
+			if rnd.Intn(3) == 0 {
+				s.History = []storage.HistoryEntry{{At: s.UpdatedAt, Action: "retry", Reason: "r", By: "op"}}
+			}
 			return storage.Change{Key: storage.ChangeKey(s), Value: storage.EncodeSaga(nil, s)}
 		}
+		var changes []storage.Change
 		for range 40 {
 			off := int64(rnd.Intn(4))
 			switch rnd.Intn(10) {
 			case 0:
-				changes = append(changes, storage.Change{Key: storage.ChangeKey(NewSaga("order", "t", 0, off, ""))}) // tombstone
+				changes = append(changes, storage.Change{Key: storage.ChangeKey(NewSaga("order", "t", 0, off, ""))})
 			case 1:
 				changes = append(changes, storage.Change{Key: storage.NextOffsetKey, Value: storage.EncodeNext(int64(rnd.Intn(10)))})
 			default:
 				changes = append(changes, record(off, uint64(1+rnd.Intn(6))))
 			}
 		}
-		// Some state stored before, the same in both stores.
 		var before []storage.Change
 		for off := range int64(4) {
 			if rnd.Intn(2) == 0 {
@@ -74,30 +99,39 @@ func testApplyBatchIsApplyOneByOne(t *testing.T, open Opener) {
 			id := storage.FormatID(storage.Position{Topic: "t", Partition: 0, Offset: off}, "order")
 			a, errA := batch.Get(ctx, id)
 			b, errB := single.Get(ctx, id)
-			switch {
-			case (errA == nil) != (errB == nil):
-				t.Fatalf("seed %d: saga %s: one call: %v, one call each: %v", seed, id, errA, errB)
-			case errA == nil && (a.Version != b.Version || a.Status != b.Status):
-				t.Fatalf("seed %d: saga %s: one call v%d %s, one call each v%d %s", seed, id, a.Version, a.Status, b.Version, b.Status)
+			if (errA == nil) != (errB == nil) || errA == nil && !reflect.DeepEqual(a, b) {
+				t.Fatalf("shared keys %v, seed %d: saga %s: one call %+v (%v), one call each %+v (%v)", sharedKeys, seed, id, a, errA, b, errB)
 			}
 		}
 		for _, st := range statuses {
 			pa, errA := batch.List(ctx, storage.Query{Status: st})
 			pb, errB := single.List(ctx, storage.Query{Status: st})
 			if errA != nil || errB != nil || len(pa.Sagas) != len(pb.Sagas) {
-				t.Fatalf("seed %d: %s sagas listed: one call %d (%v), one call each %d (%v)", seed, st, len(pa.Sagas), errA, len(pb.Sagas), errB)
+				t.Fatalf("shared keys %v, seed %d: %s sagas listed: one call %d (%v), one call each %d (%v)", sharedKeys, seed, st, len(pa.Sagas), errA, len(pb.Sagas), errB)
 			}
 		}
+		type cw interface {
+			CountWaiting(context.Context, func(storage.Partition) bool) (int, error)
+		}
+		var wa, wb int
+		if x, ok := batch.(cw); ok {
+			wa, _ = x.CountWaiting(ctx, nil)
+			wb, _ = single.(cw).CountWaiting(ctx, nil)
+		}
+		ta, _ := batch.Timers(ctx, p, time.Unix(1800000000, 0), nil, 100)
+		tb, _ := single.Timers(ctx, p, time.Unix(1800000000, 0), nil, 100)
+		ca, _ := batch.ChangelogNext(ctx, p)
+		cb, _ := single.ChangelogNext(ctx, p)
 		na, _, _ := batch.NextOffset(ctx, p)
 		nb, _, _ := single.NextOffset(ctx, p)
-		if na != nb {
-			t.Fatalf("seed %d: next offset: one call %d, one call each %d", seed, na, nb)
+		if wa != wb || !reflect.DeepEqual(ta, tb) || ca != cb || na != nb {
+			t.Fatalf("shared keys %v, seed %d: waiting %d/%d timers %v/%v changelog next %d/%d next %d/%d", sharedKeys, seed, wa, wb, ta, tb, ca, cb, na, nb)
 		}
-		for k := range int64(4) { // which idempotency keys are taken, and by whom
+		for k := range int64(4) {
 			ra := start(t, batch, NewSaga("order", "t", 0, 100+k, fmt.Sprintf("k%d", k)))[0]
 			rb := start(t, single, NewSaga("order", "t", 0, 100+k, fmt.Sprintf("k%d", k)))[0]
 			if ra.Created != rb.Created || ra.ID != rb.ID {
-				t.Fatalf("seed %d: key k%d: one call %+v, one call each %+v", seed, k, ra, rb)
+				t.Fatalf("shared keys %v, seed %d: key k%d: one call %+v, one call each %+v", sharedKeys, seed, k, ra, rb)
 			}
 		}
 		_ = batch.Close()
