@@ -145,9 +145,21 @@ func (c *Changelog) takePendingLocked(p storage.Partition, recs []pendingRec) []
 		return recs
 	}
 	topic := ChangelogTopic(c.group, p.Topic)
-	for k, v := range cp.pending {
-		cp.appended++
-		recs = append(recs, pendingRec{p, &kgo.Record{Topic: topic, Partition: p.Partition, Key: []byte(k), Value: v}})
+	// Tombstones first: a saga that expired in this interval may have freed
+	// an idempotency key that a saga started in the same interval took. A
+	// restore applies records in changelog order, so the tombstone must
+	// come before the record of the saga that took the key, or the restored
+	// store would leave that saga without it (the expired one still holding
+	// it when the new one is applied). Records of one key are one entry
+	// here, so no other order matters.
+	for _, tombstones := range []bool{true, false} {
+		for k, v := range cp.pending {
+			if (v == nil) != tombstones {
+				continue
+			}
+			cp.appended++
+			recs = append(recs, pendingRec{p, &kgo.Record{Topic: topic, Partition: p.Partition, Key: []byte(k), Value: v}})
+		}
 	}
 	cp.pending = make(map[string][]byte, len(cp.pending))
 	return recs

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
@@ -212,5 +213,42 @@ func TestRetentionExpiresWithTombstones(t *testing.T) {
 	kafkatest.WaitFor(t, 30*time.Second, "b ready", b.Consumer.Ready)
 	if n := len(sagasIn(t, b.Store)); n != 0 {
 		t.Fatalf("a restored member got %d expired sagas back", n)
+	}
+}
+
+// Within one flush, the changelog writer produces a partition's tombstones
+// before its other records: a saga that expired may have freed an
+// idempotency key that a saga started in the same interval took, and a
+// restore, applying records in order, must see the key freed before the
+// new saga claims it.
+func TestChangelogProducesTombstonesFirst(t *testing.T) {
+	const group = "tombstones-first"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
+	seeds := c.ListenAddrs()
+	cl, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	p := storage.Partition{Topic: "orders"}
+	saga := func(off int64) *storage.Saga {
+		return &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: off},
+			IdempotencyKey: fmt.Sprintf("k%d", off%100), Version: 1}
+	}
+	for i := range int64(100) { // expired sagas 0..99 and their keys' new sagas 100..199, in one interval
+		cl.AppendTombstone(saga(i))
+		cl.Append(saga(100 + i))
+	}
+	if err := cl.Flush(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	recs := kafkatest.ReadAll(t, seeds, consumer.ChangelogTopic(group, "orders"))
+	if len(recs) != 200 {
+		t.Fatalf("%d changelog records, want 200", len(recs))
+	}
+	for i, r := range recs {
+		if tombstone := r.Value == nil; tombstone != (i < 100) {
+			t.Fatalf("changelog record %d (offset %d) is a tombstone: %v; want the 100 tombstones first", i, r.Offset, tombstone)
+		}
 	}
 }
