@@ -370,11 +370,10 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 func supersededInBatch(p Partition, changes []Change) []bool {
 	out := make([]bool, len(changes))
 	type head struct {
-		version uint64
-		key     string // the saga's idempotency key with its name; "" if none
+		version uint64 // 0: not sound (versions start at 1), never skipped
+		key     string // the saga's idempotency key with its name (idemKey); "" if none
 	}
 	heads := make([]head, len(changes))
-	sound := make([]bool, len(changes))
 	keyOf := map[string]string{}  // saga -> its name and idempotency key
 	holder := map[string]string{} // name and idempotency key -> the first saga seen with it
 	shared := map[string]bool{}   // name and idempotency key carried by two sagas of the batch
@@ -386,14 +385,13 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 		if !ok || string(h.topic) != p.Topic || h.partition != int64(p.Partition) || !h.isKey(c.Key) {
 			continue
 		}
-		sound[i] = true
 		heads[i].version = h.version
 		if len(h.idem) == 0 {
 			continue
 		}
 		ik, seen := keyOf[string(c.Key)]
 		if !seen {
-			ik = string(h.name) + "\x00" + string(h.idem)
+			ik = string(idemKey(string(h.name), string(h.idem)))
 			keyOf[string(c.Key)] = ik
 			if first, taken := holder[ik]; !taken {
 				holder[ik] = string(c.Key)
@@ -418,10 +416,10 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 			tombs++
 			continue
 		}
-		if !sound[i] {
+		v := heads[i].version
+		if v == 0 {
 			continue
 		}
-		v := heads[i].version
 		a, seen := later[string(c.Key)]
 		if seen && a.version > v && a.tombs == tombs && !shared[heads[i].key] {
 			out[i] = true
