@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
 	"github.com/sagaz-go/sagaz/internal/sagaztest"
+	"github.com/sagaz-go/sagaz/storage"
 )
 
 // composeFile is the part of docker-compose.yml this test runs.
@@ -182,9 +184,7 @@ func TestComposeStackStartsAsWritten(t *testing.T) {
 		t.Cleanup(func() {
 			f.Close()
 			if t.Failed() {
-				b, _ := os.ReadFile(f.Name())
-				lines := strings.Split(string(b), "\n")
-				t.Logf("--- tail of %s ---\n%s", name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+				sagaztest.LogTail(t, f.Name(), 60)
 			}
 		})
 		return f
@@ -312,6 +312,22 @@ type composeMember = struct {
 // idempotency key id as completed.
 func waitCompleted(t *testing.T, members []composeMember, saga, id string) {
 	t.Helper()
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		for _, m := range members { // how each member shows it, for the failure's reader
+			resp, err := http.Get("http://" + m.http + "/api/sagas/" + storage.FormatKeyedID(saga, id))
+			if err != nil {
+				t.Logf("%s: %v", m.name, err)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Logf("%s shows %s: %d %s", m.name, storage.FormatKeyedID(saga, id), resp.StatusCode, b)
+		}
+	}()
 	kafkatest.WaitFor(t, 90*time.Second, "the "+saga+" saga "+id+" to complete", func() bool {
 		for _, m := range members {
 			resp, err := http.Get("http://" + m.http + "/api/sagas?saga=" + saga + "&status=completed&limit=1000")
@@ -333,4 +349,5 @@ func waitCompleted(t *testing.T, members []composeMember, saga, id string) {
 		}
 		return false
 	})
+	done = true
 }

@@ -51,9 +51,7 @@ func startParticipant(t *testing.T, bin, group, logDir string) *participantProc 
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			b, _ := os.ReadFile(f.Name())
-			lines := strings.Split(string(b), "\n")
-			t.Logf("--- tail of %s ---\n%s", f.Name(), strings.Join(lines[max(0, len(lines)-20):], "\n"))
+			sagaztest.LogTail(t, f.Name(), 40)
 		}
 	})
 	return p
@@ -270,8 +268,18 @@ func TestTransfersSurviveKillsDuplicatesAndReorderedReplies(t *testing.T) {
 	// the accounts topic: the step's timeout is 3 s, and the kill must come
 	// before it).
 	var deadline time.Time
+	var last *httpapi.SagaView
+	t.Cleanup(func() {
+		if t.Failed() && last != nil && last.Waiting == nil {
+			b, _ := json.Marshal(last)
+			t.Logf("the silent transfer as the member last showed it: %s", b)
+		}
+	})
 	kafkatest.WaitFor(t, 60*time.Second, "the silent credit to wait for its reply", func() bool {
 		v := sagaView(m.HTTP, storage.FormatKeyedID("transfer", down))
+		if v != nil {
+			last = v
+		}
 		if v == nil || v.Waiting == nil || v.Waiting.Step != "credit" || v.Waiting.Kind != storage.WaitCommand {
 			return false
 		}

@@ -284,6 +284,17 @@ func (p *Participant) session(ctx context.Context) error {
 		clear(p.state) // a new session reads the state back for what it is assigned
 		p.mu.Unlock()
 	}()
+	// Fence the predecessor with this transactional id (this process's
+	// previous run, killed) before polling: the broker aborts the
+	// transaction it left open. The client would otherwise ask for its
+	// producer id only at its first produce, and if that transaction had
+	// committed the group's offsets, the group's offsets stay unstable
+	// (KIP-447) until it ends — the session would not get past its offset
+	// fetch, and its replies would hold back the replies partitions' last
+	// stable offset, until the transaction timed out.
+	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+		return fmt.Errorf("participant: fence the previous transaction of %s: %w", p.cfg.Group+"-"+p.cfg.InstanceID, err)
+	}
 	p.log.Info("participant consuming", "group", p.cfg.Group, "topic", p.cfg.Topic, "state_topic", p.cfg.StateTopic, "instance", p.cfg.InstanceID)
 	for ctx.Err() == nil {
 		fs := sess.PollRecords(ctx, maxPollRecords)

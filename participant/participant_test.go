@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sagaz-go/sagaz/engine"
 	"github.com/sagaz-go/sagaz/internal/kafkatest"
@@ -292,5 +293,70 @@ func TestConfigValidation(t *testing.T) {
 		if err == nil || !errors.Is(err, participant.ErrConfig) || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)
 		}
+	}
+}
+
+// A participant killed after its transaction committed the consumed
+// offsets but before the transaction ended leaves them pending: a new
+// consumer of its group is told the offsets are unstable until that
+// transaction ends, and its replies hold the replies partition's last
+// stable offset back. Its restart (same instance id, so the same
+// transactional id) aborts that transaction as it starts — before it
+// polls — instead of waiting for the transaction to time out (a minute by
+// default) with its commands unanswered.
+func TestRestartAbortsTheTransactionItsPredecessorLeftOpen(t *testing.T) {
+	seeds := newCluster(t)
+	cl := kafkatest.Client(t, seeds, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	kafkatest.Produce(t, cl, command("s1", "debit", engine.KindAction, 1, "{}"))
+
+	// The predecessor, as the kill left it: a reply produced and the
+	// command's offset committed, both in a transaction that never ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dead := kafkatest.Client(t, seeds, kgo.TransactionalID("g-a"), kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := dead.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.ProduceSync(ctx, &kgo.Record{Topic: replies, Partition: 0, Value: []byte("never committed")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	id, epoch, err := dead.ProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = "g-a", id, epoch, "g"
+	if resp, err := add.RequestWith(ctx, dead); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("AddOffsetsToTxn: %v %v", resp, err)
+	}
+	commit := kmsg.NewPtrTxnOffsetCommitRequest()
+	commit.TransactionalID, commit.Group, commit.ProducerID, commit.ProducerEpoch, commit.Generation = "g-a", "g", id, epoch, -1
+	tds, err := kadm.NewClient(cl).ListTopics(ctx, cmds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := kmsg.NewTxnOffsetCommitRequestTopic()
+	ct.Topic, ct.TopicID = cmds, tds[cmds].ID // by name or by id, as the version asks
+	cp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	cp.Partition, cp.Offset = 0, 1
+	ct.Partitions = append(ct.Partitions, cp)
+	commit.Topics = append(commit.Topics, ct)
+	if resp, err := commit.RequestWith(ctx, dead); err != nil || len(resp.Topics) != 1 || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("TxnOffsetCommit: %+v %v", resp, err)
+	}
+
+	// The restart answers a new command well within the transaction's
+	// minute; the one the predecessor consumed is answered again (its
+	// reply was never committed).
+	c := &calls{n: map[string]int{}}
+	run(t, seeds, "a", func(_ context.Context, cmd *participant.Command) ([]byte, error) {
+		c.add(cmd.SagaID)
+		return []byte(`{}`), nil
+	})
+	kafkatest.Produce(t, cl, command("s2", "debit", engine.KindAction, 1, "{}"))
+	got := waitReplies(t, seeds, 2)
+	want := []string{"s1/debit/action#1=ok(){}", "s2/debit/action#1=ok(){}"}
+	if len(got) != 2 || got[0].String() != want[0] || got[1].String() != want[1] {
+		t.Fatalf("replies %v, want %v", got, want)
 	}
 }

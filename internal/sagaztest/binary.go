@@ -55,7 +55,7 @@ var DemoWebhookKey = []byte("sagaz test webhook key")
 // StartBinary runs `bin run --http-addr <free> args...` with output to a
 // log file in logDir, with the demo webhook's secret (DemoWebhookKey) in
 // its environment. The process is killed at the end of the test, and the
-// tail of its log printed if the test failed.
+// tail of its log printed if the test failed (LogTail).
 func StartBinary(t testing.TB, bin, logDir string, args ...string) *Proc {
 	t.Helper()
 	f, err := os.CreateTemp(logDir, "sagaz-*.log")
@@ -76,12 +76,32 @@ func StartBinary(t testing.TB, bin, logDir string, args ...string) *Proc {
 		_ = p.Cmd.Process.Kill()
 		_ = p.Wait()
 		if t.Failed() {
-			b, _ := os.ReadFile(p.Log)
-			lines := strings.Split(string(b), "\n")
-			t.Logf("--- tail of %s ---\n%s", p.Log, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			LogTail(t, p.Log, 60)
 		}
 	})
 	return p
+}
+
+// LogTail logs the last n lines of the log file at path, leaving out the
+// HTTP request lines (a test polling a member's API fills its log with
+// them; what the member did is in the others), and how many it left out.
+func LogTail(t testing.TB, path string, n int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("--- %s: %v ---", path, err)
+		return
+	}
+	var kept []string
+	skipped := 0
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if strings.Contains(line, `msg="http request"`) || strings.Contains(line, `"msg":"http request"`) {
+			skipped++
+			continue
+		}
+		kept = append(kept, line)
+	}
+	t.Logf("--- tail of %s (%d http request lines left out) ---\n%s", path, skipped, strings.Join(kept[max(0, len(kept)-n):], "\n"))
 }
 
 // Wait returns the exit error once the process has exited.
