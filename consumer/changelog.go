@@ -37,6 +37,11 @@ type Changelog struct {
 	log   *slog.Logger
 	m     *Metrics
 
+	// order is held by a taker (the flusher, Flush, Close) from taking
+	// pending records until the producer has them, so records reach a
+	// partition in the order they were taken (taken under mu). Lock order:
+	// order, then mu.
+	order sync.Mutex
 	mu    sync.Mutex
 	cond  *sync.Cond
 	parts map[storage.Partition]*clPart
@@ -83,13 +88,7 @@ func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*
 func (c *Changelog) Close() {
 	close(c.stop)
 	<-c.done
-	c.mu.Lock()
-	var recs []pendingRec
-	for p := range c.parts {
-		recs = c.takePendingLocked(p, recs)
-	}
-	c.mu.Unlock()
-	c.produce(recs)
+	c.takeAndProduce(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = c.cl.Flush(ctx)
@@ -106,14 +105,35 @@ func (c *Changelog) flusher() {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		var recs []pendingRec
+		c.takeAndProduce(nil)
+	}
+}
+
+// takeAndProduce takes the pending records of the given partitions (all
+// when none are given) and hands them to the producer, holding the order
+// lock throughout: a take made after this one is produced after it. It
+// returns, for each given partition, how many records had been appended
+// to it once taken (what a Flush waits to see acknowledged).
+func (c *Changelog) takeAndProduce(ps []storage.Partition) map[storage.Partition]uint64 {
+	c.order.Lock()
+	defer c.order.Unlock()
+	c.mu.Lock()
+	var recs []pendingRec
+	var targets map[storage.Partition]uint64
+	if len(ps) == 0 {
 		for p := range c.parts {
 			recs = c.takePendingLocked(p, recs)
 		}
-		c.mu.Unlock()
-		c.produce(recs) // outside the lock: a full producer buffer blocks
+	} else {
+		targets = make(map[storage.Partition]uint64, len(ps))
+		for _, p := range ps {
+			recs = c.takePendingLocked(p, recs)
+			targets[p] = c.part(p).appended
+		}
 	}
+	c.mu.Unlock()
+	c.produce(recs) // outside mu: a full producer buffer blocks, and appends go on meanwhile
+	return targets
 }
 
 func (c *Changelog) part(p storage.Partition) *clPart {
@@ -138,7 +158,8 @@ type pendingRec struct {
 }
 
 // takePendingLocked moves p's pending values to recs, counting them as
-// appended; the caller produces them (without holding c.mu).
+// appended; the caller produces them (without holding c.mu, holding
+// c.order: takeAndProduce).
 func (c *Changelog) takePendingLocked(p storage.Partition, recs []pendingRec) []pendingRec {
 	cp := c.part(p)
 	if len(cp.pending) == 0 {
@@ -215,15 +236,10 @@ func (c *Changelog) AppendTombstone(s *storage.Saga) {
 // The error is a *FlushError naming each partition that failed or was not
 // acknowledged before ctx ended.
 func (c *Changelog) Flush(ctx context.Context, ps ...storage.Partition) error {
-	c.mu.Lock()
-	targets := make(map[storage.Partition]uint64, len(ps))
-	var recs []pendingRec
-	for _, p := range ps {
-		recs = c.takePendingLocked(p, recs)
-		targets[p] = c.part(p).appended
+	if len(ps) == 0 {
+		return nil
 	}
-	c.mu.Unlock()
-	c.produce(recs)
+	targets := c.takeAndProduce(ps)
 	stop := context.AfterFunc(ctx, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
 	defer stop()
 	c.mu.Lock()

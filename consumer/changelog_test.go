@@ -252,3 +252,60 @@ func TestChangelogProducesTombstonesFirst(t *testing.T) {
 		}
 	}
 }
+
+// bufferedHook calls its function as the producer buffers a record.
+type bufferedHook func(*kgo.Record)
+
+func (h bufferedHook) OnProduceRecordBuffered(r *kgo.Record) { h(r) }
+
+// The changelog writer produces what it takes in the order it takes it:
+// a taker (the flusher, a batch's Flush) held between taking a partition's
+// pending records and producing them keeps a later taker from producing
+// first. Here the tombstone of an expired saga is taken and held; the
+// record of the saga that took its key, appended after it, is taken by a
+// second Flush meanwhile. It must come after the tombstone in the
+// changelog, or a restore would leave the new saga without its key.
+func TestChangelogProducesInTheOrderItTakes(t *testing.T) {
+	const group = "takes-in-order"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
+	seeds := c.ListenAddrs()
+	old := &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: 1}, IdempotencyKey: "k", Version: 3}
+	taken := &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: 2}, IdempotencyKey: "k", Version: 1}
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	hook := bufferedHook(func(r *kgo.Record) {
+		if r.Value == nil { // the tombstone: its taker stops here, before the producer has it
+			held <- struct{}{}
+			<-release
+		}
+	})
+	cl, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.WithHooks(hook)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	p := storage.Partition{Topic: "orders"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl.AppendTombstone(old)
+	first := make(chan error, 1)
+	go func() { first <- cl.Flush(ctx, p) }() // it, or the flusher, takes the tombstone
+	<-held
+	cl.Append(taken)
+	second := make(chan error, 1)
+	go func() { second <- cl.Flush(ctx, p) }()
+	time.Sleep(200 * time.Millisecond) // room for the second take to reach the broker, if it could
+	close(release)
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := kafkatest.ReadAll(t, seeds, consumer.ChangelogTopic(group, "orders"))
+	if len(recs) != 2 || recs[0].Value != nil || recs[1].Value == nil {
+		var got []string
+		for _, r := range recs {
+			got = append(got, fmt.Sprintf("offset %d tombstone=%v", r.Offset, r.Value == nil))
+		}
+		t.Fatalf("changelog %v; want the tombstone, then the record of the saga that took its key", got)
+	}
+}

@@ -152,6 +152,12 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) (*Consumer, error)
 		c.health = health.New(nil) // the caller does not look: keep them here
 	}
 	c.topics, c.synthetic, c.keysTopic = consumedTopics(eng.Routes(), &cfg)
+	if len(c.topics) > 0 {
+		// Not ready until joined, from the start: set in Run only, the
+		// condition would be missing for the instant between the engine's
+		// recovery and Run, and a health check could pass then.
+		c.health.Set(health.Joining, "joining consumer group "+cfg.Group)
+	}
 	c.triggered = map[string]bool{}
 	for _, t := range eng.Routes().Topics() {
 		c.triggered[t] = true

@@ -126,3 +126,23 @@ func TestBrokerOutageMakesTheMemberNotReady(t *testing.T) {
 
 func ptr(s string) *string { return &s }
 func itoa(n int) string    { return strconv.Itoa(n) }
+
+// A member is not ready before its consumer has joined, even for the
+// instant between its engine's recovery (which clears "recovering") and
+// the consumer's start: the "joining" condition is set when the member is
+// built. A Docker health check once passed in that instant, before the
+// member had any partition.
+func TestNotReadyBeforeTheConsumerRuns(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, topic))
+	m, err := member.New(context.Background(), member.Config{DataDir: t.TempDir(), Registry: newRegistry(), Logger: sagaztest.Logger(),
+		Consumer: consumer.Config{Client: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Group: group, CreateTopics: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.Health.Clear(health.Recovering) // the engine's recovery, done before the consumer runs
+	var nr *health.NotReady
+	if err := m.Ready(); !errors.As(err, &nr) || len(nr.Conditions) != 1 || nr.Conditions[0].Name != health.Joining {
+		t.Fatalf("Ready() = %v before the consumer ran; want not ready, joining", err)
+	}
+}

@@ -25,13 +25,14 @@ func (c *Consumer) expireLoop(ctx context.Context) {
 func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 	for _, p := range c.eng.Owned() {
 		for ctx.Err() == nil {
-			gone, err := c.store.Expire(ctx, p, cutoff, 5000)
+			// The tombstones are appended inside the deleting transaction:
+			// before any saga that takes a freed idempotency key is
+			// recorded and appended (docs/architecture.md, changelog
+			// invariant 5).
+			gone, err := c.store.Expire(ctx, p, cutoff, 5000, c.changelog.AppendTombstone)
 			if err != nil {
 				c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
 				break
-			}
-			for _, s := range gone {
-				c.changelog.AppendTombstone(s)
 			}
 			c.m.Expired.Add(float64(len(gone)))
 			if len(gone) < 5000 {

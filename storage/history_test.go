@@ -211,7 +211,7 @@ func TestResolvedSagasInTheStore(t *testing.T) {
 	// Expiry removes resolved sagas like other finished ones.
 	gone := 0
 	for p := range int32(2) {
-		out, err := s.Expire(ctx, storage.Partition{Topic: "t", Partition: p}, time.Now().Add(time.Hour), 100)
+		out, err := s.Expire(ctx, storage.Partition{Topic: "t", Partition: p}, time.Now().Add(time.Hour), 100, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -92,9 +92,14 @@ type Store interface {
 
 	// Expire deletes up to limit terminal sagas of p last updated before
 	// cutoff (walking each status range from its oldest saga) and returns
-	// them, so their changelog records can be tombstoned. Their idempotency
-	// keys go with them: the de-duplication window is the retention.
-	Expire(ctx context.Context, p Partition, cutoff time.Time, limit int) ([]*Saga, error)
+	// them. Their idempotency keys go with them: the de-duplication window
+	// is the retention. gone (when not nil) is called for each saga deleted
+	// inside the transaction that deletes it, before that commits: that is
+	// where its changelog tombstone belongs, so it comes before the record
+	// of any saga that takes the freed key (recorded later). gone may be
+	// called again for a saga (the transaction is retried) or for a
+	// deletion whose commit then fails (Expire returns the error).
+	Expire(ctx context.Context, p Partition, cutoff time.Time, limit int, gone func(*Saga)) ([]*Saga, error)
 
 	// Partitions lists the partitions that hold state.
 	Partitions(ctx context.Context) ([]Partition, error)

@@ -480,7 +480,7 @@ func deleteSaga(pb *partBuckets, s *Saga) error {
 }
 
 // Expire implements Store.
-func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit int) ([]*Saga, error) {
+func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit int, gone func(*Saga)) ([]*Saga, error) {
 	var out []*Saga
 	err := b.submit(ctx, func(w *wtx) error {
 		out = out[:0]
@@ -507,6 +507,9 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 		for _, s := range victims {
 			if err := deleteSaga(pb, s); err != nil {
 				return err
+			}
+			if gone != nil {
+				gone(s) // inside the transaction: before the deletion commits
 			}
 		}
 		out = victims

@@ -249,7 +249,7 @@ func (w *world) moveStatuses(n int) []*storage.Saga {
 // expire removes the terminal sagas of a random partition.
 func (w *world) expire() []*storage.Saga {
 	w.t.Helper()
-	gone, err := w.s.Expire(context.Background(), w.parts[w.rng.IntN(len(w.parts))], time.Now().Add(time.Hour), 1000)
+	gone, err := w.s.Expire(context.Background(), w.parts[w.rng.IntN(len(w.parts))], time.Now().Add(time.Hour), 1000, nil)
 	if err != nil {
 		w.t.Fatalf("Expire: %v", err)
 	}
@@ -446,7 +446,7 @@ func testListCursors(t *testing.T, open Opener) {
 	if err := s.Update(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Expire(ctx, gone.Source.TopicPartition(), time.Now().Add(time.Hour), 10); err != nil {
+	if _, err := s.Expire(ctx, gone.Source.TopicPartition(), time.Now().Add(time.Hour), 10, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Get(ctx, gone.ID()); !errors.Is(err, storage.ErrNotFound) {

@@ -44,6 +44,7 @@ func Run(t *testing.T, open Opener) {
 		{"ApplyReplaysChangelog", testApply},
 		{"ApplyBatchIsApplyOneByOne", testApplyBatchIsApplyOneByOne},
 		{"ExpireTerminalSagas", testExpire},
+		{"ExpireCallsGoneBeforeTheDeletionCommits", testExpireGoneBeforeCommit},
 		{"PartitionScoped", testPartitionScoped},
 		{"MetaRecords", testMeta},
 		{"KeyedSagasNamedByKey", testKeyed},
@@ -606,11 +607,11 @@ func testExpire(t *testing.T, open Opener) {
 			t.Fatal(err)
 		}
 	}
-	gone, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 3)
+	gone, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 3, nil)
 	if err != nil || len(gone) != 3 {
 		t.Fatalf("Expire(limit 3) = %d sagas, %v", len(gone), err)
 	}
-	gone2, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 100)
+	gone2, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 100, nil)
 	if err != nil || len(gone2) != 1 || gone2[0].Source.Offset != 3 {
 		t.Fatalf("second Expire = %+v, %v; want saga 3", gone2, err)
 	}
@@ -622,6 +623,48 @@ func testExpire(t *testing.T, open Opener) {
 	}
 	if r := start(t, s, NewSaga("order", "t", 0, 50, "k0"))[0]; !r.Created {
 		t.Error("an expired saga's idempotency key must be free again")
+	}
+}
+
+// Expire calls gone for each saga it deletes before the deletion commits
+// (the saga is still there for readers), and for no other saga: a caller
+// that tombstones there does so before any saga that takes the freed
+// idempotency key can be recorded.
+func testExpireGoneBeforeCommit(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := mustOpen(t, open)
+	p := storage.Partition{Topic: "t", Partition: 0}
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	for off := range int64(4) {
+		sg := NewSaga("order", "t", 0, off, fmt.Sprintf("k%d", off))
+		start(t, s, sg)
+		if off < 3 { // old and terminal: expires; the last one stays
+			sg.Status, sg.UpdatedAt = storage.StatusCompleted, old
+			if err := s.Update(ctx, sg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	called := map[string]bool{}
+	gone, err := s.Expire(ctx, p, time.Now().Add(-time.Hour), 100, func(g *storage.Saga) {
+		called[g.ID()] = true
+		if _, err := s.Get(ctx, g.ID()); err != nil {
+			t.Errorf("gone(%s): the saga is not readable any more (%v): gone must run before the deletion commits", g.ID(), err)
+		}
+	})
+	if err != nil || len(gone) != 3 {
+		t.Fatalf("Expire = %d sagas, %v", len(gone), err)
+	}
+	if len(called) != 3 {
+		t.Fatalf("gone called for %v, want the 3 expired sagas", called)
+	}
+	for _, g := range gone {
+		if !called[g.ID()] {
+			t.Errorf("saga %s expired without gone", g.ID())
+		}
+		if _, err := s.Get(ctx, g.ID()); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("saga %s after Expire: %v, want not found", g.ID(), err)
+		}
 	}
 }
 
