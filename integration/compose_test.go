@@ -298,6 +298,11 @@ func TestComposeStackStartsAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = accCmd.Process.Signal(os.Interrupt); _ = accCmd.Wait() })
+	// The transfer's debit gives up after two 3-second tries: produced before
+	// the accounts service serves (on a new broker it creates its state
+	// topic and the transaction log first), it would roll back, as the saga
+	// says. A user starts the stack, then sends transfers.
+	waitGroupServing(t, group+"-accounts")
 	xfer := unique("compose-transfer")
 	kcatProduce(t, "transfers.yaml.requested", []string{fmt.Sprintf(`%s|{"transfer_id":%q,"from":"alice","to":"bob","amount":10}`, xfer, xfer)}, "x-test=compose")
 	waitCompleted(t, members, "transfer-yaml", xfer)

@@ -602,10 +602,14 @@ func (p *Participant) ensureStateTopic(ctx context.Context) error {
 				err = fmt.Errorf("state topic %s: created, not visible yet", p.cfg.StateTopic)
 			}
 		}
-		if waited++; !created || waited%10 == 0 { // a topic just created can take a few seconds to show
+		if waited++; !created || waited%25 == 0 { // a topic just created can take a few seconds to show
 			p.log.Warn("waiting for the command and state topics", "err", err)
 		}
-		t := time.NewTimer(time.Second)
+		wait := time.Second
+		if created {
+			wait = 200 * time.Millisecond // it shows within moments: look again soon
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
