@@ -301,8 +301,9 @@ func (c *Changelog) Forget(p storage.Partition) {
 
 // Restore brings the local store up to date with p's changelog: from the
 // changelog offset the store has recorded to the end of the changelog
-// partition, in one storage transaction per fetch. It returns how many
-// records were read.
+// partition, one storage transaction (Store.Apply) per up to
+// restoreApplyRecords records or restoreApplyBytes of them, several
+// fetches. It returns how many records were read.
 func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.Store, p storage.Partition) (int, error) {
 	topic := ChangelogTopic(c.group, p.Topic)
 	from, err := store.ChangelogNext(ctx, p)
@@ -336,13 +337,14 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 	}
 	defer cl.Close()
 	n := 0
+	var changes []storage.Change
+	var last int64 = -1
+	held := 0 // bytes of the records in changes
 	for {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		var changes []storage.Change
-		var last int64 = -1
 		var ferr error
 		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
 		if ferr != nil {
@@ -350,17 +352,32 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			changes = append(changes, storage.Change{Key: r.Key, Value: r.Value})
+			held += len(r.Key) + len(r.Value)
 			last = r.Offset
 		})
-		if len(changes) > 0 {
+		done := last >= end.Offset-1
+		// Several fetches go into one Apply (one transaction): a saga's
+		// later record in the same call replaces its earlier ones, which
+		// are then not written at all, and fewer transactions commit.
+		if len(changes) > 0 && (done || len(changes) >= restoreApplyRecords || held >= restoreApplyBytes) {
 			if _, err := store.Apply(ctx, p, changes, last+1); err != nil {
 				return n, fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)
 			}
 			n += len(changes)
 			c.m.RestoredRecords.Add(float64(len(changes)))
+			clear(changes)
+			changes, held = changes[:0], 0
 		}
-		if last >= end.Offset-1 {
+		if done {
 			return n, nil
 		}
 	}
 }
+
+// A restore hands the store up to this many changelog records, or bytes
+// of them, at once (Store.Apply): what one partition's restore holds in
+// memory.
+const (
+	restoreApplyRecords = 65536
+	restoreApplyBytes   = 8 << 20
+)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -307,5 +308,65 @@ func TestChangelogProducesInTheOrderItTakes(t *testing.T) {
 			got = append(got, fmt.Sprintf("offset %d tombstone=%v", r.Offset, r.Value == nil))
 		}
 		t.Fatalf("changelog %v; want the tombstone, then the record of the saga that took its key", got)
+	}
+}
+
+// applyCounter counts a store's Apply calls and the records they carry.
+type applyCounter struct {
+	storage.Store
+	calls, records int
+}
+
+func (a *applyCounter) Apply(ctx context.Context, p storage.Partition, changes []storage.Change, next int64) (int, error) {
+	a.calls++
+	a.records += len(changes)
+	return a.Store.Apply(ctx, p, changes, next)
+}
+
+// A restore hands the store several fetches at once (up to its bounds), so
+// that a saga's later record replaces its earlier ones in one Apply: here
+// every flush is its own record batch and every fetch takes one batch,
+// and the whole changelog still goes to the store in one call.
+func TestRestoreAppliesSeveralFetchesAtOnce(t *testing.T) {
+	const group = "restore-window"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
+	seeds := c.ListenAddrs()
+	w, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	p := storage.Partition{Topic: "orders"}
+	ctx := context.Background()
+	for off := range int64(20) { // 20 sagas, each started and then completed in a later flush
+		s := &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: off},
+			Status: storage.StatusPending, Version: 1, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+		w.Append(s)
+		if err := w.Flush(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		s.Status, s.Version = storage.StatusCompleted, 2
+		w.Append(s)
+		if err := w.Flush(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	counter := &applyCounter{Store: st}
+	n, err := w.Restore(ctx, []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.FetchMaxPartitionBytes(1)}, counter, p)
+	if err != nil || n != 40 {
+		t.Fatalf("Restore = %d records, %v; want 40", n, err)
+	}
+	if counter.calls != 1 || counter.records != 40 {
+		t.Fatalf("%d Apply calls with %d records; want the 40 records in one call", counter.calls, counter.records)
+	}
+	for _, s := range sagasIn(t, st) {
+		if s.Status != storage.StatusCompleted {
+			t.Errorf("saga %s restored %s", s.ID(), s.Status)
+		}
 	}
 }
