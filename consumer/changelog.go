@@ -39,9 +39,10 @@ type Changelog struct {
 
 	// order is held by a taker (the flusher, Flush, Close) from taking
 	// pending records until the producer has them, so records reach a
-	// partition in the order they were taken (taken under mu). Lock order:
-	// order, then mu.
-	order sync.Mutex
+	// partition in the order they were taken (taken under mu). A channel of
+	// one, so that a Flush gives up waiting for it when its context ends.
+	// Lock order: order, then mu.
+	order chan struct{}
 	mu    sync.Mutex
 	cond  *sync.Cond
 	parts map[storage.Partition]*clPart
@@ -78,7 +79,7 @@ func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*
 		return nil, fmt.Errorf("consumer: changelog client: %w", err)
 	}
 	c := &Changelog{group: group, cl: cl, log: log, m: m, parts: map[storage.Partition]*clPart{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), order: make(chan struct{}, 1)}
 	c.cond = sync.NewCond(&c.mu)
 	go c.flusher()
 	return c, nil
@@ -88,7 +89,7 @@ func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*
 func (c *Changelog) Close() {
 	close(c.stop)
 	<-c.done
-	c.takeAndProduce(nil)
+	_, _ = c.takeAndProduce(context.Background(), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = c.cl.Flush(ctx)
@@ -105,7 +106,7 @@ func (c *Changelog) flusher() {
 			return
 		case <-t.C:
 		}
-		c.takeAndProduce(nil)
+		_, _ = c.takeAndProduce(context.Background(), nil)
 	}
 }
 
@@ -113,10 +114,16 @@ func (c *Changelog) flusher() {
 // when none are given) and hands them to the producer, holding the order
 // lock throughout: a take made after this one is produced after it. It
 // returns, for each given partition, how many records had been appended
-// to it once taken (what a Flush waits to see acknowledged).
-func (c *Changelog) takeAndProduce(ps []storage.Partition) map[storage.Partition]uint64 {
-	c.order.Lock()
-	defer c.order.Unlock()
+// to it once taken (what a Flush waits to see acknowledged), or ctx's
+// error if ctx ended while another taker held the order lock (nothing was
+// taken: the records stay pending, and the flusher produces them).
+func (c *Changelog) takeAndProduce(ctx context.Context, ps []storage.Partition) (map[storage.Partition]uint64, error) {
+	select {
+	case c.order <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.order }()
 	c.mu.Lock()
 	var recs []pendingRec
 	var targets map[storage.Partition]uint64
@@ -133,7 +140,7 @@ func (c *Changelog) takeAndProduce(ps []storage.Partition) map[storage.Partition
 	}
 	c.mu.Unlock()
 	c.produce(recs) // outside mu: a full producer buffer blocks, and appends go on meanwhile
-	return targets
+	return targets, nil
 }
 
 func (c *Changelog) part(p storage.Partition) *clPart {
@@ -239,7 +246,14 @@ func (c *Changelog) Flush(ctx context.Context, ps ...storage.Partition) error {
 	if len(ps) == 0 {
 		return nil
 	}
-	targets := c.takeAndProduce(ps)
+	targets, err := c.takeAndProduce(ctx, ps)
+	if err != nil { // another taker is stuck producing (a full producer buffer): not acknowledged
+		fe := &FlushError{Partitions: map[storage.Partition]error{}}
+		for _, p := range ps {
+			fe.Partitions[p] = fmt.Errorf("changelog flush of %s: not produced: %w", p, err)
+		}
+		return fe
+	}
 	stop := context.AfterFunc(ctx, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
 	defer stop()
 	c.mu.Lock()
@@ -350,23 +364,40 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 		if ferr != nil {
 			return n, fmt.Errorf("changelog %s/%d: %w", topic, p.Partition, ferr)
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			changes = append(changes, storage.Change{Key: r.Key, Value: r.Value})
-			held += len(r.Key) + len(r.Value)
-			last = r.Offset
-		})
-		done := last >= end.Offset-1
-		// Several fetches go into one Apply (one transaction): a saga's
-		// later record in the same call replaces its earlier ones, which
-		// are then not written at all, and fewer transactions commit.
-		if len(changes) > 0 && (done || len(changes) >= restoreApplyRecords || held >= restoreApplyBytes) {
+		// Several fetches go into one Apply (one transaction), up to its
+		// bounds: a saga's later record in the same call replaces its
+		// earlier ones, which are then not written at all, and fewer
+		// transactions commit.
+		apply := func() error {
 			if _, err := store.Apply(ctx, p, changes, last+1); err != nil {
-				return n, fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)
+				return fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)
 			}
 			n += len(changes)
 			c.m.RestoredRecords.Add(float64(len(changes)))
 			clear(changes)
 			changes, held = changes[:0], 0
+			return nil
+		}
+		var aerr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if aerr != nil {
+				return
+			}
+			changes = append(changes, storage.Change{Key: r.Key, Value: r.Value})
+			held += len(r.Key) + len(r.Value)
+			last = r.Offset
+			if len(changes) >= restoreApplyRecords || held >= restoreApplyBytes {
+				aerr = apply()
+			}
+		})
+		if aerr != nil {
+			return n, aerr
+		}
+		done := last >= end.Offset-1
+		if done && len(changes) > 0 {
+			if err := apply(); err != nil {
+				return n, err
+			}
 		}
 		if done {
 			return n, nil

@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -314,13 +315,51 @@ func TestChangelogProducesInTheOrderItTakes(t *testing.T) {
 // applyCounter counts a store's Apply calls and the records they carry.
 type applyCounter struct {
 	storage.Store
-	calls, records int
+	calls, records, most int
 }
 
 func (a *applyCounter) Apply(ctx context.Context, p storage.Partition, changes []storage.Change, next int64) (int, error) {
 	a.calls++
 	a.records += len(changes)
+	a.most = max(a.most, len(changes))
 	return a.Store.Apply(ctx, p, changes, next)
+}
+
+// ... and no more than its bound at once: 70,000 records go in two calls
+// or more, none over 65,536.
+func TestRestoreAppliesAtMostItsBoundAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("70,000 changelog records; skipped with -short")
+	}
+	const group = "restore-bound"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
+	seeds := c.ListenAddrs()
+	w, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	p := storage.Partition{Topic: "orders"}
+	ctx := context.Background()
+	for off := range int64(70000) {
+		w.Append(&storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: off},
+			Status: storage.StatusCompleted, Version: 1, CreatedAt: time.Now(), UpdatedAt: time.Now()})
+	}
+	if err := w.Flush(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	counter := &applyCounter{Store: st}
+	if n, err := w.Restore(ctx, []kgo.Opt{kgo.SeedBrokers(seeds...)}, counter, p); err != nil || n != 70000 {
+		t.Fatalf("Restore = %d records, %v; want 70000", n, err)
+	}
+	if counter.calls < 2 || counter.most > 65536 || counter.records != 70000 {
+		t.Fatalf("%d Apply calls, the largest of %d records, %d in all; want two or more, none over 65536", counter.calls, counter.most, counter.records)
+	}
 }
 
 // A restore hands the store several fetches at once (up to its bounds), so
@@ -368,5 +407,47 @@ func TestRestoreAppliesSeveralFetchesAtOnce(t *testing.T) {
 		if s.Status != storage.StatusCompleted {
 			t.Errorf("saga %s restored %s", s.ID(), s.Status)
 		}
+	}
+}
+
+// A Flush gives up at its context's end even while another taker is stuck
+// handing records to the producer (a full producer buffer, a broker
+// outage): it reports its partitions as not acknowledged, so their batch
+// is fetched again, instead of holding the pipeline past its timeout.
+func TestFlushEndsWithItsContextWhileAnotherTakerIsStuck(t *testing.T) {
+	const group = "flush-deadline"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, consumer.ChangelogTopic(group, "orders")))
+	seeds := c.ListenAddrs()
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	hook := bufferedHook(func(r *kgo.Record) {
+		if r.Partition == 0 { // whoever takes partition 0's record is stuck producing it
+			once.Do(func() { held <- struct{}{}; <-release })
+		}
+	})
+	cl, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.WithHooks(hook)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	defer close(release)
+	saga := func(p int32) *storage.Saga {
+		return &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Partition: p, Offset: 1}, Version: 1}
+	}
+	cl.Append(saga(0))
+	<-held // the flusher took it and is stuck
+	cl.Append(saga(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cl.Flush(ctx, storage.Partition{Topic: "orders", Partition: 1}) }()
+	select {
+	case err := <-done:
+		var fe *consumer.FlushError
+		if !errors.As(err, &fe) || fe.Partitions[storage.Partition{Topic: "orders", Partition: 1}] == nil {
+			t.Fatalf("Flush = %v; want partition orders/1 reported not acknowledged", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Flush still waiting 10 s after its 200 ms context ended")
 	}
 }

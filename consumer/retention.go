@@ -29,7 +29,10 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 			// before any saga that takes a freed idempotency key is
 			// recorded and appended (docs/architecture.md, changelog
 			// invariant 5).
-			gone, err := c.store.Expire(ctx, p, cutoff, 5000, c.changelog.AppendTombstone)
+			// Not cancelled with ctx: a cancelled wait leaves the deletion
+			// queued, and it would append its tombstones after the
+			// changelog closed (Run waits for this loop before that).
+			gone, err := c.store.Expire(context.WithoutCancel(ctx), p, cutoff, 5000, c.changelog.AppendTombstone)
 			if err != nil {
 				c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
 				break
@@ -40,7 +43,7 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 			}
 		}
 		for ctx.Err() == nil { // the outcomes of events go with the sagas
-			keys, err := c.store.ExpireMeta(ctx, p, engine.OutcomePrefix, cutoff, 5000)
+			keys, err := c.store.ExpireMeta(context.WithoutCancel(ctx), p, engine.OutcomePrefix, cutoff, 5000) // as above
 			if err != nil {
 				c.log.Error("expiring event outcomes failed", "partition", p.String(), "err", err)
 				break

@@ -303,6 +303,10 @@ func TestComposeStackStartsAsWritten(t *testing.T) {
 	// topic and the transaction log first), it would roll back, as the saga
 	// says. A user starts the stack, then sends transfers.
 	waitGroupServing(t, group+"-accounts")
+	kafkatest.WaitFor(t, 90*time.Second, "the accounts service to consume (its producer id taken)", func() bool {
+		b, _ := os.ReadFile(af.Name())
+		return strings.Contains(string(b), "participant consuming")
+	})
 	xfer := unique("compose-transfer")
 	kcatProduce(t, "transfers.yaml.requested", []string{fmt.Sprintf(`%s|{"transfer_id":%q,"from":"alice","to":"bob","amount":10}`, xfer, xfer)}, "x-test=compose")
 	waitCompleted(t, members, "transfer-yaml", xfer)

@@ -508,8 +508,10 @@ func (b *Bolt) Expire(ctx context.Context, p Partition, cutoff time.Time, limit 
 			if err := deleteSaga(pb, s); err != nil {
 				return err
 			}
-			if gone != nil {
-				gone(s) // inside the transaction: before the deletion commits
+		}
+		if gone != nil {
+			for _, s := range victims { // inside the transaction: before the deletions commit
+				gone(s)
 			}
 		}
 		out = victims
