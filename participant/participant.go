@@ -564,7 +564,10 @@ func (p *Participant) restore(ctx context.Context, pt int32) (map[string]*outcom
 // ensureStateTopic checks (or creates) the state topic, with the command
 // topic's partition count.
 func (p *Participant) ensureStateTopic(ctx context.Context) error {
-	cl, err := kgo.NewClient(p.cfg.Client...)
+	// Metadata no older than 100 ms: the client caches what it learns (5 s
+	// by default), and a state topic just created would stay "missing"
+	// that long.
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), p.cfg.Client...), kgo.MetadataMinAge(100*time.Millisecond))...)
 	if err != nil {
 		return err
 	}

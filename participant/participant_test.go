@@ -360,3 +360,15 @@ func TestRestartAbortsTheTransactionItsPredecessorLeftOpen(t *testing.T) {
 		t.Fatalf("replies %v, want %v", got, want)
 	}
 }
+
+// A participant that creates its state topic starts serving at once, not
+// after its client's metadata cache (5 s by default) forgets that the
+// topic was missing.
+func TestCreatedStateTopicIsSeenAtOnce(t *testing.T) {
+	seeds := newCluster(t)
+	start := time.Now()
+	run(t, seeds, "a", func(context.Context, *participant.Command) ([]byte, error) { return []byte(`{}`), nil })
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("the participant joined %s after it started; the state topic it created was not seen for seconds", took.Round(time.Millisecond))
+	}
+}
