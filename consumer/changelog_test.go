@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -449,5 +451,71 @@ func TestFlushEndsWithItsContextWhileAnotherTakerIsStuck(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Flush still waiting 10 s after its 200 ms context ended")
+	}
+}
+
+// gonelessStore hands the retention loop's deletions through without
+// calling gone, and counts them.
+type gonelessStore struct {
+	storage.Store
+	expired atomic.Int64
+}
+
+func (g *gonelessStore) Expire(ctx context.Context, p storage.Partition, cutoff time.Time, limit int, _ func(*storage.Saga)) ([]*storage.Saga, error) {
+	out, err := g.Store.Expire(ctx, p, cutoff, limit, nil)
+	g.expired.Add(int64(len(out)))
+	return out, err
+}
+
+// The retention loop appends a saga's tombstone only from Expire's gone,
+// inside the deleting transaction — never after Expire returns, when a
+// saga that took the freed idempotency key may already be recorded and
+// appended (docs/architecture.md, changelog invariant 5). Over a store
+// that does not call gone, its deletions leave no tombstone.
+func TestRetentionTombstonesOnlyFromGone(t *testing.T) {
+	const group = "tombstones-from-gone"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
+	bolt, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	st := &gonelessStore{Store: bolt}
+	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
+	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var finished atomic.Int64
+	eng, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl,
+		OnFinish: func(*storage.Saga) { finished.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true,
+		Retention: time.Millisecond, RetentionCheck: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
+	go func() { defer wg.Done(); _ = con.Run(ctx) }()
+	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish and expire", func() bool { return finished.Load() == 20 && st.expired.Load() == 20 })
+	cancel()
+	wg.Wait()
+	cl.Close()
+	// The orders are keyed: their sagas live in the keys topic's partitions.
+	recs := kafkatest.ReadAll(t, seeds, consumer.ChangelogTopic(group, con.KeysTopic()))
+	if len(recs) < 20 {
+		t.Fatalf("%d changelog records of the keys topic, want the 20 sagas' at least", len(recs))
+	}
+	for _, r := range recs {
+		if r.Value == nil && len(r.Key) > 8 {
+			t.Fatalf("a tombstone (key %x) reached the changelog without gone", r.Key)
+		}
 	}
 }
