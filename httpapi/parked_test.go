@@ -70,6 +70,14 @@ func TestRetryParkedSagaOverHTTP(t *testing.T) {
 	if l := e.expect(200, "GET", "/api/sagas?status=executing", "")["sagas"].([]any); len(l) != 0 {
 		t.Fatalf("status=executing lists the parked saga: %v", l)
 	}
+	// The executor that parked it lets go of it a moment after the park is
+	// stored; until then a retry answers 409 "being resumed right now; try
+	// again" (RetryWith), as an operator would see.
+	kafkatest.WaitFor(t, 10*time.Second, "the executor to let go of the parked saga", func() bool {
+		code, o := e.call(http.MethodPost, "/api/sagas/"+id+"/retry", "")
+		detail, _ := o["detail"].(string)
+		return code != http.StatusConflict || !strings.Contains(detail, "right now")
+	})
 	out := e.expect(400, "POST", "/api/sagas/"+id+"/retry", "") // by name: charge has no place
 	if !strings.Contains(out["detail"].(string), `"charge"`) {
 		t.Fatalf("400 detail %v does not name the step", out["detail"])
