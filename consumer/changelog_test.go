@@ -227,13 +227,7 @@ func TestRetentionExpiresWithTombstones(t *testing.T) {
 // new saga claims it.
 func TestChangelogProducesTombstonesFirst(t *testing.T) {
 	const group = "tombstones-first"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
-	seeds := c.ListenAddrs()
-	cl, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...)}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	seeds, cl := changelogOn(t, group, 1)
 	p := storage.Partition{Topic: "orders"}
 	saga := func(off int64) *storage.Saga {
 		return &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: off},
@@ -271,8 +265,6 @@ func (h bufferedHook) OnProduceRecordBuffered(r *kgo.Record) { h(r) }
 // changelog, or a restore would leave the new saga without its key.
 func TestChangelogProducesInTheOrderItTakes(t *testing.T) {
 	const group = "takes-in-order"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
-	seeds := c.ListenAddrs()
 	old := &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: 1}, IdempotencyKey: "k", Version: 3}
 	taken := &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Offset: 2}, IdempotencyKey: "k", Version: 1}
 	held, release := make(chan struct{}, 1), make(chan struct{})
@@ -282,11 +274,7 @@ func TestChangelogProducesInTheOrderItTakes(t *testing.T) {
 			<-release
 		}
 	})
-	cl, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.WithHooks(hook)}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	seeds, cl := changelogOn(t, group, 1, kgo.WithHooks(hook))
 	p := storage.Partition{Topic: "orders"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -334,13 +322,7 @@ func TestRestoreAppliesAtMostItsBoundAtOnce(t *testing.T) {
 		t.Skip("70,000 changelog records; skipped with -short")
 	}
 	const group = "restore-bound"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
-	seeds := c.ListenAddrs()
-	w, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...)}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	seeds, w := changelogOn(t, group, 1)
 	p := storage.Partition{Topic: "orders"}
 	ctx := context.Background()
 	for off := range int64(70000) {
@@ -350,11 +332,7 @@ func TestRestoreAppliesAtMostItsBoundAtOnce(t *testing.T) {
 	if err := w.Flush(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	counter := &applyCounter{Store: st}
 	if n, err := w.Restore(ctx, []kgo.Opt{kgo.SeedBrokers(seeds...)}, counter, p); err != nil || n != 70000 {
 		t.Fatalf("Restore = %d records, %v; want 70000", n, err)
@@ -370,13 +348,7 @@ func TestRestoreAppliesAtMostItsBoundAtOnce(t *testing.T) {
 // and the whole changelog still goes to the store in one call.
 func TestRestoreAppliesSeveralFetchesAtOnce(t *testing.T) {
 	const group = "restore-window"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, consumer.ChangelogTopic(group, "orders")))
-	seeds := c.ListenAddrs()
-	w, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...)}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	seeds, w := changelogOn(t, group, 1)
 	p := storage.Partition{Topic: "orders"}
 	ctx := context.Background()
 	for off := range int64(20) { // 20 sagas, each started and then completed in a later flush
@@ -392,11 +364,7 @@ func TestRestoreAppliesSeveralFetchesAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	counter := &applyCounter{Store: st}
 	n, err := w.Restore(ctx, []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.FetchMaxPartitionBytes(1)}, counter, p)
 	if err != nil || n != 40 {
@@ -418,8 +386,6 @@ func TestRestoreAppliesSeveralFetchesAtOnce(t *testing.T) {
 // is fetched again, instead of holding the pipeline past its timeout.
 func TestFlushEndsWithItsContextWhileAnotherTakerIsStuck(t *testing.T) {
 	const group = "flush-deadline"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(2, consumer.ChangelogTopic(group, "orders")))
-	seeds := c.ListenAddrs()
 	held, release := make(chan struct{}, 1), make(chan struct{})
 	var once sync.Once
 	hook := bufferedHook(func(r *kgo.Record) {
@@ -427,12 +393,8 @@ func TestFlushEndsWithItsContextWhileAnotherTakerIsStuck(t *testing.T) {
 			once.Do(func() { held <- struct{}{}; <-release })
 		}
 	})
-	cl, err := consumer.NewChangelog(group, []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.WithHooks(hook)}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	defer close(release)
+	_, cl := changelogOn(t, group, 2, kgo.WithHooks(hook))
+	defer close(release) // before the changelog closes (a cleanup)
 	saga := func(p int32) *storage.Saga {
 		return &storage.Saga{Name: "order", Trigger: "kafka:orders", Source: storage.Position{Topic: "orders", Partition: p, Offset: 1}, Version: 1}
 	}
@@ -477,12 +439,7 @@ func TestRetentionTombstonesOnlyFromGone(t *testing.T) {
 	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
 	seeds := c.ListenAddrs()
 	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
-	bolt, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bolt.Close()
-	st := &gonelessStore{Store: bolt}
+	st := &gonelessStore{Store: openStore(t)}
 	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
 	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
 	if err != nil {
@@ -518,4 +475,30 @@ func TestRetentionTombstonesOnlyFromGone(t *testing.T) {
 			t.Fatalf("a tombstone (key %x) reached the changelog without gone", r.Key)
 		}
 	}
+}
+
+// changelogOn starts a broker holding group's changelog of the topic
+// "orders" (with that many partitions) and a changelog writer on it, with
+// extra client options (hooks); the writer is closed when the test ends.
+func changelogOn(t *testing.T, group string, partitions int, opts ...kgo.Opt) ([]string, *consumer.Changelog) {
+	t.Helper()
+	seeds := kafkatest.NewCluster(t, kfake.SeedTopics(int32(partitions), consumer.ChangelogTopic(group, "orders"))).ListenAddrs()
+	cl, err := consumer.NewChangelog(group, append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return seeds, cl
+}
+
+// openStore opens a bbolt store in a temporary directory, closed when the
+// test ends.
+func openStore(t *testing.T) *storage.Bolt {
+	t.Helper()
+	st, err := storage.OpenBolt(filepath.Join(t.TempDir(), "sagaz.db"), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }
