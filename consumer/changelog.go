@@ -354,6 +354,20 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 	var changes []storage.Change
 	var last int64 = -1
 	held := 0 // bytes of the records in changes
+	// Several fetches go into one Apply (one transaction), up to its
+	// bounds: a saga's later record in the same call replaces its
+	// earlier ones, which are then not written at all, and fewer
+	// transactions commit.
+	apply := func() error {
+		if _, err := store.Apply(ctx, p, changes, last+1); err != nil {
+			return fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)
+		}
+		n += len(changes)
+		c.m.RestoredRecords.Add(float64(len(changes)))
+		clear(changes)
+		changes, held = changes[:0], 0
+		return nil
+	}
 	for {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -363,20 +377,6 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
 		if ferr != nil {
 			return n, fmt.Errorf("changelog %s/%d: %w", topic, p.Partition, ferr)
-		}
-		// Several fetches go into one Apply (one transaction), up to its
-		// bounds: a saga's later record in the same call replaces its
-		// earlier ones, which are then not written at all, and fewer
-		// transactions commit.
-		apply := func() error {
-			if _, err := store.Apply(ctx, p, changes, last+1); err != nil {
-				return fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)
-			}
-			n += len(changes)
-			c.m.RestoredRecords.Add(float64(len(changes)))
-			clear(changes)
-			changes, held = changes[:0], 0
-			return nil
 		}
 		var aerr error
 		fs.EachRecord(func(r *kgo.Record) {

@@ -277,7 +277,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	c.health.Set(health.Joining, "joining consumer group "+c.cfg.Group)
 	if err := c.awaitTopics(ctx); err != nil {
 		return err
 	}
