@@ -260,10 +260,11 @@ const maxPollRecords = 100
 
 // session is one group session: one transaction per poll.
 func (p *Participant) session(ctx context.Context) error {
+	txnID := p.cfg.Group + "-" + p.cfg.InstanceID
 	sess, err := kgo.NewGroupTransactSession(append(append([]kgo.Opt(nil), p.cfg.Client...),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(p.cfg.Topic),
-		kgo.TransactionalID(p.cfg.Group+"-"+p.cfg.InstanceID),
+		kgo.TransactionalID(txnID),
 		kgo.InstanceID(p.cfg.InstanceID),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 		kgo.TransactionTimeout(p.cfg.TransactionTimeout),
@@ -293,7 +294,7 @@ func (p *Participant) session(ctx context.Context) error {
 	// fetch, and its replies would hold back the replies partitions' last
 	// stable offset, until the transaction timed out.
 	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
-		return fmt.Errorf("participant: fence the previous transaction of %s: %w", p.cfg.Group+"-"+p.cfg.InstanceID, err)
+		return fmt.Errorf("participant: fence the previous transaction of %s: %w", txnID, err)
 	}
 	p.log.Info("participant consuming", "group", p.cfg.Group, "topic", p.cfg.Topic, "state_topic", p.cfg.StateTopic, "instance", p.cfg.InstanceID)
 	for ctx.Err() == nil {
