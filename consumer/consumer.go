@@ -80,7 +80,7 @@ type Consumer struct {
 	nRefused    atomic.Int32                 // len(refused), read without the lock
 	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
-	// reMu guards reappend and reappendUntil: the batch goroutine
+	// reMu guards reappend and reappendUntil: the batch mirror
 	// (Consumer.record, one at a time) reads and updates them, and adjust
 	// writes reappendUntil from franz-go's goroutine (franz-go calls it
 	// outside the BlockRebalanceOnPoll gate: with a cooperative balancer,
@@ -109,8 +109,9 @@ type Consumer struct {
 	// flight (commitAsync); its callback clears it.
 	committing atomic.Bool
 
-	// Readiness (watch.go): stuckSince is guarded by mu; inflightSince (Unix
-	// ns, 0: none) is set by the batch goroutine.
+	// Readiness (watch.go): stuckSince is guarded by mu; recordingSince and
+	// mirroringSince (Unix ns, 0: none) are when the batch in the recorder
+	// and the one in the mirror began recording, set by those goroutines.
 	topicsReady chan struct{} // closed by awaitTopics
 	// partitionCounts of the consumer's topics: written by ensureTopics
 	// before topicsReady is closed, read-only after.
@@ -119,7 +120,8 @@ type Consumer struct {
 	stuckSince      map[storage.Partition]stuckState
 	groupSince      time.Time // a poll's error of no partition (the group's) since; guarded by mu
 	groupWhy        string
-	inflightSince   atomic.Int64
+	recordingSince  atomic.Int64
+	mirroringSince  atomic.Int64
 	errLog          *health.LogLimiter
 	brokersDown     bool // owned by the watch goroutine
 }

@@ -54,12 +54,12 @@ func TestFirstRecordsOfABatchOfSeveralPolls(t *testing.T) {
 }
 
 // lagSetup is a pipeline on a client consuming orders/0 (30 records), with
-// batch N in flight — recorded, holding offsets 10..19, its changelog
+// batch N being mirrored — recorded, holding offsets 10..19, its changelog
 // records of orders/0 not acknowledged — and batch next prepared behind it
-// holding 20..29.
-func lagSetup(t *testing.T) (p *pipeline, n, next *batch, firstFetched func() int64) {
+// holding 20..29. poll(from, to) is a fetch of orders/0's records from..to.
+func lagSetup(t *testing.T) (p *pipeline, n, next *batch, poll func(from, to int) kgo.Fetches, firstFetched func() int64) {
 	t.Helper()
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.SeedTopics(2, ChangelogTopic("g", "orders")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +80,11 @@ func lagSetup(t *testing.T) (p *pipeline, n, next *batch, firstFetched func() in
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
+	changelog, err := NewChangelog("g", []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(changelog.Close)
 	var recs []*kgo.Record
 	for len(recs) < 30 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -91,27 +96,31 @@ func lagSetup(t *testing.T) (p *pipeline, n, next *batch, firstFetched func() in
 		}
 		recs = append(recs, fs.Records()...)
 	}
-	poll := func(from, to int) kgo.Fetches {
+	poll = func(from, to int) kgo.Fetches {
 		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "orders", Partitions: []kgo.FetchPartition{{Partition: 0, Records: recs[from:to]}}}}}}
 	}
-	c := &Consumer{cl: cl, m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), health: health.New(nil),
+	c := &Consumer{cl: cl, changelog: changelog, cfg: Config{ChangelogFlushTimeout: 5 * time.Second},
+		m: NewMetrics(nil), log: slog.New(slog.DiscardHandler), health: health.New(nil),
 		errLog: health.NewLogLimiter(time.Second), stuckSince: map[storage.Partition]stuckState{},
-		owned: map[string]map[int32]bool{}, uncommitted: map[string]map[int32]kgo.EpochOffset{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{}}
+		owned:    map[string]map[int32]bool{"orders": {0: true, 1: true}},
+		reappend: map[storage.Partition]bool{orders0: true}, reappendUntil: map[storage.Partition]int64{}, // N's mirror marked orders/0
+		uncommitted: map[string]map[int32]kgo.EpochOffset{}, dlqSent: map[storage.Partition]map[dlKey]struct{}{}}
 	p = &pipeline{c: c, ctx: context.Background(), backoff: time.Millisecond}
-	n, next = &p.slots[0], &p.slots[1]
+	n, next = &p.slots[0], &p.slots[2]
 	n.fetches = poll(10, 20)
 	n.work.Offsets = []storage.Offset{{Topic: "orders", Partition: 0, Next: 20}}
 	n.marks = []mark{{"orders", 0, kgo.EpochOffset{Epoch: -1, Offset: 20}}}
-	n.done = make(chan struct{})
+	n.recorded, n.done = make(chan struct{}), make(chan struct{})
 	n.lag = map[storage.Partition]error{orders0: errors.New("changelog flush: not acknowledged")}
+	close(n.recorded)
 	close(n.done)
-	p.inflight = n
+	p.mirroring = n
 	next.fetches = poll(20, 30)
 	next.work.Offsets = []storage.Offset{{Topic: "orders", Partition: 0, Next: 30}}
 	next.marks = []mark{{"orders", 0, kgo.EpochOffset{Epoch: -1, Offset: 30}}}
-	next.done = make(chan struct{})
-	p.cur = 0 // the loop took slot 1 for next
-	return p, n, next, func() int64 {
+	next.recorded, next.done = make(chan struct{}), make(chan struct{})
+	p.cur = 0 // the loop took slot 2 for next
+	return p, n, next, poll, func() int64 {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -123,7 +132,10 @@ func lagSetup(t *testing.T) (p *pipeline, n, next *batch, firstFetched func() in
 	}
 }
 
-var orders0 = storage.Partition{Topic: "orders", Partition: 0}
+var (
+	orders0 = storage.Partition{Topic: "orders", Partition: 0}
+	orders1 = storage.Partition{Topic: "orders", Partition: 1}
+)
 
 // The batch prepared behind a batch whose changelog records were not
 // acknowledged lost the same partition to a dead-letter failure and is
@@ -131,34 +143,79 @@ var orders0 = storage.Partition{Topic: "orders", Partition: 0}
 // record, and the rewind of the empty batch must not raise it to its own
 // (the lagging batch's records would be skipped and committed past).
 func TestRewindAfterChangelogLagKeepsTheLaggingBatch(t *testing.T) {
-	p, _, next, firstFetched := lagSetup(t)
+	p, _, next, _, firstFetched := lagSetup(t)
 	if !p.c.dropPartitions(next, map[storage.Partition]error{orders0: errors.New("dead letters not produced")}) {
 		t.Fatal("next not empty")
 	}
-	if p.settle() != nil {
-		t.Fatal("N was recorded")
-	}
+	p.drain(next)
 	p.fail(errors.New("dead letters not produced"), next)
 	if first := firstFetched(); first != 10 {
 		t.Errorf("orders/0 fetched again from %d, want 10: the lagging batch's records would be skipped", first)
 	}
 }
 
-// Likewise when the batch behind the lagging one goes in flight and its
-// store transaction fails: its rewind leaves the partition it lost at the
-// lagging batch's first record.
+// Likewise when the batch behind the lagging one is being recorded and
+// its store transaction fails: its rewind leaves the partition it lost at
+// the lagging batch's first record.
 func TestStoreFailureAfterChangelogLagKeepsTheLaggingBatch(t *testing.T) {
-	p, _, next, firstFetched := lagSetup(t)
-	if p.settle() != nil {
-		t.Fatal("N was recorded")
-	}
-	p.inflight = next
+	p, _, next, _, firstFetched := lagSetup(t)
+	p.recording = next
 	next.err = errStore
-	close(next.done)
-	if p.settleOrFail() {
+	close(next.recorded)
+	if p.drainOrFail() {
 		t.Fatal("next was not recorded")
 	}
 	if first := firstFetched(); first != 10 {
 		t.Errorf("orders/0 fetched again from %d, want 10: the lagging batch's records would be skipped", first)
+	}
+}
+
+// The third stage's hazard: batch N's changelog records of orders/0 were
+// not acknowledged while batch N+1, behind it, was already recorded with
+// records of orders/0 (20..24) and orders/1, and N+2 (25..29) prepared.
+// When the pipeline advances, orders/0 must be taken out of N+1 before
+// N+1's mirror runs — else N+1 commits orders/0 past N's unmirrored
+// records, or its acknowledged records clear orders/0's re-append mark
+// (the records fetched again would not be mirrored again) — and orders/0
+// must be fetched again from N's first record, not N+1's or N+2's.
+func TestLagTakesThePartitionOutOfTheRecordedBatchBehind(t *testing.T) {
+	p, _, n2, poll, firstFetched := lagSetup(t)
+	n1 := &p.slots[1]
+	n1.fetches = poll(20, 25)
+	n1.work.Offsets = []storage.Offset{{Topic: "orders", Partition: 0, Next: 25}, {Topic: "orders", Partition: 1, Next: 7}}
+	n1.marks = []mark{{"orders", 0, kgo.EpochOffset{Epoch: -1, Offset: 25}}, {"orders", 1, kgo.EpochOffset{Epoch: -1, Offset: 7}}}
+	n1.recorded, n1.done = make(chan struct{}), make(chan struct{})
+	close(n1.recorded)
+	p.recording = n1
+	n2.fetches = poll(25, 30)
+	if failed := p.advance(n2); failed != nil {
+		t.Fatal("N+1 was recorded")
+	}
+	if p.mirroring != n1 {
+		t.Fatal("N+1 is not being mirrored after the pipeline advanced")
+	}
+	p.settle(n2)
+	if first := firstFetched(); first != 10 {
+		t.Errorf("orders/0 fetched again from %d, want 10 (N's first record)", first)
+	}
+	if n1.lag != nil {
+		t.Errorf("N+1's mirror reported %v; orders/1's records were acknowledged", n1.lag)
+	}
+	p.c.mu.Lock()
+	if at, ok := p.c.uncommitted["orders"][0]; ok {
+		t.Errorf("orders/0 marked for commit at %d past N's records, which are not in the changelog", at.Offset)
+	}
+	if at := p.c.uncommitted["orders"][1]; at.Offset != 7 {
+		t.Errorf("orders/1 marked at %d, want 7 (its records were acknowledged)", at.Offset)
+	}
+	p.c.mu.Unlock()
+	if !p.c.owesReappend(orders0) {
+		t.Error("N+1's mirror cleared orders/0's re-append mark: N's records fetched again would not be mirrored again")
+	}
+	if p.c.owesReappend(orders1) {
+		t.Error("orders/1 owes a re-append after its records were acknowledged")
+	}
+	if !n2.dropped[orders0] || len(n2.work.Offsets) != 0 {
+		t.Errorf("N+2 still holds orders/0 (dropped %v, offsets %v)", n2.dropped, n2.work.Offsets)
 	}
 }

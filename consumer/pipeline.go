@@ -25,11 +25,15 @@ type batch struct {
 	dropped map[storage.Partition]bool
 	work    engine.Batch // the sagas, rejects and next offsets the engine records
 	marks   []mark       // the offsets to commit once work is durable
-	// Set by Consumer.record; read by the pipeline only after done is closed.
-	done chan struct{}
-	res  []storage.StartResult
-	err  error                       // the batch was not recorded (store): all of it is fetched again
-	lag  map[storage.Partition]error // recorded, but these partitions' changelog records were not acknowledged
+	// Set by Consumer.record, read by the pipeline only after recorded is
+	// closed; lag is set by Consumer.mirrorBatch, read only after done is
+	// closed.
+	start    time.Time // when its store transaction began
+	recorded chan struct{}
+	done     chan struct{}
+	res      []storage.StartResult
+	err      error                       // the batch was not recorded (store): all of it is fetched again
+	lag      map[storage.Partition]error // recorded, but these partitions' changelog records were not acknowledged
 }
 
 type mark struct {
@@ -38,30 +42,34 @@ type mark struct {
 	at        kgo.EpochOffset
 }
 
-// pipeline is the state of the poll loop, owned by Run's goroutine: two
-// batch slots used in turn, the one being recorded (inflight), and the
-// back-off after a failed batch.
+// pipeline is the state of the poll loop, owned by Run's goroutine: three
+// batch slots used in turn, the batch whose store transaction runs
+// (recording), the recorded one whose changelog acks are awaited
+// (mirroring), and the back-off after a failed batch. See "The pipeline's
+// order" in docs/architecture.md.
 type pipeline struct {
-	c        *Consumer
-	ctx      context.Context
-	slots    [2]batch
-	cur      int
-	inflight *batch
-	backoff  time.Duration
+	c         *Consumer
+	ctx       context.Context
+	slots     [3]batch
+	cur       int
+	recording *batch
+	mirroring *batch
+	backoff   time.Duration
 }
 
-// loop polls and records batches as a two-stage pipeline: while batch N is
-// being recorded (the storage transaction, its fsync and the changelog
-// acks), batch N+1 is polled, routed, transformed and dead-lettered, and
-// grows with every poll that comes before N is done (gather). Offsets
-// of N are committed once N is durable. Rebalances are allowed only with
-// nothing in flight: between batches when idle, and at once when a
-// rebalance is waiting.
+// loop polls and records batches as a three-stage pipeline: while batch
+// N's changelog acks are awaited, batch N+1's storage transaction (and its
+// fsync) runs, and batch N+2 is polled, routed, transformed and
+// dead-lettered, growing with every poll that comes before the two ahead
+// of it are done (gather). Then the pipeline advances: N is settled (its
+// offsets committed), N+1 is mirrored, N+2 recorded. Rebalances are
+// allowed only with nothing in flight: between batches when idle, and at
+// once when a rebalance is waiting.
 func (c *Consumer) loop(ctx context.Context) {
 	p := &pipeline{c: c, ctx: ctx, backoff: 100 * time.Millisecond}
 	for ctx.Err() == nil {
 		if q, _ := c.eng.Stats(); q >= c.cfg.HighWater {
-			if !p.settleOrFail() {
+			if !p.drainOrFail() {
 				continue
 			}
 			p.allow()
@@ -75,7 +83,7 @@ func (c *Consumer) loop(ctx context.Context) {
 		}
 		c.noteFetchErrors(fetches)
 		if fetches.NumRecords() == 0 {
-			if !p.settleOrFail() {
+			if !p.drainOrFail() {
 				continue
 			}
 			c.commitAsync(ctx)
@@ -85,50 +93,71 @@ func (c *Consumer) loop(ctx context.Context) {
 		// The batch in hand is finished even when shutdown begins; only the
 		// dead-letter retries stop on ctx.
 		next := &p.slots[p.cur]
-		p.cur ^= 1
+		p.cur = (p.cur + 1) % len(p.slots)
 		prepErr := c.prepare(ctx, next, fetches)
 		if prepErr == nil && !next.partial {
 			prepErr = p.gather(next)
 		}
-		if failed := p.settle(); failed != nil {
+		if failed := p.advance(next); failed != nil {
 			p.fail(failed.err, failed, next) // next was fetched past a batch that is not recorded
 			continue
 		}
 		if prepErr != nil {
+			p.drain(next) // nothing is being recorded: the batch being mirrored is settled
 			p.fail(prepErr, next)
 			continue
 		}
 		p.backoff = 100 * time.Millisecond
-		p.inflight = next
+		p.recording = next
 		go c.record(ctx, next)
 		if c.rebalance.Load() {
-			if !p.settleOrFail() {
+			if !p.drainOrFail() {
 				continue
 			}
 			p.allow()
 		}
 	}
-	if failed := p.settle(); failed != nil {
+	if failed := p.drain(nil); failed != nil {
 		c.rewind(failed) // not committed; the next owner fetches it again
 	}
 }
 
+// inFlight returns what the pipeline waits for before it can advance: the
+// recording batch's transaction and the mirroring batch's acks.
+func (p *pipeline) inFlight() []chan struct{} {
+	var chs []chan struct{}
+	if p.recording != nil {
+		chs = append(chs, p.recording.recorded)
+	}
+	if p.mirroring != nil {
+		chs = append(chs, p.mirroring.done)
+	}
+	return chs
+}
+
+// canAdvance reports whether nothing in flight is still awaited.
+func (p *pipeline) canAdvance() bool {
+	for _, ch := range p.inFlight() {
+		select {
+		case <-ch:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // gather adds to the prepared batch next what the client fetches while the
-// batch in flight is being recorded, until that one is done (or next holds
-// MaxPollRecords, a rebalance waits, back-pressure applies, or shutdown
-// begins). The client buffers one fetch per broker and sends the next
-// fetch request only once the buffered one is polled: taken at once, a
-// record waits for one recording before its own, not for two. It stops at
-// the first poll whose side records could not all be produced (those
-// partitions are out of next and fetched again).
+// batches in flight are being recorded and mirrored, until both are done
+// (or next holds MaxPollRecords, a rebalance waits, back-pressure applies,
+// or shutdown begins). The client buffers one fetch per broker and sends
+// the next fetch request only once the buffered one is polled: taken at
+// once, a record waits for one recording before its own, not for two. It
+// stops at the first poll whose side records could not all be produced
+// (those partitions are out of next and fetched again).
 func (p *pipeline) gather(next *batch) error {
 	c := p.c
-	for p.inflight != nil && p.ctx.Err() == nil && !c.rebalance.Load() {
-		select {
-		case <-p.inflight.done:
-			return nil
-		default:
-		}
+	for !p.canAdvance() && p.ctx.Err() == nil && !c.rebalance.Load() {
 		room := c.cfg.MaxPollRecords - next.records
 		if q, _ := c.eng.Stats(); room <= 0 || q >= c.cfg.HighWater {
 			return nil
@@ -139,7 +168,7 @@ func (p *pipeline) gather(next *batch) error {
 		}
 		c.noteFetchErrors(more)
 		if more.NumRecords() == 0 {
-			return nil // the batch in flight is done (or the poll's bound passed): settle it
+			return nil // the batches in flight are done (or the poll's bound passed): advance
 		}
 		if err := c.add(p.ctx, next, more); err != nil || next.partial {
 			return err
@@ -150,62 +179,99 @@ func (p *pipeline) gather(next *batch) error {
 
 // poll fetches the next records. The poll is bounded (1s), so failed
 // commits are retried even when idle; it also returns as soon as the
-// in-flight batch is durable, so that batch is committed without waiting
-// for new records.
+// batches in flight can advance, so a durable batch is committed without
+// waiting for new records.
 func (p *pipeline) poll() kgo.Fetches { return p.pollUpTo(p.c.cfg.MaxPollRecords) }
 
 // pollUpTo is poll for at most max records.
 func (p *pipeline) pollUpTo(max int) kgo.Fetches {
 	pctx, cancel := context.WithTimeout(p.ctx, idleCommitEvery)
 	defer cancel()
-	if p.inflight != nil {
-		done := p.inflight.done
+	if chs := p.inFlight(); len(chs) > 0 {
 		go func() {
-			select {
-			case <-done:
-				cancel()
-			case <-pctx.Done():
+			for _, ch := range chs {
+				select {
+				case <-ch:
+				case <-pctx.Done():
+					return
+				}
 			}
+			cancel()
 		}()
 	}
 	return p.c.cl.PollRecords(pctx, max)
 }
 
-// settle waits for the in-flight batch and commits it; on failure it
-// returns the batch so the caller rewinds it. Partitions of the batch whose
-// changelog records were not acknowledged are neither committed nor kept:
-// they are fetched again from the batch's first record (and taken out of
-// the next batch, which was fetched past them).
-func (p *pipeline) settle() *batch {
-	b := p.inflight
-	if b == nil {
+// advance moves the pipeline on by one stage: it waits for the recording
+// batch's transaction and the mirroring batch's acks, settles the
+// mirroring batch (behind it: the recording batch, then next, the one
+// prepared), and starts mirroring the recorded batch. The caller then
+// starts next's transaction. If the recording batch's transaction failed,
+// advance returns it, with nothing in flight: the caller rewinds it and
+// next.
+func (p *pipeline) advance(next *batch) *batch {
+	r := p.recording
+	p.recording = nil
+	if r != nil {
+		<-r.recorded
+	}
+	p.settle(r, next)
+	if r == nil {
 		return nil
 	}
-	p.inflight = nil
-	<-b.done
-	if b.err != nil {
-		return b
+	if r.err != nil {
+		return r
 	}
+	p.mirroring = r
+	go p.c.mirrorBatch(p.ctx, r)
+	return nil
+}
+
+// settle waits for the mirroring batch's changelog acks and commits it.
+// Partitions of it whose changelog records were not acknowledged are
+// neither committed nor kept: they are fetched again from the batch's first
+// record, and taken out of the batches behind it (recorded or prepared
+// after it, so fetched past them), latest first, so that the last and
+// lowest position set is the mirroring batch's.
+func (p *pipeline) settle(behind ...*batch) {
+	b := p.mirroring
+	if b == nil {
+		return
+	}
+	p.mirroring = nil
+	<-b.done
 	if len(b.lag) > 0 {
 		for part, err := range b.lag {
 			p.c.log.Error("changelog records not acknowledged; the partition is fetched again", "partition", part.String(), "err", err)
 		}
 		p.c.m.BatchErrors.Inc()
-		next := &p.slots[p.cur^1] // the batch prepared after b, if any
-		if next != b && next.done != nil {
-			p.c.dropPartitions(next, b.lag)
+		for i := len(behind) - 1; i >= 0; i-- {
+			if nb := behind[i]; nb != nil && nb != b {
+				p.c.dropPartitions(nb, b.lag)
+			}
 		}
 		p.c.dropPartitions(b, b.lag) // marks gone; offsets set back to b's first records
 	}
 	p.c.recorded(b)
 	p.c.commitAsync(p.ctx)
+}
+
+// drain empties the pipeline (next: the batch prepared, if any): it
+// advances, then settles the batch that went on to its mirror. It returns
+// the batch whose transaction failed, if one did (rewound by the caller).
+func (p *pipeline) drain(next *batch) *batch {
+	if failed := p.advance(next); failed != nil {
+		return failed
+	}
+	p.settle(next)
 	return nil
 }
 
-// settleOrFail settles the in-flight batch and reports whether it was
-// recorded; if not, it rewinds it (fail) and the loop starts over.
-func (p *pipeline) settleOrFail() bool {
-	if failed := p.settle(); failed != nil {
+// drainOrFail drains the pipeline and reports whether everything in it
+// was recorded; if not, it rewinds the batch that was not (fail) and the
+// loop starts over.
+func (p *pipeline) drainOrFail() bool {
+	if failed := p.drain(nil); failed != nil {
 		p.fail(failed.err, failed)
 		return false
 	}
@@ -257,7 +323,7 @@ func (c *Consumer) prepare(ctx context.Context, b *batch, fetches kgo.Fetches) e
 	}
 	b.work.Reset()
 	b.fetches, b.marks, b.records, b.partial, b.dropped = nil, b.marks[:0], 0, false, nil
-	b.done, b.res, b.err, b.lag = make(chan struct{}), nil, nil, nil
+	b.recorded, b.done, b.res, b.err, b.lag = make(chan struct{}), make(chan struct{}), nil, nil, nil
 	return c.addTo(ctx, b, fetches, b.events[:n])
 }
 
@@ -411,25 +477,34 @@ func firstRecords(bs []*batch, which func(storage.Partition) bool) map[string]ma
 	return to
 }
 
-// record is the batch goroutine (one at a time; the pipeline waits for
-// done before it starts the next): steps 3 and 4 of the commit protocol —
-// the engine records the batch in one durable transaction, then the
-// changelog takes the batch's sagas and next offsets (acks awaited).
+// record is the batch recorder (one at a time; the pipeline waits for
+// recorded before it mirrors or rewinds the batch): step 3 of the commit
+// protocol, its first half — the engine records the batch in one durable
+// transaction (appending its new sagas to the changelog as it goes).
 func (c *Consumer) record(ctx context.Context, b *batch) {
-	defer close(b.done)
-	start := time.Now()
-	c.inflightSince.Store(start.UnixNano())
-	defer c.inflightSince.Store(0)
+	defer close(b.recorded)
+	b.start = time.Now()
+	c.recordingSince.Store(b.start.UnixNano())
+	defer c.recordingSince.Store(0)
 	if b.res, b.err = c.eng.Record(context.WithoutCancel(ctx), &b.work); b.err != nil {
 		b.err = fmt.Errorf("%w: %w", errStore, b.err)
 		return
 	}
 	c.health.Clear(health.Store)
-	c.m.StoreLatency.Observe(time.Since(start).Seconds())
+	c.m.StoreLatency.Observe(time.Since(b.start).Seconds())
 	c.observeRecorded(b)
-	// The batch in hand is finished even when shutdown begins: its
-	// changelog records are awaited (bounded by ChangelogFlushTimeout), so
-	// its offsets are committed before the member leaves the group.
+}
+
+// mirrorBatch is the batch mirror (one at a time, in batch order, each
+// started once the batch ahead of it is settled): step 3's second half —
+// the changelog takes the batch's next offsets and flushes its partitions
+// (acks awaited). The batch in hand is finished even when shutdown begins:
+// its acks are awaited (bounded by ChangelogFlushTimeout), so its offsets
+// are committed before the member leaves the group.
+func (c *Consumer) mirrorBatch(ctx context.Context, b *batch) {
+	defer close(b.done)
+	c.mirroringSince.Store(b.start.UnixNano())
+	defer c.mirroringSince.Store(0)
 	b.lag = c.mirror(context.WithoutCancel(ctx), b)
 }
 

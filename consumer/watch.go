@@ -120,7 +120,11 @@ func (c *Consumer) evaluateStalls(now time.Time) {
 	} else {
 		c.health.Set(health.Group, group)
 	}
-	if at := c.inflightSince.Load(); at != 0 {
+	at := c.recordingSince.Load()
+	if m := c.mirroringSince.Load(); m != 0 && (at == 0 || m < at) {
+		at = m // the older batch
+	}
+	if at != 0 {
 		if d := now.Sub(time.Unix(0, at)); d >= c.cfg.StallTimeout {
 			stalled = append(stalled, fmt.Sprintf("a batch has been waiting for the store and the changelog for %s", d.Round(time.Second)))
 		}
