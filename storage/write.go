@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -369,14 +370,25 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 //     skipped when a later one replaces it.)
 func supersededInBatch(p Partition, changes []Change) []bool {
 	out := make([]bool, len(changes))
+	// One entry per saga of the batch, found through one map lookup per
+	// record (first pass); the second pass reaches it by index.
+	type sagaOf struct {
+		name    []byte // its key after the offset: the saga's name
+		sameAt  int32  // the next entry of another saga at the same offset; -1: none
+		holder  int32  // the first saga of the batch with its name and idempotency key (itself if it is); -1: no key
+		shared  bool   // (on a holder) another saga of the batch carries its key
+		seen    bool   // a later record of it was met (second pass)
+		version uint64
+		tombs   int // tombstones after its later record
+	}
 	type head struct {
 		version uint64 // 0: not sound (versions start at 1), never skipped
-		key     string // the saga's idempotency key with its name (idemKey); "" if none
+		saga    int32
 	}
 	heads := make([]head, len(changes))
-	keyOf := map[string]string{}  // saga -> its name and idempotency key
-	holder := map[string]string{} // name and idempotency key -> the first saga seen with it
-	shared := map[string]bool{}   // name and idempotency key carried by two sagas of the batch
+	sagas := make([]sagaOf, 0, len(changes)/2)
+	at := newOffsetIndex(changes) // saga key's offset -> the first entry at it (sagas of one event share it)
+	var holder map[string]int32   // name and idempotency key -> the entry of the first saga with it
 	for i, c := range changes {
 		if c.Value == nil || !isSagaKey(c.Key) {
 			continue
@@ -385,27 +397,39 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 		if !ok || string(h.topic) != p.Topic || h.partition != int64(p.Partition) || !h.isKey(c.Key) {
 			continue
 		}
-		heads[i].version = h.version
-		if len(h.idem) == 0 {
-			continue
-		}
-		ik, seen := keyOf[string(c.Key)]
-		if !seen {
-			ik = string(idemKey(string(h.name), string(h.idem)))
-			keyOf[string(c.Key)] = ik
-			if first, taken := holder[ik]; !taken {
-				holder[ik] = string(c.Key)
-			} else if first != string(c.Key) {
-				shared[ik] = true
+		off, name := binary.BigEndian.Uint64(c.Key), c.Key[8:]
+		j, seen := at.get(off)
+		for seen && !bytes.Equal(sagas[j].name, name) {
+			if sagas[j].sameAt < 0 {
+				seen = false
+				sagas[j].sameAt = int32(len(sagas)) // the entry made below
+				break
 			}
+			j = sagas[j].sameAt
 		}
-		heads[i].key = ik
+		if !seen {
+			j = int32(len(sagas))
+			if _, taken := at.get(off); !taken {
+				at.set(off, j)
+			}
+			e := sagaOf{name: name, sameAt: -1, holder: -1}
+			if len(h.idem) > 0 {
+				if holder == nil {
+					holder = make(map[string]int32, len(changes)/2)
+				}
+				ik := string(idemKey(string(h.name), string(h.idem)))
+				if first, taken := holder[ik]; taken {
+					e.holder = first
+					sagas[first].shared = true
+				} else {
+					holder[ik] = j
+					e.holder = j
+				}
+			}
+			sagas = append(sagas, e)
+		}
+		heads[i] = head{version: h.version, saga: j}
 	}
-	type after struct {
-		version uint64
-		tombs   int // tombstones after the record
-	}
-	later := map[string]after{} // saga -> its highest version after this point
 	tombs := 0
 	for i := len(changes) - 1; i >= 0; i-- {
 		c := changes[i]
@@ -420,16 +444,60 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 		if v == 0 {
 			continue
 		}
-		a, seen := later[string(c.Key)]
-		if seen && a.version > v && a.tombs == tombs && !shared[heads[i].key] {
+		a := &sagas[heads[i].saga]
+		if a.seen && a.version > v && a.tombs == tombs && (a.holder < 0 || !sagas[a.holder].shared) {
 			out[i] = true
 			continue
 		}
-		if !seen || a.version < v || a.tombs != tombs {
-			later[string(c.Key)] = after{version: max(v, a.version), tombs: tombs}
+		if !a.seen || a.version < v || a.tombs != tombs {
+			a.seen, a.version, a.tombs = true, max(v, a.version), tombs
 		}
 	}
 	return out
+}
+
+// offsetIndex maps the offsets in a batch's saga keys to int32s: a slice
+// when they are dense (a restore's batch: the sagas of a stretch of its
+// partition), a map otherwise.
+type offsetIndex struct {
+	lo    uint64
+	dense []int32 // value+1; 0: none
+	m     map[uint64]int32
+}
+
+func newOffsetIndex(changes []Change) offsetIndex {
+	lo, hi, n := uint64(math.MaxUint64), uint64(0), 0
+	for _, c := range changes {
+		if c.Value != nil && isSagaKey(c.Key) {
+			off := binary.BigEndian.Uint64(c.Key)
+			lo, hi, n = min(lo, off), max(hi, off), n+1
+		}
+	}
+	if n > 0 && hi-lo < uint64(4*n) {
+		return offsetIndex{lo: lo, dense: make([]int32, hi-lo+1)}
+	}
+	return offsetIndex{m: make(map[uint64]int32, n/2)}
+}
+
+func (x *offsetIndex) get(off uint64) (int32, bool) {
+	if x.m != nil {
+		v, ok := x.m[off]
+		return v, ok
+	}
+	if off < x.lo || off-x.lo >= uint64(len(x.dense)) {
+		return 0, false
+	}
+	v := x.dense[off-x.lo]
+	return v - 1, v != 0
+}
+
+// set records v for off; off is one newOffsetIndex saw.
+func (x *offsetIndex) set(off uint64, v int32) {
+	if x.m != nil {
+		x.m[off] = v
+		return
+	}
+	x.dense[off-x.lo] = v + 1
 }
 
 // isSagaKey reports whether a changelog key is a saga's (not a next
