@@ -61,8 +61,8 @@ type Config struct {
 	// reason "oversized" (default 1 MiB).
 	MaxEventBytes int
 	// MaxPollRecords bounds one batch — its first poll and the polls it
-	// gathers while the batch before it is recorded — and so one
-	// transaction (default 10000).
+	// gathers while the two batches ahead of it are recorded and mirrored —
+	// and so one transaction (default 10000).
 	MaxPollRecords int
 	// HighWater: when this many sagas wait as pending, fetching pauses until
 	// they fall to LowWater (defaults 10000 and 5000).

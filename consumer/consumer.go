@@ -50,7 +50,9 @@ import (
 // Consumer is one member of the consumer group.
 //
 // Goroutines: Run's goroutine polls (the pipeline); one goroutine per
-// batch records it (Consumer.record, at most one in flight); franz-go runs
+// batch records it (Consumer.record, at most one in flight) and another
+// then mirrors it to the changelog (Consumer.mirrorBatch, at most one in
+// flight, overlapping the next batch's recording); franz-go runs
 // the rebalance callbacks (assigned, revoked, lost, adjust) while no poll is
 // in hand — BlockRebalanceOnPoll makes them wait for the pipeline's
 // AllowRebalance — and the retention loop runs beside the pipeline.
@@ -81,7 +83,8 @@ type Consumer struct {
 	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
 	// reMu guards reappend and reappendUntil: the batch mirror
-	// (Consumer.record, one at a time) reads and updates them, and adjust
+	// (Consumer.mirror, one at a time) reads and updates them, the pipeline
+	// raises reappendUntil when a mirror lags (settle), and adjust
 	// writes reappendUntil from franz-go's goroutine (franz-go calls it
 	// outside the BlockRebalanceOnPoll gate: with a cooperative balancer,
 	// kept partitions go on being fetched and recorded while it runs).
