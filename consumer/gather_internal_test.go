@@ -119,7 +119,7 @@ func lagSetup(t *testing.T) (p *pipeline, n, next *batch, poll func(from, to int
 	next.work.Offsets = []storage.Offset{{Topic: "orders", Partition: 0, Next: 30}}
 	next.marks = []mark{{"orders", 0, kgo.EpochOffset{Epoch: -1, Offset: 30}}}
 	next.recorded, next.done = make(chan struct{}), make(chan struct{})
-	p.cur = 0 // the loop took slot 2 for next
+	p.cur, p.prepared = 0, next // the loop took slot 2 for next
 	return p, n, next, poll, func() int64 {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -147,7 +147,7 @@ func TestRewindAfterChangelogLagKeepsTheLaggingBatch(t *testing.T) {
 	if !p.c.dropPartitions(next, map[storage.Partition]error{orders0: errors.New("dead letters not produced")}) {
 		t.Fatal("next not empty")
 	}
-	p.drain(next)
+	p.drain()
 	p.fail(errors.New("dead letters not produced"), next)
 	if first := firstFetched(); first != 10 {
 		t.Errorf("orders/0 fetched again from %d, want 10: the lagging batch's records would be skipped", first)
@@ -159,7 +159,7 @@ func TestRewindAfterChangelogLagKeepsTheLaggingBatch(t *testing.T) {
 // the lagging batch's first record.
 func TestStoreFailureAfterChangelogLagKeepsTheLaggingBatch(t *testing.T) {
 	p, _, next, _, firstFetched := lagSetup(t)
-	p.recording = next
+	p.prepared, p.recording = nil, next
 	next.err = errStore
 	close(next.recorded)
 	if p.drainOrFail() {
@@ -188,13 +188,13 @@ func TestLagTakesThePartitionOutOfTheRecordedBatchBehind(t *testing.T) {
 	close(n1.recorded)
 	p.recording = n1
 	n2.fetches = poll(25, 30)
-	if failed := p.advance(n2); failed != nil {
+	if failed := p.advance(); failed != nil {
 		t.Fatal("N+1 was recorded")
 	}
 	if p.mirroring != n1 {
 		t.Fatal("N+1 is not being mirrored after the pipeline advanced")
 	}
-	p.settle(n2)
+	p.settle(nil)
 	if first := firstFetched(); first != 10 {
 		t.Errorf("orders/0 fetched again from %d, want 10 (N's first record)", first)
 	}

@@ -52,9 +52,26 @@ type pipeline struct {
 	ctx       context.Context
 	slots     [3]batch
 	cur       int
+	prepared  *batch // polled and prepared, not yet recording (take)
 	recording *batch
 	mirroring *batch
 	backoff   time.Duration
+}
+
+// take returns the next batch slot, as the prepared batch: the stages ahead
+// of it take their lagging partitions out of it (settle), and fail rewinds
+// it.
+func (p *pipeline) take() *batch {
+	p.prepared = &p.slots[p.cur]
+	p.cur = (p.cur + 1) % len(p.slots)
+	return p.prepared
+}
+
+// startRecording moves the prepared batch to the recorder.
+func (p *pipeline) startRecording() {
+	b := p.prepared
+	p.prepared, p.recording = nil, b
+	go p.c.record(p.ctx, b)
 }
 
 // loop polls and records batches as a three-stage pipeline: while batch
@@ -92,24 +109,22 @@ func (c *Consumer) loop(ctx context.Context) {
 		}
 		// The batch in hand is finished even when shutdown begins; only the
 		// dead-letter retries stop on ctx.
-		next := &p.slots[p.cur]
-		p.cur = (p.cur + 1) % len(p.slots)
+		next := p.take()
 		prepErr := c.prepare(ctx, next, fetches)
 		if prepErr == nil && !next.partial {
 			prepErr = p.gather(next)
 		}
-		if failed := p.advance(next); failed != nil {
+		if failed := p.advance(); failed != nil {
 			p.fail(failed.err, failed, next) // next was fetched past a batch that is not recorded
 			continue
 		}
 		if prepErr != nil {
-			p.drain(next) // nothing is being recorded: the batch being mirrored is settled
+			p.drain() // nothing is being recorded: the batch being mirrored is settled
 			p.fail(prepErr, next)
 			continue
 		}
 		p.backoff = 100 * time.Millisecond
-		p.recording = next
-		go c.record(ctx, next)
+		p.startRecording()
 		if c.rebalance.Load() {
 			if !p.drainOrFail() {
 				continue
@@ -117,7 +132,7 @@ func (c *Consumer) loop(ctx context.Context) {
 			p.allow()
 		}
 	}
-	if failed := p.drain(nil); failed != nil {
+	if failed := p.drain(); failed != nil {
 		c.rewind(failed) // not committed; the next owner fetches it again
 	}
 }
@@ -205,18 +220,18 @@ func (p *pipeline) pollUpTo(max int) kgo.Fetches {
 
 // advance moves the pipeline on by one stage: it waits for the recording
 // batch's transaction and the mirroring batch's acks, settles the
-// mirroring batch (behind it: the recording batch, then next, the one
-// prepared), and starts mirroring the recorded batch. The caller then
-// starts next's transaction. If the recording batch's transaction failed,
-// advance returns it, with nothing in flight: the caller rewinds it and
-// next.
-func (p *pipeline) advance(next *batch) *batch {
+// mirroring batch (behind it: the recording batch, then the prepared one),
+// and starts mirroring the recorded batch. The caller then starts the
+// prepared batch's transaction. If the recording batch's transaction
+// failed, advance returns it, with nothing in flight: the caller rewinds
+// it and the prepared batch.
+func (p *pipeline) advance() *batch {
 	r := p.recording
 	p.recording = nil
 	if r != nil {
 		<-r.recorded
 	}
-	p.settle(r, next)
+	p.settle(r)
 	if r == nil {
 		return nil
 	}
@@ -231,10 +246,11 @@ func (p *pipeline) advance(next *batch) *batch {
 // settle waits for the mirroring batch's changelog acks and commits it.
 // Partitions of it whose changelog records were not acknowledged are
 // neither committed nor kept: they are fetched again from the batch's first
-// record, and taken out of the batches behind it (recorded or prepared
-// after it, so fetched past them), latest first, so that the last and
-// lowest position set is the mirroring batch's.
-func (p *pipeline) settle(behind ...*batch) {
+// record, and taken out of the batches behind it (recorded, the given
+// one, or prepared after it, so fetched past them), latest first, so that
+// the last and lowest position set is the mirroring batch's.
+func (p *pipeline) settle(recorded *batch) {
+	behind := []*batch{recorded, p.prepared}
 	b := p.mirroring
 	if b == nil {
 		return
@@ -274,14 +290,14 @@ func (p *pipeline) settle(behind ...*batch) {
 	p.c.commitAsync(p.ctx)
 }
 
-// drain empties the pipeline (next: the batch prepared, if any): it
-// advances, then settles the batch that went on to its mirror. It returns
-// the batch whose transaction failed, if one did (rewound by the caller).
-func (p *pipeline) drain(next *batch) *batch {
-	if failed := p.advance(next); failed != nil {
+// drain empties the pipeline but for the prepared batch: it advances,
+// then settles the batch that went on to its mirror. It returns the batch
+// whose transaction failed, if one did (rewound by the caller).
+func (p *pipeline) drain() *batch {
+	if failed := p.advance(); failed != nil {
 		return failed
 	}
-	p.settle(next)
+	p.settle(nil)
 	return nil
 }
 
@@ -289,7 +305,7 @@ func (p *pipeline) drain(next *batch) *batch {
 // was recorded; if not, it rewinds the batch that was not (fail) and the
 // loop starts over.
 func (p *pipeline) drainOrFail() bool {
-	if failed := p.drain(nil); failed != nil {
+	if failed := p.drain(); failed != nil {
 		p.fail(failed.err, failed)
 		return false
 	}
@@ -311,6 +327,7 @@ func (p *pipeline) fail(err error, bs ...*batch) {
 	c := p.c
 	c.m.BatchErrors.Inc()
 	c.rewind(bs...)
+	p.prepared = nil // rewound, if it was prepared
 	for _, b := range bs {
 		b.fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) > 0 {
