@@ -271,7 +271,8 @@ func ratioRow(r Row, base, want float64) Row {
 }
 
 // medianRows merges the runs' rows figure by figure: each figure's row is
-// the run's with the median ratio (the median value for rows without one).
+// the run's with the median ratio (the median value for rows without one,
+// and for the baseline, whose ratio is 1 in every run).
 func medianRows(runs [][]Row) []Row {
 	if len(runs) == 1 {
 		return runs[0]
@@ -290,10 +291,10 @@ func medianRows(runs [][]Row) []Row {
 	for _, f := range order {
 		rs := by[f]
 		sort.SliceStable(rs, func(i, j int) bool {
-			if rs[i].ratio != 0 || rs[j].ratio != 0 {
+			if rs[i].ratio != rs[j].ratio {
 				return rs[i].ratio < rs[j].ratio
 			}
-			return rs[i].Value < rs[j].Value
+			return rs[i].Value < rs[j].Value // no ratio, or the same (the baseline's is always 1)
 		})
 		m := rs[len(rs)/2]
 		if m.Text == "" { // the value is printed from Value and Unit: keep it

@@ -70,4 +70,9 @@ func TestMedianRowsPicksEachFiguresMedianRatio(t *testing.T) {
 	if got[0].Text != "360,000 events/s (median of 3 runs)" {
 		t.Fatalf("text %q: want the median's value, saying it is a median", got[0].Text)
 	}
+	// The baseline's ratio is 1 in every run: its row is the median value's.
+	base := func(v float64) []Row { return []Row{{Figure: "baseline", Value: v, Ratio: "1", ratio: 1}} }
+	if got := medianRows([][]Row{base(1.2e6), base(1.9e6), base(1.5e6)}); got[0].Value != 1.5e6 {
+		t.Fatalf("baseline of runs 1.2M, 1.9M, 1.5M reported as %v, want the median 1.5M", got[0].Value)
+	}
 }
