@@ -113,8 +113,9 @@ type Consumer struct {
 	committing atomic.Bool
 
 	// Readiness (watch.go): stuckSince is guarded by mu; recordingSince and
-	// mirroringSince (Unix ns, 0: none) are when the batch in the recorder
-	// and the one in the mirror began recording, set by those goroutines.
+	// mirroringSince (Unix ns, 0: none) are when the recorder began the
+	// batch it records and when the mirror began the batch it mirrors, set
+	// by those goroutines.
 	topicsReady chan struct{} // closed by awaitTopics
 	// partitionCounts of the consumer's topics: written by ensureTopics
 	// before topicsReady is closed, read-only after.

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"math/rand"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -74,4 +76,111 @@ func TestSupersededKeepsTheSagasOfOneEventApart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// supersededInBatch decides as its four-map predecessor did
+// (supersededInBatchByMaps, kept below as the reference) on random
+// batches: dense and far-apart offsets, several names per offset, sagas
+// whose records carry different idempotency keys or none, shared keys,
+// tombstones, unsound versions, damaged and misplaced records.
+func TestSupersededDecidesAsTheMapsDid(t *testing.T) {
+	at := time.Unix(1700000000, 0).UTC()
+	p := Partition{Topic: "orders", Partition: 0}
+	names, idems := []string{"a", "b", "c"}, []string{"", "x", "y"}
+	for seed := int64(0); seed < 20000; seed++ {
+		rnd := rand.New(rand.NewSource(seed))
+		spread := []int64{1, 3, 1 << 20}[rnd.Intn(3)]
+		offsets := 1 + rnd.Intn(4)
+		var changes []Change
+		for range 2 + rnd.Intn(14) {
+			s := &Saga{Name: names[rnd.Intn(len(names))], Trigger: "kafka:orders", Status: StatusExecuting,
+				Source:         Position{Topic: "orders", Partition: 0, Offset: int64(rnd.Intn(offsets)) * spread},
+				IdempotencyKey: idems[rnd.Intn(len(idems))], Steps: []Step{{Name: "a"}},
+				CreatedAt: at, UpdatedAt: at, Version: uint64(rnd.Intn(5))}
+			switch rnd.Intn(12) {
+			case 0:
+				changes = append(changes, Change{Key: ChangeKey(s)})
+			case 1:
+				v := EncodeSaga(nil, s)
+				v[len(v)-1] ^= 1 // damaged
+				changes = append(changes, Change{Key: ChangeKey(s), Value: v})
+			case 2:
+				s.Source.Partition = 1 // misplaced
+				changes = append(changes, Change{Key: ChangeKey(s), Value: EncodeSaga(nil, s)})
+			default:
+				changes = append(changes, Change{Key: ChangeKey(s), Value: EncodeSaga(nil, s)})
+			}
+		}
+		if want, got := supersededInBatchByMaps(p, changes), supersededInBatch(p, changes); !slices.Equal(want, got) {
+			t.Fatalf("seed %d: skipped %v, the maps skipped %v", seed, got, want)
+		}
+	}
+}
+
+// supersededInBatchByMaps is supersededInBatch as it was before it used
+// one index (four string-keyed maps): the reference the test above holds
+// it to.
+func supersededInBatchByMaps(p Partition, changes []Change) []bool {
+	out := make([]bool, len(changes))
+	type head struct {
+		version uint64 // 0: not sound (versions start at 1), never skipped
+		key     string // the saga's idempotency key with its name (idemKey); "" if none
+	}
+	heads := make([]head, len(changes))
+	keyOf := map[string]string{}  // saga -> its name and idempotency key
+	holder := map[string]string{} // name and idempotency key -> the first saga seen with it
+	shared := map[string]bool{}   // name and idempotency key carried by two sagas of the batch
+	for i, c := range changes {
+		if c.Value == nil || !isSagaKey(c.Key) {
+			continue
+		}
+		h, ok := recordHead(c.Value)
+		if !ok || string(h.topic) != p.Topic || h.partition != int64(p.Partition) || !h.isKey(c.Key) {
+			continue
+		}
+		heads[i].version = h.version
+		if len(h.idem) == 0 {
+			continue
+		}
+		ik, seen := keyOf[string(c.Key)]
+		if !seen {
+			ik = string(idemKey(string(h.name), string(h.idem)))
+			keyOf[string(c.Key)] = ik
+			if first, taken := holder[ik]; !taken {
+				holder[ik] = string(c.Key)
+			} else if first != string(c.Key) {
+				shared[ik] = true
+			}
+		}
+		heads[i].key = ik
+	}
+	type after struct {
+		version uint64
+		tombs   int // tombstones after the record
+	}
+	later := map[string]after{} // saga -> its highest version after this point
+	tombs := 0
+	for i := len(changes) - 1; i >= 0; i-- {
+		c := changes[i]
+		if !isSagaKey(c.Key) {
+			continue
+		}
+		if c.Value == nil {
+			tombs++
+			continue
+		}
+		v := heads[i].version
+		if v == 0 {
+			continue
+		}
+		a, seen := later[string(c.Key)]
+		if seen && a.version > v && a.tombs == tombs && !shared[heads[i].key] {
+			out[i] = true
+			continue
+		}
+		if !seen || a.version < v || a.tombs != tombs {
+			later[string(c.Key)] = after{version: max(v, a.version), tombs: tombs}
+		}
+	}
+	return out
 }

@@ -384,6 +384,7 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 	type head struct {
 		version uint64 // 0: not sound (versions start at 1), never skipped
 		saga    int32
+		keyed   bool
 	}
 	heads := make([]head, len(changes))
 	sagas := make([]sagaOf, 0, len(changes)/2)
@@ -412,23 +413,23 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 			if _, taken := at.get(off); !taken {
 				at.set(off, j)
 			}
-			e := sagaOf{name: name, sameAt: -1, holder: -1}
-			if len(h.idem) > 0 {
-				if holder == nil {
-					holder = make(map[string]int32, len(changes)/2)
-				}
-				ik := string(idemKey(string(h.name), string(h.idem)))
-				if first, taken := holder[ik]; taken {
-					e.holder = first
-					sagas[first].shared = true
-				} else {
-					holder[ik] = j
-					e.holder = j
-				}
-			}
-			sagas = append(sagas, e)
+			sagas = append(sagas, sagaOf{name: name, sameAt: -1, holder: -1})
 		}
-		heads[i] = head{version: h.version, saga: j}
+		// As before: a saga's key is the one its first keyed record carries.
+		if len(h.idem) > 0 && sagas[j].holder < 0 {
+			if holder == nil {
+				holder = make(map[string]int32, len(changes)/2)
+			}
+			ik := string(idemKey(string(h.name), string(h.idem)))
+			if first, taken := holder[ik]; taken {
+				sagas[j].holder = first
+				sagas[first].shared = true
+			} else {
+				holder[ik] = j
+				sagas[j].holder = j
+			}
+		}
+		heads[i] = head{version: h.version, saga: j, keyed: len(h.idem) > 0}
 	}
 	tombs := 0
 	for i := len(changes) - 1; i >= 0; i-- {
@@ -445,7 +446,7 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 			continue
 		}
 		a := &sagas[heads[i].saga]
-		if a.seen && a.version > v && a.tombs == tombs && (a.holder < 0 || !sagas[a.holder].shared) {
+		if a.seen && a.version > v && a.tombs == tombs && (!heads[i].keyed || !sagas[a.holder].shared) {
 			out[i] = true
 			continue
 		}
