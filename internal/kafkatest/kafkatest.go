@@ -136,6 +136,30 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// WaitProgress waits until count reaches want, failing the test when it
+// has not risen for stall (something is stuck) or after limit in all. A
+// slow machine (CI running several packages' tests on two cores) only
+// makes it wait longer; a stuck pipeline fails it within stall, saying how
+// far it got.
+func WaitProgress(t testing.TB, stall, limit time.Duration, what string, want int64, count func() int64) {
+	t.Helper()
+	start := time.Now()
+	last, since := count(), start
+	for last < want {
+		time.Sleep(10 * time.Millisecond)
+		now, n := time.Now(), count()
+		switch {
+		case n > last:
+			last, since = n, now
+		case now.Sub(since) >= stall:
+			t.Fatalf("%s: stuck at %d of %d for %s", what, n, want, stall)
+		}
+		if now.Sub(start) >= limit {
+			t.Fatalf("%s: %d of %d after %s", what, n, want, limit)
+		}
+	}
+}
+
 // WaitCommittedAtEnd waits until group's committed offsets equal topic's
 // log end offsets (as they are when called) on every partition.
 func WaitCommittedAtEnd(t testing.TB, seeds []string, group, topic string, timeout time.Duration) {
