@@ -556,11 +556,30 @@ func TestSASLSCRAMAgainstBroker(t *testing.T) {
 // — its changelog records acknowledged, its offsets committed — before it
 // leaves the group, so the next owner does not fetch it again: every
 // partition's committed offset is where its store says it recorded up to.
+// Here it is most likely paused by back-pressure when stopped, with
+// nothing in flight.
 func TestShutdownFinishesTheBatchInHand(t *testing.T) {
+	stopWhileRecording(t, nil, "the batch in hand was not finished")
+}
+
+// With small batches and back-pressure away, shutdown comes with a batch
+// being recorded and one being mirrored: both must be mirrored and
+// committed before the member leaves.
+func TestShutdownMidPipelineFinishesBothBatches(t *testing.T) {
+	stopWhileRecording(t, func(cfg *consumer.Config) {
+		cfg.MaxPollRecords, cfg.HighWater, cfg.LowWater = 300, 1000000, 500000
+	}, "a batch in flight was not finished")
+}
+
+// stopWhileRecording stops a member (configured by configure) while it
+// records a backlog of 20,000 orders and checks that every partition's
+// committed offset is its store's next offset.
+func stopWhileRecording(t *testing.T, configure func(*consumer.Config), unfinished string) {
+	t.Helper()
 	c := kafkatest.NewCluster(t, kfake.SeedTopics(3, topic))
 	seeds := c.ListenAddrs()
 	produceOrders(t, kafkatest.Client(t, seeds), 0, 20000, nil)
-	m := startMember(t, seeds, "", newRegistry(), nil)
+	m := startMember(t, seeds, "", newRegistry(), configure)
 	kafkatest.WaitFor(t, 60*time.Second, "sagas being recorded", func() bool {
 		return testutil.ToFloat64(m.Metrics.SagasStarted.WithLabelValues("order")) > 3000
 	})
@@ -577,7 +596,7 @@ func TestShutdownFinishesTheBatchInHand(t *testing.T) {
 				t.Fatal(err)
 			}
 			if next != off {
-				t.Errorf("%s/%d: committed %d, recorded up to %d: the batch in hand was not finished", tp, p, off, next)
+				t.Errorf("%s/%d: committed %d, recorded up to %d: %s", tp, p, off, next, unfinished)
 			}
 		}
 	}

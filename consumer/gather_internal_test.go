@@ -180,14 +180,7 @@ func TestStoreFailureAfterChangelogLagKeepsTheLaggingBatch(t *testing.T) {
 // must be fetched again from N's first record, not N+1's or N+2's.
 func TestLagTakesThePartitionOutOfTheRecordedBatchBehind(t *testing.T) {
 	p, _, n2, poll, firstFetched := lagSetup(t)
-	n1 := &p.slots[1]
-	n1.fetches = poll(20, 25)
-	n1.work.Offsets = []storage.Offset{{Topic: "orders", Partition: 0, Next: 25}, {Topic: "orders", Partition: 1, Next: 7}}
-	n1.marks = []mark{{"orders", 0, kgo.EpochOffset{Epoch: -1, Offset: 25}}, {"orders", 1, kgo.EpochOffset{Epoch: -1, Offset: 7}}}
-	n1.recorded, n1.done = make(chan struct{}), make(chan struct{})
-	close(n1.recorded)
-	p.recording = n1
-	n2.fetches = poll(25, 30)
+	n1 := recordedBehind(p, n2, poll, storage.Offset{Topic: "orders", Partition: 1, Next: 7})
 	if failed := p.advance(); failed != nil {
 		t.Fatal("N+1 was recorded")
 	}
@@ -218,4 +211,23 @@ func TestLagTakesThePartitionOutOfTheRecordedBatchBehind(t *testing.T) {
 	if !n2.dropped[orders0] || len(n2.work.Offsets) != 0 {
 		t.Errorf("N+2 still holds orders/0 (dropped %v, offsets %v)", n2.dropped, n2.work.Offsets)
 	}
+}
+
+// recordedBehind turns lagSetup's state into the three-stage one: batch
+// N+1 (slot 1) recorded, holding orders/0's 20..24 and the given other
+// partitions' next offsets, its mirror not started; next (N+2) holding
+// orders/0's 25..29.
+func recordedBehind(p *pipeline, next *batch, poll func(from, to int) kgo.Fetches, others ...storage.Offset) *batch {
+	n1 := &p.slots[1]
+	n1.fetches = poll(20, 25)
+	n1.work.Offsets = append([]storage.Offset{{Topic: "orders", Partition: 0, Next: 25}}, others...)
+	n1.marks = nil
+	for _, o := range n1.work.Offsets {
+		n1.marks = append(n1.marks, mark{o.Topic, o.Partition, kgo.EpochOffset{Epoch: -1, Offset: o.Next}})
+	}
+	n1.recorded, n1.done = make(chan struct{}), make(chan struct{})
+	close(n1.recorded)
+	p.recording = n1
+	next.fetches = poll(25, 30)
+	return n1
 }

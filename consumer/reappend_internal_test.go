@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/sagaz-go/sagaz/storage"
 )
 
@@ -21,14 +19,7 @@ import (
 // sagas (Remirror runs only while owesReappend) and commits past them.
 func TestReappendMarkSurvivesARefetchThatStopsShortOfTheRecordedBatch(t *testing.T) {
 	p, _, n2, poll, firstFetched := lagSetup(t)
-	n1 := &p.slots[1]
-	n1.fetches = poll(20, 25)
-	n1.work.Offsets = []storage.Offset{{Topic: "orders", Partition: 0, Next: 25}}
-	n1.marks = []mark{{"orders", 0, kgo.EpochOffset{Epoch: -1, Offset: 25}}}
-	n1.recorded, n1.done = make(chan struct{}), make(chan struct{})
-	close(n1.recorded)
-	p.recording = n1
-	n2.fetches = poll(25, 30)
+	recordedBehind(p, n2, poll)
 	if failed := p.advance(); failed != nil {
 		t.Fatal("N+1 was recorded")
 	}
