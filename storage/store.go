@@ -83,7 +83,9 @@ type Store interface {
 	// changed the store. The store ends as applying the records one by one
 	// would leave it; a saga record that a later one of the same saga in
 	// the same call replaces (a higher version, no tombstone between) may
-	// be skipped, and is then not counted.
+	// be skipped, and is then not counted, and the records may be written
+	// in another order that ends the same (then a next-offset record is
+	// counted when it raised the offset where it was written).
 	Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error)
 
 	// ChangelogNext returns the changelog offset recorded for p by Apply or

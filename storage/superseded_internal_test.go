@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"bytes"
+	"context"
 	"math/rand"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -14,28 +17,73 @@ import (
 // records after its first (others' records in between), as a changelog
 // holds them before compaction.
 func restoreLikeChanges(n, window int) []Change {
+	return restoreLikeChangesAt(0, n, window, 0, nil)
+}
+
+// restoreLikeChangesAt is restoreLikeChanges from offset base, each saga's
+// last record up to jitter records later still (sagas finish out of the
+// order they started in, as up to MaxInFlight of them run at once).
+func restoreLikeChangesAt(base, n, window, jitter int, rnd *rand.Rand) []Change {
 	at := time.Unix(1700000000, 0).UTC()
 	rec := func(i int, version uint64, st Status) Change {
+		off := base + i
 		s := &Saga{Name: "bench", Trigger: "kafka:orders", Status: st,
-			Source:         Position{Topic: "orders.keys", Partition: 0, Offset: int64(i)},
-			IdempotencyKey: "order-" + strconv.Itoa(i), Context: []byte(`{"id":"order-` + strconv.Itoa(i) + `"}`),
+			Source:         Position{Topic: "orders.keys", Partition: 0, Offset: int64(off)},
+			IdempotencyKey: "order-" + strconv.Itoa(off), Context: []byte(`{"id":"order-` + strconv.Itoa(off) + `"}`),
 			Steps:     []Step{{Name: "a"}, {Name: "b"}, {Name: "c"}},
-			CreatedAt: at, UpdatedAt: at, Version: version}
+			CreatedAt: at.Add(time.Duration(off) * time.Microsecond), UpdatedAt: at, Version: version}
 		return Change{Key: ChangeKey(s), Value: EncodeSaga(nil, s)}
 	}
-	var out []Change
-	for i := 0; i < n+window; i++ {
-		if i < n {
-			out = append(out, rec(i, 1, StatusPending))
+	type timed struct {
+		at int
+		c  Change
+	}
+	var all []timed
+	for i := range n {
+		last := i + window
+		if jitter > 0 {
+			last += rnd.Intn(jitter)
 		}
-		if j := i - window/2; j >= 0 && j < n {
-			out = append(out, rec(j, 2, StatusExecuting))
-		}
-		if j := i - window; j >= 0 && j < n {
-			out = append(out, rec(j, 5, StatusCompleted))
-		}
+		all = append(all, timed{i, rec(i, 1, StatusPending)}, timed{i + window/2, rec(i, 2, StatusExecuting)}, timed{last, rec(i, 5, StatusCompleted)})
+	}
+	slices.SortStableFunc(all, func(a, b timed) int { return a.at - b.at })
+	out := make([]Change, len(all))
+	for i, t := range all {
+		out[i] = t.c
 	}
 	return out
+}
+
+// BenchmarkApplyRestore is a restore's Store.Apply calls into a growing
+// store: about 65,536 records each, of sagas that finished up to a
+// thousand apart from the order they started in, with a next-offset record
+// every 512 (go test -bench ApplyRestore
+// ./storage; compare builds with benchstat).
+func BenchmarkApplyRestore(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "sagaz.db"), BoltOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx, p := context.Background(), Partition{Topic: "orders.keys", Partition: 0}
+	rnd, n, next := rand.New(rand.NewSource(1)), 65536/3, int64(0)
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		var changes []Change
+		for k, c := range restoreLikeChangesAt(i*n, n, 2000, 1000, rnd) {
+			if k%512 == 511 { // the member mirrors its next offset with every batch
+				changes = append(changes, Change{Key: NextOffsetKey, Value: EncodeNext(int64(i*n + k/3))})
+			}
+			changes = append(changes, c)
+		}
+		b.StartTimer()
+		if _, err := s.Apply(ctx, p, changes, next+int64(len(changes))); err != nil {
+			b.Fatal(err)
+		}
+		next += int64(len(changes))
+	}
+	b.ReportMetric(float64(next)/b.Elapsed().Seconds(), "records/s")
 }
 
 // BenchmarkSupersededInBatch is the restore's pre-pass over one Apply call
@@ -47,9 +95,9 @@ func BenchmarkSupersededInBatch(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		out := supersededInBatch(p, changes)
-		if !out[0] || out[len(out)-1] {
-			b.Fatal("the first record (replaced) not skipped, or the last (final) skipped")
+		out, apart := supersededInBatch(p, changes)
+		if !out[0] || out[len(out)-1] || !apart {
+			b.Fatal("the first record (replaced) not skipped, or the last (final) skipped, or keys not apart")
 		}
 	}
 }
@@ -68,7 +116,7 @@ func TestSupersededKeepsTheSagasOfOneEventApart(t *testing.T) {
 	p := Partition{Topic: "orders", Partition: 0}
 	for _, far := range []int64{7, 1 << 40} {
 		changes := []Change{rec("a", 7, 1), rec("b", 7, 1), rec("c", far, 1), rec("a", 7, 2), rec("c", far, 2), rec("b", 7, 0)}
-		got := supersededInBatch(p, changes)
+		got, _ := supersededInBatch(p, changes)
 		want := []bool{true, false, true, false, false, false} // b's 1 is not a's, and b's later 0 is lower; 0 is unsound (never skipped)
 		for i := range want {
 			if got[i] != want[i] {
@@ -111,10 +159,42 @@ func TestSupersededDecidesAsTheMapsDid(t *testing.T) {
 				changes = append(changes, Change{Key: ChangeKey(s), Value: EncodeSaga(nil, s)})
 			}
 		}
-		if want, got := supersededInBatchByMaps(p, changes), supersededInBatch(p, changes); !slices.Equal(want, got) {
+		got, apart := supersededInBatch(p, changes)
+		if want := supersededInBatchByMaps(p, changes); !slices.Equal(want, got) {
 			t.Fatalf("seed %d: skipped %v, the maps skipped %v", seed, got, want)
 		}
+		if want := keysApartByDecoding(p, changes); apart != want {
+			t.Fatalf("seed %d: keys apart %v, decoding the records says %v", seed, apart, want)
+		}
 	}
+}
+
+// keysApartByDecoding is supersededInBatch's keysApart, by decoding every
+// saga record: all sound and in place, no key carried by two sagas, no saga
+// carrying two keys.
+func keysApartByDecoding(p Partition, changes []Change) bool {
+	keyOf, sagaOf := map[string]string{}, map[string]string{}
+	for _, c := range changes {
+		if c.Value == nil || !isSagaKey(c.Key) {
+			continue
+		}
+		s, err := DecodeSaga(c.Value)
+		if err != nil || s.Source.TopicPartition() != p || string(ChangeKey(s)) != string(c.Key) {
+			return false
+		}
+		if s.IdempotencyKey == "" {
+			continue
+		}
+		ik := string(idemKey(s.Name, s.IdempotencyKey))
+		if k, ok := keyOf[string(c.Key)]; ok && k != ik {
+			return false
+		}
+		if sk, ok := sagaOf[ik]; ok && sk != string(c.Key) {
+			return false
+		}
+		keyOf[string(c.Key)], sagaOf[ik] = ik, string(c.Key)
+	}
+	return true
 }
 
 // supersededInBatchByMaps is supersededInBatch as it was before it used
@@ -183,4 +263,56 @@ func supersededInBatchByMaps(p Partition, changes []Change) []bool {
 		}
 	}
 	return out
+}
+
+// inKeyOrder's order is a permutation of the records that leaves
+// tombstones and meta records where they are, and between them writes the
+// saga records by key (one saga's in their own order), then the
+// next-offset records; nil when the records are in that order already.
+func TestInKeyOrder(t *testing.T) {
+	for seed := int64(0); seed < 2000; seed++ {
+		rnd := rand.New(rand.NewSource(seed))
+		ps := make([]prepared, 1+rnd.Intn(30))
+		for i := range ps {
+			switch rnd.Intn(8) {
+			case 0:
+				ps[i] = prepared{key: sagaKey(int64(rnd.Intn(5)), "a")} // a tombstone
+			case 1:
+				ps[i] = prepared{key: []byte(metaPrefix + "x"), isMeta: true}
+			case 2:
+				ps[i] = prepared{isNxt: true, next: int64(i)}
+			default:
+				ps[i] = prepared{key: sagaKey(int64(rnd.Intn(5)), []string{"a", "b"}[rnd.Intn(2)]), s: &Saga{Version: uint64(i)}}
+			}
+		}
+		order := inKeyOrder(ps)
+		if order == nil {
+			order = make([]int32, len(ps))
+			for i := range order {
+				order[i] = int32(i)
+			}
+		}
+		for k, i := range slices.Sorted(slices.Values(order)) {
+			if len(order) != len(ps) || int(i) != k {
+				t.Fatalf("seed %d: %v is not a permutation of %d records", seed, order, len(ps))
+			}
+		}
+		for at, i := range order {
+			c, barrier := ps[i], ps[i].s == nil && !ps[i].isNxt
+			if barrier && int(i) != at {
+				t.Fatalf("seed %d: tombstone or meta record %d written at %d", seed, i, at)
+			}
+			if at == 0 || barrier {
+				continue
+			}
+			prev := ps[order[at-1]]
+			switch {
+			case prev.s == nil && !prev.isNxt:
+			case prev.isNxt && c.s != nil:
+				t.Fatalf("seed %d: saga record %d written after the next-offset record %d of its stretch", seed, i, order[at-1])
+			case prev.s != nil && c.s != nil && (bytes.Compare(prev.key, c.key) > 0 || bytes.Equal(prev.key, c.key) && prev.s.Version > c.s.Version):
+				t.Fatalf("seed %d: saga record %d (%x) written after %d (%x)", seed, i, c.key, order[at-1], prev.key)
+			}
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -223,17 +224,85 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 	return syncWait(pb, u.key, u.s)
 }
 
+// prepared is a changelog record Apply writes, checked and decoded.
+type prepared struct {
+	key    []byte
+	value  []byte
+	s      *Saga // nil for next-offset and tombstone records
+	next   int64
+	isNxt  bool
+	isMeta bool
+}
+
+// inKeyOrder returns the order Apply writes ps in: each stretch of ps
+// between tombstones and meta records with its saga records in the order
+// of their saga keys (offset, then name; one saga's records in theirs),
+// then its next-offset records. Apply uses it only when its batch's sagas
+// are keysApart (supersededInBatch): then a saga record's writes touch
+// that saga's own keys (its record, index, parked, resolved, wait and
+// timer entries, and the idempotency key no other saga of the batch
+// carries), the waiting count only adds, and the next offset only rises,
+// so the store ends as in the changelog's order (only the count of
+// next-offset records that raised the offset can differ). A changelog
+// holds a saga at its last transition, up to thousands of sagas after its
+// start, and a next-offset record after every batch, so in that order
+// bbolt inserts most records into the middle of a node that grows
+// through the call (moving the entries behind each); in key order it
+// appends. It returns nil when that is the order ps is in.
+func inKeyOrder(ps []prepared) []int32 {
+	sorted := true
+	for i := 1; i < len(ps) && sorted; i++ {
+		sorted = ps[i].s == nil || ps[i-1].s == nil || bytes.Compare(ps[i-1].key, ps[i].key) <= 0
+	}
+	if sorted { // no saga record before a lower one, nor after a next-offset record of its stretch
+		nxt := false
+		for _, c := range ps {
+			switch {
+			case c.isNxt:
+				nxt = true
+			case c.s != nil && nxt:
+				sorted = false
+			case c.s == nil:
+				nxt = false
+			}
+		}
+		if sorted {
+			return nil
+		}
+	}
+	order := make([]int32, 0, len(ps))
+	byKey := func(a, b int32) int {
+		if c := bytes.Compare(ps[a].key, ps[b].key); c != 0 {
+			return c
+		}
+		return int(a - b)
+	}
+	for i := 0; i < len(ps); {
+		if ps[i].s == nil && !ps[i].isNxt { // a tombstone or a meta record: in place
+			order = append(order, int32(i))
+			i++
+			continue
+		}
+		j, from := i, len(order)
+		for ; j < len(ps) && (ps[j].s != nil || ps[j].isNxt); j++ {
+			if ps[j].s != nil {
+				order = append(order, int32(j))
+			}
+		}
+		slices.SortFunc(order[from:], byKey)
+		for k := i; k < j; k++ {
+			if ps[k].isNxt {
+				order = append(order, int32(k))
+			}
+		}
+		i = j
+	}
+	return order
+}
+
 // Apply implements Store.
 func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error) {
-	type prepared struct {
-		key    []byte
-		value  []byte
-		s      *Saga // nil for next-offset and tombstone records
-		next   int64
-		isNxt  bool
-		isMeta bool
-	}
-	superseded := supersededInBatch(p, changes)
+	superseded, keysApart := supersededInBatch(p, changes)
 	ps := make([]prepared, 0, len(changes))
 	for i, c := range changes {
 		if superseded[i] {
@@ -263,6 +332,10 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 			ps = append(ps, prepared{key: c.Key, value: c.Value, s: s})
 		}
 	}
+	var order []int32
+	if keysApart {
+		order = inKeyOrder(ps)
+	}
 	var applied int
 	err := b.submit(ctx, func(w *wtx) error {
 		applied = 0
@@ -270,7 +343,11 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		if err != nil {
 			return err
 		}
-		for _, c := range ps {
+		for i := range ps {
+			c := &ps[i]
+			if order != nil {
+				c = &ps[order[i]]
+			}
 			switch {
 			case c.isMeta:
 				if err := putMeta(pb, string(c.key[len(metaPrefix):]), c.value); err != nil {
@@ -368,14 +445,20 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 //     replaces it. (A record whose checksum holds but whose body a full
 //     decode would refuse further on — a writer's bug, not damage — is
 //     skipped when a later one replaces it.)
-func supersededInBatch(p Partition, changes []Change) []bool {
-	out := make([]bool, len(changes))
+//
+// keysApart reports that every saga record of the batch is sound and that
+// no two sagas of it carry the same name and idempotency key and no saga
+// carries two: then the order its sagas are applied in cannot change who
+// holds a key (inKeyOrder).
+func supersededInBatch(p Partition, changes []Change) (out []bool, keysApart bool) {
+	out, keysApart = make([]bool, len(changes)), true
 	// One entry per saga of the batch, found through one map lookup per
 	// record (first pass); the second pass reaches it by index.
 	type sagaOf struct {
 		name    []byte // its key after the offset: the saga's name
 		sameAt  int32  // the next entry of another saga at the same offset; -1: none
 		holder  int32  // the first saga of the batch with its name and idempotency key (itself if it is); -1: no key
+		idem    []byte // that key
 		shared  bool   // (on a holder) another saga of the batch carries its key
 		seen    bool   // a later record of it was met (second pass)
 		version uint64
@@ -396,6 +479,7 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 		}
 		h, ok := recordHead(c.Value)
 		if !ok || string(h.topic) != p.Topic || h.partition != int64(p.Partition) || !h.isKey(c.Key) {
+			keysApart = false // whatever key it carries is not looked at here
 			continue
 		}
 		off, name := binary.BigEndian.Uint64(c.Key), c.Key[8:]
@@ -416,7 +500,11 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 			sagas = append(sagas, sagaOf{name: name, sameAt: -1, holder: -1})
 		}
 		// As before: a saga's key is the one its first keyed record carries.
+		if len(h.idem) > 0 && sagas[j].holder >= 0 && !bytes.Equal(h.idem, sagas[j].idem) {
+			keysApart = false // a saga whose records carry two keys
+		}
 		if len(h.idem) > 0 && sagas[j].holder < 0 {
+			sagas[j].idem = h.idem
 			if holder == nil {
 				holder = make(map[string]int32, len(changes)/2)
 			}
@@ -424,6 +512,7 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 			if first, taken := holder[ik]; taken {
 				sagas[j].holder = first
 				sagas[first].shared = true
+				keysApart = false
 			} else {
 				holder[ik] = j
 				sagas[j].holder = j
@@ -454,7 +543,7 @@ func supersededInBatch(p Partition, changes []Change) []bool {
 			a.seen, a.version, a.tombs = true, max(v, a.version), tombs
 		}
 	}
-	return out
+	return out, keysApart
 }
 
 // offsetIndex maps the offsets in a batch's saga keys to int32s: a slice
