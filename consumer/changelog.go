@@ -48,6 +48,11 @@ type Changelog struct {
 	parts map[storage.Partition]*clPart
 	stop  chan struct{}
 	done  chan struct{}
+
+	// A restore hands the store up to applyRecords records, or applyBytes
+	// of them, in one call (restoreApplyRecords, restoreApplyBytes; tests
+	// set less).
+	applyRecords, applyBytes int
 }
 
 type clPart struct {
@@ -79,7 +84,8 @@ func NewChangelog(group string, opts []kgo.Opt, log *slog.Logger, m *Metrics) (*
 		return nil, fmt.Errorf("consumer: changelog client: %w", err)
 	}
 	c := &Changelog{group: group, cl: cl, log: log, m: m, parts: map[storage.Partition]*clPart{},
-		stop: make(chan struct{}), done: make(chan struct{}), order: make(chan struct{}, 1)}
+		stop: make(chan struct{}), done: make(chan struct{}), order: make(chan struct{}, 1),
+		applyRecords: restoreApplyRecords, applyBytes: restoreApplyBytes}
 	c.cond = sync.NewCond(&c.mu)
 	go c.flusher()
 	return c, nil
@@ -386,7 +392,7 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 			changes = append(changes, storage.Change{Key: r.Key, Value: r.Value})
 			held += len(r.Key) + len(r.Value)
 			last = r.Offset
-			if len(changes) >= restoreApplyRecords || held >= restoreApplyBytes {
+			if len(changes) >= c.applyRecords || held >= c.applyBytes {
 				aerr = apply()
 			}
 		})
