@@ -199,7 +199,9 @@ func keysApartByDecoding(p Partition, changes []Change) bool {
 
 // supersededInBatchByMaps is supersededInBatch as it was before it used
 // one index (four string-keyed maps): the reference the test above holds
-// it to.
+// it to; since, like it, it skips no keyed record of a saga whose records
+// carry another key or none (a review found the skip lost the first of
+// two keys).
 func supersededInBatchByMaps(p Partition, changes []Change) []bool {
 	out := make([]bool, len(changes))
 	type head struct {
@@ -207,9 +209,9 @@ func supersededInBatchByMaps(p Partition, changes []Change) []bool {
 		key     string // the saga's idempotency key with its name (idemKey); "" if none
 	}
 	heads := make([]head, len(changes))
-	keyOf := map[string]string{}  // saga -> its name and idempotency key
-	holder := map[string]string{} // name and idempotency key -> the first saga seen with it
-	shared := map[string]bool{}   // name and idempotency key carried by two sagas of the batch
+	holder := map[string]string{}        // name and idempotency key -> the first saga seen with it
+	shared := map[string]bool{}          // name and idempotency key carried by two sagas of the batch
+	keys := map[string]map[string]bool{} // saga -> every key its records carry ("": none)
 	for i, c := range changes {
 		if c.Value == nil || !isSagaKey(c.Key) {
 			continue
@@ -219,20 +221,32 @@ func supersededInBatchByMaps(p Partition, changes []Change) []bool {
 			continue
 		}
 		heads[i].version = h.version
+		if keys[string(c.Key)] == nil {
+			keys[string(c.Key)] = map[string]bool{}
+		}
 		if len(h.idem) == 0 {
+			keys[string(c.Key)][""] = true
 			continue
 		}
-		ik, seen := keyOf[string(c.Key)]
-		if !seen {
-			ik = string(idemKey(string(h.name), string(h.idem)))
-			keyOf[string(c.Key)] = ik
-			if first, taken := holder[ik]; !taken {
-				holder[ik] = string(c.Key)
-			} else if first != string(c.Key) {
-				shared[ik] = true
-			}
+		ik := string(idemKey(string(h.name), string(h.idem)))
+		keys[string(c.Key)][ik] = true
+		if first, taken := holder[ik]; !taken {
+			holder[ik] = string(c.Key)
+		} else if first != string(c.Key) {
+			shared[ik] = true
 		}
 		heads[i].key = ik
+	}
+	// A keyed record is skipped only when its saga carries that one key
+	// in all its records (none without, no other) and no other saga carries
+	// any key it does.
+	oneKey := func(saga string) bool {
+		for ik := range keys[saga] {
+			if ik == "" || shared[ik] || len(keys[saga]) > 1 {
+				return false
+			}
+		}
+		return true
 	}
 	type after struct {
 		version uint64
@@ -254,7 +268,7 @@ func supersededInBatchByMaps(p Partition, changes []Change) []bool {
 			continue
 		}
 		a, seen := later[string(c.Key)]
-		if seen && a.version > v && a.tombs == tombs && !shared[heads[i].key] {
+		if seen && a.version > v && a.tombs == tombs && (heads[i].key == "" || oneKey(string(c.Key))) {
 			out[i] = true
 			continue
 		}

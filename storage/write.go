@@ -240,15 +240,18 @@ type prepared struct {
 // then its next-offset records. Apply uses it only when its batch's sagas
 // are keysApart (supersededInBatch): then a saga record's writes touch
 // that saga's own keys (its record, index, parked, resolved, wait and
-// timer entries, and the idempotency key no other saga of the batch
-// carries), the waiting count only adds, and the next offset only rises,
-// so the store ends as in the changelog's order (only the count of
-// next-offset records that raised the offset can differ). A changelog
-// holds a saga at its last transition, up to thousands of sagas after its
-// start, and a next-offset record after every batch, so in that order
-// bbolt inserts most records into the middle of a node that grows
-// through the call (moving the entries behind each); in key order it
-// appends. It returns nil when that is the order ps is in.
+// timer entries, and the idempotency key — of its name — no other saga of
+// the batch carries), the waiting count moves by the sagas that start and
+// stop waiting (the same sum in any order while the count is right; a
+// damaged count, which sagaz store check reports, may end otherwise), and
+// the next offset only rises, so the store ends as in the changelog's
+// order (only the count of next-offset records that raised the offset can
+// differ). A changelog holds a saga at its last transition, up to
+// thousands of sagas after its start, and a next-offset record after
+// every batch, so in that order bbolt inserts most sagas into the middle
+// of a node that grows through the call (moving the entries behind each);
+// in key order the sagas bucket appends (the other buckets' keys come in
+// other orders). It returns nil when that is the order ps is in.
 func inKeyOrder(ps []prepared) []int32 {
 	sorted := true
 	for i := 1; i < len(ps) && sorted; i++ {
@@ -302,6 +305,12 @@ func inKeyOrder(ps []prepared) []int32 {
 
 // Apply implements Store.
 func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error) {
+	return b.apply(ctx, p, changes, changelogNext, true)
+}
+
+// apply is Apply; keyOrder false writes the records in the changelog's
+// order always (tests compare the two).
+func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changelogNext int64, keyOrder bool) (int, error) {
 	superseded, keysApart := supersededInBatch(p, changes)
 	ps := make([]prepared, 0, len(changes))
 	for i, c := range changes {
@@ -333,7 +342,7 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 		}
 	}
 	var order []int32
-	if keysApart {
+	if keysApart && keyOrder {
 		order = inKeyOrder(ps)
 	}
 	var applied int
@@ -439,6 +448,10 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 //   - no other saga's record in the batch carries the same saga name and
 //     idempotency key (which of them holds the key depends on the order the
 //     records are applied in);
+//   - if it carries a key, every record of its saga in the batch carries
+//     that key (a record that claims a key and a later one that does not,
+//     or claims another, leave the saga holding both; the engine sets a
+//     saga's key once, at its start, so its records all carry it);
 //   - it is sound: format 2, its checksum holds, its status byte is valid,
 //     and its key, topic and partition are its own. A damaged or misplaced
 //     record is decoded, and refused, as before — even when a later one
@@ -460,6 +473,8 @@ func supersededInBatch(p Partition, changes []Change) (out []bool, keysApart boo
 		holder  int32  // the first saga of the batch with its name and idempotency key (itself if it is); -1: no key
 		idem    []byte // that key
 		shared  bool   // (on a holder) another saga of the batch carries its key
+		keyless bool   // one of its records carries no key
+		twoKeys bool   // its records carry two keys
 		seen    bool   // a later record of it was met (second pass)
 		version uint64
 		tombs   int // tombstones after its later record
@@ -500,10 +515,10 @@ func supersededInBatch(p Partition, changes []Change) (out []bool, keysApart boo
 			sagas = append(sagas, sagaOf{name: name, sameAt: -1, holder: -1})
 		}
 		// As before: a saga's key is the one its first keyed record carries.
-		if len(h.idem) > 0 && sagas[j].holder >= 0 && !bytes.Equal(h.idem, sagas[j].idem) {
-			keysApart = false // a saga whose records carry two keys
-		}
-		if len(h.idem) > 0 && sagas[j].holder < 0 {
+		switch {
+		case len(h.idem) == 0:
+			sagas[j].keyless = true
+		case sagas[j].holder < 0: // its first key
 			sagas[j].idem = h.idem
 			if holder == nil {
 				holder = make(map[string]int32, len(changes)/2)
@@ -516,6 +531,14 @@ func supersededInBatch(p Partition, changes []Change) (out []bool, keysApart boo
 			} else {
 				holder[ik] = j
 				sagas[j].holder = j
+			}
+		case !bytes.Equal(h.idem, sagas[j].idem): // a second key (the engine writes none): shared with whoever else carries it
+			sagas[j].twoKeys, keysApart = true, false
+			ik := string(idemKey(string(h.name), string(h.idem)))
+			if first, taken := holder[ik]; !taken {
+				holder[ik] = j
+			} else if first != j {
+				sagas[first].shared, sagas[j].shared = true, true
 			}
 		}
 		heads[i] = head{version: h.version, saga: j, keyed: len(h.idem) > 0}
@@ -535,7 +558,7 @@ func supersededInBatch(p Partition, changes []Change) (out []bool, keysApart boo
 			continue
 		}
 		a := &sagas[heads[i].saga]
-		if a.seen && a.version > v && a.tombs == tombs && (!heads[i].keyed || !sagas[a.holder].shared) {
+		if a.seen && a.version > v && a.tombs == tombs && (!heads[i].keyed || !sagas[a.holder].shared && !a.keyless && !a.twoKeys) {
 			out[i] = true
 			continue
 		}
