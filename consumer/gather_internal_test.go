@@ -74,7 +74,10 @@ func lagSetup(t *testing.T) (p *pipeline, n, next *batch, poll func(from, to int
 			t.Fatal(err)
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...),
+	// The fetch in flight once the 30 records are in waits on the broker
+	// for up to FetchMaxWait (5 s by default) before a fetch from a reset
+	// offset can go out: short here, or firstFetched races it.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"orders": {0: kgo.NewOffset().At(0)}}))
 	if err != nil {
 		t.Fatal(err)
@@ -122,11 +125,11 @@ func lagSetup(t *testing.T) (p *pipeline, n, next *batch, poll func(from, to int
 	p.cur, p.prepared = 0, next // the loop took slot 2 for next
 	return p, n, next, poll, func() int64 {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		fs := cl.PollFetches(ctx)
 		if fs.NumRecords() == 0 {
-			t.Fatal("nothing fetched")
+			t.Fatalf("nothing fetched in 20 s (%v)", fs.Err())
 		}
 		return fs.Records()[0].Offset
 	}
