@@ -282,30 +282,24 @@ func supersededInBatchByMaps(p Partition, changes []Change) []bool {
 // inKeyOrder's order is a permutation of the records that leaves
 // tombstones and meta records where they are, and between them writes the
 // saga records by key (one saga's in their own order), then the
-// next-offset records; nil when the records are in that order already.
+// next-offset records.
 func TestInKeyOrder(t *testing.T) {
 	for seed := int64(0); seed < 2000; seed++ {
 		rnd := rand.New(rand.NewSource(seed))
-		ps := make([]prepared, 1+rnd.Intn(30))
+		ps := make([]applyRecord, 1+rnd.Intn(30))
 		for i := range ps {
 			switch rnd.Intn(8) {
 			case 0:
-				ps[i] = prepared{key: sagaKey(int64(rnd.Intn(5)), "a")} // a tombstone
+				ps[i] = applyRecord{key: sagaKey(int64(rnd.Intn(5)), "a")} // a tombstone
 			case 1:
-				ps[i] = prepared{key: []byte(metaPrefix + "x"), isMeta: true}
+				ps[i] = applyRecord{key: []byte(metaPrefix + "x"), isMeta: true}
 			case 2:
-				ps[i] = prepared{isNxt: true, next: int64(i)}
+				ps[i] = applyRecord{isNxt: true, next: int64(i)}
 			default:
-				ps[i] = prepared{key: sagaKey(int64(rnd.Intn(5)), []string{"a", "b"}[rnd.Intn(2)]), s: &Saga{Version: uint64(i)}}
+				ps[i] = applyRecord{key: sagaKey(int64(rnd.Intn(5)), []string{"a", "b"}[rnd.Intn(2)]), s: &Saga{Version: uint64(i)}}
 			}
 		}
 		order := inKeyOrder(ps)
-		if order == nil {
-			order = make([]int32, len(ps))
-			for i := range order {
-				order[i] = int32(i)
-			}
-		}
 		for k, i := range slices.Sorted(slices.Values(order)) {
 			if len(order) != len(ps) || int(i) != k {
 				t.Fatalf("seed %d: %v is not a permutation of %d records", seed, order, len(ps))

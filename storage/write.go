@@ -224,8 +224,8 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 	return syncWait(pb, u.key, u.s)
 }
 
-// prepared is a changelog record Apply writes, checked and decoded.
-type prepared struct {
+// applyRecord is a changelog record Apply writes, checked and decoded.
+type applyRecord struct {
 	key    []byte
 	value  []byte
 	s      *Saga // nil for next-offset and tombstone records
@@ -251,28 +251,8 @@ type prepared struct {
 // every batch, so in that order bbolt inserts most sagas into the middle
 // of a node that grows through the call (moving the entries behind each);
 // in key order the sagas bucket appends (the other buckets' keys come in
-// other orders). It returns nil when that is the order ps is in.
-func inKeyOrder(ps []prepared) []int32 {
-	sorted := true
-	for i := 1; i < len(ps) && sorted; i++ {
-		sorted = ps[i].s == nil || ps[i-1].s == nil || bytes.Compare(ps[i-1].key, ps[i].key) <= 0
-	}
-	if sorted { // no saga record before a lower one, nor after a next-offset record of its stretch
-		nxt := false
-		for _, c := range ps {
-			switch {
-			case c.isNxt:
-				nxt = true
-			case c.s != nil && nxt:
-				sorted = false
-			case c.s == nil:
-				nxt = false
-			}
-		}
-		if sorted {
-			return nil
-		}
-	}
+// other orders).
+func inKeyOrder(ps []applyRecord) []int32 {
 	order := make([]int32, 0, len(ps))
 	byKey := func(a, b int32) int {
 		if c := bytes.Compare(ps[a].key, ps[b].key); c != 0 {
@@ -312,24 +292,24 @@ func (b *Bolt) Apply(ctx context.Context, p Partition, changes []Change, changel
 // order always (tests compare the two).
 func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changelogNext int64, keyOrder bool) (int, error) {
 	superseded, keysApart := supersededInBatch(p, changes)
-	ps := make([]prepared, 0, len(changes))
+	ps := make([]applyRecord, 0, len(changes))
 	for i, c := range changes {
 		if superseded[i] {
 			continue
 		}
 		switch {
 		case bytes.HasPrefix(c.Key, []byte(metaPrefix)):
-			ps = append(ps, prepared{key: c.Key, value: c.Value, isMeta: true})
+			ps = append(ps, applyRecord{key: c.Key, value: c.Value, isMeta: true})
 		case bytes.Equal(c.Key, NextOffsetKey):
 			if len(c.Value) != 8 {
 				return 0, fmt.Errorf("%w: next-offset changelog record of %d bytes", ErrCorrupt, len(c.Value))
 			}
-			ps = append(ps, prepared{isNxt: true, next: int64(binary.BigEndian.Uint64(c.Value))})
+			ps = append(ps, applyRecord{isNxt: true, next: int64(binary.BigEndian.Uint64(c.Value))})
 		case c.Value == nil:
 			if len(c.Key) <= 8 {
 				return 0, fmt.Errorf("%w: changelog key %x", ErrCorrupt, c.Key)
 			}
-			ps = append(ps, prepared{key: c.Key})
+			ps = append(ps, applyRecord{key: c.Key})
 		default:
 			s, err := DecodeSaga(c.Value)
 			if err != nil {
@@ -338,7 +318,7 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 			if s.Source.TopicPartition() != p || !bytes.Equal(c.Key, ChangeKey(s)) {
 				return 0, fmt.Errorf("%w: changelog record %x belongs to %s", ErrCorrupt, c.Key, s.ID())
 			}
-			ps = append(ps, prepared{key: c.Key, value: c.Value, s: s})
+			ps = append(ps, applyRecord{key: c.Key, value: c.Value, s: s})
 		}
 	}
 	var order []int32
@@ -514,7 +494,8 @@ func supersededInBatch(p Partition, changes []Change) (out []bool, keysApart boo
 			}
 			sagas = append(sagas, sagaOf{name: name, sameAt: -1, holder: -1})
 		}
-		// As before: a saga's key is the one its first keyed record carries.
+		// A saga's key is the one its first keyed record carries; another
+		// key a later record carries is checked for sharing too.
 		switch {
 		case len(h.idem) == 0:
 			sagas[j].keyless = true
