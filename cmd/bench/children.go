@@ -133,6 +133,7 @@ func runMember(ctx context.Context, args []string) error {
 	low := fs.Int("low-water", 0, "pending low-water mark (0: the consumer's default)")
 	fetchMax := fs.Int("fetch-max-bytes", 0, "FetchMaxBytes (0: the consumer's default)")
 	fetchPart := fs.Int("fetch-max-partition-bytes", 0, "FetchMaxPartitionBytes (0: the consumer's default)")
+	maxPoll := fs.Int("max-poll-records", 0, "MaxPollRecords (0: the consumer's default)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
 	memprofile := fs.String("memprofile", os.Getenv("SAGAZ_BENCH_MEMPROFILE"), "write an allocation profile here at exit")
 	pprofAddr := fs.String("pprof", os.Getenv("SAGAZ_BENCH_PPROF"), "serve net/http/pprof here")
@@ -175,7 +176,7 @@ func runMember(ctx context.Context, args []string) error {
 		DataDir: *dir, Registry: reg, Logger: log, MaxInFlight: *maxInFlight, HTTPAddr: *addr,
 		Consumer: consumer.Config{
 			Client: []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...)}, Group: *group, CreateTopics: true,
-			HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart),
+			HighWater: *high, LowWater: *low, FetchMaxBytes: int32(*fetchMax), FetchMaxPartitionBytes: int32(*fetchPart), MaxPollRecords: *maxPoll,
 			SessionTimeout: 10 * time.Second,
 		},
 	})

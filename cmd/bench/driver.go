@@ -540,6 +540,10 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	d.logf("ingest: %d events in %s: %.0f events/s", n, t1.Sub(t0).Round(time.Millisecond), rate)
 	d.logf("ingest: start records consumed from the keys topic: %.0f",
 		scrape(m.addr, `sagaz_records_consumed_total{topic="bench-ingest`+d.run+`-keys"}`))
+	if st, err := histogram(m.addr, "sagaz_batch_record_seconds"); err == nil {
+		// How the records were batched (events and start records together).
+		d.logf("  batches recorded: %.0f, p50 %.1fms p99 %.1fms each", st.total(), st.quantile(0.5)*1e3, st.quantile(0.99)*1e3)
+	}
 	return rate, nil
 }
 
