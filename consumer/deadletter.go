@@ -66,7 +66,8 @@ type recordReject struct {
 type sideRecord struct {
 	part   storage.Partition
 	offset int64
-	what   string // "dlq:<trigger id>" or "start:<saga>"
+	kind   string // "dlq:", "start:" or "signal:"
+	what   string // the trigger id (dlq), saga (start) or field (signal)
 	rec    *kgo.Record
 	dead   bool // a dead letter (counted)
 }
@@ -74,8 +75,8 @@ type sideRecord struct {
 // dlKey identifies a side record: a source record's position and what it
 // is for (a dead letter of a trigger, a start of a saga).
 type dlKey struct {
-	offset int64
-	what   string
+	offset     int64
+	kind, what string
 }
 
 // produceSide produces the batch's dead letters and keyed starts with
@@ -91,15 +92,15 @@ type dlKey struct {
 func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad []recordReject, starts []*storage.Saga, signals []*engine.Signal) map[storage.Partition]error {
 	dls := make([]sideRecord, 0, len(rejects)+len(bad)+len(starts)+len(signals))
 	add := func(dl sideRecord) {
-		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.what}]; !done {
+		if _, done := c.dlqSent[dl.part][dlKey{dl.offset, dl.kind, dl.what}]; !done {
 			dls = append(dls, dl)
 		}
 	}
 	for _, s := range starts {
-		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, what: "start:" + s.Name, rec: c.startRecord(s)})
+		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, kind: "start:", what: s.Name, rec: c.startRecord(s)})
 	}
 	for _, s := range signals {
-		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, what: "signal:" + s.Field, rec: c.signalRecord(s)})
+		add(sideRecord{part: s.Origin.TopicPartition(), offset: s.Origin.Offset, kind: "signal:", what: s.Field, rec: c.signalRecord(s)})
 	}
 	for _, r := range rejects {
 		saga, trigger := "", ""
@@ -107,12 +108,12 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 			saga, trigger = r.Route.Saga.Name, r.Route.Trigger.ID()
 		}
 		ev := r.Event
-		add(sideRecord{part: storage.Partition{Topic: ev.Topic, Partition: ev.Partition}, offset: ev.Offset, what: "dlq:" + trigger, dead: true,
+		add(sideRecord{part: storage.Partition{Topic: ev.Topic, Partition: ev.Partition}, offset: ev.Offset, kind: "dlq:", what: trigger, dead: true,
 			rec: c.dlqRecord(ev.Key, ev.Value, ev.Headers, ev.Topic, ev.Partition, ev.Offset, ev.Timestamp, string(r.Reason), r.Err.Error(), saga, trigger)})
 	}
 	for _, b := range bad {
 		r := b.r
-		add(sideRecord{part: storage.Partition{Topic: r.Topic, Partition: r.Partition}, offset: r.Offset, what: "dlq:", dead: true,
+		add(sideRecord{part: storage.Partition{Topic: r.Topic, Partition: r.Partition}, offset: r.Offset, kind: "dlq:", dead: true,
 			rec: c.dlqRecord(r.Key, r.Value, headers(r.Headers), r.Topic, r.Partition, r.Offset, r.Timestamp, b.reason, b.err, "", "")})
 	}
 	if len(dls) == 0 {
@@ -123,9 +124,12 @@ func (c *Consumer) produceSide(ctx context.Context, rejects []engine.Reject, bad
 		recs := make([]*kgo.Record, len(dls))
 		which := make(map[*kgo.Record]int, len(dls)) // results come in completion order, not in request order
 		for i := range dls {
-			r := dls[i].rec // fresh records: a produced one keeps its (cancelled) context
-			recs[i] = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
-			which[recs[i]] = i
+			r := dls[i].rec
+			if attempt > 1 { // fresh records: a produced one keeps its (cancelled) context
+				r = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
+			}
+			recs[i] = r
+			which[r] = i
 		}
 		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		results := c.cl.ProduceSync(pctx, recs...)
@@ -193,9 +197,9 @@ func (c *Consumer) noteDeadLetter(dl sideRecord, produced *kgo.Record) {
 		m = map[dlKey]struct{}{}
 		c.dlqSent[dl.part] = m
 	}
-	m[dlKey{dl.offset, dl.what}] = struct{}{}
+	m[dlKey{dl.offset, dl.kind, dl.what}] = struct{}{}
 	if !dl.dead {
-		if strings.HasPrefix(dl.what, "signal:") {
+		if dl.kind == "signal:" {
 			c.m.SignalsForwarded.Inc()
 		} else {
 			c.m.StartsForwarded.Inc()
@@ -214,13 +218,22 @@ func (c *Consumer) noteDeadLetter(dl sideRecord, produced *kgo.Record) {
 // keys topic that owns its key (engine/keys.go).
 func (c *Consumer) startRecord(s *storage.Saga) *kgo.Record {
 	hs := engine.StartHeaders(s)
-	rh := make([]kgo.RecordHeader, len(hs))
-	for i, h := range hs {
-		rh[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+	// The record and its headers in one allocation (they live as long).
+	r := new(struct {
+		rec kgo.Record
+		hs  [5]kgo.RecordHeader
+	})
+	rh := r.hs[:0]
+	if len(hs) > len(r.hs) {
+		rh = make([]kgo.RecordHeader, 0, len(hs))
 	}
-	place := engine.Placement(s)
-	return &kgo.Record{Topic: c.keysTopic, Partition: engine.KeyPartition(s.Name, place, c.partitionCounts[c.keysTopic]),
-		Key: engine.StartKey(s.Name, place), Value: s.Context, Headers: rh, Timestamp: s.EventTime}
+	for _, h := range hs {
+		rh = append(rh, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	key := engine.StartKey(s.Name, engine.Placement(s))
+	r.rec = kgo.Record{Topic: c.keysTopic, Partition: engine.StartKeyPartition(key, c.partitionCounts[c.keysTopic]),
+		Key: key, Value: s.Context, Headers: rh, Timestamp: s.EventTime}
+	return &r.rec
 }
 
 // signalRecord is an awaited event's signal, for the partition of the keys

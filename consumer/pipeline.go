@@ -380,6 +380,7 @@ func (c *Consumer) addTo(ctx context.Context, b *batch, fetches kgo.Fetches, eve
 	var (
 		i   int
 		bad []recordReject
+		hs  headerSlab
 	)
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 || c.isRefused(storage.Partition{Topic: p.Topic, Partition: p.Partition}) {
@@ -395,7 +396,7 @@ func (c *Consumer) addTo(ctx context.Context, b *batch, fetches kgo.Fetches, eve
 			ev := &events[i]
 			i++
 			*ev = engine.Event{Source: engine.SourceKafka, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: headers(r.Headers)}
+				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: hs.headers(r.Headers)}
 			switch {
 			case starts:
 				c.eng.PrepareStart(&b.work, ev)
@@ -584,6 +585,27 @@ func (c *Consumer) backpressure(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// headerSlab hands out the headers of a poll's events from shared chunks
+// (one allocation per chunk, not one per record). A chunk is never reused:
+// an event's headers stay what they were as long as they are referenced.
+type headerSlab []engine.Header
+
+const headerChunk = 1024
+
+func (s *headerSlab) headers(hs []kgo.RecordHeader) []engine.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	if cap(*s)-len(*s) < len(hs) {
+		*s = make([]engine.Header, 0, max(headerChunk, len(hs)))
+	}
+	n := len(*s)
+	for _, h := range hs {
+		*s = append(*s, engine.Header{Key: h.Key, Value: h.Value})
+	}
+	return (*s)[n:len(*s):len(*s)]
 }
 
 func headers(hs []kgo.RecordHeader) []engine.Header {

@@ -126,7 +126,7 @@ func (e *Engine) Prepare(b *Batch, ev *Event, synthetic bool) {
 			b.Sagas = append(b.Sagas, s)
 		}
 		if out != nil { // only webhook calls and manual events keep an outcome
-			ro := RouteOutcome{Saga: rt.Saga.Name, Trigger: rt.Trigger.ID(), Outcome: "saga"}
+			ro := RouteOutcome{Saga: rt.Saga.Name, Trigger: rt.TriggerID(), Outcome: "saga"}
 			switch {
 			case err != nil:
 				ro.Outcome, ro.Reason, ro.Error = "dead_letter", reason, err.Error()
@@ -209,7 +209,7 @@ func (e *Engine) prepareOne(ev *Event, rt *Route) (*storage.Saga, Reason, error)
 	// hot path).
 	s := &storage.Saga{
 		Name:           rt.Saga.Name,
-		Trigger:        rt.Trigger.ID(),
+		Trigger:        rt.TriggerID(),
 		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
 		EventTime:      ev.Timestamp,
 		IdempotencyKey: key,

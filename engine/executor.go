@@ -119,7 +119,7 @@ func (e *Engine) enqueue(s *storage.Saga) {
 		return
 	}
 	var l *lane
-	if rt := e.routes.Route(s.Name + "/" + s.Trigger); rt != nil {
+	if rt := routeOf(e.routes, s.Name, s.Trigger); rt != nil {
 		l = e.laneFor(rt.ID(), rt.Trigger)
 	} else {
 		l = e.laneFor("saga:"+s.Name, nil)

@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
-	"strings"
 
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -53,7 +55,12 @@ func StartKey(saga, key string) []byte {
 // franz-go place keyed records. n must not change while keyed sagas are in
 // their de-duplication window (it would move keys).
 func KeyPartition(saga, key string, n int32) int32 {
-	return int32(murmur2(StartKey(saga, key))&0x7fffffff) % n
+	return StartKeyPartition(StartKey(saga, key), n)
+}
+
+// StartKeyPartition is KeyPartition of a StartKey.
+func StartKeyPartition(startKey []byte, n int32) int32 {
+	return int32(murmur2(startKey)&0x7fffffff) % n
 }
 
 // murmur2 is Kafka's record-key hash (org.apache.kafka.common.utils.Utils).
@@ -93,14 +100,29 @@ func murmur2(b []byte) uint32 {
 // StartHeaders are the headers of a keyed saga's start record.
 func StartHeaders(s *storage.Saga) []Header {
 	o := s.Origin
-	hs := []Header{
-		{Key: HeaderStartSaga, Value: []byte(s.Name)},
-		{Key: HeaderStartTrigger, Value: []byte(s.Trigger)},
-		{Key: HeaderStartKey, Value: []byte(s.IdempotencyKey)},
-		{Key: HeaderStartOrigin, Value: []byte(o.Topic + ":" + strconv.FormatInt(int64(o.Partition), 10) + ":" + strconv.FormatInt(o.Offset, 10))},
+	// Every value in one buffer, the headers in one slice.
+	buf := make([]byte, 0, len(s.Name)+len(s.Trigger)+len(s.IdempotencyKey)+len(o.Topic)+len(s.ConcurrencyKey)+2+10+19)
+	hs := make([]Header, 0, 5)
+	add := func(key string, from int) {
+		hs = append(hs, Header{Key: key, Value: buf[from:len(buf):len(buf)]})
 	}
+	buf = append(buf, s.Name...)
+	add(HeaderStartSaga, 0)
+	n := len(buf)
+	buf = append(buf, s.Trigger...)
+	add(HeaderStartTrigger, n)
+	n = len(buf)
+	buf = append(buf, s.IdempotencyKey...)
+	add(HeaderStartKey, n)
+	n = len(buf)
+	buf = append(buf, o.Topic...)
+	buf = append(strconv.AppendInt(append(buf, ':'), int64(o.Partition), 10), ':')
+	buf = strconv.AppendInt(buf, o.Offset, 10)
+	add(HeaderStartOrigin, n)
 	if s.ConcurrencyKey != "" {
-		hs = append(hs, Header{Key: HeaderStartConc, Value: []byte(s.ConcurrencyKey)})
+		n = len(buf)
+		buf = append(buf, s.ConcurrencyKey...)
+		add(HeaderStartConc, n)
 	}
 	return hs
 }
@@ -127,19 +149,28 @@ func (e *Engine) startOf(ev *Event) (*storage.Saga, error) {
 	key, _ := ev.Header(HeaderStartKey)
 	origin, _ := ev.Header(HeaderStartOrigin)
 	conc, _ := ev.Header(HeaderStartConc)
-	if e.routes.Saga(string(name)) == nil {
+	def := e.routes.Saga(string(name))
+	if def == nil {
 		return nil, fmt.Errorf("%w: a start of saga %q, which this binary does not declare", ErrNoRoute, name)
 	}
 	if (len(key) == 0 && len(conc) == 0) || len(key) > MaxKeyBytes || len(conc) > MaxKeyBytes {
 		return nil, fmt.Errorf("start of saga %q: idempotency key of %d bytes, concurrency key of %d", name, len(key), len(conc))
 	}
-	o, err := parseOrigin(string(origin))
+	o, err := e.parseOrigin(origin)
 	if err != nil {
 		return nil, fmt.Errorf("start of saga %q: origin %q: %w", name, origin, err)
 	}
+	// The declared saga's and route's strings where they are the same (no
+	// string made per start record for them).
+	var triggerID string
+	if rt := routeOf(e.routes, name, trigger); rt != nil {
+		triggerID = rt.TriggerID()
+	} else {
+		triggerID = string(trigger)
+	}
 	return &storage.Saga{
-		Name:           string(name),
-		Trigger:        string(trigger),
+		Name:           def.Name,
+		Trigger:        triggerID,
 		Source:         storage.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset},
 		Origin:         o,
 		EventTime:      ev.Timestamp,
@@ -149,15 +180,67 @@ func (e *Engine) startOf(ev *Event) (*storage.Saga, error) {
 	}, nil
 }
 
+// parseOrigin reads a start record's origin, "topic:partition:offset".
+// A topic a Kafka trigger names is that trigger's string (the usual origin:
+// no string made per start record).
+func (e *Engine) parseOrigin(b []byte) (storage.Position, error) {
+	topic, p, o, ok := splitPosition(b)
+	if !ok {
+		return storage.Position{}, errPosition
+	}
+	var t string
+	if rts := e.routes.match[SourceKafka][string(topic)]; len(rts) > 0 {
+		t = rts[0].Trigger.target
+	} else {
+		t = string(topic)
+	}
+	return storage.Position{Topic: t, Partition: p, Offset: o}, nil
+}
+
 func parseOrigin(s string) (storage.Position, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 || parts[0] == "" {
-		return storage.Position{}, fmt.Errorf("want topic:partition:offset")
+	topic, p, o, ok := splitPosition([]byte(s))
+	if !ok {
+		return storage.Position{}, errPosition
 	}
-	p, err1 := strconv.ParseInt(parts[1], 10, 32)
-	o, err2 := strconv.ParseInt(parts[2], 10, 64)
-	if err1 != nil || err2 != nil || p < 0 || o < 0 {
-		return storage.Position{}, fmt.Errorf("want topic:partition:offset")
+	return storage.Position{Topic: string(topic), Partition: p, Offset: o}, nil
+}
+
+var errPosition = errors.New("want topic:partition:offset")
+
+// splitPosition splits "topic:partition:offset" (a topic has no colon; the
+// partition and offset are not negative).
+func splitPosition(b []byte) (topic []byte, partition int32, offset int64, ok bool) {
+	j := bytes.LastIndexByte(b, ':')
+	if j < 0 {
+		return nil, 0, 0, false
 	}
-	return storage.Position{Topic: parts[0], Partition: int32(p), Offset: o}, nil
+	i := bytes.LastIndexByte(b[:j], ':')
+	if i <= 0 || bytes.IndexByte(b[:i], ':') >= 0 {
+		return nil, 0, 0, false
+	}
+	p, ok1 := digits(b[i+1:j], math.MaxInt32)
+	o, ok2 := digits(b[j+1:], math.MaxInt64)
+	if !ok1 || !ok2 {
+		return nil, 0, 0, false
+	}
+	return b[:i], int32(p), o, true
+}
+
+// digits parses a decimal number of at most limit (digits only, no sign).
+func digits(b []byte, limit int64) (int64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := int64(c - '0')
+		if n > (limit-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }

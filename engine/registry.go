@@ -196,10 +196,26 @@ func ScheduleID(r *Route) string { return r.Saga.Name + ":" + r.Trigger.target }
 type Route struct {
 	Saga    *Saga
 	Trigger *Trigger
+	// id and triggerID are ID() and Trigger.ID(), kept by Registry.Routes
+	// (every saga recorded names its trigger: no string built per saga).
+	id, triggerID string
 }
 
 // ID is "<saga>/<trigger id>".
-func (r *Route) ID() string { return r.Saga.Name + "/" + r.Trigger.ID() }
+func (r *Route) ID() string {
+	if r.id != "" {
+		return r.id
+	}
+	return r.Saga.Name + "/" + r.Trigger.ID()
+}
+
+// TriggerID is Trigger.ID().
+func (r *Route) TriggerID() string {
+	if r.triggerID != "" {
+		return r.triggerID
+	}
+	return r.Trigger.ID()
+}
 
 // Routes is the validated routing table: which triggers an event reaches.
 type Routes struct {
@@ -224,6 +240,8 @@ func (r *Registry) Routes() (*Routes, error) {
 		rs.versions[s.Name] = versionsOf(s)
 		for i := range s.Triggers {
 			rt := &Route{Saga: s, Trigger: &s.Triggers[i]}
+			rt.triggerID = rt.Trigger.ID()
+			rt.id = s.Name + "/" + rt.triggerID
 			rs.all = append(rs.all, rt)
 			rs.byID[rt.ID()] = rt
 			m := rs.match[rt.Trigger.source]
@@ -293,6 +311,14 @@ func (rs *Routes) SagaNames() []string {
 
 // Route returns a route by its ID.
 func (rs *Routes) Route(id string) *Route { return rs.byID[id] }
+
+// routeOf returns the route of a saga name and trigger ID, without
+// building its ID as a string (nil when there is none).
+func routeOf[T string | []byte](rs *Routes, saga, trigger T) *Route {
+	var buf [128]byte
+	id := append(append(append(buf[:0], saga...), '/'), trigger...)
+	return rs.byID[string(id)]
+}
 
 // Topics returns the Kafka topics the kafka triggers name, sorted.
 func (rs *Routes) Topics() []string {
