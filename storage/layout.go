@@ -147,6 +147,42 @@ type partBuckets struct {
 	// the timer index (wait.go), looked up on first use
 	waits, timers *bolt.Bucket
 	waitsChecked  bool
+	// cursors kept for the transaction's lookups (getSaga, getIdem,
+	// deleteIndex), made on first use
+	sagasCur, idemCur, indexCur *bolt.Cursor
+}
+
+// getSaga is pb.sagas.Get(key) through a cursor kept for the transaction:
+// bbolt's Get makes a cursor and grows its stack on every call. Seek
+// starts from the bucket's root each time, so it sees every write the
+// transaction made before it (docs/architecture.md, Writes and
+// durability).
+func (pb *partBuckets) getSaga(key []byte) []byte { return seekGet(&pb.sagasCur, pb.sagas, key) }
+
+// getIdem is pb.idem.Get(key), as getSaga.
+func (pb *partBuckets) getIdem(key []byte) []byte { return seekGet(&pb.idemCur, pb.idem, key) }
+
+// deleteIndex is pb.index.Delete(key) through a cursor kept for the
+// transaction, as getSaga.
+func (pb *partBuckets) deleteIndex(key []byte) error {
+	if pb.indexCur == nil {
+		pb.indexCur = pb.index.Cursor()
+	}
+	if k, _ := pb.indexCur.Seek(key); !bytes.Equal(k, key) {
+		return nil
+	}
+	return pb.indexCur.Delete()
+}
+
+func seekGet(c **bolt.Cursor, b *bolt.Bucket, key []byte) []byte {
+	if *c == nil {
+		*c = b.Cursor()
+	}
+	k, v := (*c).Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // next returns the partition's recorded next offset (0 if none).

@@ -56,13 +56,13 @@ func (b *Bolt) Start(ctx context.Context, batch StartBatch) ([]StartResult, erro
 			// Every saga recorded so far sits below the partition's recorded
 			// next offset (Start advances it past each saga it inserts), so a
 			// saga at or above it is new: no lookup needed.
-			if s.Source.Offset < pb.next() && pb.sagas.Get(sk) != nil {
+			if s.Source.Offset < pb.next() && pb.getSaga(sk) != nil {
 				results[i] = StartResult{ID: s.ID()}
 				continue
 			}
 			if s.IdempotencyKey != "" {
 				ik := idemKey(s.Name, s.IdempotencyKey)
-				if v := pb.idem.Get(ik); len(v) == 8 {
+				if v := pb.getIdem(ik); len(v) == 8 {
 					pos := s.Source
 					pos.Offset = int64(binary.BigEndian.Uint64(v))
 					id := FormatID(pos, s.Name)
@@ -195,7 +195,7 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 	}
 	var old []byte
 	if pb != nil {
-		old = pb.sagas.Get(u.key)
+		old = pb.getSaga(u.key)
 	}
 	if old == nil {
 		return fmt.Errorf("%w: update of %s", ErrNotFound, u.s.ID())
@@ -208,7 +208,7 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 		return err
 	}
 	if next := indexKey(u.status, u.s.Name, u.created, u.s.Source.Offset); !bytes.Equal(prev, next) {
-		if err := pb.index.Delete(prev); err != nil {
+		if err := pb.deleteIndex(prev); err != nil {
 			return err
 		}
 		if err := pb.index.Put(next, nil); err != nil {
@@ -349,7 +349,7 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 					applied++
 				}
 			case c.s == nil: // tombstone
-				old := pb.sagas.Get(c.key)
+				old := pb.getSaga(c.key)
 				if old == nil {
 					continue
 				}
@@ -362,7 +362,7 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 				}
 				applied++
 			default:
-				old := pb.sagas.Get(c.key)
+				old := pb.getSaga(c.key)
 				if old != nil && versionOfRecord(old) >= c.s.Version {
 					continue
 				}
@@ -374,7 +374,7 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 					if !ok {
 						return b.malformed(old, c.s.ID())
 					}
-					if err := pb.index.Delete(prev); err != nil {
+					if err := pb.deleteIndex(prev); err != nil {
 						return err
 					}
 				}
@@ -392,7 +392,7 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 				}
 				if c.s.IdempotencyKey != "" {
 					ik := idemKey(c.s.Name, c.s.IdempotencyKey)
-					if pb.idem.Get(ik) == nil {
+					if pb.getIdem(ik) == nil {
 						if err := pb.idem.Put(ik, c.key[:8]); err != nil {
 							return err
 						}
