@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -233,4 +234,25 @@ func recordedBehind(p *pipeline, next *batch, poll func(from, to int) kgo.Fetche
 	p.recording = n1
 	next.fetches = poll(25, 30)
 	return n1
+}
+
+// A saga recorded in a batch whose partition is then taken out (its
+// changelog records were not acknowledged) did start: it is counted as
+// started once, there, and not lost from the count (fetched again, its
+// record is a re-delivery, counted as deduplicated).
+func TestDroppedRecordedSagasAreCountedAsStarted(t *testing.T) {
+	p, n, _, _, _ := lagSetup(t)
+	n.work.Sagas = []*storage.Saga{
+		{Name: "order", Source: storage.Position{Topic: "orders", Partition: 0, Offset: 12}},
+		{Name: "order", Source: storage.Position{Topic: "orders", Partition: 1, Offset: 3}},
+		{Name: "order", Source: storage.Position{Topic: "orders", Partition: 0, Offset: 13}},
+	}
+	n.res = []storage.StartResult{{Created: true}, {Created: true}, {Created: false}}
+	p.settle(nil)
+	if got := testutil.ToFloat64(p.c.m.SagasStarted.WithLabelValues("order")); got != 2 {
+		t.Errorf("sagas started %v, want 2 (one kept, one taken out with orders/0)", got)
+	}
+	if got := testutil.ToFloat64(p.c.m.Deduplicated.WithLabelValues("order")); got != 0 {
+		t.Errorf("deduplicated %v, want 0 (the deduplicated one was taken out before it was counted)", got)
+	}
 }

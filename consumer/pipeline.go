@@ -448,6 +448,10 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 			if j < len(b.res) {
 				keepRes = append(keepRes, b.res[j])
 			}
+		} else if j < len(b.res) && b.res[j].Created {
+			// Recorded, so started: counted here, as recorded would have
+			// (fetched again, its record is a re-delivery).
+			c.m.SagasStarted.WithLabelValues(s.Name).Inc()
 		}
 	}
 	clear(b.work.Sagas[len(keepSagas):])
