@@ -466,6 +466,7 @@ func (c *Consumer) dropPartitions(b *batch, parts map[storage.Partition]error) (
 		}
 	}
 	b.work.Meta = keepMeta
+	b.work.DropAwaits(func(p storage.Partition) bool { _, drop := parts[p]; return drop })
 	keepOffsets := b.work.Offsets[:0]
 	for _, o := range b.work.Offsets {
 		if _, drop := parts[o.TopicPartition()]; !drop {

@@ -181,3 +181,35 @@ func TestAwaitLiveRegistrationAndObjectValues(t *testing.T) {
 		t.Fatalf("saga %s error %q", s.Status, s.Error)
 	}
 }
+
+// Registrations and signals of a keys partition taken out of a batch (its
+// records are fetched again) are not recorded with it; the other
+// partitions' are.
+func TestDropAwaitsLeavesOnlyTheDroppedPartitions(t *testing.T) {
+	clock := newFakeClock()
+	h := start(t, paymentSaga(), "", withClock(clock))
+	k := &keysOwner{t: t, h: h, clock: clock}
+	var b engine.Batch
+	for p, value := range []string{`{"order_id":"o-1"}`, `{"order_id":"o-2"}`} {
+		r := k.signal("payments", value, clock.Now())
+		h.eng.PrepareStart(&b, &engine.Event{Source: engine.SourceKafka, Topic: "keys", Partition: int32(p), Offset: 0,
+			Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: clock.Now()})
+	}
+	b.DropAwaits(func(p storage.Partition) bool { return p.Partition == 0 })
+	b.Offsets = []storage.Offset{{Topic: "keys", Partition: 1, Next: 1}}
+	if _, err := h.eng.Record(context.Background(), &b); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range []int{0, 1} {
+		n := 0
+		if err := h.store.ScanMeta(context.Background(), storage.Partition{Topic: "keys", Partition: int32(p)}, "\x00sig/", func(string, []byte) error {
+			n++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("keys/%d holds %d signals, want %d", p, n, want)
+		}
+	}
+}

@@ -94,6 +94,22 @@ func (b *Batch) Reset() {
 	b.Signals, b.awaits = b.Signals[:0], b.awaits[:0]
 }
 
+// DropAwaits takes the registrations and signals of the keys-topic
+// partitions drop names out of b: those records are fetched again (the
+// consumer took their partitions out of the batch), and recorded now they
+// would be written for a partition whose offset does not move past them —
+// and each matched again when fetched again.
+func (b *Batch) DropAwaits(drop func(storage.Partition) bool) {
+	kept := b.awaits[:0]
+	for _, op := range b.awaits {
+		if !drop(op.p) {
+			kept = append(kept, op)
+		}
+	}
+	clear(b.awaits[len(kept):])
+	b.awaits = kept
+}
+
 // Prepare routes ev to its triggers (Routes.Resolve: synthetic says ev is a
 // record of the events or cron topic, whose headers name its source and
 // trigger), runs their transformers and adds the sagas to start, or the
