@@ -259,3 +259,60 @@ func TestWaitExtensions(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUpdateBatch measures Update with 1,000 transitions per call
+// (sagas moving to executing, then completed) in a partition that has
+// parked and resolved sagas too, as a production store soon does.
+// transitions/s = 1000 * ops / time.
+func BenchmarkUpdateBatch(b *testing.B) {
+	s := openBolt(b, b.TempDir())
+	ctx := context.Background()
+	const n = 100_000
+	sagas := make([]*storage.Saga, 0, n)
+	for off := int64(0); off < n; off += 1000 {
+		batch := storage.StartBatch{}
+		for i := range int64(1000) {
+			batch.Sagas = append(batch.Sagas, storagetest.NewSaga("order", "orders.created", 0, off+i, fmt.Sprintf("o-%d", off+i)))
+		}
+		res, err := s.Start(ctx, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range res {
+			sagas = append(sagas, r.Saga)
+		}
+	}
+	storagetest.SetStatus(sagas[0], storage.StatusParked)
+	sagas[1].Status = storage.StatusResolved
+	sagas[1].Error = "resolved by an operator"
+	if err := s.Update(ctx, sagas[0], sagas[1]); err != nil {
+		b.Fatal(err)
+	}
+	next := 2
+	done := 0
+	b.ResetTimer()
+	for range b.N {
+		batch := make([]*storage.Saga, 0, 1000)
+		for len(batch) < 1000 {
+			g := sagas[next]
+			switch g.Status {
+			case storage.StatusPending:
+				g.Status = storage.StatusExecuting
+			default:
+				g.Status = storage.StatusCompleted
+			}
+			batch = append(batch, g)
+			if next++; next == len(sagas) {
+				next = 2
+				for _, g := range sagas[2:] {
+					g.Status = storage.StatusPending
+				}
+			}
+		}
+		if err := s.Update(ctx, batch...); err != nil {
+			b.Fatal(err)
+		}
+		done += len(batch)
+	}
+	b.ReportMetric(float64(done)/b.Elapsed().Seconds(), "transitions/s")
+}

@@ -29,6 +29,17 @@ func parkKey(name string, created, off int64) []byte {
 	return binary.BigEndian.AppendUint64(k, uint64(off))
 }
 
+// setParkedAfter is setParked for a write that replaces a record that
+// was parked or not (wasParked: parkedOfRecord of it; false when there was
+// none): "p" holds exactly the parked records (above), so when neither is
+// parked there is nothing to take out, and no lookup.
+func (pb *partBuckets) setParkedAfter(wasParked bool, s *Saga) error {
+	if !wasParked && (s.Status != StatusParked || s.Park == nil) {
+		return nil
+	}
+	return pb.setParked(s)
+}
+
 // setParked records s in the partition's parked set, or takes it out.
 func (pb *partBuckets) setParked(s *Saga) error {
 	parked := s.Status == StatusParked && s.Park != nil

@@ -204,6 +204,8 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 	if !ok {
 		return b.malformed(old, u.s.ID())
 	}
+	_, wasParked := parkedOfRecord(old)
+	wasResolved := resolvedRecord(old)
 	if err := pb.sagas.Put(u.key, u.rec); err != nil {
 		return err
 	}
@@ -215,10 +217,10 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 			return err
 		}
 	}
-	if err := pb.setParked(u.s); err != nil {
+	if err := pb.setParkedAfter(wasParked, u.s); err != nil {
 		return err
 	}
-	if err := pb.setResolved(u.s); err != nil {
+	if err := pb.setResolvedAfter(wasResolved, u.s); err != nil {
 		return err
 	}
 	return syncWait(pb, u.key, u.s)
@@ -366,6 +368,8 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 				if old != nil && versionOfRecord(old) >= c.s.Version {
 					continue
 				}
+				_, wasParked := parkedOfRecord(old)
+				wasResolved := resolvedRecord(old)
 				if err := pb.sagas.Put(c.key, c.value); err != nil {
 					return err
 				}
@@ -381,10 +385,10 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 				if err := pb.index.Put(indexKey(c.s.stored(), c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
 					return err
 				}
-				if err := pb.setParked(c.s); err != nil {
+				if err := pb.setParkedAfter(wasParked, c.s); err != nil {
 					return err
 				}
-				if err := pb.setResolved(c.s); err != nil {
+				if err := pb.setResolvedAfter(wasResolved, c.s); err != nil {
 					return err
 				}
 				if err := syncWait(pb, c.key, c.s); err != nil {
