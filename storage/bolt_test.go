@@ -265,6 +265,14 @@ func TestWaitExtensions(t *testing.T) {
 // parked and resolved sagas too, as a production store soon does.
 // transitions/s = 1000 * ops / time.
 func BenchmarkUpdateBatch(b *testing.B) {
+	for _, set := range []int{0, 1, 5000} {
+		b.Run(fmt.Sprintf("parked=%d", set), func(b *testing.B) { benchmarkUpdateBatch(b, set) })
+	}
+}
+
+// benchmarkUpdateBatch: set sagas of the partition are parked and as many
+// resolved (0: the partition has neither set).
+func benchmarkUpdateBatch(b *testing.B, set int) {
 	s := openBolt(b, b.TempDir())
 	ctx := context.Background()
 	const n = 100_000
@@ -282,13 +290,22 @@ func BenchmarkUpdateBatch(b *testing.B) {
 			sagas = append(sagas, r.Saga)
 		}
 	}
-	storagetest.SetStatus(sagas[0], storage.StatusParked)
-	sagas[1].Status = storage.StatusResolved
-	sagas[1].Error = "resolved by an operator"
-	if err := s.Update(ctx, sagas[0], sagas[1]); err != nil {
-		b.Fatal(err)
+	for i := range set { // spread over the partition, as they come
+		p, r := sagas[i*(n/set)], sagas[i*(n/set)+1]
+		storagetest.SetStatus(p, storage.StatusParked)
+		r.Status, r.Error = storage.StatusResolved, "resolved by an operator"
+		if err := s.Update(ctx, p, r); err != nil {
+			b.Fatal(err)
+		}
 	}
-	next := 2
+	var live []*storage.Saga
+	for _, g := range sagas {
+		if g.Status == storage.StatusPending {
+			live = append(live, g)
+		}
+	}
+	sagas = live
+	next := 0
 	done := 0
 	b.ResetTimer()
 	for range b.N {
@@ -303,8 +320,8 @@ func BenchmarkUpdateBatch(b *testing.B) {
 			}
 			batch = append(batch, g)
 			if next++; next == len(sagas) {
-				next = 2
-				for _, g := range sagas[2:] {
+				next = 0
+				for _, g := range sagas {
 					g.Status = storage.StatusPending
 				}
 			}

@@ -40,6 +40,19 @@ func (pb *partBuckets) setParkedAfter(wasParked bool, s *Saga) error {
 	return pb.setParked(s)
 }
 
+// parkedOrResolved reports whether the record old (nil: none) is in the
+// partition's parked or resolved set, reading it only for a set the
+// partition has (most have neither).
+func (pb *partBuckets) parkedOrResolved(old []byte) (parked, resolved bool) {
+	if pb.parked != nil {
+		_, parked = parkedOfRecord(old)
+	}
+	if pb.resolved != nil {
+		resolved = resolvedRecord(old)
+	}
+	return parked, resolved
+}
+
 // setParked records s in the partition's parked set, or takes it out.
 func (pb *partBuckets) setParked(s *Saga) error {
 	parked := s.Status == StatusParked && s.Park != nil

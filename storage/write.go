@@ -204,8 +204,7 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 	if !ok {
 		return b.malformed(old, u.s.ID())
 	}
-	_, wasParked := parkedOfRecord(old)
-	wasResolved := resolvedRecord(old)
+	wasParked, wasResolved := pb.parkedOrResolved(old)
 	if err := pb.sagas.Put(u.key, u.rec); err != nil {
 		return err
 	}
@@ -368,8 +367,7 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 				if old != nil && versionOfRecord(old) >= c.s.Version {
 					continue
 				}
-				_, wasParked := parkedOfRecord(old)
-				wasResolved := resolvedRecord(old)
+				wasParked, wasResolved := pb.parkedOrResolved(old)
 				if err := pb.sagas.Put(c.key, c.value); err != nil {
 					return err
 				}
