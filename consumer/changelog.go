@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -159,9 +160,12 @@ func (c *Changelog) part(p storage.Partition) *clPart {
 }
 
 // add queues a key's latest value; an unwritten older value is replaced.
+// The key's bytes are kept, not copied (the pending map's key, then the
+// record's): the caller gives up the slice, which nothing may change.
 func (c *Changelog) add(p storage.Partition, key, value []byte) {
+	k := unsafe.String(unsafe.SliceData(key), len(key))
 	c.mu.Lock()
-	c.part(p).pending[string(key)] = value
+	c.part(p).pending[k] = value
 	c.mu.Unlock()
 }
 
@@ -179,6 +183,7 @@ func (c *Changelog) takePendingLocked(p storage.Partition, recs []pendingRec) []
 		return recs
 	}
 	topic := ChangelogTopic(c.group, p.Topic)
+	slab := make([]kgo.Record, len(cp.pending)) // the records in one allocation: they are produced and acknowledged together
 	// Tombstones first: a saga that expired in this interval may have freed
 	// an idempotency key that a saga started in the same interval took. A
 	// restore applies records in changelog order, so the tombstone must
@@ -192,7 +197,10 @@ func (c *Changelog) takePendingLocked(p storage.Partition, recs []pendingRec) []
 				continue
 			}
 			cp.appended++
-			recs = append(recs, pendingRec{p, &kgo.Record{Topic: topic, Partition: p.Partition, Key: []byte(k), Value: v}})
+			r := &slab[0]
+			slab = slab[1:]
+			*r = kgo.Record{Topic: topic, Partition: p.Partition, Key: unsafe.Slice(unsafe.StringData(k), len(k)), Value: v} // add's bytes
+			recs = append(recs, pendingRec{p, r})
 		}
 	}
 	cp.pending = make(map[string][]byte, len(cp.pending))
@@ -231,7 +239,7 @@ func (c *Changelog) Append(s *storage.Saga) {
 
 // AppendNext mirrors a partition's next offset.
 func (c *Changelog) AppendNext(p storage.Partition, next int64) {
-	c.add(p, storage.NextOffsetKey, storage.EncodeNext(next))
+	c.add(p, append([]byte(nil), storage.NextOffsetKey...), storage.EncodeNext(next)) // add keeps the key: not the shared variable
 }
 
 // AppendMeta mirrors a partition's meta record (storage.PutMeta).
