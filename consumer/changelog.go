@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -57,7 +56,7 @@ type Changelog struct {
 }
 
 type clPart struct {
-	pending         map[string][]byte // key -> latest value (nil: tombstone), not yet produced
+	pending         map[string]pendingVal // key -> latest value, not yet produced
 	appended, acked uint64
 	lastOffset      int64 // last acked changelog offset, -1 if none
 	err             error // sticky: a record of this partition was not written
@@ -153,19 +152,21 @@ func (c *Changelog) takeAndProduce(ctx context.Context, ps []storage.Partition) 
 func (c *Changelog) part(p storage.Partition) *clPart {
 	cp := c.parts[p]
 	if cp == nil {
-		cp = &clPart{lastOffset: -1, pending: map[string][]byte{}}
+		cp = &clPart{lastOffset: -1, pending: map[string]pendingVal{}}
 		c.parts[p] = cp
 	}
 	return cp
 }
 
+// pendingVal is a key's latest value (nil: a tombstone) with the key's
+// bytes as add was given them: the record's key, not a copy.
+type pendingVal struct{ key, value []byte }
+
 // add queues a key's latest value; an unwritten older value is replaced.
-// The key's bytes are kept, not copied (the pending map's key, then the
-// record's): the caller gives up the slice, which nothing may change.
+// The key's bytes become the record's: the caller gives up the slice.
 func (c *Changelog) add(p storage.Partition, key, value []byte) {
-	k := unsafe.String(unsafe.SliceData(key), len(key))
 	c.mu.Lock()
-	c.part(p).pending[k] = value
+	c.part(p).pending[string(key)] = pendingVal{key, value}
 	c.mu.Unlock()
 }
 
@@ -192,18 +193,18 @@ func (c *Changelog) takePendingLocked(p storage.Partition, recs []pendingRec) []
 	// it when the new one is applied). Records of one key are one entry
 	// here, so no other order matters.
 	for _, tombstones := range []bool{true, false} {
-		for k, v := range cp.pending {
-			if (v == nil) != tombstones {
+		for _, v := range cp.pending {
+			if (v.value == nil) != tombstones {
 				continue
 			}
 			cp.appended++
 			r := &slab[0]
 			slab = slab[1:]
-			*r = kgo.Record{Topic: topic, Partition: p.Partition, Key: unsafe.Slice(unsafe.StringData(k), len(k)), Value: v} // add's bytes
+			*r = kgo.Record{Topic: topic, Partition: p.Partition, Key: v.key, Value: v.value}
 			recs = append(recs, pendingRec{p, r})
 		}
 	}
-	cp.pending = make(map[string][]byte, len(cp.pending))
+	cp.pending = make(map[string]pendingVal, len(cp.pending))
 	return recs
 }
 
