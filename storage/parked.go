@@ -76,12 +76,19 @@ func (pb *partBuckets) setParked(s *Saga) error {
 // and the status it was parked from, without decoding (nor allocating)
 // the rest.
 func parkedOfRecord(b []byte) (Status, bool) {
-	val, version, st, ok := recordExtension(b, extPark)
+	_, _, st, ok := recordExtension(b, extPark, currentPark)
 	if !ok || !st.resumable() {
 		return 0, false
 	}
+	return st, true
+}
+
+// currentPark reports whether a park extension is of the record's version
+// (a park of an older version is stale: a release that does not know
+// parking rewrote the record since).
+func currentPark(val []byte, version uint64) bool {
 	d := decoder{b: val}
-	return st, d.uvarint() == version && d.err == nil // a park of an older version is stale
+	return d.uvarint() == version && d.err == nil
 }
 
 // repairParked makes every partition's parked set match its records, in

@@ -55,8 +55,11 @@ func (pb *partBuckets) setResolved(s *Saga) error {
 // recordExtension returns the value of extension tag of an encoded record
 // with its version and status byte, without decoding (nor allocating) the
 // rest; ok is false when the record is not of format 2, is malformed, or
-// has no such extension.
-func recordExtension(b []byte, tag uint64) (val []byte, version uint64, st Status, ok bool) {
+// has no such extension. Of several extensions with tag it returns the
+// last one pick accepts (nil: the last one), as DecodeSaga reads them (the
+// last history; a park of the record's version wherever it is), so that
+// the parked and resolved sets, DecodeSaga and Check agree on any record.
+func recordExtension(b []byte, tag uint64, pick func(val []byte, version uint64) bool) (val []byte, version uint64, st Status, ok bool) {
 	if len(b) < 6 || b[0] != recordVersion {
 		return nil, 0, 0, false // format 1 records have no extensions
 	}
@@ -89,16 +92,19 @@ func recordExtension(b []byte, tag uint64) (val []byte, version uint64, st Statu
 	n = d.uvarint()
 	for i := uint64(0); d.err == nil && i < n; i++ {
 		t, v := d.uvarint(), d.bytes()
-		if t == tag && d.err == nil {
-			return v, version, st, true
+		if t == tag && d.err == nil && (pick == nil || pick(v, version)) {
+			val, ok = v, true
 		}
 	}
-	return nil, 0, 0, false
+	if !ok || d.err != nil {
+		return nil, 0, 0, false
+	}
+	return val, version, st, true
 }
 
 // resolvedRecord reports whether an encoded record is of a resolved saga.
 func resolvedRecord(b []byte) bool {
-	val, version, st, ok := recordExtension(b, extHistory)
+	val, version, st, ok := recordExtension(b, extHistory, nil)
 	if !ok || st != StatusFailed {
 		return false
 	}

@@ -57,7 +57,7 @@ func TestResolvedSetIsRepairedAfterAnOlderReleaseWrote(t *testing.T) {
 		rewrite := func(s *Saga, status Status) error {
 			k := sagaKey(s.Source.Offset, s.Name)
 			old := pb.sagas.Get(k)
-			val, _, _, ok := recordExtension(old, extHistory)
+			val, _, _, ok := recordExtension(old, extHistory, nil)
 			if !ok {
 				t.Fatal("the resolved record has no extension 4")
 			}
