@@ -197,14 +197,6 @@ func (e *Engine) parseOrigin(b []byte) (storage.Position, error) {
 	return storage.Position{Topic: t, Partition: p, Offset: o}, nil
 }
 
-func parseOrigin(s string) (storage.Position, error) {
-	topic, p, o, ok := splitPosition([]byte(s))
-	if !ok {
-		return storage.Position{}, errPosition
-	}
-	return storage.Position{Topic: string(topic), Partition: p, Offset: o}, nil
-}
-
 var errPosition = errors.New("want topic:partition:offset")
 
 // splitPosition splits "topic:partition:offset" (a topic has no colon; the

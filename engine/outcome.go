@@ -71,11 +71,11 @@ func OutcomeTime(b []byte) (time.Time, bool) {
 
 // ParseEventID parses "<topic>:<partition>:<offset>".
 func ParseEventID(id string) (storage.Position, error) {
-	o, err := parseOrigin(id)
-	if err != nil {
-		return o, fmt.Errorf("event id %q: want <topic>:<partition>:<offset>", id)
+	topic, p, o, ok := splitPosition([]byte(id))
+	if !ok {
+		return storage.Position{}, fmt.Errorf("event id %q: want <topic>:<partition>:<offset>", id)
 	}
-	return o, nil
+	return storage.Position{Topic: string(topic), Partition: p, Offset: o}, nil
 }
 
 // EventID names an event by its position.

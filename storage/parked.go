@@ -29,17 +29,6 @@ func parkKey(name string, created, off int64) []byte {
 	return binary.BigEndian.AppendUint64(k, uint64(off))
 }
 
-// setParkedAfter is setParked for a write that replaces a record that
-// was parked or not (wasParked: parkedOfRecord of it; false when there was
-// none): "p" holds exactly the parked records (above), so when neither is
-// parked there is nothing to take out, and no lookup.
-func (pb *partBuckets) setParkedAfter(wasParked bool, s *Saga) error {
-	if !wasParked && (s.Status != StatusParked || s.Park == nil) {
-		return nil
-	}
-	return pb.setParked(s)
-}
-
 // parkedOrResolved reports whether the record old (nil: none) is in the
 // partition's parked or resolved set, reading it only for a set the
 // partition has (most have neither).
@@ -53,9 +42,16 @@ func (pb *partBuckets) parkedOrResolved(old []byte) (parked, resolved bool) {
 	return parked, resolved
 }
 
-// setParked records s in the partition's parked set, or takes it out.
-func (pb *partBuckets) setParked(s *Saga) error {
+// setParked records s in the partition's parked set, or takes it out, for
+// a write that replaces a record that was parked or not (wasParked:
+// parkedOfRecord of it, parkedOrResolved; false when there was none): "p"
+// holds exactly the parked records (above), so when neither is parked
+// there is nothing to take out, and no lookup.
+func (pb *partBuckets) setParked(wasParked bool, s *Saga) error {
 	parked := s.Status == StatusParked && s.Park != nil
+	if !parked && !wasParked {
+		return nil
+	}
 	if pb.parked == nil {
 		if !parked {
 			return nil

@@ -10,7 +10,7 @@ import (
 // decoding them (parkedOfRecord, resolvedRecord). On any record — also one
 // with the same extension twice, which no release writes but a record may
 // carry — they must answer as DecodeSaga does, or an update that skips the
-// sets (setParkedAfter, setResolvedAfter) leaves an entry behind.
+// sets (setParked, setResolved) leaves an entry behind.
 func TestRecordSetChecksAgreeWithDecode(t *testing.T) {
 	park := func(version uint64) Extension {
 		v := binary.AppendUvarint(nil, version)

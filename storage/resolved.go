@@ -23,19 +23,15 @@ import (
 // bucketResolved is a partition's resolved set (see the layout).
 var bucketResolved = []byte("r")
 
-// setResolvedAfter is setResolved for a write that replaces a record that
-// was resolved or not (wasResolved: resolvedRecord of it), as
-// setParkedAfter: "r" holds exactly the resolved records.
-func (pb *partBuckets) setResolvedAfter(wasResolved bool, s *Saga) error {
-	if !wasResolved && s.Status != StatusResolved {
+// setResolved records s in the partition's resolved set, or takes it out,
+// for a write that replaces a record that was resolved or not
+// (wasResolved: resolvedRecord of it), as setParked: "r" holds exactly the
+// resolved records.
+func (pb *partBuckets) setResolved(wasResolved bool, s *Saga) error {
+	resolved := s.Status == StatusResolved
+	if !resolved && !wasResolved {
 		return nil
 	}
-	return pb.setResolved(s)
-}
-
-// setResolved records s in the partition's resolved set, or takes it out.
-func (pb *partBuckets) setResolved(s *Saga) error {
-	resolved := s.Status == StatusResolved
 	if pb.resolved == nil {
 		if !resolved {
 			return nil

@@ -216,10 +216,10 @@ func (b *Bolt) putUpdate(w *wtx, u sagaUpdate) error {
 			return err
 		}
 	}
-	if err := pb.setParkedAfter(wasParked, u.s); err != nil {
+	if err := pb.setParked(wasParked, u.s); err != nil {
 		return err
 	}
-	if err := pb.setResolvedAfter(wasResolved, u.s); err != nil {
+	if err := pb.setResolved(wasResolved, u.s); err != nil {
 		return err
 	}
 	return syncWait(pb, u.key, u.s)
@@ -383,10 +383,10 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 				if err := pb.index.Put(indexKey(c.s.stored(), c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
 					return err
 				}
-				if err := pb.setParkedAfter(wasParked, c.s); err != nil {
+				if err := pb.setParked(wasParked, c.s); err != nil {
 					return err
 				}
-				if err := pb.setResolvedAfter(wasResolved, c.s); err != nil {
+				if err := pb.setResolved(wasResolved, c.s); err != nil {
 					return err
 				}
 				if err := syncWait(pb, c.key, c.s); err != nil {
