@@ -25,8 +25,7 @@ type lane struct {
 	rate    *rate.Limiter
 	running int
 	waking  bool
-	queue   []queued
-	head    int
+	queue   laneQueue
 	// perKey bounds the sagas executing per concurrency-key value (0: no
 	// concurrency key); keyRunning counts them.
 	perKey     int
@@ -48,47 +47,24 @@ type queued struct {
 	concKey string // the saga's concurrency-key value ("" when none)
 }
 
-func (l *lane) len() int { return len(l.queue) - l.head }
+func (l *lane) len() int { return l.queue.len() }
 
+// push queues s, keeping its record while the lane holds fewer than
+// keepRecords sagas.
 func (l *lane) push(s *storage.Saga) {
 	q := queued{pos: s.Source, name: s.Name, status: s.Status, concKey: s.ConcurrencyKey}
 	if l.len() < keepRecords {
 		q.rec = s
 	}
-	l.queue = append(l.queue, q)
+	l.queue.push(q)
 }
 
-func (l *lane) peek() queued { return l.queue[l.head] }
+func (l *lane) peek() queued { return l.queue.peek() }
 
 // drop removes the queued sagas matching fn and returns how many.
-func (l *lane) drop(fn func(queued) bool) int {
-	kept := l.queue[:0]
-	n := 0
-	for _, q := range l.queue[l.head:] {
-		if fn(q) {
-			n++
-			continue
-		}
-		kept = append(kept, q)
-	}
-	clear(l.queue[len(kept):])
-	l.queue, l.head = kept, 0
-	return n
-}
+func (l *lane) drop(fn func(queued) bool) int { return l.queue.drop(fn) }
 
-func (l *lane) pop() queued {
-	s := l.queue[l.head]
-	l.queue[l.head] = queued{}
-	l.head++
-	if l.head == len(l.queue) {
-		l.queue, l.head = l.queue[:0], 0
-	} else if l.head > 1024 && l.head*2 > len(l.queue) {
-		n := copy(l.queue, l.queue[l.head:])
-		clear(l.queue[n:])
-		l.queue, l.head = l.queue[:n], 0
-	}
-	return s
-}
+func (l *lane) pop() queued { return l.queue.pop() }
 
 // laneFor returns (creating) the lane with the given id; t may be nil for
 // sagas whose trigger is no longer declared (no limits then).

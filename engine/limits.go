@@ -98,10 +98,11 @@ func share(limit, owned, total int) int {
 	return max(1, limit*owned/total)
 }
 
-// keyBlocked reports whether q may not start now because its concurrency
-// key's value already has the trigger's limit of sagas executing here.
-func (l *lane) keyBlocked(q queued) bool {
-	return l.perKey > 0 && q.concKey != "" && l.keyRunning[q.concKey] >= l.perKey
+// keyBlocked reports whether a saga whose concurrency-key value is k may
+// not start now because that value already has the trigger's limit of
+// sagas executing here.
+func (l *lane) keyBlocked(k string) bool {
+	return l.perKey > 0 && k != "" && l.keyRunning[k] >= l.perKey
 }
 
 // popEligible takes the first queued saga that may start (the head, or
@@ -112,16 +113,11 @@ func (l *lane) popEligible() (queued, bool) {
 	if l.perKey == 0 {
 		return l.pop(), true
 	}
-	end := min(len(l.queue), l.head+maxScan)
-	for i := l.head; i < end; i++ {
-		if q := l.queue[i]; !l.keyBlocked(q) {
-			if i == l.head {
-				return l.pop(), true
-			}
-			copy(l.queue[i:], l.queue[i+1:])
-			l.queue[len(l.queue)-1] = queued{}
-			l.queue = l.queue[:len(l.queue)-1]
-			return q, true
+	q := &l.queue
+	end := min(len(q.entries), q.head+maxScan)
+	for i := q.head; i < end; i++ {
+		if !l.keyBlocked(q.concKeyAt(i)) {
+			return q.removeAt(i), true
 		}
 	}
 	return queued{}, false
@@ -152,9 +148,10 @@ func (l *lane) hasEligible() bool {
 	if l.perKey == 0 {
 		return l.len() > 0
 	}
-	end := min(len(l.queue), l.head+4096)
-	for i := l.head; i < end; i++ {
-		if !l.keyBlocked(l.queue[i]) {
+	q := &l.queue
+	end := min(len(q.entries), q.head+4096)
+	for i := q.head; i < end; i++ {
+		if !l.keyBlocked(q.concKeyAt(i)) {
 			return true
 		}
 	}

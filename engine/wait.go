@@ -99,7 +99,7 @@ func (e *Engine) wakeSagaLocked(ref sagaRef) {
 	if !e.busy {
 		e.idle, e.busy = make(chan struct{}), true
 	}
-	e.resumes.queue = append(e.resumes.queue, queued{pos: ref.pos, name: ref.name, status: storage.StatusExecuting})
+	e.resumes.queue.push(queued{pos: ref.pos, name: ref.name, status: storage.StatusExecuting})
 	e.queued++
 }
 
