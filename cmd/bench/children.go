@@ -19,6 +19,7 @@ import (
 
 	"github.com/sagaz-go/sagaz/consumer"
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/internal/gctune"
 	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/participant"
 	"github.com/sagaz-go/sagaz/sagas"
@@ -127,6 +128,7 @@ func runMember(ctx context.Context, args []string) error {
 	dir := fs.String("data-dir", "", "data directory")
 	addr := fs.String("http", "127.0.0.1:0", "HTTP address")
 	memLimit := fs.String("memory-limit", "", "GOMEMLIMIT-style soft limit, e.g. 150MiB (empty: none)")
+	gogc := fs.Int("gogc", 0, "GOGC-style collector percentage for experiments (0: as `sagaz run` sets it)")
 	maxInFlight := fs.Int("max-in-flight", 0, "engine MaxInFlight (0: the default)")
 	maxConc := fs.Int("max-concurrent", 0, "MaxConcurrent of the bench trigger (0: unbounded)")
 	high := fs.Int("high-water", 0, "pending high-water mark (0: the consumer's default)")
@@ -163,6 +165,11 @@ func runMember(ctx context.Context, args []string) error {
 			return err
 		}
 		debug.SetMemoryLimit(n)
+	}
+	if *gogc != 0 {
+		debug.SetGCPercent(*gogc)
+	} else {
+		gctune.Apply(os.Getenv) // as the binary's `sagaz run` does
 	}
 	if *pprofAddr != "" {
 		go func() { _ = http.ListenAndServe(*pprofAddr, nil) }() //nolint:gosec // local profiling only

@@ -40,6 +40,7 @@ import (
 	"github.com/sagaz-go/sagaz/httpapi"
 	"github.com/sagaz-go/sagaz/internal/buildinfo"
 	"github.com/sagaz-go/sagaz/internal/devkafka"
+	"github.com/sagaz-go/sagaz/internal/gctune"
 	"github.com/sagaz-go/sagaz/member"
 	"github.com/sagaz-go/sagaz/metrics"
 	_ "github.com/sagaz-go/sagaz/sagas" // the sagas compiled into the binary
@@ -82,6 +83,7 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if err != nil {
 		return &usageError{err: err, cmd: "run"}
 	}
+	gctune.Apply(getenv) // GOGC=200 unless the environment sets GOGC (docs/operations.md)
 	return serve(ctx, cfg, stdout)
 }
 
