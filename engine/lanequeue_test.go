@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/sagaz-go/sagaz/storage"
 )
@@ -31,6 +32,9 @@ func TestLaneEntryHasNoPointers(t *testing.T) {
 	}
 	if walk(reflect.TypeFor[laneEntry]()) {
 		t.Fatal("laneEntry holds a pointer: a queued saga would be scanned by every GC cycle")
+	}
+	if n := unsafe.Sizeof(laneEntry{}); n != 24 {
+		t.Fatalf("laneEntry is %d bytes; docs/architecture.md says 24", n)
 	}
 }
 
@@ -71,14 +75,20 @@ func TestLaneQueueIsAFIFOOfQueued(t *testing.T) {
 				t.Fatalf("step %d: entry %d has concurrency key %q, want %q", step, i, got, want.concKey)
 			}
 		}
-		used := 0
+		used, want := 0, 0
 		for _, s := range q.slots {
 			if s != (laneSlot{}) {
 				used++
 			}
 		}
-		if used+len(q.free) != len(q.slots) {
-			t.Fatalf("step %d: %d slots used and %d free of %d", step, used, len(q.free), len(q.slots))
+		for _, x := range ref {
+			if x.rec != nil || x.concKey != "" {
+				want++
+			}
+		}
+		if used != want || used+len(q.free) != len(q.slots) {
+			t.Fatalf("step %d: %d slots used (want %d: a saga that left must not keep its record) and %d free of %d",
+				step, used, want, len(q.free), len(q.slots))
 		}
 	}
 	for step := range 4000 {
@@ -91,6 +101,16 @@ func TestLaneQueueIsAFIFOOfQueued(t *testing.T) {
 			}
 		case r < 80:
 			if len(ref) == 0 {
+				continue
+			}
+			if rng.IntN(20) == 0 { // a long run of pops: the queue compacts past its head
+				for n := rng.IntN(len(ref)); n > 0; n-- {
+					if got := q.pop(); got != ref[0] {
+						t.Fatalf("step %d: pop %+v, want %+v", step, got, ref[0])
+					}
+					ref = ref[1:]
+				}
+				check(step)
 				continue
 			}
 			if got := q.peek(); got != ref[0] {

@@ -83,7 +83,9 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if err != nil {
 		return &usageError{err: err, cmd: "run"}
 	}
-	gctune.Apply(getenv) // GOGC=200 unless the environment sets GOGC (docs/operations.md)
+	// GOGC=200 unless the environment sets GOGC (docs/operations.md). It is
+	// process-wide: tests that call run with their own getenv get it too.
+	gctune.Apply(getenv)
 	return serve(ctx, cfg, stdout)
 }
 
