@@ -3,6 +3,9 @@
 package storage
 
 import (
+	"bytes"
+	"os"
+	"strconv"
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,4 +29,24 @@ func (b *Bolt) releaseMapped() error {
 		}
 		return nil
 	})
+}
+
+// mappedResident returns the bytes of the process's resident memory that
+// are backed by files (or shared memory): the third field of
+// /proc/self/statm, in pages. It includes the binary's own pages, so only
+// its growth between two calls says anything about the store.
+func mappedResident() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := bytes.Fields(b)
+	if len(f) < 3 {
+		return 0, false
+	}
+	pages, err := strconv.ParseInt(string(f[2]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * int64(os.Getpagesize()), true
 }
