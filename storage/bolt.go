@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -164,29 +165,48 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 // releases (idempotency keys are inserted at random places in their
 // B-tree); releasing on the interval alone let them pile up to 70 MB.
 // Releasing on every tick instead made latency worse (docs/benchmarks.md).
+// The reading is process-wide and approximate (the kernel may count it per
+// CPU): a growth elsewhere, or another store of the process releasing,
+// moves an early release at most; the interval still bounds them.
 const releaseCheck = 50 * time.Millisecond
 
-var releaseGrowth int64 = 16 << 20
+var releaseGrowth atomic.Int64
+
+func init() { releaseGrowth.Store(16 << 20) }
 
 func (b *Bolt) releaseLoop() {
 	defer b.wg.Done()
-	t := time.NewTicker(min(b.opts.ReleaseInterval, releaseCheck))
-	defer t.Stop()
 	last := time.Now()
-	base, known := mappedResident()
+	tick := min(b.opts.ReleaseInterval, releaseCheck)
+	early := tick < b.opts.ReleaseInterval // else every tick releases anyway
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var base int64
+	known := false
+	if early {
+		base, known = mappedResident()
+	}
 	for {
 		select {
 		case <-b.stop:
 			return
 		case now := <-t.C:
-			cur, ok := mappedResident()
-			grown := known && ok && cur-base >= releaseGrowth
+			grown := false
+			if early {
+				cur, ok := mappedResident()
+				if ok && known && cur < base {
+					base = cur // pages went (reclaimed, or another store released): measure from here
+				}
+				grown = ok && known && cur-base >= releaseGrowth.Load()
+			}
 			if !grown && now.Sub(last) < b.opts.ReleaseInterval {
 				continue
 			}
 			_ = b.releaseMapped() // best effort: memory accounting only
 			last = now
-			base, known = mappedResident()
+			if early {
+				base, known = mappedResident()
+			}
 		}
 	}
 }
