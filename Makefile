@@ -71,6 +71,7 @@ bench-full:
 # Go micro-benchmarks of the hot functions (for benchstat).
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/ ./engine/
+	$(GO) test -run '^$$' -bench ChangelogAppendTake -benchtime 2s ./consumer/
 
 clean:
 	rm -rf bin

@@ -54,3 +54,24 @@ func TestChangelogTakeAllocatesLittle(t *testing.T) {
 		t.Errorf("%.0f allocations to append and take 1,000 records, want at most 1,050", n)
 	}
 }
+
+// BenchmarkChangelogAppendTake appends 1,000 transitions of 1,000 sagas to
+// one partition's changelog and takes them for a flush, as a batch does.
+func BenchmarkChangelogAppendTake(b *testing.B) {
+	c := &Changelog{group: "g", parts: map[storage.Partition]*clPart{}}
+	p := storage.Partition{Topic: "orders", Partition: 3}
+	keys := make([][]byte, 1000)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "saga-%d", i)
+	}
+	value := make([]byte, 200)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, k := range keys {
+			c.add(p, k, value)
+		}
+		if recs := c.takePendingLocked(p, nil); len(recs) != len(keys) {
+			b.Fatalf("%d records taken, want %d", len(recs), len(keys))
+		}
+	}
+}
