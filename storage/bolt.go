@@ -164,7 +164,8 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 // ReleaseInterval. A fast drain maps tens of megabytes of pages between two
 // releases (idempotency keys are inserted at random places in their
 // B-tree); releasing on the interval alone let them pile up to 70 MB.
-// Releasing on every tick instead made latency worse (docs/benchmarks.md).
+// Releasing every 150 ms whatever the growth made latency worse
+// (docs/benchmarks.md).
 // The reading is process-wide and approximate (the kernel may count it per
 // CPU): a growth elsewhere, or another store of the process releasing,
 // moves an early release at most; the interval still bounds them.

@@ -4,8 +4,8 @@
 // and bbolt copies the pages it touches) while its live heap stays small,
 // so with Go's default GOGC of 100 the collector runs every few dozen
 // megabytes. The service runs with GOGC=200 unless the environment sets
-// GOGC; the soft memory limit (GOMEMLIMIT, docs/operations.md) still bounds
-// the heap, and the collector works harder near it.
+// GOGC; where a soft memory limit is set (GOMEMLIMIT, docs/operations.md)
+// it still bounds the heap, and the collector works harder near it.
 package gctune
 
 import "runtime/debug"
