@@ -195,10 +195,12 @@ func (b *Bolt) releaseLoop() {
 			grown := false
 			if early {
 				cur, ok := mappedResident()
-				if ok && known && cur < base {
-					base = cur // pages went (reclaimed, or another store released): measure from here
+				if ok && (!known || cur < base) {
+					// no base yet, or pages went (reclaimed, another store
+					// released): measure from here
+					base, known = cur, true
 				}
-				grown = ok && known && cur-base >= releaseGrowth.Load()
+				grown = ok && cur-base >= releaseGrowth.Load()
 			}
 			if !grown && now.Sub(last) < b.opts.ReleaseInterval {
 				continue
