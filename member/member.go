@@ -206,6 +206,7 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			log.Error("closing the store", "err", err)
 		}
 	})
+	registerWriterStats(cfg.Metrics, m.Store)
 	m.Health = health.New(cfg.Metrics)
 	m.Health.Set(health.Recovering, "queueing the unfinished sagas found in the store")
 	m.ConsumerMetrics = consumer.NewMetrics(cfg.Metrics)
@@ -476,4 +477,22 @@ func memberKey(dir string) (string, error) {
 		return "", fmt.Errorf("member: keeping the member id in %s: %w", dir, err)
 	}
 	return id, nil
+}
+
+// registerWriterStats serves the store writer's counts (storage.WriterStats)
+// as counters read at scrape time.
+func registerWriterStats(reg prometheus.Registerer, st *storage.Bolt) {
+	counter := func(name, help string, v func(storage.WriterStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return v(st.WriterStats()) })
+	}
+	reg.MustRegister(
+		counter("sagaz_store_commits_total", "Write transactions the store's writer ran (each fsyncs twice).",
+			func(w storage.WriterStats) float64 { return float64(w.Commits) }),
+		counter("sagaz_store_writes_total", "Writes (a poll batch's starts, a saga's transition, a restore's call) the store committed; writes queued during a transaction share the next one.",
+			func(w storage.WriterStats) float64 { return float64(w.Writes) }),
+		counter("sagaz_store_writer_busy_seconds_total", "Time the store's writer spent running transactions, fsync included: a rate near 1 means writes queue for it.",
+			func(w storage.WriterStats) float64 { return w.Busy.Seconds() }),
+		counter("sagaz_store_page_bytes_total", "Bytes of pages the store's write transactions wrote (bbolt's dirty pages).",
+			func(w storage.WriterStats) float64 { return float64(w.PageBytes) }),
+	)
 }

@@ -145,6 +145,16 @@ func TestDamagedStoreIsRebuiltFromTheChangelog(t *testing.T) {
 		return n
 	}
 	kafkatest.WaitFor(t, 60*time.Second, "200 completed sagas", func() bool { return completed(m) == 200 })
+	// The store writer's counters (sagaz_store_*): 200 sagas of 3 steps
+	// took at least 600 writes (one as each step ends; starts are batched),
+	// fewer commits, some time and pages.
+	writes, commits := value(t, m, "sagaz_store_writes_total"), value(t, m, "sagaz_store_commits_total")
+	if writes < 600 || commits < 1 || commits > writes {
+		t.Errorf("sagaz_store_writes_total = %v, sagaz_store_commits_total = %v: want at least 600 writes in at most as many commits", writes, commits)
+	}
+	if busy, pages := value(t, m, "sagaz_store_writer_busy_seconds_total"), value(t, m, "sagaz_store_page_bytes_total"); busy <= 0 || pages < 4096 {
+		t.Errorf("sagaz_store_writer_busy_seconds_total = %v, sagaz_store_page_bytes_total = %v: want both counted", busy, pages)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -215,6 +225,26 @@ func TestDamagedStoreIsRebuiltFromTheChangelog(t *testing.T) {
 	m, cancel, done = run()
 	defer func() { cancel(); <-done }()
 	kafkatest.WaitFor(t, 60*time.Second, "the sagas restored again", func() bool { return completed(m) == 200 })
+}
+
+// value is the value of an unlabelled counter or gauge of m's registry.
+func value(t *testing.T, m *member.Member, name string) float64 {
+	t.Helper()
+	mfs, err := m.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			mt := mf.GetMetric()[0]
+			if c := mt.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return mt.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
 
 func counter(t *testing.T, m *member.Member, name, when string) prometheus.Collector {

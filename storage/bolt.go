@@ -53,6 +53,37 @@ type Bolt struct {
 	wg     sync.WaitGroup
 	dmg    *damageState
 	mig    *Migration // what the open did to a store of an older schema
+
+	// the writer's counts (WriterStats)
+	commits, writes, busyNanos atomic.Uint64
+}
+
+// WriterStats are the store writer's counts since the store was opened:
+// whether writes wait for it, and what its transactions cost.
+type WriterStats struct {
+	// Commits counts the write transactions the writer ran (committed or
+	// not). Each one fsyncs the file twice (its pages, then its meta page).
+	Commits uint64
+	// Writes counts the writes (a poll batch's starts, one saga's
+	// transition, a restore's call) those transactions committed; writes
+	// queued while a transaction runs share the next one.
+	Writes uint64
+	// Busy is the time the writer spent running transactions, commit and
+	// fsync included. Busy growing as fast as the clock means the writer
+	// never idles: writes queue for it, and the disk (fsync) or the CPU
+	// bounds how fast sagas are recorded and move.
+	Busy time.Duration
+	// PageBytes counts the bytes of the pages write transactions wrote
+	// (bbolt's dirty pages, meta pages not counted), including those of the
+	// open's own transactions.
+	PageBytes uint64
+}
+
+// WriterStats returns the writer's counts since the store was opened.
+func (b *Bolt) WriterStats() WriterStats {
+	tx := b.db.Stats().TxStats
+	return WriterStats{Commits: b.commits.Load(), Writes: b.writes.Load(), Busy: time.Duration(b.busyNanos.Load()),
+		PageBytes: uint64(tx.GetPageAlloc())}
 }
 
 // Migration returns what opening the store did to a store of an older
@@ -283,8 +314,10 @@ func (b *Bolt) writer() {
 // commit applies ops in one transaction. If one op fails, that op gets its
 // error and the others are committed without it.
 func (b *Bolt) commit(ops []*writeOp) {
+	defer func(t0 time.Time) { b.busyNanos.Add(uint64(time.Since(t0))) }(time.Now())
 	for len(ops) > 0 {
 		failed := -1
+		b.commits.Add(1)
 		err := b.update(func(tx *bolt.Tx) error {
 			w := &wtx{tx: tx, parts: map[Partition]*partBuckets{}}
 			for i, op := range ops {
@@ -296,6 +329,7 @@ func (b *Bolt) commit(ops []*writeOp) {
 			return nil
 		})
 		if err == nil {
+			b.writes.Add(uint64(len(ops)))
 			for _, op := range ops {
 				op.done <- nil
 			}

@@ -333,3 +333,42 @@ func benchmarkUpdateBatch(b *testing.B, set int) {
 	}
 	b.ReportMetric(float64(done)/b.Elapsed().Seconds(), "transitions/s")
 }
+
+// WriterStats counts what the writer committed: a transaction per batch
+// of queued writes, only writes that committed, the time it ran and the
+// pages it wrote (sagaz_store_* metrics, docs/operations.md).
+func TestWriterStatsCountCommittedWrites(t *testing.T) {
+	ctx := context.Background()
+	s := openBolt(t, t.TempDir())
+	before := s.WriterStats()
+	if before.Writes != 0 || before.Busy != 0 {
+		t.Fatalf("a new store's writer stats = %+v, want no writes and no busy time", before)
+	}
+	g := storagetest.NewSaga("order", "orders", 0, 7, "k7")
+	if _, err := s.Start(ctx, storage.StartBatch{Sagas: []*storage.Saga{g}}); err != nil {
+		t.Fatal(err)
+	}
+	g.Status = storage.StatusExecuting
+	if err := s.Update(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	// A write that fails is answered with its error and not counted.
+	bad := storagetest.NewSaga("order", "orders", 0, 8, "")
+	bad.Version = 5
+	if err := s.Update(ctx, bad); err == nil {
+		t.Fatal("an update of a saga that was never started: no error")
+	}
+	st := s.WriterStats()
+	if got := st.Writes - before.Writes; got != 2 {
+		t.Errorf("writes counted = %d, want 2 (the start and the update; not the failed update)", got)
+	}
+	if c := st.Commits - before.Commits; c < 2 || c > 3 {
+		t.Errorf("commits = %d, want 2 or 3 (one per write, each waited for; the failed one may have run one)", c)
+	}
+	if st.Busy <= before.Busy {
+		t.Errorf("busy %v, was %v: the writer's time was not counted", st.Busy, before.Busy)
+	}
+	if st.PageBytes < before.PageBytes+4096 {
+		t.Errorf("page bytes %d, was %d: the commits' pages were not counted", st.PageBytes, before.PageBytes)
+	}
+}

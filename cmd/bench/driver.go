@@ -530,6 +530,7 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	w0 := writerNow(m.addr)
 	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
 		return d.drained(ctx, "bench-ingest"+d.run, topic, int64(n))
 	})
@@ -538,6 +539,7 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	}
 	rate := float64(n) / t1.Sub(t0).Seconds()
 	d.logf("ingest: %d events in %s: %.0f events/s", n, t1.Sub(t0).Round(time.Millisecond), rate)
+	d.logf("  %s", w0.to(writerNow(m.addr)))
 	d.logf("ingest: start records consumed from the keys topic: %.0f",
 		scrape(m.addr, `sagaz_records_consumed_total{topic="bench-ingest`+d.run+`-keys"}`))
 	if st, err := histogram(m.addr, "sagaz_batch_record_seconds"); err == nil {
@@ -565,12 +567,14 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 	if err != nil {
 		return 0, nil, err
 	}
+	w0 := writerNow(m.addr)
 	t1, err := waitFor(ctx, 10*time.Minute, "every saga completed", func() (bool, error) { return finished() >= float64(sz.complete), nil })
 	if err != nil {
 		return 0, nil, err
 	}
 	rate := float64(sz.complete) / t1.Sub(t0).Seconds()
 	d.logf("completion: %d sagas in %s: %.0f sagas/s", sz.complete, t1.Sub(t0).Round(time.Millisecond), rate)
+	d.logf("  %s", w0.to(writerNow(m.addr)))
 
 	var rows []Row
 	total := sz.complete
@@ -587,6 +591,7 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 		if err != nil {
 			return 0, nil, err
 		}
+		w0 := writerNow(m.addr)
 		n, err := d.produceAtRate(ctx, topic, fmt.Sprintf("l%d", i), r, sz.latencyFor) // ids distinct per phase
 		if err != nil {
 			return 0, nil, err
@@ -609,6 +614,7 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 			sd := storeAfter.minus(storeBefore)
 			d.logf("  batches recorded: %.0f, p50 %.1fms p99 %.1fms each", sd.total(), sd.quantile(0.5)*1e3, sd.quantile(0.99)*1e3)
 		}
+		d.logf("  %s", w0.to(writerNow(m.addr)))
 		row := Row{
 			Figure: fmt.Sprintf("latency at %s: produced → saga recorded (p50 / p99 / p99.9)", name),
 			Value:  p99 * 1e3, Unit: "ms (p99)", Text: fmt.Sprintf("%.1f / %.1f / %.1f ms at %s events/s", p50*1e3, p99*1e3, p999*1e3, thousands(r)),
@@ -749,6 +755,42 @@ func fetchMetrics(addr string) (map[string]*dto.MetricFamily, error) {
 }
 
 // scrape returns one sample, named as exposed (with labels), or -1.
+// writerSnap is a member's store writer counters (sagaz_store_*) at one
+// moment: a phase's pair says whether the writer bounded it (busy near
+// 100%) and what its transactions cost.
+type writerSnap struct {
+	at                           time.Time
+	commits, writes, busy, pages float64
+	ok                           bool
+}
+
+func writerNow(addr string) writerSnap {
+	mfs, err := fetchMetrics(addr)
+	if err != nil {
+		return writerSnap{}
+	}
+	w := writerSnap{at: time.Now(), ok: true}
+	for name, v := range map[string]*float64{"sagaz_store_commits_total": &w.commits, "sagaz_store_writes_total": &w.writes,
+		"sagaz_store_writer_busy_seconds_total": &w.busy, "sagaz_store_page_bytes_total": &w.pages} {
+		mf := mfs[name]
+		if mf == nil || len(mf.GetMetric()) != 1 {
+			return writerSnap{}
+		}
+		*v = mf.GetMetric()[0].GetCounter().GetValue()
+	}
+	return w
+}
+
+// to describes the writer between w and later.
+func (w writerSnap) to(later writerSnap) string {
+	dt, c := later.at.Sub(w.at).Seconds(), later.commits-w.commits
+	if !w.ok || !later.ok || dt <= 0 || c <= 0 {
+		return "store writer: no figures"
+	}
+	return fmt.Sprintf("store writer: busy %.0f%% of the phase, %.0f commits (%.0f/s), %.1f writes and %.0f KB of pages per commit",
+		100*(later.busy-w.busy)/dt, c, c/dt, (later.writes-w.writes)/c, (later.pages-w.pages)/1024/c)
+}
+
 func scrape(addr, sample string) float64 {
 	name, labels, _ := strings.Cut(sample, "{")
 	mfs, err := fetchMetrics(addr)
