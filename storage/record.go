@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math/bits"
 	"time"
 )
 
@@ -401,12 +402,20 @@ func DecodeSaga(b []byte) (*Saga, error) {
 // encodedSizeBound is at least the size of s's encoding: a varint takes
 // at most 10 bytes, a time 10, the checksum 4.
 func encodedSizeBound(s *Saga) int {
-	n := 2 + 10 + 3*10 + 3*10 + 2*10 + len(s.Name) + len(s.Trigger) + len(s.Source.Topic) + len(s.IdempotencyKey) + len(s.Error) +
-		10 + len(s.Context) + 10 + 10 + 4
+	// The fields every record has, sized exactly (each transition encodes
+	// one, and the record stays in memory until the changelog has it): a
+	// bound of 10 bytes per number would make the buffer twice the record.
+	n := 2 + uvarintLen(s.Version) + strLen(s.Name) + strLen(s.Trigger) + strLen(s.Source.Topic) +
+		varintLen(int64(s.Source.Partition)) + varintLen(s.Source.Offset) +
+		timeSize(s.EventTime) + timeSize(s.CreatedAt) + timeSize(s.UpdatedAt) +
+		strLen(s.IdempotencyKey) + strLen(s.Error) + uvarintLen(uint64(len(s.Context))) + len(s.Context) +
+		uvarintLen(uint64(len(s.Steps))) + 10 + 4 // extension count, checksum
 	for i := range s.Steps {
 		st := &s.Steps[i]
-		n += 10 + len(st.Name) + 1 + 10 + 10 + 10 + 10 + len(st.Error) + 10 + 10 + len(st.CompError) + 10
+		n += strLen(st.Name) + 1 + uvarintLen(uint64(st.Attempts)) + timeSize(st.StartedAt) + timeSize(st.EndedAt) +
+			strLen(st.Error) + uvarintLen(uint64(st.CompAttempts)) + strLen(st.CompError) + timeSize(st.CompEndedAt)
 	}
+	// The extensions, rarer, with room to spare.
 	if s.Origin.Topic != "" {
 		n += 10 + 10 + 10 + len(s.Origin.Topic) + 10 + 10
 	}
@@ -433,6 +442,15 @@ func encodedSizeBound(s *Saga) int {
 	}
 	return n
 }
+
+// uvarintLen is the length of binary.AppendUvarint's encoding of x.
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+// varintLen is the length of binary.AppendVarint's encoding of x.
+func varintLen(x int64) int { return uvarintLen(uint64(x<<1) ^ uint64(x>>63)) }
+
+// strLen is the length of appendStr's encoding of s.
+func strLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
 
 func appendStr(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))

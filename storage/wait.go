@@ -102,8 +102,7 @@ func timeSize(t time.Time) int {
 	if t.IsZero() {
 		return 1
 	}
-	var b [binary.MaxVarintLen64]byte
-	return len(binary.AppendVarint(b[:0], t.UnixNano()))
+	return varintLen(t.UnixNano())
 }
 
 // uncertainSize is the length of appendUncertain's encoding of steps.
