@@ -486,11 +486,11 @@ func registerWriterStats(reg prometheus.Registerer, st *storage.Bolt) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return v(st.WriterStats()) })
 	}
 	reg.MustRegister(
-		counter("sagaz_store_commits_total", "Write transactions the store's writer ran (each fsyncs twice).",
+		counter("sagaz_store_commits_total", "Write transactions the store's writer committed (each fsyncs twice).",
 			func(w storage.WriterStats) float64 { return float64(w.Commits) }),
 		counter("sagaz_store_writes_total", "Writes (a poll batch's starts, a saga's transition, a restore's call) the store committed; writes queued during a transaction share the next one.",
 			func(w storage.WriterStats) float64 { return float64(w.Writes) }),
-		counter("sagaz_store_writer_busy_seconds_total", "Time the store's writer spent running transactions, fsync included: a rate near 1 means writes queue for it.",
+		counter("sagaz_store_writer_busy_seconds_total", "Time the store's writer spent in transactions, fsync and the one running now included; divided by the commits, the time a commit takes (under load its rate is near 1: the writer starts a transaction as soon as a write is queued).",
 			func(w storage.WriterStats) float64 { return w.Busy.Seconds() }),
 		counter("sagaz_store_page_bytes_total", "Bytes of pages the store's write transactions wrote (bbolt's dirty pages).",
 			func(w storage.WriterStats) float64 { return float64(w.PageBytes) }),

@@ -55,23 +55,28 @@ type Bolt struct {
 	mig    *Migration // what the open did to a store of an older schema
 
 	// the writer's counts (WriterStats)
-	commits, writes, busyNanos atomic.Uint64
+	commits, writes atomic.Uint64
+	busyMu          sync.Mutex
+	busy            time.Duration // in transactions that ended
+	busySince       time.Time     // start of the one running now; zero if none
 }
 
 // WriterStats are the store writer's counts since the store was opened:
 // whether writes wait for it, and what its transactions cost.
 type WriterStats struct {
-	// Commits counts the write transactions the writer ran (committed or
-	// not). Each one fsyncs the file twice (its pages, then its meta page).
+	// Commits counts the write transactions the writer committed. Each one
+	// fsyncs the file twice (its pages, then its meta page); Busy / Commits
+	// is the time a commit takes.
 	Commits uint64
 	// Writes counts the writes (a poll batch's starts, one saga's
 	// transition, a restore's call) those transactions committed; writes
 	// queued while a transaction runs share the next one.
 	Writes uint64
 	// Busy is the time the writer spent running transactions, commit and
-	// fsync included. Busy growing as fast as the clock means the writer
-	// never idles: writes queue for it, and the disk (fsync) or the CPU
-	// bounds how fast sagas are recorded and move.
+	// fsync included, the one running now too (so a commit that hangs shows
+	// as time, not as silence). Under load it grows about as fast as the
+	// clock: the writer starts the next transaction as soon as a write is
+	// queued, and gives it every write queued meanwhile.
 	Busy time.Duration
 	// PageBytes counts the bytes of the pages write transactions wrote
 	// (bbolt's dirty pages, meta pages not counted), including those of the
@@ -82,8 +87,28 @@ type WriterStats struct {
 // WriterStats returns the writer's counts since the store was opened.
 func (b *Bolt) WriterStats() WriterStats {
 	tx := b.db.Stats().TxStats
-	return WriterStats{Commits: b.commits.Load(), Writes: b.writes.Load(), Busy: time.Duration(b.busyNanos.Load()),
-		PageBytes: uint64(tx.GetPageAlloc())}
+	b.busyMu.Lock()
+	busy := b.busy
+	if !b.busySince.IsZero() {
+		busy += time.Since(b.busySince)
+	}
+	b.busyMu.Unlock()
+	return WriterStats{Commits: b.commits.Load(), Writes: b.writes.Load(), Busy: busy, PageBytes: uint64(tx.GetPageAlloc())}
+}
+
+// busyFrom marks the writer busy from now (a transaction starts);
+// busyUntil ends it, counting its time.
+func (b *Bolt) busyFrom() {
+	b.busyMu.Lock()
+	b.busySince = time.Now()
+	b.busyMu.Unlock()
+}
+
+func (b *Bolt) busyUntil() {
+	b.busyMu.Lock()
+	b.busy += time.Since(b.busySince)
+	b.busySince = time.Time{}
+	b.busyMu.Unlock()
 }
 
 // Migration returns what opening the store did to a store of an older
@@ -314,10 +339,10 @@ func (b *Bolt) writer() {
 // commit applies ops in one transaction. If one op fails, that op gets its
 // error and the others are committed without it.
 func (b *Bolt) commit(ops []*writeOp) {
-	defer func(t0 time.Time) { b.busyNanos.Add(uint64(time.Since(t0))) }(time.Now())
+	b.busyFrom()
+	defer b.busyUntil()
 	for len(ops) > 0 {
 		failed := -1
-		b.commits.Add(1)
 		err := b.update(func(tx *bolt.Tx) error {
 			w := &wtx{tx: tx, parts: map[Partition]*partBuckets{}}
 			for i, op := range ops {
@@ -329,6 +354,7 @@ func (b *Bolt) commit(ops []*writeOp) {
 			return nil
 		})
 		if err == nil {
+			b.commits.Add(1)
 			b.writes.Add(uint64(len(ops)))
 			for _, op := range ops {
 				op.done <- nil

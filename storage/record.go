@@ -399,8 +399,9 @@ func DecodeSaga(b []byte) (*Saga, error) {
 	return s, nil
 }
 
-// encodedSizeBound is at least the size of s's encoding: a varint takes
-// at most 10 bytes, a time 10, the checksum 4.
+// encodedSizeBound is at least the size of s's encoding: exact for the
+// fields every record has (and the checksum), up to 9 bytes over for the
+// extension count, generous for the extensions.
 func encodedSizeBound(s *Saga) int {
 	// The fields every record has, sized exactly (each transition encodes
 	// one, and the record stays in memory until the changelog has it): a

@@ -29,7 +29,7 @@ func TestEncodedSizeBoundIsTight(t *testing.T) {
 		case 2:
 			return time.Unix(0, -r.Int64N(1<<62)) // before
 		}
-		return time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC) // far before: UnixNano saturates
+		return time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC) // out of UnixNano's range: its result is undefined, but both sides use it
 	}
 	num := func() int64 {
 		return []int64{0, 1, -1, 63, 64, -65, 1 << 40, math.MaxInt64, math.MinInt64}[r.IntN(9)]

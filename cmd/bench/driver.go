@@ -754,7 +754,6 @@ func fetchMetrics(addr string) (map[string]*dto.MetricFamily, error) {
 	return p.TextToMetricFamilies(resp.Body)
 }
 
-// scrape returns one sample, named as exposed (with labels), or -1.
 // writerSnap is a member's store writer counters (sagaz_store_*) at one
 // moment: a phase's pair says whether the writer bounded it (busy near
 // 100%) and what its transactions cost.
@@ -791,6 +790,7 @@ func (w writerSnap) to(later writerSnap) string {
 		100*(later.busy-w.busy)/dt, c, c/dt, (later.writes-w.writes)/c, (later.pages-w.pages)/1024/c)
 }
 
+// scrape returns one sample, named as exposed (with labels), or -1.
 func scrape(addr, sample string) float64 {
 	name, labels, _ := strings.Cut(sample, "{")
 	mfs, err := fetchMetrics(addr)
