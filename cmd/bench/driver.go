@@ -93,6 +93,22 @@ type driver struct {
 	// memLimit is every member's soft memory limit (GOMEMLIMIT), as
 	// docs/operations.md recommends deploying; empty: none.
 	memLimit string
+	// randomIDs: events' ids (the sagas' idempotency keys) in no order
+	// instead of growing (-random-ids).
+	randomIDs bool
+}
+
+// eventID is the id of a phase's i-th event: prefix-i, which grows (a
+// batch's ids sort next to each other), or with -random-ids a 64-bit mix of
+// i in hex (as UUIDv4s or hashes land in the idempotency index).
+func (d *driver) eventID(prefix string, i int) string {
+	if !d.randomIDs {
+		return prefix + "-" + strconv.Itoa(i)
+	}
+	z := uint64(i) + 0x9e3779b97f4a7c15 // splitmix64
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return prefix + "-" + strconv.FormatUint(z^(z>>31), 16)
 }
 
 func runDriver(ctx context.Context, args []string) error {
@@ -107,6 +123,7 @@ func runDriver(ctx context.Context, args []string) error {
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
 	runs := fs.Int("runs", 1, "run every phase this many times and report each figure's median (the targets are judged on -runs 3)")
 	latencyFor := fs.Duration("latency-for", 0, "how long each latency phase produces (default 5s, 30s with -full)")
+	randomIDs := fs.Bool("random-ids", false, "give events (and so sagas' idempotency keys) ids in no order, as UUIDv4s, instead of ids that grow: what random keys cost ingest (docs/operations.md, Speed)")
 	latencyRates := fs.String("latency-rates", "", "produce the latency phases at these fixed rates (events/s, comma-separated) instead of 50% and 80% of the measured completion capacity: for comparing two builds at the same load (no targets judged)")
 	py := pythonFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -149,10 +166,13 @@ func runDriver(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	d := &driver{self: self, dataDir: dir, profile: *profile, out: os.Stderr, memberArgs: strings.Fields(*memberArgs), profilePhase: *profilePhase, memLimit: *memLimit}
+	d := &driver{self: self, dataDir: dir, profile: *profile, out: os.Stderr, memberArgs: strings.Fields(*memberArgs), profilePhase: *profilePhase, memLimit: *memLimit, randomIDs: *randomIDs}
 	started := time.Now()
 	machine := describeMachine(dir)
 	machine["member_memory_limit"] = *memLimit
+	if *randomIDs {
+		machine["event_ids"] = "random"
+	}
 	d.logf("machine: %v", machine)
 
 	broker, err := d.start(ctx, "broker")
@@ -380,7 +400,7 @@ func (c *child) stop() error {
 
 // produce writes n records {"id": "<prefix>-i", ...} to topic, keyed by id.
 func (d *driver) produce(ctx context.Context, topic, prefix string, n int) error {
-	id := func(i int) string { return prefix + "-" + strconv.Itoa(i) }
+	id := func(i int) string { return d.eventID(prefix, i) }
 	return d.produceJSON(ctx, topic, n, id, func(i int) string {
 		return `{"id":"` + id(i) + `","amount":12.5,"customer":"c-` + strconv.Itoa(i%1000) + `"}`
 	})
@@ -640,7 +660,7 @@ func (d *driver) produceAtRate(ctx context.Context, topic, prefix string, rate i
 		<-t.C
 		due := int(per*float64(time.Since(start)/tick)) - n
 		for range due {
-			id := prefix + "-" + strconv.Itoa(n)
+			id := d.eventID(prefix, n)
 			d.cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(`{"id":"` + id + `"}`)}, nil)
 			n++
 		}
@@ -887,7 +907,11 @@ func thousands(n int) string {
 }
 
 func printTable(w io.Writer, rep Report) {
-	fmt.Fprintf(w, "\nSagaz benchmark (%s run, %s) on %s, %s cores; fsync %s/s; members with GOMEMLIMIT %s\n\n", rep.Mode, rep.Took, rep.Machine["cpu"], rep.Machine["cores"], rep.Machine["fsync_per_s"], cmp.Or(rep.Machine["member_memory_limit"], "unset"))
+	ids := ""
+	if rep.Machine["event_ids"] == "random" {
+		ids = "; events with random ids (-random-ids)"
+	}
+	fmt.Fprintf(w, "\nSagaz benchmark (%s run, %s) on %s, %s cores; fsync %s/s; members with GOMEMLIMIT %s%s\n\n", rep.Mode, rep.Took, rep.Machine["cpu"], rep.Machine["cores"], rep.Machine["fsync_per_s"], cmp.Or(rep.Machine["member_memory_limit"], "unset"), ids)
 	fmt.Fprintln(w, "| figure | value | target | ratio to baseline |")
 	fmt.Fprintln(w, "|---|---|---|---|")
 	for _, r := range rep.Rows {

@@ -76,3 +76,30 @@ func TestMedianRowsPicksEachFiguresMedianRatio(t *testing.T) {
 		t.Fatalf("baseline of runs 1.2M, 1.9M, 1.5M reported as %v, want the median 1.5M", got[0].Value)
 	}
 }
+
+// -random-ids gives every event of a phase its own id, in no order (the
+// point of the flag); without it ids are prefix-i.
+func TestEventIDs(t *testing.T) {
+	d := &driver{}
+	if got := d.eventID("c", 42); got != "c-42" {
+		t.Fatalf("eventID = %q, want c-42", got)
+	}
+	d.randomIDs = true
+	seen := map[string]bool{}
+	ascending := 0
+	prev := ""
+	for i := range 100_000 {
+		id := d.eventID("c", i)
+		if seen[id] {
+			t.Fatalf("random id %q repeated at %d", id, i)
+		}
+		seen[id] = true
+		if id > prev {
+			ascending++
+		}
+		prev = id
+	}
+	if ascending > 60_000 || ascending < 40_000 {
+		t.Fatalf("%d of 100,000 random ids sort after the one before: not in random order", ascending)
+	}
+}
