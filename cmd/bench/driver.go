@@ -588,6 +588,7 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 		return 0, nil, err
 	}
 	w0 := writerNow(m.addr)
+	cl0 := scrape(m.addr, "sagaz_changelog_records_total")
 	t1, err := waitFor(ctx, 10*time.Minute, "every saga completed", func() (bool, error) { return finished() >= float64(sz.complete), nil })
 	if err != nil {
 		return 0, nil, err
@@ -595,6 +596,11 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 	rate := float64(sz.complete) / t1.Sub(t0).Seconds()
 	d.logf("completion: %d sagas in %s: %.0f sagas/s", sz.complete, t1.Sub(t0).Round(time.Millisecond), rate)
 	d.logf("  %s", w0.to(writerNow(m.addr)))
+	if cl1 := scrape(m.addr, "sagaz_changelog_records_total"); cl0 >= 0 && cl1 >= cl0 {
+		// Five writes per saga; transitions of one saga within a flush
+		// interval leave one changelog record.
+		d.logf("  changelog records: %.0f, %.2f per saga", cl1-cl0, (cl1-cl0)/float64(sz.complete))
+	}
 
 	var rows []Row
 	total := sz.complete
