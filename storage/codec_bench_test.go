@@ -1,14 +1,9 @@
 package storage_test
 
 import (
-	"context"
-	"fmt"
-	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/sagaz-go/sagaz/storage"
-	"github.com/sagaz-go/sagaz/storage/storagetest"
 )
 
 // The codec runs on every transition (EncodeSaga) and every read of a
@@ -44,67 +39,4 @@ func BenchmarkDecodeSaga(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkStartKeys starts batches of 5,000 sagas over six partitions
-// into a store that grows to 300,000 first: with idempotency keys in no
-// order (as keys hashed to a keys topic partition are, e.g. UUIDs), with
-// keys that grow (sorted as they come), and with none. The difference is
-// what the idempotency index costs ingest's start transaction
-// (docs/benchmarks.md).
-func BenchmarkStartKeys(b *testing.B) {
-	for _, kind := range []string{"random", "growing", "none"} {
-		b.Run("keys="+kind, func(b *testing.B) {
-			seq := 0
-			key := func(r *rand.Rand) string {
-				switch kind {
-				case "random":
-					return fmt.Sprintf("%016x", r.Uint64())
-				case "growing":
-					seq++
-					return fmt.Sprintf("%016x", seq)
-				}
-				return ""
-			}
-			benchStart(b, key)
-		})
-	}
-}
-
-func benchStart(b *testing.B, key func(*rand.Rand) string) {
-	const batchSize, parts, fill = 5000, 6, 300_000
-	s, err := storage.OpenBolt(filepath.Join(b.TempDir(), "sagaz.db"), storage.BoltOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	ctx := context.Background()
-	r := rand.New(rand.NewPCG(7, 7))
-	next := make([]int64, parts)
-	batch := func() storage.StartBatch {
-		var sb storage.StartBatch
-		for range batchSize {
-			p := r.IntN(parts)
-			sb.Sagas = append(sb.Sagas, storagetest.NewSaga("order", "orders.keys", int32(p), next[p], key(r)))
-			next[p]++
-		}
-		return sb
-	}
-	for range fill / batchSize {
-		if _, err := s.Start(ctx, batch()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ResetTimer()
-	n := 0
-	for b.Loop() {
-		b.StopTimer()
-		sb := batch()
-		b.StartTimer()
-		if _, err := s.Start(ctx, sb); err != nil {
-			b.Fatal(err)
-		}
-		n += batchSize
-	}
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "sagas/s")
 }

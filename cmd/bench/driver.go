@@ -93,14 +93,16 @@ type driver struct {
 	// memLimit is every member's soft memory limit (GOMEMLIMIT), as
 	// docs/operations.md recommends deploying; empty: none.
 	memLimit string
-	// randomIDs: events' ids (the sagas' idempotency keys) in no order
-	// instead of growing (-random-ids).
+	// randomIDs: events' ids (the sagas' idempotency keys) in random order
+	// instead of clustered (-random-ids).
 	randomIDs bool
 }
 
-// eventID is the id of a phase's i-th event: prefix-i, which grows (a
-// batch's ids sort next to each other), or with -random-ids a 64-bit mix of
-// i in hex (as UUIDv4s or hashes land in the idempotency index).
+// eventID is the id of a phase's i-th event: prefix-i, in decimal — not
+// growing in byte order (c-99 sorts after c-100), but a batch's ids sort in
+// a few clusters — or with -random-ids a 64-bit mix of i in hex, up to 16
+// digits, in random order (as UUIDv4s or hashes land in the idempotency
+// index; shorter than a UUID).
 func (d *driver) eventID(prefix string, i int) string {
 	if !d.randomIDs {
 		return prefix + "-" + strconv.Itoa(i)
@@ -123,7 +125,7 @@ func runDriver(ctx context.Context, args []string) error {
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
 	runs := fs.Int("runs", 1, "run every phase this many times and report each figure's median (the targets are judged on -runs 3)")
 	latencyFor := fs.Duration("latency-for", 0, "how long each latency phase produces (default 5s, 30s with -full)")
-	randomIDs := fs.Bool("random-ids", false, "give events (and so sagas' idempotency keys) ids in no order, as UUIDv4s, instead of ids that grow: what random keys cost ingest (docs/operations.md, Speed)")
+	randomIDs := fs.Bool("random-ids", false, "give every phase's events (and so sagas' idempotency keys) ids in random order (16 hex digits, like UUIDv4s but shorter) instead of decimal counters, which sort in clusters: what random keys cost ingest (docs/operations.md, Speed)")
 	latencyRates := fs.String("latency-rates", "", "produce the latency phases at these fixed rates (events/s, comma-separated) instead of 50% and 80% of the measured completion capacity: for comparing two builds at the same load (no targets judged)")
 	py := pythonFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -398,7 +400,8 @@ func (c *child) stop() error {
 	}
 }
 
-// produce writes n records {"id": "<prefix>-i", ...} to topic, keyed by id.
+// produce writes n records {"id": eventID(prefix, i), ...} to topic, keyed
+// by id.
 func (d *driver) produce(ctx context.Context, topic, prefix string, n int) error {
 	id := func(i int) string { return d.eventID(prefix, i) }
 	return d.produceJSON(ctx, topic, n, id, func(i int) string {
@@ -598,8 +601,9 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 	d.logf("  %s", w0.to(writerNow(m.addr)))
 	if cl1 := scrape(m.addr, "sagaz_changelog_records_total"); cl0 >= 0 && cl1 >= cl0 {
 		// Five writes per saga; transitions of one saga within a flush
-		// interval leave one changelog record.
-		d.logf("  changelog records: %.0f, %.2f per saga", cl1-cl0, (cl1-cl0)/float64(sz.complete))
+		// interval leave one changelog record. The counter counts the
+		// next-offset and meta records too (a few per batch).
+		d.logf("  changelog records: %.0f, %.2f per saga (with the next-offset and meta records)", cl1-cl0, (cl1-cl0)/float64(sz.complete))
 	}
 
 	var rows []Row
@@ -915,7 +919,7 @@ func thousands(n int) string {
 func printTable(w io.Writer, rep Report) {
 	ids := ""
 	if rep.Machine["event_ids"] == "random" {
-		ids = "; events with random ids (-random-ids)"
+		ids = "; every phase's events with ids in random order (-random-ids)"
 	}
 	fmt.Fprintf(w, "\nSagaz benchmark (%s run, %s) on %s, %s cores; fsync %s/s; members with GOMEMLIMIT %s%s\n\n", rep.Mode, rep.Took, rep.Machine["cpu"], rep.Machine["cores"], rep.Machine["fsync_per_s"], cmp.Or(rep.Machine["member_memory_limit"], "unset"), ids)
 	fmt.Fprintln(w, "| figure | value | target | ratio to baseline |")
@@ -1027,7 +1031,7 @@ func (d *driver) produceJSON(ctx context.Context, topic string, n int, key func(
 // two round trips.
 func (d *driver) commands(ctx context.Context, n int) (float64, error) {
 	d.logf("commands: producing %d transfers", n)
-	id := func(i int) string { return "t-" + strconv.Itoa(i) }
+	id := func(i int) string { return d.eventID("t", i) }
 	transfers, commands := "bench.transfers"+d.run, "bench.commands"+d.run
 	err := d.produceJSON(ctx, transfers, n, id, func(i int) string {
 		return `{"transfer_id":"` + id(i) + `","from":"a-` + strconv.Itoa(i%100) + `","to":"a-` + strconv.Itoa((i+1)%100) + `","amount":10}`
@@ -1074,8 +1078,8 @@ func (d *driver) commands(ctx context.Context, n int) (float64, error) {
 func (d *driver) waiting(ctx context.Context, n int) (Row, error) {
 	d.logf("waiting: producing %d events", n)
 	topic, void := "bench.wait"+d.run, "bench.void"+d.run
-	err := d.produceJSON(ctx, topic, n, func(i int) string { return "w-" + strconv.Itoa(i) },
-		func(i int) string { return `{"id":"w-` + strconv.Itoa(i) + `"}` })
+	err := d.produceJSON(ctx, topic, n, func(i int) string { return d.eventID("w", i) },
+		func(i int) string { return `{"id":"` + d.eventID("w", i) + `"}` })
 	if err != nil {
 		return Row{}, err
 	}

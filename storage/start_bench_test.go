@@ -1,0 +1,87 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/sagaz-go/sagaz/storage"
+	"github.com/sagaz-go/sagaz/storage/storagetest"
+)
+
+// BenchmarkStartKeys starts batches of 5,000 sagas over six partitions into
+// a store of 300,000 (grown to at most 500,000, then made anew outside the
+// timer): with idempotency keys in random order (as keys hashed to a keys
+// topic partition, UUIDv4s), with keys that grow in byte order (fixed-width
+// counters, ULIDs), and with none. The difference is what the idempotency
+// index costs ingest's start transaction (docs/benchmarks.md).
+func BenchmarkStartKeys(b *testing.B) {
+	for _, kind := range []string{"random", "growing", "none"} {
+		b.Run("keys="+kind, func(b *testing.B) {
+			seq := 0
+			key := func(r *rand.Rand) string {
+				switch kind {
+				case "random":
+					return fmt.Sprintf("%016x", r.Uint64())
+				case "growing":
+					seq++
+					return fmt.Sprintf("%016x", seq)
+				}
+				return ""
+			}
+			benchStart(b, key)
+		})
+	}
+}
+
+func benchStart(b *testing.B, key func(*rand.Rand) string) {
+	const batchSize, parts, fill, refill = 5000, 6, 300_000, 40
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(7, 7))
+	var (
+		s    *storage.Bolt
+		next []int64
+	)
+	batch := func() storage.StartBatch {
+		var sb storage.StartBatch
+		for range batchSize {
+			p := r.IntN(parts)
+			sb.Sagas = append(sb.Sagas, storagetest.NewSaga("order", "orders.keys", int32(p), next[p], key(r)))
+			next[p]++
+		}
+		return sb
+	}
+	fresh := func() {
+		if s != nil {
+			_ = s.Close()
+		}
+		var err error
+		if s, err = storage.OpenBolt(filepath.Join(b.TempDir(), "sagaz.db"), storage.BoltOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		next = make([]int64, parts)
+		for range fill / batchSize {
+			if _, err := s.Start(ctx, batch()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	fresh()
+	defer func() { _ = s.Close() }()
+	n := 0
+	for b.Loop() {
+		b.StopTimer()
+		if n > 0 && n%(refill*batchSize) == 0 {
+			fresh()
+		}
+		sb := batch()
+		b.StartTimer()
+		if _, err := s.Start(ctx, sb); err != nil {
+			b.Fatal(err)
+		}
+		n += batchSize
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "sagas/s")
+}
