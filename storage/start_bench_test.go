@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -53,12 +54,16 @@ func benchStart(b *testing.B, key func(*rand.Rand) string) {
 		}
 		return sb
 	}
+	path := filepath.Join(b.TempDir(), "sagaz.db")
 	fresh := func() {
-		if s != nil {
+		if s != nil { // the last store goes: a long -benchtime would otherwise keep one per refill on disk
 			_ = s.Close()
+			if err := os.Remove(path); err != nil {
+				b.Fatal(err)
+			}
 		}
 		var err error
-		if s, err = storage.OpenBolt(filepath.Join(b.TempDir(), "sagaz.db"), storage.BoltOptions{}); err != nil {
+		if s, err = storage.OpenBolt(path, storage.BoltOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		next = make([]int64, parts)
