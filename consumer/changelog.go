@@ -330,9 +330,10 @@ func (c *Changelog) Forget(p storage.Partition) {
 
 // Restore brings the local store up to date with p's changelog: from the
 // changelog offset the store has recorded to the end of the changelog
-// partition, one storage transaction (Store.Apply) per up to
-// restoreApplyRecords records or restoreApplyBytes of them, several
-// fetches. It returns how many records were read.
+// partition, one Store.Apply call per up to restoreApplyRecords records or
+// restoreApplyBytes of them, several fetches (the store writes a call in
+// transactions of a few thousand records, so that the partitions running
+// here write between them). It returns how many records were read.
 func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.Store, p storage.Partition) (int, error) {
 	topic := ChangelogTopic(c.group, p.Topic)
 	from, err := store.ChangelogNext(ctx, p)
@@ -369,10 +370,9 @@ func (c *Changelog) Restore(ctx context.Context, opts []kgo.Opt, store storage.S
 	var changes []storage.Change
 	var last int64 = -1
 	held := 0 // bytes of the records in changes
-	// Several fetches go into one Apply (one transaction), up to its
-	// bounds: a saga's later record in the same call replaces its
-	// earlier ones, which are then not written at all, and fewer
-	// transactions commit.
+	// Several fetches go into one Apply call, up to its bounds: a saga's
+	// later record in the same call replaces its earlier ones, which are
+	// then not written at all.
 	apply := func() error {
 		if _, err := store.Apply(ctx, p, changes, last+1); err != nil {
 			return fmt.Errorf("changelog %s/%d offset %d: %w", topic, p.Partition, last, err)

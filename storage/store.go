@@ -75,12 +75,16 @@ type Store interface {
 	// ScanPartition is Scan restricted to one partition.
 	ScanPartition(ctx context.Context, p Partition, statuses []Status, fn func(*Saga) error) error
 
-	// Apply replays changelog records of partition p in one transaction: a
-	// saga record replaces the stored one only if its Version is newer; a
-	// tombstone (nil value) deletes the saga; a NextOffsetKey record moves
-	// the next offset forward. It then records changelogNext (the changelog
-	// offset after the last record given). It returns how many records
-	// changed the store. The store ends as applying the records one by one
+	// Apply replays changelog records of partition p: a saga record
+	// replaces the stored one only if its Version is newer; a tombstone
+	// (nil value) deletes the saga; a NextOffsetKey record moves the next
+	// offset forward. It then records changelogNext (the changelog offset
+	// after the last record given). It may write the records in several
+	// transactions (Bolt does, so that other partitions' writes commit
+	// between them); changelogNext is recorded by the last, so a call cut
+	// short leaves ChangelogNext where it was, and applying the same
+	// records again ends as one whole call would. It returns how many
+	// records changed the store. The store ends as applying the records one by one
 	// would leave it; a saga record that a later one of the same saga in
 	// the same call replaces (a higher version, no tombstone between) may
 	// be skipped, and is then not counted, and the records may be written

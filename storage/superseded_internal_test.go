@@ -59,7 +59,16 @@ func restoreLikeChangesAt(base, n, window, jitter int, rnd *rand.Rand) []Change 
 // thousand apart from the order they started in, with a next-offset record
 // every 512 (go test -bench ApplyRestore
 // ./storage; compare builds with benchstat).
-func BenchmarkApplyRestore(b *testing.B) {
+func BenchmarkApplyRestore(b *testing.B) { benchApplyRestore(b, false) }
+
+// BenchmarkUpdateDuringRestore is BenchmarkApplyRestore while another
+// partition's saga is moved on again and again, as a member's live
+// partitions are while it restores one it was given: how long such a
+// transition waits for the store's single writer (wait-p99-ms,
+// wait-max-ms), and what the restore keeps of its speed.
+func BenchmarkUpdateDuringRestore(b *testing.B) { benchApplyRestore(b, true) }
+
+func benchApplyRestore(b *testing.B, live bool) {
 	s, err := OpenBolt(filepath.Join(b.TempDir(), "sagaz.db"), BoltOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -67,6 +76,41 @@ func BenchmarkApplyRestore(b *testing.B) {
 	defer s.Close()
 	ctx, p := context.Background(), Partition{Topic: "orders.keys", Partition: 0}
 	rnd, n, next := rand.New(rand.NewSource(1)), 65536/3, int64(0)
+	var waits []time.Duration
+	if live {
+		other := &Saga{Name: "live", Trigger: "kafka:payments", Status: StatusPending,
+			Source: Position{Topic: "payments", Partition: 3, Offset: 0}, Steps: []Step{{Name: "a"}}}
+		if _, err := s.Start(ctx, StartBatch{Sagas: []*Saga{other}}); err != nil {
+			b.Fatal(err)
+		}
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				other.Status = StatusExecuting
+				other.Steps[0].Attempts++
+				t0 := time.Now()
+				if err := s.Update(ctx, other); err != nil {
+					b.Error(err)
+					return
+				}
+				waits = append(waits, time.Since(t0))
+			}
+		}()
+		defer func() {
+			if len(waits) > 0 {
+				slices.Sort(waits)
+				b.ReportMetric(float64(waits[len(waits)*99/100])/1e6, "wait-p99-ms")
+				b.ReportMetric(float64(waits[len(waits)-1])/1e6, "wait-max-ms")
+			}
+		}()
+		defer func() { close(stop); <-done }()
+	}
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()

@@ -326,93 +326,132 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 	if keysApart && keyOrder {
 		order = inKeyOrder(ps)
 	}
-	var applied int
-	err := b.submit(ctx, func(w *wtx) error {
-		applied = 0
-		pb, err := w.part(p, true)
-		if err != nil {
-			return err
-		}
-		for i := range ps {
-			c := &ps[i]
-			if order != nil {
-				c = &ps[order[i]]
+	applied := 0
+	for from := 0; from == 0 || from < len(ps); from += applyChunk {
+		to := min(from+applyChunk, len(ps))
+		n := 0
+		err := b.submit(ctx, func(w *wtx) error {
+			n = 0
+			pb, err := w.part(p, true)
+			if err != nil {
+				return err
 			}
-			switch {
-			case c.isMeta:
-				if err := putMeta(pb, string(c.key[len(metaPrefix):]), c.value); err != nil {
-					return err
+			for i := from; i < to; i++ {
+				c := &ps[i]
+				if order != nil {
+					c = &ps[order[i]]
 				}
-				applied++
-			case c.isNxt:
-				if c.next > pb.next() {
-					pb.advance(c.next)
-					applied++
-				}
-			case c.s == nil: // tombstone
-				old := pb.getSaga(c.key)
-				if old == nil {
-					continue
-				}
-				os, err := b.decodeStored(old)
+				changed, err := b.applyOne(pb, c)
 				if err != nil {
 					return err
 				}
-				if err := deleteSaga(pb, os); err != nil {
-					return err
+				if changed {
+					n++
 				}
-				applied++
-			default:
-				old := pb.getSaga(c.key)
-				if old != nil && versionOfRecord(old) >= c.s.Version {
-					continue
-				}
-				wasParked, wasResolved := pb.parkedOrResolved(old)
-				if err := pb.sagas.Put(c.key, c.value); err != nil {
-					return err
-				}
-				if old != nil {
-					prev, ok := indexKeyOf(old, c.s.Name, c.s.Source.Offset)
-					if !ok {
-						return b.malformed(old, c.s.ID())
-					}
-					if err := pb.deleteIndex(prev); err != nil {
-						return err
-					}
-				}
-				if err := pb.index.Put(indexKey(c.s.stored(), c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
-					return err
-				}
-				if err := pb.setParked(wasParked, c.s); err != nil {
-					return err
-				}
-				if err := pb.setResolved(wasResolved, c.s); err != nil {
-					return err
-				}
-				if err := syncWait(pb, c.key, c.s); err != nil {
-					return err
-				}
-				if c.s.IdempotencyKey != "" {
-					ik := idemKey(c.s.Name, c.s.IdempotencyKey)
-					if pb.getIdem(ik) == nil {
-						if err := pb.idem.Put(ik, c.key[:8]); err != nil {
-							return err
-						}
-					}
-				}
-				pb.advance(c.s.Source.Offset + 1)
-				applied++
+			}
+			if err := pb.flushNext(); err != nil {
+				return err
+			}
+			if to < len(ps) { // not the last: the changelog position stays until every record is in
+				return nil
+			}
+			return pb.setChangelogNext(changelogNext)
+		})
+		if err != nil { // the op may still run (a cancelled wait): do not read what it writes
+			return 0, err
+		}
+		applied += n
+		if applyChunkDone != nil {
+			if err := applyChunkDone(to, len(ps)); err != nil { // a test cutting the call short
+				return 0, err
 			}
 		}
-		if err := pb.flushNext(); err != nil {
-			return err
-		}
-		return pb.setChangelogNext(changelogNext)
-	})
-	if err != nil { // the op may still run (a cancelled wait): do not read what it writes
-		return 0, err
 	}
 	return applied, nil
+}
+
+// applyChunk bounds the records one transaction of an Apply call writes.
+// A call is written in transactions of up to applyChunk records, each
+// committed before the next is queued, so that the writes of the
+// partitions that run here, queued meanwhile, commit between them instead
+// of waiting behind the whole call; only the last records changelogNext
+// (docs/architecture.md, invariant 2). A var: tests set less.
+var applyChunk = 4096
+
+// applyChunkDone, when set (tests), is called after each of an Apply
+// call's transactions has committed, with how many of its records are in;
+// an error it returns ends the call there, as a crash would.
+var applyChunkDone func(done, total int) error
+
+// applyOne writes one changelog record of an Apply call; it reports
+// whether the record changed the store.
+func (b *Bolt) applyOne(pb *partBuckets, c *applyRecord) (bool, error) {
+	switch {
+	case c.isMeta:
+		if err := putMeta(pb, string(c.key[len(metaPrefix):]), c.value); err != nil {
+			return false, err
+		}
+		return true, nil
+	case c.isNxt:
+		if c.next > pb.next() {
+			pb.advance(c.next)
+			return true, nil
+		}
+	case c.s == nil: // tombstone
+		old := pb.getSaga(c.key)
+		if old == nil {
+			return false, nil
+		}
+		os, err := b.decodeStored(old)
+		if err != nil {
+			return false, err
+		}
+		if err := deleteSaga(pb, os); err != nil {
+			return false, err
+		}
+		return true, nil
+	default:
+		old := pb.getSaga(c.key)
+		if old != nil && versionOfRecord(old) >= c.s.Version {
+			return false, nil
+		}
+		wasParked, wasResolved := pb.parkedOrResolved(old)
+		if err := pb.sagas.Put(c.key, c.value); err != nil {
+			return false, err
+		}
+		if old != nil {
+			prev, ok := indexKeyOf(old, c.s.Name, c.s.Source.Offset)
+			if !ok {
+				return false, b.malformed(old, c.s.ID())
+			}
+			if err := pb.deleteIndex(prev); err != nil {
+				return false, err
+			}
+		}
+		if err := pb.index.Put(indexKey(c.s.stored(), c.s.Name, unixNanos(c.s.CreatedAt), c.s.Source.Offset), nil); err != nil {
+			return false, err
+		}
+		if err := pb.setParked(wasParked, c.s); err != nil {
+			return false, err
+		}
+		if err := pb.setResolved(wasResolved, c.s); err != nil {
+			return false, err
+		}
+		if err := syncWait(pb, c.key, c.s); err != nil {
+			return false, err
+		}
+		if c.s.IdempotencyKey != "" {
+			ik := idemKey(c.s.Name, c.s.IdempotencyKey)
+			if pb.getIdem(ik) == nil {
+				if err := pb.idem.Put(ik, c.key[:8]); err != nil {
+					return false, err
+				}
+			}
+		}
+		pb.advance(c.s.Source.Offset + 1)
+		return true, nil
+	}
+	return false, nil
 }
 
 // supersededInBatch marks the saga records of a changelog batch of
