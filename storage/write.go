@@ -326,9 +326,13 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 	if keysApart && keyOrder {
 		order = inKeyOrder(ps)
 	}
+	chunk := applyChunk
+	if recreatesASaga(ps) { // written again after a cut, it could end otherwise (applyChunk)
+		chunk = max(len(ps), 1)
+	}
 	applied := 0
-	for from := 0; from == 0 || from < len(ps); from += applyChunk {
-		to := min(from+applyChunk, len(ps))
+	for from := 0; from == 0 || from < len(ps); from += chunk {
+		to := min(from+chunk, len(ps))
 		n := 0
 		err := b.submit(ctx, func(w *wtx) error {
 			n = 0
@@ -375,8 +379,35 @@ func (b *Bolt) apply(ctx context.Context, p Partition, changes []Change, changel
 // committed before the next is queued, so that the writes of the
 // partitions that run here, queued meanwhile, commit between them instead
 // of waiting behind the whole call; only the last records changelogNext
-// (docs/architecture.md, invariant 2). A var: tests set less.
+// (docs/architecture.md, invariant 2), so a call cut short is applied
+// again whole by the next restore. That ends as one call does unless the
+// call re-creates a saga after its own tombstone: the second pass then
+// writes the saga anew where the first found it stored, against the
+// idempotency keys the first pass freed after it (a key another saga held
+// until its tombstone, later in the call), and the saga may take a key
+// one call never gives it. Such a call is written in one transaction. A
+// var: tests set less.
 var applyChunk = 4096
+
+// recreatesASaga reports whether ps, in changelog order, holds a saga
+// record after a tombstone of the same saga.
+func recreatesASaga(ps []applyRecord) bool {
+	var gone map[string]bool
+	for i := range ps {
+		c := &ps[i]
+		switch {
+		case c.isMeta || c.isNxt:
+		case c.s == nil:
+			if gone == nil {
+				gone = map[string]bool{}
+			}
+			gone[string(c.key)] = true
+		case gone[string(c.key)]:
+			return true
+		}
+	}
+	return false
+}
 
 // applyChunkDone, when set (tests), is called after each of an Apply
 // call's transactions has committed, with how many of its records are in;
