@@ -37,6 +37,16 @@ func openApplied(t *testing.T, p Partition, before []Change) *Bolt {
 	return b
 }
 
+// randomHistory is seed's prior state and call of at least minChanges
+// records (keyOrderChanges), and the generator to draw more from.
+func randomHistory(seed int64, minChanges int) (rnd *rand.Rand, before, changes []Change) {
+	rnd = rand.New(rand.NewSource(seed))
+	spread, offs := []int64{1, 1 << 20}[rnd.Intn(2)], 2+rnd.Intn(6)
+	before = keyOrderChanges(rnd, rnd.Intn(12), offs, spread)
+	changes = keyOrderChanges(rnd, minChanges+rnd.Intn(40), offs, spread)
+	return rnd, before, changes
+}
+
 // sameDump fails unless two dumps of a partition's buckets are equal.
 func sameDump(t *testing.T, what string, got, want map[string]string) {
 	t.Helper()
@@ -59,10 +69,7 @@ func TestApplyInChunksEndsAsOneTransaction(t *testing.T) {
 	p := Partition{Topic: "t", Partition: 0}
 	chunked := 0
 	for seed := int64(0); seed < 500; seed++ {
-		rnd := rand.New(rand.NewSource(seed))
-		spread, offs := []int64{1, 1 << 20}[rnd.Intn(2)], 2+rnd.Intn(6)
-		before := keyOrderChanges(rnd, rnd.Intn(12), offs, spread)
-		changes := keyOrderChanges(rnd, 5+rnd.Intn(40), offs, spread)
+		rnd, before, changes := randomHistory(seed, 5)
 		chunk := 1 + rnd.Intn(5)
 		var (
 			dumps [2]map[string]string
@@ -100,10 +107,7 @@ func TestApplyCutShortKeepsTheChangelogPosition(t *testing.T) {
 	cut := errors.New("cut short")
 	cuts := 0
 	for seed := int64(0); seed < 500; seed++ {
-		rnd := rand.New(rand.NewSource(seed))
-		spread, offs := []int64{1, 1 << 20}[rnd.Intn(2)], 2+rnd.Intn(6)
-		before := keyOrderChanges(rnd, rnd.Intn(12), offs, spread)
-		changes := keyOrderChanges(rnd, 10+rnd.Intn(40), offs, spread)
+		rnd, before, changes := randomHistory(seed, 10)
 		chunk := 1 + rnd.Intn(4)
 		after := 1 + rnd.Intn(max(1, len(changes)/chunk)) // transactions committed before the cut
 
