@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -474,6 +476,180 @@ func TestRetentionTombstonesOnlyFromGone(t *testing.T) {
 		if r.Value == nil && len(r.Key) > 8 {
 			t.Fatalf("a tombstone (key %x) reached the changelog without gone", r.Key)
 		}
+	}
+}
+
+// A retention pass that listed a partition before the partition was given
+// up (a revoke between the listing and the deletion) leaves it alone: the
+// next owner's changelog records may already follow the release, and a
+// tombstone appended after them would delete its saga on the next restore
+// (a failed saga retried there, say). The release waits for a deletion in
+// progress instead, so its tombstones are flushed with the partition.
+func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
+	const group = "retention-given-up"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
+	st := openStore(t)
+	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
+	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var finished atomic.Int64
+	eng, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl,
+		OnFinish: func(*storage.Saga) { finished.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true,
+		Retention: time.Millisecond, RetentionCheck: time.Hour}) // passes run only when the test says
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
+	go func() { defer wg.Done(); _ = con.Run(ctx) }()
+	defer func() { cancel(); wg.Wait(); cl.Close() }()
+	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish", func() bool { return finished.Load() == 20 })
+	// Nothing in flight when the partition is given up, as in a revoke
+	// (the pipeline is drained before the rebalance callbacks run).
+	kafkatest.WaitSettled(t, seeds, group, topic, 30*time.Second)
+
+	// The sagas' partition (the orders are keyed: a keys topic's).
+	held := map[storage.Partition]int{}
+	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
+		held[s.Source.TopicPartition()]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) < 2 {
+		t.Fatalf("the 20 sagas are in %d partition(s) (%v), want several: one given up, the others expired", len(held), held)
+	}
+	var p storage.Partition // the one given up: the one holding most
+	for q, n := range held {
+		if n > held[p] {
+			p = q
+		}
+	}
+	consumer.SetExpireBetween(func(q storage.Partition) {
+		if q == p {
+			con.GiveUp(ctx, p) // revoked after the pass listed it
+		}
+	})
+	defer consumer.SetExpireBetween(nil)
+	con.ExpirePass(ctx, time.Now().Add(time.Minute)) // every saga ended before this cutoff
+	for q, n := range held {
+		left := 0
+		if err := st.ScanPartition(ctx, q, []storage.Status{storage.StatusCompleted}, func(*storage.Saga) error {
+			left++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case q == p && left != n:
+			t.Errorf("a pass that listed %s before it was given up deleted %d of its %d sagas (and tombstoned them after its release)", q, n-left, n)
+		case q != p && left != 0:
+			t.Errorf("the pass left %d of %d sagas in %s, which it still owns", left, n, q)
+		}
+	}
+}
+
+// blockingExpire is a store whose Expire of one partition waits, once
+// inside, until the test lets it go, and records whether that partition
+// was still owned when it returned.
+type blockingExpire struct {
+	storage.Store
+	p             storage.Partition
+	inside, letGo chan struct{}
+	owned         func() bool
+	ownedAtReturn atomic.Bool
+	once          sync.Once
+}
+
+func (b *blockingExpire) Expire(ctx context.Context, p storage.Partition, cutoff time.Time, limit int, gone func(*storage.Saga)) ([]*storage.Saga, error) {
+	out, err := b.Store.Expire(ctx, p, cutoff, limit, gone)
+	if p == b.p {
+		b.once.Do(func() {
+			close(b.inside)
+			<-b.letGo
+			b.ownedAtReturn.Store(b.owned())
+		})
+	}
+	return out, err
+}
+
+// A partition given up while a retention pass deletes from it is released
+// only once the deletion has returned: its tombstones are appended before
+// the release flushes the partition's changelog, never after.
+func TestReleaseWaitsForARetentionDeletionInProgress(t *testing.T) {
+	const group = "retention-in-progress"
+	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
+	seeds := c.ListenAddrs()
+	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
+	st := &blockingExpire{Store: openStore(t), inside: make(chan struct{}), letGo: make(chan struct{})}
+	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
+	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var finished atomic.Int64
+	eng, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl,
+		OnFinish: func(*storage.Saga) { finished.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true,
+		Retention: time.Millisecond, RetentionCheck: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
+	go func() { defer wg.Done(); _ = con.Run(ctx) }()
+	defer func() { cancel(); wg.Wait(); cl.Close() }()
+	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish", func() bool { return finished.Load() == 20 })
+	// Nothing in flight when the partition is given up, as in a revoke
+	// (the pipeline is drained before the rebalance callbacks run).
+	kafkatest.WaitSettled(t, seeds, group, topic, 30*time.Second)
+	var first *storage.Saga
+	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
+		if first == nil {
+			first = s
+		}
+		return nil
+	}); err != nil || first == nil {
+		t.Fatalf("no completed saga to expire: %v", err)
+	}
+	st.p = first.Source.TopicPartition()
+	st.owned = func() bool { return slices.Contains(eng.Owned(), st.p) }
+	passed := make(chan struct{})
+	go func() { defer close(passed); con.ExpirePass(ctx, time.Now().Add(time.Minute)) }()
+	<-st.inside // the deletion of p's sagas is in progress
+	released := make(chan struct{})
+	go func() { defer close(released); con.GiveUp(ctx, st.p) }()
+	// Without the ordering the release would give p up now; with it, it
+	// waits for the deletion. The window for the first is bounded, as
+	// something that must not happen can only be watched for a while.
+	gaveUp := false
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline) && !gaveUp; {
+		gaveUp = !st.owned()
+		runtime.Gosched()
+	}
+	close(st.letGo)
+	<-passed
+	<-released
+	if gaveUp || !st.ownedAtReturn.Load() {
+		t.Fatalf("the engine gave %s up while a retention pass was deleting from it (its tombstones would follow the release)", st.p)
+	}
+	if st.owned() {
+		t.Fatalf("%s still owned after its release", st.p)
 	}
 }
 

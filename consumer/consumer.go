@@ -82,6 +82,13 @@ type Consumer struct {
 	nRefused    atomic.Int32                 // len(refused), read without the lock
 	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
+	// expMu orders the retention pass against the release of a partition:
+	// the pass deletes from a partition (and appends its tombstones) only
+	// holding it, having checked that the partition is still owned, and
+	// release holds it while the engine gives the partition up
+	// (retention.go, whileOwned).
+	expMu sync.Mutex
+
 	// reMu guards reappend and reappendUntil: the batch mirror
 	// (Consumer.mirror, one at a time) reads and updates them, the pipeline
 	// raises reappendUntil when a mirror lags (settle), and adjust

@@ -97,7 +97,12 @@ func (c *Consumer) release(ctx context.Context, parts map[string][]int32, flush 
 			p := storage.Partition{Topic: t, Partition: pn}
 			rctx, cancel := context.WithTimeout(ctx, c.cfg.ReleaseTimeout)
 			c.replies.remove(rctx, p, flush) // no reply is handed on from here; how far they were handled is recorded
-			if err := c.eng.Release(rctx, p); err != nil {
+			// No retention pass deletes from p once it is given up
+			// (retention.go, whileOwned).
+			c.expMu.Lock()
+			err := c.eng.Release(rctx, p)
+			c.expMu.Unlock()
+			if err != nil {
 				c.log.Error("partition given up with steps still running (they may run again on the next owner)", "partition", p.String(), "err", err)
 			}
 			if flush {

@@ -2,9 +2,11 @@ package consumer
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/sagaz-go/sagaz/engine"
+	"github.com/sagaz-go/sagaz/storage"
 )
 
 // expireLoop deletes terminal sagas past the retention from the owned
@@ -22,38 +24,82 @@ func (c *Consumer) expireLoop(ctx context.Context) {
 	}
 }
 
+// expireBetween, when set (tests), is called after a retention pass has
+// listed the owned partitions and before it expires p.
+var expireBetween func(p storage.Partition)
+
 func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 	for _, p := range c.eng.Owned() {
-		for ctx.Err() == nil {
-			// The tombstones are appended inside the deleting transaction:
-			// before any saga that takes a freed idempotency key is
-			// recorded and appended (docs/architecture.md, changelog
-			// invariant 5).
-			// Not cancelled with ctx: a cancelled wait leaves the deletion
-			// queued, and it would append its tombstones after the
-			// changelog closed (Run waits for this loop before that).
-			gone, err := c.store.Expire(context.WithoutCancel(ctx), p, cutoff, 5000, c.changelog.AppendTombstone)
-			if err != nil {
-				c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
-				break
-			}
-			c.m.Expired.Add(float64(len(gone)))
-			if len(gone) < 5000 {
-				break
-			}
+		if expireBetween != nil {
+			expireBetween(p)
 		}
-		for ctx.Err() == nil { // the outcomes of events go with the sagas
-			keys, err := c.store.ExpireMeta(context.WithoutCancel(ctx), p, engine.OutcomePrefix, cutoff, 5000) // as above
-			if err != nil {
-				c.log.Error("expiring event outcomes failed", "partition", p.String(), "err", err)
-				break
+		c.expirePartition(ctx, p, cutoff)
+	}
+}
+
+// whileOwned runs fn holding expMu if p is still owned here, and reports
+// whether it did. release takes expMu before giving a partition up, so a
+// deletion and its tombstones are either done before the partition is
+// released (and its changelog flushed) or not at all: a member appends no
+// record of a partition it gave up, which would come after the next
+// owner's (docs/architecture.md, changelog invariant 6).
+func (c *Consumer) whileOwned(p storage.Partition, fn func()) bool {
+	c.expMu.Lock()
+	defer c.expMu.Unlock()
+	if !slices.Contains(c.eng.Owned(), p) {
+		return false
+	}
+	fn()
+	return true
+}
+
+func (c *Consumer) expirePartition(ctx context.Context, p storage.Partition, cutoff time.Time) {
+	for ctx.Err() == nil {
+		var (
+			gone []*storage.Saga
+			err  error
+		)
+		// The tombstones are appended inside the deleting transaction:
+		// before any saga that takes a freed idempotency key is recorded
+		// and appended (docs/architecture.md, changelog invariant 5).
+		// Not cancelled with ctx: a cancelled wait leaves the deletion
+		// queued, and it would append its tombstones after the changelog
+		// closed (Run waits for this loop before that).
+		if !c.whileOwned(p, func() {
+			gone, err = c.store.Expire(context.WithoutCancel(ctx), p, cutoff, 5000, c.changelog.AppendTombstone)
+		}) {
+			return // given up meanwhile: its next owner expires it
+		}
+		if err != nil {
+			c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
+			break
+		}
+		c.m.Expired.Add(float64(len(gone)))
+		if len(gone) < 5000 {
+			break
+		}
+	}
+	for ctx.Err() == nil { // the outcomes of events go with the sagas
+		var (
+			keys []string
+			err  error
+		)
+		if !c.whileOwned(p, func() {
+			keys, err = c.store.ExpireMeta(context.WithoutCancel(ctx), p, engine.OutcomePrefix, cutoff, 5000) // as above
+			if err == nil {
+				for _, k := range keys {
+					c.changelog.AppendMeta(p, k, nil)
+				}
 			}
-			for _, k := range keys {
-				c.changelog.AppendMeta(p, k, nil)
-			}
-			if len(keys) < 5000 {
-				break
-			}
+		}) {
+			return
+		}
+		if err != nil {
+			c.log.Error("expiring event outcomes failed", "partition", p.String(), "err", err)
+			break
+		}
+		if len(keys) < 5000 {
+			break
 		}
 	}
 }
