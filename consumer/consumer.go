@@ -86,7 +86,7 @@ type Consumer struct {
 	// the pass deletes from a partition (and appends its tombstones) only
 	// holding it, having checked that the partition is still owned, and
 	// release holds it while the engine gives the partition up
-	// (retention.go, whileOwned).
+	// (retention.go, WhileOwned), as does a cron schedule's save.
 	expMu sync.Mutex
 
 	// reMu guards reappend and reappendUntil: the batch mirror

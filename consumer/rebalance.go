@@ -95,11 +95,13 @@ func (c *Consumer) release(ctx context.Context, parts map[string][]int32, flush 
 	for t, ps := range parts {
 		for _, pn := range ps {
 			p := storage.Partition{Topic: t, Partition: pn}
+			// No retention pass or schedule deletes from p, or appends to
+			// its changelog, once it is given up; one in progress ends
+			// first, its records flushed below (WhileOwned). Taken before
+			// ReleaseTimeout starts, which bounds the release itself.
+			c.expMu.Lock()
 			rctx, cancel := context.WithTimeout(ctx, c.cfg.ReleaseTimeout)
 			c.replies.remove(rctx, p, flush) // no reply is handed on from here; how far they were handled is recorded
-			// No retention pass deletes from p once it is given up
-			// (retention.go, whileOwned).
-			c.expMu.Lock()
 			err := c.eng.Release(rctx, p)
 			c.expMu.Unlock()
 			if err != nil {

@@ -37,13 +37,16 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 	}
 }
 
-// whileOwned runs fn holding expMu if p is still owned here, and reports
-// whether it did. release takes expMu before giving a partition up, so a
-// deletion and its tombstones are either done before the partition is
-// released (and its changelog flushed) or not at all: a member appends no
-// record of a partition it gave up, which would come after the next
-// owner's (docs/architecture.md, changelog invariant 6).
-func (c *Consumer) whileOwned(p storage.Partition, fn func()) bool {
+// WhileOwned runs fn holding expMu if partition p is still owned here, and
+// reports whether it did. release takes expMu before giving a partition
+// up, so what fn writes to p's store and appends to p's changelog is done
+// before the partition is released (and its changelog flushed) or not at
+// all: a member appends no record of a partition it gave up, which would
+// come after the next owner's (docs/architecture.md, changelog invariant
+// 6). The retention loop deletes through it, and a member's cron
+// scheduler records a schedule's state through it. fn must not wait for a
+// rebalance.
+func (c *Consumer) WhileOwned(p storage.Partition, fn func()) bool {
 	c.expMu.Lock()
 	defer c.expMu.Unlock()
 	if !slices.Contains(c.eng.Owned(), p) {
@@ -65,7 +68,7 @@ func (c *Consumer) expirePartition(ctx context.Context, p storage.Partition, cut
 		// Not cancelled with ctx: a cancelled wait leaves the deletion
 		// queued, and it would append its tombstones after the changelog
 		// closed (Run waits for this loop before that).
-		if !c.whileOwned(p, func() {
+		if !c.WhileOwned(p, func() {
 			gone, err = c.store.Expire(context.WithoutCancel(ctx), p, cutoff, 5000, c.changelog.AppendTombstone)
 		}) {
 			return // given up meanwhile: its next owner expires it
@@ -84,7 +87,7 @@ func (c *Consumer) expirePartition(ctx context.Context, p storage.Partition, cut
 			keys []string
 			err  error
 		)
-		if !c.whileOwned(p, func() {
+		if !c.WhileOwned(p, func() {
 			keys, err = c.store.ExpireMeta(context.WithoutCancel(ctx), p, engine.OutcomePrefix, cutoff, 5000) // as above
 			if err == nil {
 				for _, k := range keys {

@@ -50,8 +50,17 @@ type Config struct {
 	// Mirror, if set, copies a schedule's state to the changelog
 	// (Changelog.AppendMeta), so it follows the partition.
 	Mirror func(p storage.Partition, key string, value []byte)
-	Clock  engine.Clock
-	Logger *slog.Logger
+	// WhileOwned, if set, runs fn only while this member still owns
+	// partition p, with the partition's release held off meanwhile, and
+	// reports whether it ran (consumer.Consumer.WhileOwned). A schedule's
+	// state is recorded and mirrored through it, so that none is appended
+	// to the changelog of a partition given up during a tick or an
+	// operation: it would come after the next owner's. Without it, Owns is
+	// checked before a tick and the write is not ordered against a
+	// release.
+	WhileOwned func(p storage.Partition, fn func()) bool
+	Clock      engine.Clock
+	Logger     *slog.Logger
 	// MaxBackfill bounds the ticks of one backfill (default 10,000).
 	MaxBackfill int
 }
@@ -271,7 +280,10 @@ func (s *Scheduler) due(ctx context.Context, sc *sched, now time.Time) error {
 	changed := false
 	defer func() {
 		if changed {
-			if err := s.save(ctx, sc); err != nil {
+			switch err := s.save(ctx, sc); {
+			case errors.Is(err, ErrNotOwner): // a rebalance during the tick
+				s.log.Info("cron: schedule given up during a tick; its next owner goes on from the state it has", "schedule", sc.id)
+			case err != nil:
 				s.log.Error("cron: recording a schedule's state failed", "schedule", sc.id, "err", err)
 			}
 		}
@@ -394,13 +406,23 @@ func (s *Scheduler) save(ctx context.Context, sc *sched) error {
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Store.PutMeta(ctx, sc.part, metaKey(sc.id), v); err != nil {
-		return err
+	write := func() error {
+		if err := s.cfg.Store.PutMeta(ctx, sc.part, metaKey(sc.id), v); err != nil {
+			return err
+		}
+		if s.cfg.Mirror != nil {
+			s.cfg.Mirror(sc.part, metaKey(sc.id), v)
+		}
+		return nil
 	}
-	if s.cfg.Mirror != nil {
-		s.cfg.Mirror(sc.part, metaKey(sc.id), v)
+	if s.cfg.WhileOwned == nil {
+		return write()
 	}
-	return nil
+	if !s.cfg.WhileOwned(sc.part, func() { err = write() }) {
+		sc.owned = false // its next owner loads the state it has
+		return fmt.Errorf("%w: %s was given up before its state was recorded", ErrNotOwner, sc.id)
+	}
+	return err
 }
 
 // jitter is a stable delay below the schedule's Jitter for tick t, the

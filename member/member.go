@@ -284,7 +284,7 @@ func New(ctx context.Context, cfg Config) (m *Member, err error) {
 			AwaitPartitions: func(ctx context.Context) (int32, error) { return m.Consumer.PartitionCount(ctx, cc.CronTopic) },
 			Owns: func(p storage.Partition) bool {
 				return m.Engine.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition})
-			}, Mirror: m.Changelog.AppendMeta, Logger: log}); err != nil {
+			}, Mirror: m.Changelog.AppendMeta, WhileOwned: m.Consumer.WhileOwned, Logger: log}); err != nil {
 			return m, err
 		}
 	}
