@@ -438,35 +438,11 @@ func (g *gonelessStore) Expire(ctx context.Context, p storage.Partition, cutoff 
 // that does not call gone, its deletions leave no tombstone.
 func TestRetentionTombstonesOnlyFromGone(t *testing.T) {
 	const group = "tombstones-from-gone"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
-	seeds := c.ListenAddrs()
-	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
 	st := &gonelessStore{Store: openStore(t)}
-	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
-	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var finished atomic.Int64
-	eng, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl,
-		OnFinish: func(*storage.Saga) { finished.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	con, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true,
-		Retention: time.Millisecond, RetentionCheck: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
-	go func() { defer wg.Done(); _ = con.Run(ctx) }()
-	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish and expire", func() bool { return finished.Load() == 20 && st.expired.Load() == 20 })
-	cancel()
-	wg.Wait()
-	cl.Close()
+	m := runRetentionMember(t, group, st, 20*time.Millisecond)
+	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish and expire", func() bool { return m.finished.Load() == 20 && st.expired.Load() == 20 })
+	m.stop()
+	seeds, con := m.seeds, m.con
 	// The orders are keyed: their sagas live in the keys topic's partitions.
 	recs := kafkatest.ReadAll(t, seeds, consumer.ChangelogTopic(group, con.KeysTopic()))
 	if len(recs) < 20 {
@@ -479,31 +455,36 @@ func TestRetentionTombstonesOnlyFromGone(t *testing.T) {
 	}
 }
 
-// A retention pass that listed a partition before the partition was given
-// up (a revoke between the listing and the deletion) leaves it alone: the
-// next owner's changelog records may already follow the release, and a
-// tombstone appended after them would delete its saga on the next restore
-// (a failed saga retried there, say). The release waits for a deletion in
-// progress instead, so its tombstones are flushed with the partition.
-func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
-	const group = "retention-given-up"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
-	seeds := c.ListenAddrs()
+// retentionRun is a member run over a broker of its own, with 20 orders
+// produced, by runRetentionMember.
+type retentionRun struct {
+	ctx      context.Context
+	seeds    []string
+	con      *consumer.Consumer
+	eng      *engine.Engine
+	finished *atomic.Int64
+	stop     func() // stops the member and closes its changelog (once; also when the test ends)
+}
+
+// runRetentionMember runs a member of group over st, with retention passes
+// every check (the retention itself 1 ms), on a broker holding 20 orders.
+func runRetentionMember(t *testing.T, group string, st storage.Store, check time.Duration) retentionRun {
+	t.Helper()
+	seeds := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic)).ListenAddrs()
 	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
-	st := openStore(t)
 	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
 	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var finished atomic.Int64
+	finished := new(atomic.Int64)
 	eng, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl,
 		OnFinish: func(*storage.Saga) { finished.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	con, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true,
-		Retention: time.Millisecond, RetentionCheck: time.Hour}) // passes run only when the test says
+		Retention: time.Millisecond, RetentionCheck: check})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,11 +493,33 @@ func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
 	go func() { defer wg.Done(); _ = con.Run(ctx) }()
-	defer func() { cancel(); wg.Wait(); cl.Close() }()
-	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish", func() bool { return finished.Load() == 20 })
-	// Nothing in flight when the partition is given up, as in a revoke
-	// (the pipeline is drained before the rebalance callbacks run).
-	kafkatest.WaitSettled(t, seeds, group, topic, 30*time.Second)
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); wg.Wait(); cl.Close() }) }
+	t.Cleanup(stop)
+	return retentionRun{ctx: ctx, seeds: seeds, con: con, eng: eng, finished: finished, stop: stop}
+}
+
+// retentionMember is runRetentionMember with passes only when the test
+// runs one (ExpirePass), once the 20 sagas have finished and everything is
+// committed: nothing is in flight when a test gives a partition up, as in
+// a revoke (the pipeline is drained before the rebalance callbacks run).
+func retentionMember(t *testing.T, group string, st storage.Store) (context.Context, *consumer.Consumer, *engine.Engine) {
+	t.Helper()
+	m := runRetentionMember(t, group, st, time.Hour)
+	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish", func() bool { return m.finished.Load() == 20 })
+	kafkatest.WaitSettled(t, m.seeds, group, topic, 30*time.Second)
+	return m.ctx, m.con, m.eng
+}
+
+// A retention pass that listed a partition before the partition was given
+// up (a revoke between the listing and the deletion) leaves it alone: the
+// next owner's changelog records may already follow the release, and a
+// tombstone appended after them would delete its saga on the next restore
+// (a failed saga retried there, say). The release waits for a deletion in
+// progress instead, so its tombstones are flushed with the partition.
+func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
+	st := openStore(t)
+	ctx, con, _ := retentionMember(t, "retention-given-up", st)
 
 	// The sagas' partition (the orders are keyed: a keys topic's).
 	held := map[storage.Partition]int{}
@@ -587,37 +590,8 @@ func (b *blockingExpire) Expire(ctx context.Context, p storage.Partition, cutoff
 // only once the deletion has returned: its tombstones are appended before
 // the release flushes the partition's changelog, never after.
 func TestReleaseWaitsForARetentionDeletionInProgress(t *testing.T) {
-	const group = "retention-in-progress"
-	c := kafkatest.NewCluster(t, kfake.SeedTopics(1, topic))
-	seeds := c.ListenAddrs()
-	produceOrders(t, kafkatest.Client(t, seeds), 0, 20, nil)
 	st := &blockingExpire{Store: openStore(t), inside: make(chan struct{}), letGo: make(chan struct{})}
-	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
-	cl, err := consumer.NewChangelog(group, kopts, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var finished atomic.Int64
-	eng, err := engine.New(engine.Config{Store: st, Registry: newRegistry(), Logger: slog.New(slog.DiscardHandler), Changelog: cl,
-		OnFinish: func(*storage.Saga) { finished.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	con, err := consumer.New(eng, st, consumer.Config{Client: kopts, Group: group, CreateTopics: true,
-		Retention: time.Millisecond, RetentionCheck: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
-	go func() { defer wg.Done(); _ = con.Run(ctx) }()
-	defer func() { cancel(); wg.Wait(); cl.Close() }()
-	kafkatest.WaitFor(t, 30*time.Second, "20 sagas to finish", func() bool { return finished.Load() == 20 })
-	// Nothing in flight when the partition is given up, as in a revoke
-	// (the pipeline is drained before the rebalance callbacks run).
-	kafkatest.WaitSettled(t, seeds, group, topic, 30*time.Second)
+	ctx, con, eng := retentionMember(t, "retention-in-progress", st)
 	var first *storage.Saga
 	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
 		if first == nil {
