@@ -82,12 +82,13 @@ type Consumer struct {
 	nRefused    atomic.Int32                 // len(refused), read without the lock
 	dlLog       *logx.Limiter                // the dead-letter log lines, bounded
 
-	// expMu orders the retention pass against the release of a partition:
-	// the pass deletes from a partition (and appends its tombstones) only
-	// holding it, having checked that the partition is still owned, and
-	// release holds it while the engine gives the partition up
-	// (retention.go, WhileOwned), as does a cron schedule's save.
-	expMu sync.Mutex
+	// expMu orders the writes that run beside the pipeline (the retention
+	// loop's deletions, a cron schedule's state) against the release of a
+	// partition: they hold it for reading, having checked that the
+	// partition is still owned (WhileOwned, retention.go), so they do not
+	// wait for each other; release holds it for writing while the engine
+	// gives the partition up.
+	expMu sync.RWMutex
 
 	// reMu guards reappend and reappendUntil: the batch mirror
 	// (Consumer.mirror, one at a time) reads and updates them, the pipeline

@@ -37,8 +37,8 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 	}
 }
 
-// WhileOwned runs fn holding expMu if partition p is still owned here, and
-// reports whether it did. release takes expMu before giving a partition
+// WhileOwned runs fn holding expMu (for reading) if partition p is still
+// owned here, and reports whether it did. release takes expMu before giving a partition
 // up, so what fn writes to p's store and appends to p's changelog is done
 // before the partition is released (and its changelog flushed) or not at
 // all: a member appends no record of a partition it gave up, which would
@@ -47,8 +47,8 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 // scheduler records a schedule's state through it. fn must not wait for a
 // rebalance.
 func (c *Consumer) WhileOwned(p storage.Partition, fn func()) bool {
-	c.expMu.Lock()
-	defer c.expMu.Unlock()
+	c.expMu.RLock()
+	defer c.expMu.RUnlock()
 	if !slices.Contains(c.eng.Owned(), p) {
 		return false
 	}

@@ -83,9 +83,10 @@ type Store interface {
 	// transactions (Bolt does, so that other partitions' writes commit
 	// between them); changelogNext is recorded by the last, so a call cut
 	// short leaves ChangelogNext where it was, and applying the same
-	// records again ends as one whole call would. It returns how many
-	// records changed the store. The store ends as applying the records one by one
-	// would leave it; a saga record that a later one of the same saga in
+	// records again ends as one whole call would (Bolt writes a call that
+	// re-creates a saga after its tombstone in one transaction, as that
+	// could end otherwise). It returns how many records changed the store.
+	// The store ends as applying the records one by one would leave it; a saga record that a later one of the same saga in
 	// the same call replaces (a higher version, no tombstone between) may
 	// be skipped, and is then not counted, and the records may be written
 	// in another order that ends the same (then a next-offset record is
