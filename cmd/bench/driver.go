@@ -120,7 +120,7 @@ func runDriver(ctx context.Context, args []string) error {
 	dataDir := fs.String("data", "", "working directory (default: a temporary one, removed afterwards)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the member of -profile-phase to this file")
 	profilePhase := fs.String("profile-phase", "ingest", "phase whose member -cpuprofile profiles: ingest, completion, restore or commands")
-	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory, commands, waiting)")
+	only := fs.String("only", "", "run only these phases (comma-separated: baseline, ingest, completion, python, memory, commands, waiting, floor)")
 	memLimit := fs.String("memory-limit", "150MiB", "every member's soft memory limit (GOMEMLIMIT, as docs/operations.md recommends; empty: none)")
 	memberArgs := fs.String("member-args", "", "extra flags for the memory run's member (space-separated), for experiments")
 	runs := fs.Int("runs", 1, "run every phase this many times and report each figure's median (the targets are judged on -runs 3)")
@@ -242,6 +242,24 @@ func (d *driver) runOnce(ctx context.Context, sz sizes, phase func(string) bool,
 		rows = append(rows, ratioRow(Row{Figure: "completion: 3-step saga, every transition durable", Value: comp, Unit: "sagas/s"}, base, completionTarget))
 		rows = append(rows, lat...)
 		compRate = comp
+	}
+	if phase("floor") { // what the broker traffic alone allows (floor.go)
+		for _, f := range []struct {
+			name, figure string
+			perStart     int
+			want         float64
+		}{
+			{"floor-ingest", "Kafka floor of ingest: event → start record → 1 changelog record → offset committed, plain franz-go, no store", 1, ingestTarget},
+			{"floor-completion", "Kafka floor of completion: as above with 4 changelog records per start", 4, completionTarget},
+		} {
+			rate, err := d.floor(ctx, f.name, sz.ingest, f.perStart)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f.name, err)
+			}
+			r := ratioRow(Row{Figure: f.figure, Value: rate, Unit: "events/s"}, base, f.want)
+			r.Target, r.Met = "— (reported; the target it bounds: "+r.Target+")", nil
+			rows = append(rows, r)
+		}
 	}
 	if phase("python") { // Python Sagaz's trigger path and "× Sagaz"; skipped with a row if Python is missing
 		rows = append(rows, pythonSagaz(ctx, py, compRate, d.logf)...)

@@ -9,6 +9,7 @@
 //	bench broker -port N                           (child) the kfake broker
 //	bench member -brokers ... -topic ...           (child) a Sagaz group member
 //	bench participant -brokers ...                 (child) the demo's accounts service
+//	bench floor -brokers ... -topic ...            (child) the Kafka floor: a member's broker traffic, no store
 package main
 
 import (
@@ -32,6 +33,8 @@ func main() {
 		err = runMember(ctx, args[1:])
 	case len(args) > 0 && args[0] == "participant":
 		err = runParticipant(ctx, args[1:])
+	case len(args) > 0 && args[0] == "floor":
+		err = runFloor(ctx, args[1:])
 	default:
 		err = runDriver(ctx, args)
 	}

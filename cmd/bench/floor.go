@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The Kafka floor: the broker traffic a member makes for each event, made
+// by plain franz-go with no store, no engine and no encoding — the most any
+// member could do on this machine and this broker, whatever its own code
+// costs. For each event it consumes, the floor produces a start record to
+// the keys topic (keyed by the event's key, as a keyed saga starts there);
+// for each start record it consumes back, it produces -changelog records to
+// the changelog partition of the start record's partition (one per
+// transition a member mirrors: about 1 while ingesting, about 3.7 for a
+// 3-step saga after coalescing); each poll's offsets are committed once
+// that poll's records are acknowledged (acks=all, idempotent), in poll
+// order, while the next poll is read. docs/benchmarks.md, *The Kafka floor*.
+
+// Sizes like the member's records (measured from the bench saga's records).
+const (
+	floorStartBytes     = 200 // a start record: the event and the headers naming saga, trigger and origin
+	floorChangelogBytes = 280 // a changelog record: the saga's record, its key a saga key
+)
+
+// runFloor is the floor's child process: it prints "assigned" once it is
+// given partitions, then runs until killed.
+func runFloor(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	brokers := fs.String("brokers", "", "seed brokers")
+	topic := fs.String("topic", "", "the events topic")
+	group := fs.String("group", "", "consumer group (its keys topic is <group>-keys, its changelog <group>-changelog)")
+	perStart := fs.Int("changelog", 1, "changelog records per start record")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *perStart < 0 {
+		return fmt.Errorf("-changelog %d: want 0 or more", *perStart)
+	}
+	return floorLoop(ctx, strings.Split(*brokers, ","), *topic, *group, *perStart, func() { fmt.Println("assigned") })
+}
+
+// floorLoop runs the floor's traffic until ctx ends; assigned is called
+// once, when the group first gives it partitions.
+func floorLoop(ctx context.Context, seeds []string, topic, group string, perStart int, assigned func()) error {
+	keys, changelog := group+"-keys", group+"-changelog"
+	var once sync.Once
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic, keys),
+		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			once.Do(assigned)
+		}))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	// The changelog's producer, as the member's: its own client, records
+	// placed by partition, a 1 ms linger.
+	chl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(time.Millisecond), kgo.MaxBufferedRecords(1<<20))
+	if err != nil {
+		return err
+	}
+	defer chl.Close()
+
+	startValue := bytes.Repeat([]byte{'s'}, floorStartBytes)
+	changeValue := bytes.Repeat([]byte{'c'}, floorChangelogBytes)
+	type polled struct {
+		recs []*kgo.Record
+		wg   *sync.WaitGroup
+	}
+	errc := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+	done := func(wg *sync.WaitGroup) func(*kgo.Record, error) {
+		return func(_ *kgo.Record, err error) {
+			if err != nil {
+				fail(err)
+			}
+			wg.Done()
+		}
+	}
+	// The committer: each poll's offsets once its records are acknowledged,
+	// in poll order; up to four polls in flight.
+	commits := make(chan polled, 4)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		for p := range commits {
+			p.wg.Wait()
+			if err := cl.CommitRecords(ctx, p.recs...); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(commits); <-committed }()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		default:
+		}
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errs := fetches.Errors(); len(errs) > 0 {
+			return errs[0].Err
+		}
+		recs := fetches.Records()
+		if len(recs) == 0 {
+			continue
+		}
+		wg := new(sync.WaitGroup)
+		for _, r := range recs {
+			if r.Topic == keys {
+				for i := range perStart {
+					wg.Add(1)
+					key := fmt.Appendf(nil, "bench/%d/%d/%d", r.Partition, r.Offset, i)
+					chl.Produce(ctx, &kgo.Record{Topic: changelog, Partition: r.Partition, Key: key, Value: changeValue}, done(wg))
+				}
+				continue
+			}
+			wg.Add(1)
+			cl.Produce(ctx, &kgo.Record{Topic: keys, Key: r.Key, Value: startValue}, done(wg))
+		}
+		commits <- polled{recs: recs, wg: wg}
+	}
+}
+
+// floor measures the Kafka floor of a backlog of n events with perStart
+// changelog records per start; timed from the assignment to the last
+// offset committed, as the member is.
+func (d *driver) floor(ctx context.Context, name string, n, perStart int) (float64, error) {
+	topic := "bench." + name + d.run
+	group := "bench-" + name + d.run
+	d.logf("%s: producing %d events", name, n)
+	if err := d.produce(ctx, topic, "f", n); err != nil {
+		return 0, err
+	}
+	for _, t := range []string{group + "-keys", group + "-changelog"} {
+		if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, t); err != nil {
+			return 0, err
+		}
+	}
+	f, err := d.start(ctx, "floor", "-brokers", strings.Join(d.seeds, ","), "-topic", topic, "-group", group,
+		"-changelog", fmt.Sprint(perStart))
+	if err != nil {
+		return 0, err
+	}
+	defer f.kill()
+	t0 := time.Now()
+	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
+		return d.drained(ctx, group, topic, int64(n))
+	})
+	if err != nil {
+		return 0, err
+	}
+	rate := float64(n) / t1.Sub(t0).Seconds()
+	d.logf("%s: %d events in %s: %.0f events/s", name, n, t1.Sub(t0).Round(time.Millisecond), rate)
+	return rate, nil
+}
