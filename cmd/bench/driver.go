@@ -96,6 +96,8 @@ type driver struct {
 	// randomIDs: events' ids (the sagas' idempotency keys) in random order
 	// instead of clustered (-random-ids).
 	randomIDs bool
+	// brokerPID is the broker process's, for its CPU time (cpu.go).
+	brokerPID int
 }
 
 // eventID is the id of a phase's i-th event: prefix-i, in decimal — not
@@ -182,7 +184,7 @@ func runDriver(ctx context.Context, args []string) error {
 		return err
 	}
 	defer broker.stop()
-	d.seeds = []string{broker.addr}
+	d.seeds, d.brokerPID = []string{broker.addr}, broker.cmd.Process.Pid
 	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(100_000)); err != nil {
 		return err
 	}
@@ -571,16 +573,18 @@ func (d *driver) ingest(ctx context.Context, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	w0 := writerNow(m.addr)
+	w0, c0 := writerNow(m.addr), d.cpuNow(m.cmd.Process.Pid)
 	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
 		return d.drained(ctx, "bench-ingest"+d.run, topic, int64(n))
 	})
 	if err != nil {
 		return 0, err
 	}
+	c1 := d.cpuNow(m.cmd.Process.Pid)
 	rate := float64(n) / t1.Sub(t0).Seconds()
 	d.logf("ingest: %d events in %s: %.0f events/s", n, t1.Sub(t0).Round(time.Millisecond), rate)
 	d.logf("  %s", w0.to(writerNow(m.addr)))
+	d.logf("  %s", c0.to(c1, n, "event"))
 	d.logf("ingest: start records consumed from the keys topic: %.0f",
 		scrape(m.addr, `sagaz_records_consumed_total{topic="bench-ingest`+d.run+`-keys"}`))
 	if st, err := histogram(m.addr, "sagaz_batch_record_seconds"); err == nil {
@@ -608,15 +612,17 @@ func (d *driver) completion(ctx context.Context, sz sizes) (float64, []Row, erro
 	if err != nil {
 		return 0, nil, err
 	}
-	w0 := writerNow(m.addr)
+	w0, c0 := writerNow(m.addr), d.cpuNow(m.cmd.Process.Pid)
 	cl0 := scrape(m.addr, "sagaz_changelog_records_total")
 	t1, err := waitFor(ctx, 10*time.Minute, "every saga completed", func() (bool, error) { return finished() >= float64(sz.complete), nil })
 	if err != nil {
 		return 0, nil, err
 	}
+	c1 := d.cpuNow(m.cmd.Process.Pid)
 	rate := float64(sz.complete) / t1.Sub(t0).Seconds()
 	d.logf("completion: %d sagas in %s: %.0f sagas/s", sz.complete, t1.Sub(t0).Round(time.Millisecond), rate)
 	d.logf("  %s", w0.to(writerNow(m.addr)))
+	d.logf("  %s", c0.to(c1, sz.complete, "saga"))
 	if cl1 := scrape(m.addr, "sagaz_changelog_records_total"); cl0 >= 0 && cl1 >= cl0 {
 		// Five writes per saga; transitions of one saga within a flush
 		// interval leave one changelog record. The counter counts the

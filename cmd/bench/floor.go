@@ -162,14 +162,16 @@ func (d *driver) floor(ctx context.Context, name string, n, perStart int) (float
 		return 0, err
 	}
 	defer f.kill()
-	t0 := time.Now()
+	t0, c0 := time.Now(), d.cpuNow(f.cmd.Process.Pid)
 	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
 		return d.drained(ctx, group, topic, int64(n))
 	})
 	if err != nil {
 		return 0, err
 	}
+	c1 := d.cpuNow(f.cmd.Process.Pid)
 	rate := float64(n) / t1.Sub(t0).Seconds()
 	d.logf("%s: %d events in %s: %.0f events/s", name, n, t1.Sub(t0).Round(time.Millisecond), rate)
+	d.logf("  %s (the floor's process as the member)", c0.to(c1, n, "event"))
 	return rate, nil
 }
