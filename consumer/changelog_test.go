@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -558,6 +559,72 @@ func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
 			t.Errorf("a pass that listed %s before it was given up deleted %d of its %d sagas (and tombstoned them after its release)", q, n-left, n)
 		case q != p && left != 0:
 			t.Errorf("the pass left %d of %d sagas in %s, which it still owns", left, n, q)
+		}
+	}
+}
+
+// The same for a partition given up after the pass expired its sagas and
+// before it expired its event outcomes (the records that say what a
+// webhook call or manual event started): they stay for the next owner,
+// and no tombstone of theirs follows the release.
+func TestRetentionLeavesOutcomesOfAPartitionGivenUpAfterItsSagas(t *testing.T) {
+	st := openStore(t)
+	ctx, con, _ := retentionMember(t, "retention-outcomes-given-up", st)
+
+	held := map[storage.Partition]int{}
+	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
+		held[s.Source.TopicPartition()]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) < 2 {
+		t.Fatalf("the 20 sagas are in %d partition(s) (%v), want several: one given up, the others expired", len(held), held)
+	}
+	// Three outcomes in each partition, recorded an hour ago (an
+	// outcome's value starts with its time).
+	old := binary.BigEndian.AppendUint64(nil, uint64(time.Now().Add(-time.Hour).UnixNano()))
+	for q := range held {
+		for i := range 3 {
+			if err := st.PutMeta(ctx, q, fmt.Sprintf("%so-%d", engine.OutcomePrefix, i), append(old, `{"ids":[]}`...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var p storage.Partition
+	for q := range held {
+		p = q
+		break
+	}
+	consumer.SetExpireOutcomesNext(func(q storage.Partition) {
+		if q == p {
+			con.GiveUp(ctx, p) // revoked after its sagas were expired
+		}
+	})
+	defer consumer.SetExpireOutcomesNext(nil)
+	con.ExpirePass(ctx, time.Now().Add(time.Minute))
+	for q, n := range held {
+		outcomes, sagas := 0, 0
+		if err := st.ScanMeta(ctx, q, engine.OutcomePrefix, func(string, []byte) error {
+			outcomes++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ScanPartition(ctx, q, []storage.Status{storage.StatusCompleted}, func(*storage.Saga) error {
+			sagas++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if sagas != 0 {
+			t.Errorf("%s: the pass left %d of its %d sagas, expired while it was owned", q, sagas, n)
+		}
+		switch {
+		case q == p && outcomes != 3:
+			t.Errorf("a pass that reached %s's outcomes after it was given up deleted %d of its 3", q, 3-outcomes)
+		case q != p && outcomes != 0:
+			t.Errorf("the pass left %d of 3 outcomes in %s, which it still owns", outcomes, q)
 		}
 	}
 }

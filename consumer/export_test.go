@@ -11,6 +11,11 @@ import (
 // listed the owned partitions and before it expires each (nil: none).
 func SetExpireBetween(fn func(p storage.Partition)) { expireBetween = fn }
 
+// SetExpireOutcomesNext sets a function a retention pass calls after it
+// has expired a partition's sagas and before its event outcomes (nil:
+// none).
+func SetExpireOutcomesNext(fn func(p storage.Partition)) { expireOutcomesNext = fn }
+
 // ExpirePass runs one retention pass with the given cutoff.
 func (c *Consumer) ExpirePass(ctx context.Context, cutoff time.Time) { c.expire(ctx, cutoff) }
 

@@ -25,8 +25,9 @@ func (c *Consumer) expireLoop(ctx context.Context) {
 }
 
 // expireBetween, when set (tests), is called after a retention pass has
-// listed the owned partitions and before it expires p.
-var expireBetween func(p storage.Partition)
+// listed the owned partitions and before it expires p; expireOutcomesNext,
+// after it has expired p's sagas and before p's event outcomes.
+var expireBetween, expireOutcomesNext func(p storage.Partition)
 
 func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 	for _, p := range c.eng.Owned() {
@@ -81,6 +82,9 @@ func (c *Consumer) expirePartition(ctx context.Context, p storage.Partition, cut
 		if len(gone) < 5000 {
 			break
 		}
+	}
+	if expireOutcomesNext != nil {
+		expireOutcomesNext(p)
 	}
 	for ctx.Err() == nil { // the outcomes of events go with the sagas
 		var (
