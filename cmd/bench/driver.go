@@ -179,18 +179,6 @@ func runDriver(ctx context.Context, args []string) error {
 	}
 	d.logf("machine: %v", machine)
 
-	broker, err := d.start(ctx, "broker")
-	if err != nil {
-		return err
-	}
-	defer broker.stop()
-	d.seeds, d.brokerPID = []string{broker.addr}, broker.cmd.Process.Pid
-	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(100_000)); err != nil {
-		return err
-	}
-	defer d.cl.Close()
-	d.adm = kadm.NewClient(d.cl)
-
 	phase := func(name string) bool { return *only == "" || strings.Contains(","+*only+",", ","+name+",") }
 	var all [][]Row
 	for i := range *runs {
@@ -198,7 +186,7 @@ func runDriver(ctx context.Context, args []string) error {
 			d.run = fmt.Sprintf(".r%d", i+1)
 			d.logf("run %d of %d", i+1, *runs)
 		}
-		rows, err := d.runOnce(ctx, sz, phase, py)
+		rows, err := d.withBroker(ctx, func() ([]Row, error) { return d.runOnce(ctx, sz, phase, py) })
 		if err != nil {
 			return err
 		}
@@ -215,6 +203,25 @@ func runDriver(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// withBroker runs fn with a broker of its own: each run of -runs starts
+// with an empty kfake (which keeps every record in its heap: the millions
+// an earlier run's memory and waiting phases produce would weigh on the
+// later runs' phases) and stops it afterwards.
+func (d *driver) withBroker(ctx context.Context, fn func() ([]Row, error)) ([]Row, error) {
+	broker, err := d.start(ctx, "broker")
+	if err != nil {
+		return nil, err
+	}
+	defer broker.stop()
+	d.seeds, d.brokerPID = []string{broker.addr}, broker.cmd.Process.Pid
+	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(100_000)); err != nil {
+		return nil, err
+	}
+	defer d.cl.Close()
+	d.adm = kadm.NewClient(d.cl)
+	return fn()
 }
 
 // runOnce runs the chosen phases once; every ratio is to this run's
