@@ -565,8 +565,9 @@ func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
 
 // The same for a partition given up after the pass expired its sagas and
 // before it expired its event outcomes (the records that say what a
-// webhook call or manual event started): they stay for the next owner,
-// and no tombstone of theirs follows the release.
+// webhook call or manual event started): they stay in the store for the
+// next owner (the same guard keeps their tombstones out of the changelog:
+// deletion and tombstones are one WhileOwned call).
 func TestRetentionLeavesOutcomesOfAPartitionGivenUpAfterItsSagas(t *testing.T) {
 	st := openStore(t)
 	ctx, con, _ := retentionMember(t, "retention-outcomes-given-up", st)

@@ -46,7 +46,8 @@ func procCPU(pid int) (time.Duration, bool) {
 	return time.Duration(u+st) * time.Second / clockTick, true
 }
 
-// machineCPU reads the machine's busy and total CPU time from /proc/stat.
+// machineCPU reads the machine's busy and total CPU time from /proc/stat
+// (busy: neither idle, waiting for I/O nor stolen by the hypervisor).
 func machineCPU() (busy, total time.Duration, ok bool) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -67,7 +68,7 @@ func machineCPU() (busy, total time.Duration, ok bool) {
 			break
 		}
 		all += n
-		if i == 3 || i == 4 { // idle, iowait
+		if i == 3 || i == 4 || i == 7 { // idle, iowait, steal (another VM ran)
 			idle += n
 		}
 	}

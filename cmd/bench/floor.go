@@ -22,7 +22,8 @@ import (
 // transition a member mirrors: about 1 while ingesting, about 3.7 for a
 // 3-step saga after coalescing); each poll's offsets are committed once
 // that poll's records are acknowledged (acks=all, idempotent), in poll
-// order, while the next poll is read. docs/benchmarks.md, *The Kafka floor*.
+// order, while the next poll is read (docs/benchmarks.md, *How each figure
+// is measured*).
 
 // Sizes like the member's records (measured from the bench saga's records).
 const (
@@ -52,8 +53,11 @@ func runFloor(ctx context.Context, args []string) error {
 func floorLoop(ctx context.Context, seeds []string, topic, group string, perStart int, assigned func()) error {
 	keys, changelog := group+"-keys", group+"-changelog"
 	var once sync.Once
+	// The member's consumer settings (consumer.Config's defaults): its
+	// fetch sizes bound how many records each poll and commit carries.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic, keys),
 		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(1<<20), kgo.FetchMaxPartitionBytes(256<<10),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
 			once.Do(assigned)
@@ -73,49 +77,62 @@ func floorLoop(ctx context.Context, seeds []string, topic, group string, perStar
 
 	startValue := bytes.Repeat([]byte{'s'}, floorStartBytes)
 	changeValue := bytes.Repeat([]byte{'c'}, floorChangelogBytes)
+	// A poll's records, and the first error of their produces.
 	type polled struct {
 		recs []*kgo.Record
-		wg   *sync.WaitGroup
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		err  error
 	}
-	errc := make(chan error, 1)
-	fail := func(err error) {
-		select {
-		case errc <- err:
-		default:
-		}
-	}
-	done := func(wg *sync.WaitGroup) func(*kgo.Record, error) {
+	done := func(p *polled) func(*kgo.Record, error) {
 		return func(_ *kgo.Record, err error) {
 			if err != nil {
-				fail(err)
+				p.mu.Lock()
+				if p.err == nil {
+					p.err = err
+				}
+				p.mu.Unlock()
 			}
-			wg.Done()
+			p.wg.Done()
 		}
 	}
 	// The committer: each poll's offsets once its records are acknowledged,
-	// in poll order; up to four polls in flight.
-	commits := make(chan polled, 4)
+	// in poll order; up to four polls in flight. A poll with a failed
+	// produce is not committed: the committer stops with its error.
+	commits := make(chan *polled, 4)
 	committed := make(chan struct{})
+	var commitErr error
+	pollCtx, stopPolling := context.WithCancel(ctx) // a poll waiting for records ends when the committer stops
+	defer stopPolling()
 	go func() {
 		defer close(committed)
+		defer stopPolling()
 		for p := range commits {
 			p.wg.Wait()
+			if p.err != nil {
+				commitErr = fmt.Errorf("floor: produce: %w", p.err)
+				return
+			}
 			if err := cl.CommitRecords(ctx, p.recs...); err != nil {
-				fail(err)
+				commitErr = fmt.Errorf("floor: commit: %w", err)
 				return
 			}
 		}
 	}()
+	stopped := func() error { // the committer's error once it has stopped
+		<-committed
+		return commitErr
+	}
 	defer func() { close(commits); <-committed }()
 	for {
-		select {
-		case err := <-errc:
-			return err
-		default:
-		}
-		fetches := cl.PollFetches(ctx)
+		// As a member's poll: at most MaxPollRecords (the consumer's
+		// default, 10,000) records.
+		fetches := cl.PollRecords(pollCtx, 10_000)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if pollCtx.Err() != nil {
+			return stopped()
 		}
 		if errs := fetches.Errors(); len(errs) > 0 {
 			return errs[0].Err
@@ -124,20 +141,26 @@ func floorLoop(ctx context.Context, seeds []string, topic, group string, perStar
 		if len(recs) == 0 {
 			continue
 		}
-		wg := new(sync.WaitGroup)
+		p := &polled{recs: recs}
 		for _, r := range recs {
 			if r.Topic == keys {
 				for i := range perStart {
-					wg.Add(1)
+					p.wg.Add(1)
 					key := fmt.Appendf(nil, "bench/%d/%d/%d", r.Partition, r.Offset, i)
-					chl.Produce(ctx, &kgo.Record{Topic: changelog, Partition: r.Partition, Key: key, Value: changeValue}, done(wg))
+					chl.Produce(ctx, &kgo.Record{Topic: changelog, Partition: r.Partition, Key: key, Value: changeValue}, done(p))
 				}
 				continue
 			}
-			wg.Add(1)
-			cl.Produce(ctx, &kgo.Record{Topic: keys, Key: r.Key, Value: startValue}, done(wg))
+			p.wg.Add(1)
+			cl.Produce(ctx, &kgo.Record{Topic: keys, Key: r.Key, Value: startValue}, done(p))
 		}
-		commits <- polled{recs: recs, wg: wg}
+		select {
+		case commits <- p:
+		case <-committed:
+			return stopped()
+		case <-ctx.Done():
+			return nil
+		}
 	}
 }
 
@@ -164,6 +187,12 @@ func (d *driver) floor(ctx context.Context, name string, n, perStart int) (float
 	defer f.kill()
 	t0, c0 := time.Now(), d.cpuNow(f.cmd.Process.Pid)
 	t1, err := waitFor(ctx, 10*time.Minute, "all offsets committed", func() (bool, error) {
+		select {
+		case err := <-f.done: // it failed (it runs until killed)
+			f.done <- err // for kill
+			return false, fmt.Errorf("the floor's process exited: %v", err)
+		default:
+		}
 		return d.drained(ctx, group, topic, int64(n))
 	})
 	if err != nil {

@@ -61,3 +61,43 @@ func TestFloorMakesAMembersTraffic(t *testing.T) {
 		}
 	}
 }
+
+// A changelog record the broker refuses stops the floor with an error, and
+// the poll that held it is not committed: a floor that failed cannot pass
+// for a drained one.
+func TestFloorStopsWithoutCommittingWhatItFailedToWrite(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d := &driver{seeds: c.ListenAddrs(), out: io.Discard}
+	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0)); err != nil {
+		t.Fatal(err)
+	}
+	defer d.cl.Close()
+	d.adm = kadm.NewClient(d.cl)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	const n = 500
+	topic, group := "floor.events", "floor-failing"
+	if err := d.produce(ctx, topic, "f", n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.adm.CreateTopic(ctx, 6, 1, nil, group+"-keys"); err != nil {
+		t.Fatal(err)
+	}
+	// No changelog topic: every changelog record fails.
+	err = floorLoop(ctx, d.seeds, topic, group, 1, func() {})
+	if err == nil {
+		t.Fatal("floorLoop returned no error with every changelog record refused")
+	}
+	got, err := d.committed(ctx, group, group+"-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 0 {
+		t.Errorf("%d start records committed although none was mirrored", got)
+	}
+}
