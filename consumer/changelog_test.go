@@ -512,6 +512,24 @@ func retentionMember(t *testing.T, group string, st storage.Store) (context.Cont
 	return m.ctx, m.con, m.eng
 }
 
+// completedByPartition counts the completed sagas of each partition: the
+// retention tests' 20, in several partitions (one given up, the others
+// expired).
+func completedByPartition(ctx context.Context, t *testing.T, st storage.Store) map[storage.Partition]int {
+	t.Helper()
+	held := map[storage.Partition]int{}
+	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
+		held[s.Source.TopicPartition()]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) < 2 {
+		t.Fatalf("the 20 sagas are in %d partition(s) (%v), want several: one given up, the others expired", len(held), held)
+	}
+	return held
+}
+
 // A retention pass that listed a partition before the partition was given
 // up (a revoke between the listing and the deletion) leaves it alone: the
 // next owner's changelog records may already follow the release, and a
@@ -523,16 +541,7 @@ func TestRetentionLeavesAPartitionGivenUpDuringThePass(t *testing.T) {
 	ctx, con, _ := retentionMember(t, "retention-given-up", st)
 
 	// The sagas' partition (the orders are keyed: a keys topic's).
-	held := map[storage.Partition]int{}
-	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
-		held[s.Source.TopicPartition()]++
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(held) < 2 {
-		t.Fatalf("the 20 sagas are in %d partition(s) (%v), want several: one given up, the others expired", len(held), held)
-	}
+	held := completedByPartition(ctx, t, st)
 	var p storage.Partition // the one given up: the one holding most
 	for q, n := range held {
 		if n > held[p] {
@@ -572,16 +581,7 @@ func TestRetentionLeavesOutcomesOfAPartitionGivenUpAfterItsSagas(t *testing.T) {
 	st := openStore(t)
 	ctx, con, _ := retentionMember(t, "retention-outcomes-given-up", st)
 
-	held := map[storage.Partition]int{}
-	if err := st.Scan(ctx, []storage.Status{storage.StatusCompleted}, func(s *storage.Saga) error {
-		held[s.Source.TopicPartition()]++
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(held) < 2 {
-		t.Fatalf("the 20 sagas are in %d partition(s) (%v), want several: one given up, the others expired", len(held), held)
-	}
+	held := completedByPartition(ctx, t, st)
 	// Three outcomes in each partition, recorded an hour ago (an
 	// outcome's value starts with its time).
 	old := binary.BigEndian.AppendUint64(nil, uint64(time.Now().Add(-time.Hour).UnixNano()))

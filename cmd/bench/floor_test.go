@@ -11,23 +11,31 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// The floor makes a member's broker traffic: one start record per event,
-// perStart changelog records per start record, and commits every offset
-// it consumed, of the events and of the keys topic.
-func TestFloorMakesAMembersTraffic(t *testing.T) {
+// floorDriver is a driver on an in-process kfake, and a context bounded
+// to a minute.
+func floorDriver(t *testing.T) (*driver, context.Context) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(6))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
 	d := &driver{seeds: c.ListenAddrs(), out: io.Discard}
 	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0)); err != nil {
 		t.Fatal(err)
 	}
-	defer d.cl.Close()
+	t.Cleanup(d.cl.Close)
 	d.adm = kadm.NewClient(d.cl)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
+	return d, ctx
+}
+
+// The floor makes a member's broker traffic: one start record per event,
+// perStart changelog records per start record, and commits every offset
+// it consumed, of the events and of the keys topic.
+func TestFloorMakesAMembersTraffic(t *testing.T) {
+	d, ctx := floorDriver(t)
 
 	const n, perStart = 3000, 3
 	topic, group := "floor.events", "floor-group"
@@ -66,19 +74,7 @@ func TestFloorMakesAMembersTraffic(t *testing.T) {
 // the poll that held it is not committed: a floor that failed cannot pass
 // for a drained one.
 func TestFloorStopsWithoutCommittingWhatItFailedToWrite(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(6))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	d := &driver{seeds: c.ListenAddrs(), out: io.Discard}
-	if d.cl, err = kgo.NewClient(kgo.SeedBrokers(d.seeds...), kgo.ProducerLinger(0)); err != nil {
-		t.Fatal(err)
-	}
-	defer d.cl.Close()
-	d.adm = kadm.NewClient(d.cl)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	d, ctx := floorDriver(t)
 
 	const n = 500
 	topic, group := "floor.events", "floor-failing"
@@ -89,7 +85,7 @@ func TestFloorStopsWithoutCommittingWhatItFailedToWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No changelog topic: every changelog record fails.
-	err = floorLoop(ctx, d.seeds, topic, group, 1, func() {})
+	err := floorLoop(ctx, d.seeds, topic, group, 1, func() {})
 	if err == nil {
 		t.Fatal("floorLoop returned no error with every changelog record refused")
 	}
