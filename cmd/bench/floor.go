@@ -65,15 +65,14 @@ func floorLoop(ctx context.Context, seeds []string, topic, group string, perStar
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
 	// The changelog's producer, as the member's: its own client, records
 	// placed by partition, a 1 ms linger.
 	chl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(time.Millisecond), kgo.MaxBufferedRecords(1<<20))
 	if err != nil {
+		cl.Close()
 		return err
 	}
-	defer chl.Close()
 
 	startValue := bytes.Repeat([]byte{'s'}, floorStartBytes)
 	changeValue := bytes.Repeat([]byte{'c'}, floorChangelogBytes)
@@ -123,7 +122,15 @@ func floorLoop(ctx context.Context, seeds []string, topic, group string, perStar
 		<-committed
 		return commitErr
 	}
-	defer func() { close(commits); <-committed }()
+	defer func() {
+		close(commits)
+		// Records still buffered fail once ctx ends (they were produced
+		// with it), and closing the clients fails the rest, so the
+		// committer's wait for acks ends.
+		chl.Close()
+		cl.Close()
+		<-committed
+	}()
 	for {
 		// As a member's poll: at most MaxPollRecords (the consumer's
 		// default, 10,000) records.
