@@ -11,9 +11,9 @@ import (
 // ends (within seconds, however loaded the machine), and the machine's busy
 // time grows by at least as much and never exceeds its total.
 func TestProcCPUCountsThisProcess(t *testing.T) {
-	before, ok := procCPU(os.Getpid())
+	before, ok := procCPU(os.Getpid()) // the harness runs on Linux, as the service does
 	if !ok {
-		t.Skip("no /proc on this system")
+		t.Fatal("procCPU read nothing from /proc for this process")
 	}
 	busy0, total0, ok := machineCPU()
 	if !ok || busy0 > total0 {
