@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/sagaz-go/sagaz/engine"
@@ -50,63 +49,62 @@ func (c *Consumer) expire(ctx context.Context, cutoff time.Time) {
 func (c *Consumer) WhileOwned(p storage.Partition, fn func()) bool {
 	c.expMu.RLock()
 	defer c.expMu.RUnlock()
-	if !slices.Contains(c.eng.Owned(), p) {
+	if !c.eng.Owns(storage.Position{Topic: p.Topic, Partition: p.Partition}) {
 		return false
 	}
 	fn()
 	return true
 }
 
+// expireBatch bounds the deletions of one retention transaction.
+const expireBatch = 5000
+
 func (c *Consumer) expirePartition(ctx context.Context, p storage.Partition, cutoff time.Time) {
-	for ctx.Err() == nil {
-		var (
-			gone []*storage.Saga
-			err  error
-		)
-		// The tombstones are appended inside the deleting transaction:
-		// before any saga that takes a freed idempotency key is recorded
-		// and appended (docs/architecture.md, changelog invariant 5).
-		// Not cancelled with ctx: a cancelled wait leaves the deletion
-		// queued, and it would append its tombstones after the changelog
-		// closed (Run waits for this loop before that).
-		if !c.WhileOwned(p, func() {
-			gone, err = c.store.Expire(context.WithoutCancel(ctx), p, cutoff, 5000, c.changelog.AppendTombstone)
-		}) {
-			return // given up meanwhile: its next owner expires it
-		}
-		if err != nil {
-			c.log.Error("expiring terminal sagas failed", "partition", p.String(), "err", err)
-			break
-		}
+	// The tombstones are appended inside the deleting transaction: before
+	// any saga that takes a freed idempotency key is recorded and appended
+	// (docs/architecture.md, changelog invariant 5). Not cancelled with
+	// ctx: a cancelled wait leaves the deletion queued, and it would append
+	// its tombstones after the changelog closed (Run waits for this loop
+	// before that).
+	if !c.expireInBatches(ctx, p, "expiring terminal sagas failed", func() (int, error) {
+		gone, err := c.store.Expire(context.WithoutCancel(ctx), p, cutoff, expireBatch, c.changelog.AppendTombstone)
 		c.m.Expired.Add(float64(len(gone)))
-		if len(gone) < 5000 {
-			break
-		}
+		return len(gone), err
+	}) {
+		return // given up meanwhile: its next owner expires it
 	}
 	if expireOutcomesNext != nil {
 		expireOutcomesNext(p)
 	}
-	for ctx.Err() == nil { // the outcomes of events go with the sagas
+	c.expireInBatches(ctx, p, "expiring event outcomes failed", func() (int, error) { // the outcomes of events go with the sagas
+		keys, err := c.store.ExpireMeta(context.WithoutCancel(ctx), p, engine.OutcomePrefix, cutoff, expireBatch)
+		for _, k := range keys {
+			c.changelog.AppendMeta(p, k, nil)
+		}
+		return len(keys), err
+	})
+}
+
+// expireInBatches runs del, a deletion of up to expireBatch records of p
+// and the appending of their tombstones, through WhileOwned until it
+// deletes fewer, fails (logged as failed) or ctx ends. It reports false
+// when p was given up before a batch.
+func (c *Consumer) expireInBatches(ctx context.Context, p storage.Partition, failed string, del func() (int, error)) bool {
+	for ctx.Err() == nil {
 		var (
-			keys []string
-			err  error
+			n   int
+			err error
 		)
-		if !c.WhileOwned(p, func() {
-			keys, err = c.store.ExpireMeta(context.WithoutCancel(ctx), p, engine.OutcomePrefix, cutoff, 5000) // as above
-			if err == nil {
-				for _, k := range keys {
-					c.changelog.AppendMeta(p, k, nil)
-				}
-			}
-		}) {
-			return
+		if !c.WhileOwned(p, func() { n, err = del() }) {
+			return false
 		}
 		if err != nil {
-			c.log.Error("expiring event outcomes failed", "partition", p.String(), "err", err)
-			break
+			c.log.Error(failed, "partition", p.String(), "err", err)
+			return true
 		}
-		if len(keys) < 5000 {
-			break
+		if n < expireBatch {
+			return true
 		}
 	}
+	return true
 }

@@ -86,11 +86,12 @@ type Store interface {
 	// records again ends as one whole call would (Bolt writes a call that
 	// re-creates a saga after its tombstone in one transaction, as that
 	// could end otherwise). It returns how many records changed the store.
-	// The store ends as applying the records one by one would leave it; a saga record that a later one of the same saga in
-	// the same call replaces (a higher version, no tombstone between) may
-	// be skipped, and is then not counted, and the records may be written
-	// in another order that ends the same (then a next-offset record is
-	// counted when it raised the offset where it was written).
+	// The store ends as applying the records one by one would leave it; a
+	// saga record that a later one of the same saga in the same call
+	// replaces (a higher version, no tombstone between) may be skipped,
+	// and is then not counted, and the records may be written in another
+	// order that ends the same (then a next-offset record is counted when
+	// it raised the offset where it was written).
 	Apply(ctx context.Context, p Partition, changes []Change, changelogNext int64) (int, error)
 
 	// ChangelogNext returns the changelog offset recorded for p by Apply or
